@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Autobahn|Testsuite conformance (sections 1-10) against the bare echo endpoint.
+#   bash .ci/autobahn.sh          # after: cargo build --release -p switchboard
+# Env: SWITCHBOARD_BIN (default target/release/switchboard),
+#      AUTOBAHN_CACHE  (default /tmp/ab; the installed suite is reused across runs).
+# Reports: target/autobahn/reports/index.html
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=$(realpath -m "${SWITCHBOARD_BIN:-target/release/switchboard}")
+CACHE=${AUTOBAHN_CACHE:-/tmp/ab}
+OUT=$PWD/target/autobahn
+AGENT=switchboard
+CASES=("1.*" "2.*" "3.*" "4.*" "5.*" "6.*" "7.*" "9.*" "10.*")   # there is no section 8
+EXPECT_CASES=301   # what those sections hold in wstest 25.10.1 and kosoku 0.1.0
+
+[ -x "$BIN" ] || { echo "autobahn: no server binary at $BIN (cargo build --release -p switchboard)" >&2; exit 1; }
+
+# wstest is the reference suite but needs Python 2.7 (pyenv's; Debian has none).
+# `if install_wstest` disables set -e inside it, hence the && chain.
+install_wstest() {
+    "$CACHE/venv2/bin/wstest" --help >/dev/null 2>&1 && return 0
+    local py2
+    py2="$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")/versions/2.7.18/bin/python2.7"
+    [ -x "$py2" ] || return 1
+    echo "autobahn: installing wstest into $CACHE/venv2" >&2
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_PYTHON_VERSION_WARNING=1
+    "$py2" -m pip install -q --target "$CACHE/venvtool" 'virtualenv<20.22' &&
+        PYTHONPATH="$CACHE/venvtool" "$py2" -m virtualenv -q "$CACHE/venv2" &&
+        "$CACHE/venv2/bin/pip" install -q autobahntestsuite==25.10.1
+}
+
+# Python 3 runner over Autobahn's own case files: the fallback where wstest can't run.
+install_kosoku() {
+    [ -x "$CACHE/venv3/bin/kosoku" ] && return 0
+    echo "autobahn: no Python 2.7, installing kosoku into $CACHE/venv3" >&2
+    python3 -m venv "$CACHE/venv3" && "$CACHE/venv3/bin/pip" install -q kosoku
+}
+
+SERVER_PID=
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || return 0
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || return 0; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+}
+trap stop_server EXIT
+
+mkdir -p "$CACHE"
+if install_wstest; then RUNNER=wstest; else install_kosoku; RUNNER=kosoku; fi
+
+# A stale index.json must never pass for this run's verdict.
+rm -rf "$OUT" && mkdir -p "$OUT"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+URL=ws://127.0.0.1:$PORT/ws/echo
+
+# Section 9 sends messages of up to 16 MiB and expects them echoed whole.
+# Run from $OUT so whatever the server writes to its cwd stays out of the tree.
+(
+    cd "$OUT"
+    export SWITCHBOARD_LIMITS__MAX_MESSAGE_SIZE=20000000 \
+        SWITCHBOARD_LIMITS__OUTBOUND_QUEUE_BYTES=67108864 RUST_LOG=warn
+    exec "$BIN" serve --http "127.0.0.1:$PORT"
+) >"$OUT/server.log" 2>&1 &
+SERVER_PID=$!
+
+for _ in $(seq 300); do   # up to 30 s
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "autobahn: server exited at startup:" >&2; cat "$OUT/server.log" >&2; exit 1; }
+    sleep 0.1
+done
+(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { echo "autobahn: server not listening on $PORT after 30 s" >&2; exit 1; }
+
+echo "autobahn: $RUNNER against $URL"
+rc=0
+if [ "$RUNNER" = wstest ]; then
+    cases_json=$(printf '"%s",' "${CASES[@]}")
+    cat >"$OUT/fuzzingclient.json" <<EOF
+{"outdir": "$OUT/reports",
+ "servers": [{"agent": "$AGENT", "url": "$URL"}],
+ "cases": [${cases_json%,}], "exclude-cases": [], "exclude-agent-cases": {}}
+EOF
+    (cd "$OUT" && timeout 600 "$CACHE/venv2/bin/wstest" -m fuzzingclient -s fuzzingclient.json) >"$OUT/runner.log" 2>&1 || rc=$?
+    check_args=(--expect "$EXPECT_CASES" "$OUT/reports/index.json" "$AGENT")
+else
+    # kosoku exits 1 when a case fails; the checker below gives the verdict either way.
+    timeout 600 "$CACHE/venv3/bin/kosoku" -m fuzzingclient "$URL" "${CASES[@]/#/-i}" -o "$OUT/reports" >"$OUT/runner.log" 2>&1 || rc=$?
+    # kosoku names the agent after the server's `Server` header.
+    check_args=(--expect "$EXPECT_CASES" "$OUT/reports/index.json")
+fi
+
+status=0
+if [ "$rc" -eq 124 ]; then echo "autobahn: FAIL: $RUNNER timed out after 600 s" >&2; status=1; fi
+kill -0 "$SERVER_PID" 2>/dev/null || { echo "autobahn: FAIL: server died during the suite" >&2; status=1; }
+python3 .ci/check_autobahn.py "${check_args[@]}" || status=1
+if [ "$status" -ne 0 ]; then
+    echo "--- $RUNNER log tail ($OUT/runner.log)"; tail -n 20 "$OUT/runner.log"
+    echo "--- server log tail ($OUT/server.log)"; tail -n 20 "$OUT/server.log"
+fi
+exit "$status"

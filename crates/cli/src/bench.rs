@@ -1,0 +1,142 @@
+//! `switchboard bench`: load scenarios. For now `idle`, which measures what
+//! an idle, joined WebSocket costs the server.
+
+use anyhow::{bail, Context};
+use futures_util::{SinkExt, StreamExt};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(clap::Subcommand)]
+pub enum Scenario {
+    /// Open N connections, join each to a room, hold them, and report the
+    /// connect rate and (given --pid) the server's resident memory per connection.
+    Idle(IdleArgs),
+}
+
+#[derive(clap::Args)]
+pub struct IdleArgs {
+    /// Server address (host:port of the WebSocket listener).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    server: SocketAddr,
+    /// WebSocket path.
+    #[arg(long, default_value = "/ws")]
+    path: String,
+    /// Connections to open.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    connections: usize,
+    /// Room every connection joins.
+    #[arg(long, default_value = "idle")]
+    room: String,
+    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread connections over.
+    #[arg(long, default_value_t = 8)]
+    sources: u8,
+    /// Connections opened concurrently.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Server process id, to read its resident memory from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Seconds to hold the connections after measuring.
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(scenario: Scenario) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match scenario {
+        Scenario::Idle(args) => runtime.block_on(idle(args)),
+    }
+}
+
+/// Resident set size of a process in bytes, from /proc/PID/status.
+fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS line")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("malformed VmRSS")?.parse()?;
+    Ok(kib * 1024)
+}
+
+type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn open_one(args: &IdleArgs, index: usize) -> anyhow::Result<Client> {
+    let source = Ipv4Addr::new(127, 0, 0, 2 + (index % usize::from(args.sources.max(1))) as u8);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = socket.connect(args.server).await?;
+    let url = format!("ws://{}{}?name=idle{index}", args.server, args.path);
+    let (mut client, _) = tokio_tungstenite::client_async(url, stream).await?;
+    let join = serde_json::json!({"op": "join", "room": args.room, "id": 1}).to_string();
+    client.send(Message::text(join)).await?;
+    loop {
+        match client.next().await {
+            Some(Ok(Message::Text(text))) if text.contains("\"re\":1") => {
+                if !text.contains("\"ok\":true") {
+                    bail!("join refused: {text}");
+                }
+                return Ok(client);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(error)) => return Err(error.into()),
+            None => bail!("closed before the join reply"),
+        }
+    }
+}
+
+async fn idle(args: IdleArgs) -> anyhow::Result<()> {
+    let before = args.pid.map(resident_bytes).transpose()?;
+    let progress = indicatif::ProgressBar::new(args.connections as u64);
+    progress.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} connections {per_sec}")?);
+    let started = Instant::now();
+    let clients: Vec<Client> = futures_util::stream::iter(0..args.connections)
+        .map(|index| {
+            let progress = progress.clone();
+            let args = &args;
+            async move {
+                let client = open_one(args, index).await;
+                progress.inc(1);
+                client
+            }
+        })
+        .buffer_unordered(args.concurrency)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let elapsed = started.elapsed();
+    progress.finish_and_clear();
+    // Let the server's allocator settle after the burst before reading RSS.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = args.pid.map(resident_bytes).transpose()?;
+    let rate = clients.len() as f64 / elapsed.as_secs_f64();
+    let per_conn = before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64 / clients.len() as f64);
+    let report = serde_json::json!({
+        "scenario": "idle",
+        "connections": clients.len(),
+        "connect_seconds": elapsed.as_secs_f64(),
+        "connects_per_second": rate,
+        "server_rss_before": before,
+        "server_rss_after": after,
+        "server_bytes_per_connection": per_conn,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("opened {} connections in {:.2}s ({rate:.0}/s)", clients.len(), elapsed.as_secs_f64());
+        if let (Some(b), Some(a), Some(per)) = (before, after, per_conn) {
+            println!(
+                "server RSS {:.1} MiB -> {:.1} MiB: {per:.0} bytes per connection",
+                b as f64 / 1048576.0,
+                a as f64 / 1048576.0
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    drop(clients);
+    Ok(())
+}

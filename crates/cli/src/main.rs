@@ -1,0 +1,117 @@
+//! The `switchboard` command. It parses flags, sets up logging and binds;
+//! everything else lives in `switchboard-server` and `switchboard-client`.
+
+mod bench;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use switchboard_server::{Config, Listeners};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A real-time messaging server: rooms, DMs and presence over WebSocket"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (flags > SWITCHBOARD_* env > config file > defaults).
+    Serve(ServeArgs),
+    /// Print the default configuration file, every option explained.
+    Config,
+    /// Load generator scenarios.
+    #[command(subcommand)]
+    Bench(bench::Scenario),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (see `switchboard config`).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// WebSocket and HTTP address [default: 127.0.0.1:8080].
+    #[arg(long)]
+    http: Option<SocketAddr>,
+    /// Raw TCP address [default: 127.0.0.1:7070] (not served yet).
+    #[arg(long)]
+    tcp: Option<SocketAddr>,
+    /// UDP address [default: 127.0.0.1:7070] (not served yet).
+    #[arg(long)]
+    udp: Option<SocketAddr>,
+    /// Data directory [default: ./switchboard-data] (not used yet).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The flags as a config layer: only flags that were given.
+    fn overrides(&self) -> serde_json::Value {
+        let mut layer = serde_json::Map::new();
+        let mut set = |key: &str, value: Option<serde_json::Value>| {
+            if let Some(value) = value {
+                layer.insert(key.to_owned(), value);
+            }
+        };
+        set("http", self.http.map(|a| json!(a)));
+        set("tcp", self.tcp.map(|a| json!(a)));
+        set("udp", self.udp.map(|a| json!(a)));
+        set("data", self.data.as_ref().map(|d| json!(d)));
+        serde_json::Value::Object(layer)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config => {
+            print!("{}", switchboard_server::config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Serve(args) => serve(args),
+        Command::Bench(scenario) => bench::run(scenario),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging();
+    let config = Config::load(args.config.as_deref(), args.overrides())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let http = TcpListener::bind(config.http).await.with_context(|| format!("binding {}", config.http))?;
+        tracing::info!(tcp = %config.tcp, udp = %config.udp, data = %config.data.display(), "tcp, udp and storage settings accepted; those transports arrive in a later version");
+        switchboard_server::run(config, Listeners { http }, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C will stop the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,217 @@
+//! Client commands, parsed from one JSON object each.
+//!
+//! Parsing goes field by field so that a malformed command still yields its
+//! `id` and an error that names the field, and so that `body` is kept as raw
+//! JSON text: the server never re-encodes a message body.
+
+use crate::codes::ErrorCode;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Longest room name, in bytes.
+pub const MAX_ROOM_LEN: usize = 128;
+/// Longest user name, in bytes.
+pub const MAX_USER_LEN: usize = 64;
+
+/// The client's `id`, echoed verbatim in the reply's `re` (a string or number).
+pub type RequestId<'a> = &'a RawValue;
+
+/// One parsed client command with its optional request id.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub id: Option<RequestId<'a>>,
+    pub command: Command<'a>,
+}
+
+/// What a client asks for. Names follow `docs/PROTOCOL.md`.
+#[derive(Debug)]
+pub enum Command<'a> {
+    Join { room: String, since: Option<u64> },
+    Leave { room: String },
+    Send { room: String, body: &'a RawValue, volatile: bool },
+    Dm { to: String, body: &'a RawValue },
+    History { room: String, before: Option<u64>, limit: Option<u64> },
+    Presence { room: String },
+    Ping,
+}
+
+/// Why a command was refused, with the id to answer (if one could be read).
+#[derive(Debug, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct CommandError<'a> {
+    pub id: Option<RequestId<'a>>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow)]
+    op: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    room: Option<&'a RawValue>,
+    #[serde(borrow)]
+    to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    body: Option<&'a RawValue>,
+    #[serde(borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    before: Option<&'a RawValue>,
+    #[serde(borrow)]
+    limit: Option<&'a RawValue>,
+    #[serde(borrow)]
+    volatile: Option<&'a RawValue>,
+}
+
+/// Parses one command. The input must be a single JSON object.
+pub fn parse(text: &str) -> Result<Request<'_>, CommandError<'_>> {
+    let fields: Fields<'_> = serde_json::from_str(text).map_err(|error| CommandError {
+        id: None,
+        code: ErrorCode::BadJson,
+        message: format!("expected one JSON object: {error}"),
+    })?;
+    let id = fields.id;
+    let fail = |code, message: String| CommandError { id, code, message };
+    if let Some(raw) = id {
+        if !matches!(raw.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')) {
+            return Err(fail(ErrorCode::BadRequest, "`id` must be a string or a number".into()));
+        }
+    }
+    let op: String = required(fields.op, "op").map_err(|m| fail(ErrorCode::BadRequest, m))?;
+    let command = fields.command(&op).map_err(|(code, message)| fail(code, message))?;
+    Ok(Request { id, command })
+}
+
+impl<'a> Fields<'a> {
+    fn command(&self, op: &str) -> Result<Command<'a>, (ErrorCode, String)> {
+        let bad = |message: String| (ErrorCode::BadRequest, message);
+        let room = || -> Result<String, (ErrorCode, String)> {
+            let room: String = required(self.room, "room").map_err(bad)?;
+            validate_room(&room).map_err(|m| (ErrorCode::BadRoom, m))?;
+            Ok(room)
+        };
+        let body = || self.body.ok_or_else(|| bad(format!("`{op}` needs a `body`")));
+        Ok(match op {
+            "join" => Command::Join { room: room()?, since: optional(self.since, "since").map_err(bad)? },
+            "leave" => Command::Leave { room: room()? },
+            "send" => Command::Send {
+                room: room()?,
+                body: body()?,
+                volatile: optional(self.volatile, "volatile").map_err(bad)?.unwrap_or(false),
+            },
+            "dm" => {
+                let to: String = required(self.to, "to").map_err(bad)?;
+                validate_user(&to).map_err(|m| (ErrorCode::BadUser, m))?;
+                Command::Dm { to, body: body()? }
+            }
+            "history" => Command::History {
+                room: room()?,
+                before: optional(self.before, "before").map_err(bad)?,
+                limit: optional(self.limit, "limit").map_err(bad)?,
+            },
+            "presence" => Command::Presence { room: room()? },
+            "ping" => Command::Ping,
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err((ErrorCode::UnknownOp, format!("unknown op `{shown}`")));
+            }
+        })
+    }
+}
+
+fn required<T: for<'de> Deserialize<'de>>(raw: Option<&RawValue>, name: &str) -> Result<T, String> {
+    let raw = raw.ok_or_else(|| format!("missing field `{name}`"))?;
+    typed(raw, name)
+}
+
+fn optional<T: for<'de> Deserialize<'de>>(raw: Option<&RawValue>, name: &str) -> Result<Option<T>, String> {
+    match raw {
+        Some(raw) if raw.get() != "null" => typed(raw, name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(raw: &RawValue, name: &str) -> Result<T, String> {
+    serde_json::from_str(raw.get()).map_err(|_| {
+        let expected = std::any::type_name::<T>().rsplit("::").next().unwrap_or("value");
+        format!("field `{name}` has the wrong type (expected {expected})")
+    })
+}
+
+/// Room names: 1 to 128 bytes with no control characters.
+pub fn validate_room(room: &str) -> Result<(), String> {
+    if room.is_empty() || room.len() > MAX_ROOM_LEN {
+        return Err(format!("room name must be 1 to {MAX_ROOM_LEN} bytes"));
+    }
+    if room.chars().any(char::is_control) {
+        return Err("room name must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// User names: 1 to 64 characters from `[A-Za-z0-9_.@-]`.
+pub fn validate_user(user: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-');
+    if user.is_empty() || user.len() > MAX_USER_LEN || !user.chars().all(allowed) {
+        return Err(format!("user name must be 1 to {MAX_USER_LEN} characters from [A-Za-z0-9_.@-]"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_command() {
+        let send = parse(r#"{"op":"send","room":"lobby","body":{"t":"hi"},"id":7}"#).expect("valid");
+        assert_eq!(send.id.map(RawValue::get), Some("7"));
+        match send.command {
+            Command::Send { room, body, volatile } => {
+                assert_eq!((room.as_str(), body.get(), volatile), ("lobby", r#"{"t":"hi"}"#, false));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let join = parse(r#"{"op":"join","room":"r","since":5}"#).expect("valid").command;
+        assert!(matches!(join, Command::Join { ref room, since: Some(5) } if room == "r"));
+        let dm = parse(r#"{"op":"dm","to":"bob","body":"yo"}"#).expect("valid").command;
+        assert!(matches!(dm, Command::Dm { ref to, .. } if to == "bob"));
+        assert!(matches!(parse(r#"{"op":"ping"}"#).expect("valid").command, Command::Ping));
+        let leave = parse(r#"{"op":"leave","room":"r"}"#).expect("valid").command;
+        assert!(matches!(leave, Command::Leave { ref room } if room == "r"));
+        let presence = parse(r#"{"op":"presence","room":"r"}"#).expect("valid").command;
+        assert!(matches!(presence, Command::Presence { ref room } if room == "r"));
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_keep_the_id() {
+        let error = parse("{nope").expect_err("bad json");
+        assert_eq!((error.code, error.id.is_none()), (ErrorCode::BadJson, true));
+
+        let error = parse(r#"{"op":"fly","id":"a1"}"#).expect_err("unknown op");
+        assert_eq!(error.code, ErrorCode::UnknownOp);
+        assert_eq!(error.id.map(RawValue::get), Some(r#""a1""#));
+        assert!(error.message.contains("fly"));
+
+        let error = parse(r#"{"op":"send","room":"r","id":1}"#).expect_err("no body");
+        assert_eq!(error.code, ErrorCode::BadRequest);
+        assert!(error.message.contains("body"), "{}", error.message);
+
+        let error = parse(r#"{"op":"join","room":5,"id":1}"#).expect_err("room type");
+        assert!(error.message.contains("`room`"), "{}", error.message);
+
+        let error = parse(r#"{"op":"join","room":""}"#).expect_err("empty room");
+        assert_eq!(error.code, ErrorCode::BadRoom);
+
+        let error = parse(r#"{"op":"dm","to":"a b","body":1}"#).expect_err("bad user");
+        assert_eq!(error.code, ErrorCode::BadUser);
+
+        let error = parse(r#"{"op":"ping","id":{"x":1}}"#).expect_err("object id");
+        assert_eq!(error.code, ErrorCode::BadRequest);
+
+        assert_eq!(parse("[1,2]").expect_err("array").code, ErrorCode::BadJson);
+    }
+}

@@ -1,0 +1,387 @@
+//! RFC 6455 framing for the server side: a [`Decoder`] for client frames and
+//! encoders for server frames.
+//!
+//! The decoder never owns a read buffer: the caller hands it whatever bytes it
+//! has and it reports how many it consumed. It keeps state only while a
+//! fragmented message is being assembled. Server frames are unmasked, so a
+//! frame built once by [`encode_with`] is byte-for-byte the same for every
+//! subscriber and can be shared as [`Bytes`].
+
+use crate::codes::CloseCode;
+use bytes::{Bytes, BytesMut};
+
+/// Largest header a server frame needs: 2 bytes plus an 8-byte length.
+pub const MAX_SERVER_HEADER: usize = 10;
+/// Control frames carry at most this many payload bytes.
+pub const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Frame opcodes defined by RFC 6455.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpCode {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl OpCode {
+    fn from_u8(value: u8) -> Result<Self, FrameError> {
+        Ok(match value {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            other => return Err(FrameError::ReservedOpcode(other)),
+        })
+    }
+
+    fn as_u8(self) -> u8 {
+        match self {
+            OpCode::Continuation => 0x0,
+            OpCode::Text => 0x1,
+            OpCode::Binary => 0x2,
+            OpCode::Close => 0x8,
+            OpCode::Ping => 0x9,
+            OpCode::Pong => 0xA,
+        }
+    }
+
+    fn is_control(self) -> bool {
+        matches!(self, OpCode::Close | OpCode::Ping | OpCode::Pong)
+    }
+}
+
+/// A complete message from the client. Text is guaranteed valid UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Text(Bytes),
+    Binary(Bytes),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// A close frame; `None` when it carried no status code.
+    Close(Option<CloseFrame>),
+}
+
+/// The status code and reason of a received close frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseFrame {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// Every way a client frame can break the protocol, with the close code it earns.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("reserved bits {0:#x} set but no extension was negotiated")]
+    ReservedBits(u8),
+    #[error("opcode {0:#x} is reserved")]
+    ReservedOpcode(u8),
+    #[error("client frames must be masked")]
+    Unmasked,
+    #[error("control frames must not be fragmented")]
+    FragmentedControl,
+    #[error("control frame payload of {0} bytes is over 125")]
+    ControlTooLong(u64),
+    #[error("continuation frame with no message in progress")]
+    UnexpectedContinuation,
+    #[error("new data frame while a fragmented message is still in progress")]
+    ExpectedContinuation,
+    #[error("payload length has its most significant bit set")]
+    BadLength,
+    #[error("message of {size} bytes is over the limit of {limit} bytes")]
+    TooBig { size: u64, limit: usize },
+    #[error("text message is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("close frame payload of one byte cannot hold a status code")]
+    CloseOneByte,
+    #[error("close code {0} is not allowed on the wire")]
+    InvalidCloseCode(u16),
+    #[error("close reason is not valid UTF-8")]
+    InvalidCloseReason,
+}
+
+impl FrameError {
+    /// The close code the server answers this error with.
+    pub fn close_code(&self) -> CloseCode {
+        match self {
+            FrameError::TooBig { .. } => CloseCode::TooBig,
+            FrameError::InvalidUtf8 | FrameError::InvalidCloseReason => CloseCode::InvalidPayload,
+            _ => CloseCode::Protocol,
+        }
+    }
+}
+
+/// What one call to [`Decoder::decode`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Bytes of input that were used and must be dropped by the caller.
+    /// Zero means the next frame is not complete yet.
+    pub consumed: usize,
+    /// A complete message, if the consumed frame finished one.
+    pub message: Option<Message>,
+}
+
+struct Header {
+    fin: bool,
+    opcode: OpCode,
+    mask: [u8; 4],
+    header_len: usize,
+    payload_len: u64,
+}
+
+/// A message being assembled from fragments.
+#[derive(Debug)]
+struct Fragmented {
+    is_text: bool,
+    data: BytesMut,
+    /// Prefix of `data` already checked as UTF-8 (text only), for fail-fast.
+    utf8_checked: usize,
+}
+
+/// Server-side decoder for client frames. Holds state only mid-fragmentation.
+#[derive(Debug)]
+pub struct Decoder {
+    max_message: usize,
+    fragmented: Option<Fragmented>,
+}
+
+impl Decoder {
+    /// A decoder that rejects messages over `max_message` bytes (after reassembly).
+    pub fn new(max_message: usize) -> Self {
+        Decoder { max_message, fragmented: None }
+    }
+
+    /// Decodes at most one frame from the front of `input`.
+    ///
+    /// Frame headers are validated as soon as they are complete, so an
+    /// oversized or malformed frame is refused before its payload arrives.
+    pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, FrameError> {
+        const INCOMPLETE: Decoded = Decoded { consumed: 0, message: None };
+        let Some(header) = parse_header(input)? else {
+            return Ok(INCOMPLETE);
+        };
+        self.check_header(&header)?;
+        let total = header.header_len as u64 + header.payload_len;
+        if (input.len() as u64) < total {
+            return Ok(INCOMPLETE);
+        }
+        let total = total as usize;
+        let mut payload = BytesMut::from(&input[header.header_len..total]);
+        unmask(&mut payload, header.mask);
+        let message = self.on_frame(&header, payload)?;
+        Ok(Decoded { consumed: total, message })
+    }
+
+    /// Whether a fragmented message is being assembled.
+    pub fn in_message(&self) -> bool {
+        self.fragmented.is_some()
+    }
+
+    fn check_header(&self, header: &Header) -> Result<(), FrameError> {
+        if header.opcode.is_control() {
+            if !header.fin {
+                return Err(FrameError::FragmentedControl);
+            }
+            if header.payload_len > MAX_CONTROL_PAYLOAD as u64 {
+                return Err(FrameError::ControlTooLong(header.payload_len));
+            }
+            return Ok(());
+        }
+        let already = match (&self.fragmented, header.opcode) {
+            (None, OpCode::Continuation) => return Err(FrameError::UnexpectedContinuation),
+            (Some(_), OpCode::Text | OpCode::Binary) => return Err(FrameError::ExpectedContinuation),
+            (Some(fragmented), _) => fragmented.data.len() as u64,
+            (None, _) => 0,
+        };
+        let size = already + header.payload_len;
+        if size > self.max_message as u64 {
+            return Err(FrameError::TooBig { size, limit: self.max_message });
+        }
+        Ok(())
+    }
+
+    fn on_frame(&mut self, header: &Header, payload: BytesMut) -> Result<Option<Message>, FrameError> {
+        match header.opcode {
+            OpCode::Ping => Ok(Some(Message::Ping(payload.freeze()))),
+            OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
+            OpCode::Close => parse_close(&payload).map(|close| Some(Message::Close(close))),
+            OpCode::Text | OpCode::Binary if header.fin => {
+                Ok(Some(finish_message(header.opcode == OpCode::Text, payload)?))
+            }
+            OpCode::Text | OpCode::Binary => {
+                let mut fragmented =
+                    Fragmented { is_text: header.opcode == OpCode::Text, data: payload, utf8_checked: 0 };
+                fragmented.check_utf8_prefix()?;
+                self.fragmented = Some(fragmented);
+                Ok(None)
+            }
+            OpCode::Continuation => {
+                let Some(fragmented) = self.fragmented.as_mut() else {
+                    return Err(FrameError::UnexpectedContinuation);
+                };
+                fragmented.data.extend_from_slice(&payload);
+                fragmented.check_utf8_prefix()?;
+                if !header.fin {
+                    return Ok(None);
+                }
+                let Some(done) = self.fragmented.take() else {
+                    return Err(FrameError::UnexpectedContinuation);
+                };
+                Ok(Some(finish_message(done.is_text, done.data)?))
+            }
+        }
+    }
+}
+
+impl Fragmented {
+    /// Fails fast on bytes that can never become valid UTF-8, while allowing
+    /// a code point split across fragments.
+    fn check_utf8_prefix(&mut self) -> Result<(), FrameError> {
+        if !self.is_text {
+            return Ok(());
+        }
+        match std::str::from_utf8(&self.data[self.utf8_checked..]) {
+            Ok(_) => self.utf8_checked = self.data.len(),
+            Err(error) if error.error_len().is_none() => self.utf8_checked += error.valid_up_to(),
+            Err(_) => return Err(FrameError::InvalidUtf8),
+        }
+        Ok(())
+    }
+}
+
+fn finish_message(is_text: bool, payload: BytesMut) -> Result<Message, FrameError> {
+    if is_text {
+        std::str::from_utf8(&payload).map_err(|_| FrameError::InvalidUtf8)?;
+        Ok(Message::Text(payload.freeze()))
+    } else {
+        Ok(Message::Binary(payload.freeze()))
+    }
+}
+
+fn parse_header(input: &[u8]) -> Result<Option<Header>, FrameError> {
+    let [first, second, rest @ ..] = input else {
+        return Ok(None);
+    };
+    let rsv = first & 0x70;
+    if rsv != 0 {
+        return Err(FrameError::ReservedBits(rsv >> 4));
+    }
+    let opcode = OpCode::from_u8(first & 0x0F)?;
+    if second & 0x80 == 0 {
+        return Err(FrameError::Unmasked);
+    }
+    let (payload_len, len_bytes) = match second & 0x7F {
+        126 => match rest {
+            [a, b, ..] => (u64::from(u16::from_be_bytes([*a, *b])), 2),
+            _ => return Ok(None),
+        },
+        127 => match rest.get(..8) {
+            Some(bytes) => {
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(bytes);
+                (u64::from_be_bytes(raw), 8)
+            }
+            None => return Ok(None),
+        },
+        short => (u64::from(short), 0),
+    };
+    if payload_len >> 63 != 0 {
+        return Err(FrameError::BadLength);
+    }
+    let Some(mask_bytes) = rest.get(len_bytes..len_bytes + 4) else {
+        return Ok(None);
+    };
+    let mut mask = [0u8; 4];
+    mask.copy_from_slice(mask_bytes);
+    Ok(Some(Header { fin: first & 0x80 != 0, opcode, mask, header_len: 2 + len_bytes + 4, payload_len }))
+}
+
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let mut chunks = payload.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        for (byte, key) in chunk.iter_mut().zip(mask) {
+            *byte ^= key;
+        }
+    }
+    for (byte, key) in chunks.into_remainder().iter_mut().zip(mask) {
+        *byte ^= key;
+    }
+}
+
+fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::CloseOneByte),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !CloseCode::is_valid_on_wire(code) {
+                return Err(FrameError::InvalidCloseCode(code));
+            }
+            let reason = std::str::from_utf8(reason).map_err(|_| FrameError::InvalidCloseReason)?;
+            Ok(Some(CloseFrame { code, reason: reason.to_owned() }))
+        }
+    }
+}
+
+/// The header of a server (unmasked, final) frame: bytes and how many are used.
+fn server_header(opcode: OpCode, payload_len: usize) -> ([u8; MAX_SERVER_HEADER], usize) {
+    let mut header = [0u8; MAX_SERVER_HEADER];
+    header[0] = 0x80 | opcode.as_u8();
+    let used = match payload_len {
+        0..=125 => {
+            header[1] = payload_len as u8;
+            2
+        }
+        126..=0xFFFF => {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            10
+        }
+    };
+    (header, used)
+}
+
+/// Builds one server frame whose payload is written by `write_payload`,
+/// without copying the payload: the header is placed in room reserved in
+/// front of it. The result can be cloned cheaply for every subscriber.
+pub fn encode_with(opcode: OpCode, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    let mut buffer = Vec::with_capacity(MAX_SERVER_HEADER + 128);
+    buffer.resize(MAX_SERVER_HEADER, 0);
+    write_payload(&mut buffer);
+    let payload_len = buffer.len() - MAX_SERVER_HEADER;
+    let (header, used) = server_header(opcode, payload_len);
+    let start = MAX_SERVER_HEADER - used;
+    buffer[start..MAX_SERVER_HEADER].copy_from_slice(&header[..used]);
+    Bytes::from(buffer).slice(start..)
+}
+
+/// Builds one server frame around a copy of `payload`.
+pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
+    encode_with(opcode, |out| out.extend_from_slice(payload))
+}
+
+/// Builds a close frame with the code and its standard reason.
+pub fn close_frame(code: CloseCode) -> Bytes {
+    encode_with(OpCode::Close, |out| {
+        out.extend_from_slice(&code.as_u16().to_be_bytes());
+        out.extend_from_slice(code.reason().as_bytes());
+    })
+}
+
+/// Builds a close frame with no status code (the answer to an empty close).
+pub fn empty_close_frame() -> Bytes {
+    encode(OpCode::Close, &[])
+}
+
+#[cfg(test)]
+#[path = "ws_tests.rs"]
+mod tests;

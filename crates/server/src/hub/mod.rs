@@ -1,0 +1,295 @@
+//! The hub: every room, every user and every open connection, and the
+//! routing between them. Transports never see each other; they hand
+//! commands to a [`crate::session::Session`], which calls the hub.
+//!
+//! Locks and their order (always acquired left to right, never held across
+//! an await): `rooms` directory → a room's state → a connection's queue.
+//! `users` and `conns` are taken alone. Each is a `std::sync::Mutex` held
+//! for map operations or one fan-out, never for IO.
+
+pub mod conn;
+pub mod room;
+
+use crate::metrics::{Metrics, TransportLabel};
+use bytes::Bytes;
+use conn::{Conn, ConnId, Enqueued, Transport};
+use room::{Room, RoomState};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_protocol::{event, ws, CloseCode};
+
+/// Hub-wide limits, taken from the config.
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    pub outbound_queue_bytes: usize,
+}
+
+/// Why the hub refused a request. Mapped to wire codes by the session.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("not a member of room `{0}`: join it first")]
+    NotMember(String),
+    #[error("user `{0}` has no open connection")]
+    UserOffline(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug, Default)]
+struct UserEntry {
+    conns: Vec<Arc<Conn>>,
+    dm_seq: u64,
+}
+
+/// Rooms, users and connections of one server.
+#[derive(Debug)]
+pub struct Hub {
+    limits: HubLimits,
+    pub(crate) metrics: Arc<Metrics>,
+    started: Instant,
+    next_conn: AtomicU64,
+    shutting_down: AtomicBool,
+    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
+    users: Mutex<HashMap<Arc<str>, UserEntry>>,
+    conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Wall-clock milliseconds since the Unix epoch, for message `ts`.
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Hub {
+    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Self {
+        Hub {
+            limits,
+            metrics,
+            started: Instant::now(),
+            next_conn: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            rooms: Mutex::default(),
+            users: Mutex::default(),
+            conns: Mutex::default(),
+        }
+    }
+
+    /// Monotonic milliseconds since the hub started (liveness bookkeeping).
+    pub fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Reserves the next connection id.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers an open connection under `user`.
+    pub fn register(&self, id: ConnId, user: Arc<str>, peer: SocketAddr, transport: Transport) -> Arc<Conn> {
+        let conn = Arc::new(Conn::new(id, Arc::clone(&user), peer, transport, self.now_ms()));
+        lock(&self.conns).insert(id, Arc::clone(&conn));
+        lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
+        let label = TransportLabel { transport: transport.as_str() };
+        self.metrics.connections_open.get_or_create(&label).inc();
+        self.metrics.connections_accepted.get_or_create(&label).inc();
+        if self.is_shutting_down() {
+            conn.close(CloseCode::GoingAway, false);
+        }
+        conn
+    }
+
+    /// Forgets a connection. Its rooms must have been left already.
+    pub fn unregister(&self, conn: &Conn) {
+        lock(&self.conns).remove(&conn.id);
+        let mut users = lock(&self.users);
+        if let Some(entry) = users.get_mut(&conn.user) {
+            entry.conns.retain(|other| other.id != conn.id);
+            if entry.conns.is_empty() {
+                users.remove(&conn.user);
+            }
+        }
+        let label = TransportLabel { transport: conn.transport.as_str() };
+        self.metrics.connections_open.get_or_create(&label).dec();
+    }
+
+    /// Joins `conn` to `name`, creating the room. Returns the room, or
+    /// `None` if the connection was already a member.
+    pub fn join(&self, conn: &Arc<Conn>, name: &str) -> Result<Option<Arc<Room>>, HubError> {
+        if self.is_shutting_down() {
+            return Err(HubError::ShuttingDown);
+        }
+        loop {
+            let room = self.room_or_create(name);
+            let mut state = room.lock();
+            if state.removed {
+                continue;
+            }
+            let Some(first_of_user) = state.add(conn) else {
+                return Ok(None);
+            };
+            if first_of_user {
+                self.presence(&state, conn, "join", &room.name);
+            }
+            drop(state);
+            return Ok(Some(room));
+        }
+    }
+
+    fn room_or_create(&self, name: &str) -> Arc<Room> {
+        let mut rooms = lock(&self.rooms);
+        if let Some(room) = rooms.get(name) {
+            return Arc::clone(room);
+        }
+        let room = Arc::new(Room::new(Arc::from(name)));
+        rooms.insert(Arc::clone(&room.name), Arc::clone(&room));
+        self.metrics.rooms.inc();
+        room
+    }
+
+    /// Removes `conn` from `room`, announcing the user's departure if this
+    /// was their last connection there, and drops the room when empty.
+    pub fn leave(&self, conn: &Conn, room: &Arc<Room>) {
+        let now_empty = {
+            let mut state = room.lock();
+            if state.remove(conn) == Some(true) {
+                self.presence(&state, conn, "leave", &room.name);
+            }
+            state.members.is_empty()
+        };
+        if now_empty {
+            self.remove_if_empty(room);
+        }
+    }
+
+    fn remove_if_empty(&self, room: &Arc<Room>) {
+        let mut rooms = lock(&self.rooms);
+        let mut state = room.lock();
+        if !state.members.is_empty() || state.removed {
+            return;
+        }
+        state.removed = true;
+        if rooms.get(&room.name).is_some_and(|current| Arc::ptr_eq(current, room)) {
+            rooms.remove(&room.name);
+            self.metrics.rooms.dec();
+        }
+    }
+
+    fn presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
+        let frame = text_frame(&event::Presence { ev, room, user: &conn.user });
+        for member in state.others(conn.id) {
+            self.deliver(member, frame.clone());
+        }
+    }
+
+    /// Publishes `body` from `conn` to `room`; returns its `(seq, ts)`.
+    pub fn publish(
+        &self,
+        conn: &Conn,
+        room: &Room,
+        body: &serde_json::value::RawValue,
+    ) -> Result<(u64, u64), HubError> {
+        let mut state = room.lock();
+        if !state.members.contains_key(&conn.id) {
+            return Err(HubError::NotMember(room.name.to_string()));
+        }
+        state.seq += 1;
+        let (seq, ts) = (state.seq, unix_ms());
+        let message = event::RoomMessage { ev: "msg", room: &room.name, seq, from: &conn.user, ts, body };
+        let frame = text_frame(&message);
+        for member in state.members.values() {
+            self.deliver(member, frame.clone());
+        }
+        self.metrics.messages_published.inc();
+        Ok((seq, ts))
+    }
+
+    /// Sends a direct message to every connection of `to`; returns `(seq, ts)`.
+    pub fn direct(&self, from: &Conn, to: &str, body: &serde_json::value::RawValue) -> Result<(u64, u64), HubError> {
+        let mut users = lock(&self.users);
+        let entry = users.get_mut(to).ok_or_else(|| HubError::UserOffline(to.to_owned()))?;
+        entry.dm_seq += 1;
+        let (seq, ts) = (entry.dm_seq, unix_ms());
+        let frame = text_frame(&event::DirectMessage { ev: "dm", from: &from.user, to, seq, ts, body });
+        for conn in &entry.conns {
+            self.deliver(conn, frame.clone());
+        }
+        Ok((seq, ts))
+    }
+
+    /// The users present in `room` (empty if the room does not exist).
+    pub fn presence_of(&self, room: &str) -> Vec<Arc<str>> {
+        let room = lock(&self.rooms).get(room).cloned();
+        room.map(|room| room.lock().user_names()).unwrap_or_default()
+    }
+
+    /// Queues a frame for one connection, accounting for what cannot be.
+    pub fn deliver(&self, conn: &Conn, frame: Bytes) {
+        match conn.enqueue(frame, self.limits.outbound_queue_bytes) {
+            Enqueued::Queued => {
+                self.metrics.deliveries.inc();
+            }
+            Enqueued::Overflow { dropped } => {
+                self.metrics.slow_consumers.inc();
+                self.metrics.dropped("slow_consumer", dropped);
+                tracing::warn!(
+                    conn = conn.id,
+                    user = %conn.user,
+                    peer = %conn.peer,
+                    dropped,
+                    limit = self.limits.outbound_queue_bytes,
+                    "slow consumer: outbound queue over its bound, closing with 4008"
+                );
+            }
+            Enqueued::Closed => self.metrics.dropped("closing", 1),
+        }
+    }
+
+    /// Every open connection (for keepalive sweeps and shutdown).
+    pub fn connections(&self) -> Vec<Arc<Conn>> {
+        lock(&self.conns).values().cloned().collect()
+    }
+
+    /// How many connections are registered.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.conns).len()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Refuses new joins and asks every connection to close with 1001 after
+    /// what is already queued for it.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for conn in self.connections() {
+            conn.close(CloseCode::GoingAway, false);
+        }
+    }
+
+    /// One keepalive pass: pings connections silent for `ping_interval` and
+    /// closes those silent past `idle_timeout` with 4001.
+    pub fn sweep_idle(&self, ping_interval: Duration, idle_timeout: Duration) {
+        let now = self.now_ms();
+        let ping = ws::encode(ws::OpCode::Ping, b"");
+        for conn in self.connections() {
+            if now.saturating_sub(conn.last_heard_ms()) > idle_timeout.as_millis() as u64 {
+                tracing::info!(conn = conn.id, user = %conn.user, "idle timeout, closing with 4001");
+                conn.close(CloseCode::IdleTimeout, false);
+            } else if conn.ping_due(now, ping_interval.as_millis() as u64) {
+                self.deliver(&conn, ping.clone());
+            }
+        }
+    }
+}
+
+/// Serializes an event once into a WebSocket text frame.
+pub(crate) fn text_frame(value: &impl serde::Serialize) -> Bytes {
+    ws::encode_with(ws::OpCode::Text, |out| event::write(out, value))
+}

@@ -1,0 +1,27 @@
+//! The Switchboard server as a library: `run(config, listeners, shutdown)`.
+//!
+//! # Layout
+//! - [`config`]: the configuration and its layered loading.
+//! - [`server`]: [`run`], the accept loop, admission and shutdown.
+//! - [`transport`]: how bytes arrive: the HTTP front (hyper) and the
+//!   WebSocket connection driver.
+//! - [`session`]: one client's protocol state; commands in, hub calls out.
+//! - [`hub`]: rooms, presence, users and connections; routing and fan-out.
+//! - [`metrics`]: counters and gauges for `/metrics`.
+//! - [`limits`]: the open-files limit and the connection limit it implies.
+//!
+//! One message's path: socket → `transport::websocket` (decode) →
+//! `session` (parse command) → `hub::Hub::publish` (frame once, queue the
+//! same `Bytes` for every member) → each member's `transport::websocket`
+//! task (one vectored write) → socket. `docs/ARCHITECTURE.md` draws it.
+
+pub mod config;
+pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod server;
+pub mod session;
+pub mod transport;
+
+pub use config::Config;
+pub use server::{run, Listeners, ServerError};

@@ -1,0 +1,101 @@
+//! Server metrics, exposed in the Prometheus text format at `/metrics`.
+//!
+//! Each server instance owns its own registry (prometheus-client), so two
+//! servers in one process, as in the tests, never mix their counts.
+//! Hot-path counters carry no labels; labelled families are used only where
+//! the label set is small and fixed (close codes, drop reasons).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    pub transport: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub code: &'static str,
+}
+
+/// Every metric the server records. Cloning shares the same counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_open: Family<TransportLabel, Gauge>,
+    pub connections_accepted: Family<TransportLabel, Counter>,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub connections_closed: Family<CodeLabel, Counter>,
+    pub max_connections: Gauge,
+    pub rooms: Gauge,
+    pub commands: Counter,
+    pub command_errors: Family<ErrorLabel, Counter>,
+    pub messages_published: Counter,
+    pub deliveries: Counter,
+    pub dropped: Family<ReasonLabel, Counter>,
+    pub slow_consumers: Counter,
+    pub bytes_written: Counter,
+}
+
+impl Metrics {
+    /// Registers every metric in a new registry.
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("switchboard");
+        let r = &mut registry;
+        r.register("connections_open", "Open client connections", self.connections_open.clone());
+        r.register("connections_accepted", "Connections accepted", self.connections_accepted.clone());
+        r.register(
+            "connections_refused",
+            "Connections refused (limit: at max connections; handshake: bad upgrade request)",
+            self.connections_refused.clone(),
+        );
+        r.register("connections_closed", "Connections closed, by close code", self.connections_closed.clone());
+        r.register("max_connections", "Connection limit in force", self.max_connections.clone());
+        r.register("rooms", "Rooms with at least one member", self.rooms.clone());
+        r.register("commands", "Client commands received", self.commands.clone());
+        r.register("command_errors", "Commands answered with an error, by code", self.command_errors.clone());
+        r.register("messages_published", "Messages published to rooms", self.messages_published.clone());
+        r.register("deliveries", "Frames queued for subscribers", self.deliveries.clone());
+        r.register(
+            "messages_dropped",
+            "Frames not delivered, by reason (slow_consumer: queue over its bound; closing: recipient already closing)",
+            self.dropped.clone(),
+        );
+        r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());
+        r.register("bytes_written", "Bytes written to client sockets", self.bytes_written.clone());
+        registry
+    }
+
+    pub(crate) fn closed(&self, code: u16) {
+        self.connections_closed.get_or_create(&CodeLabel { code }).inc();
+    }
+
+    pub(crate) fn dropped(&self, reason: &'static str, frames: usize) {
+        self.dropped.get_or_create(&ReasonLabel { reason }).inc_by(frames as u64);
+    }
+
+    pub(crate) fn refused(&self, reason: &'static str) {
+        self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::error!(%error, "metrics encoding failed");
+    }
+    out
+}

@@ -1,0 +1,156 @@
+//! Rooms, direct messages and presence between real clients.
+
+use crate::support::{is_msg, request, wait_for, within, TestServer};
+use serde_json::json;
+
+#[tokio::test]
+async fn two_users_chat_in_a_room() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    assert_eq!((alice.user.as_str(), bob.user.as_str()), ("alice", "bob"));
+    assert_ne!(alice.conn, bob.conn);
+
+    assert_eq!(request(&mut alice, json!({"op": "join", "room": "lobby"})).await["ok"], json!(true));
+    assert_eq!(request(&mut bob, json!({"op": "join", "room": "lobby"})).await["ok"], json!(true));
+    let joined = wait_for(&mut alice, |e| e["ev"] == json!("join")).await;
+    assert_eq!(joined, json!({"ev": "join", "room": "lobby", "user": "bob"}));
+
+    let reply = request(&mut bob, json!({"op": "send", "room": "lobby", "body": {"text": "hi alice"}})).await;
+    assert_eq!((reply["ok"].clone(), reply["seq"].clone()), (json!(true), json!(1)));
+    let message = wait_for(&mut alice, is_msg).await;
+    assert_eq!(message["from"], json!("bob"));
+    assert_eq!(message["body"], json!({"text": "hi alice"}));
+    assert_eq!(message["seq"], json!(1));
+    assert!(message["ts"].as_u64().expect("ts") > 1_600_000_000_000, "ts is Unix milliseconds");
+    let echo = wait_for(&mut bob, is_msg).await;
+    assert_eq!(echo, message, "the sender receives the same event");
+}
+
+#[tokio::test]
+async fn the_sender_cannot_be_forged_and_sending_needs_membership() {
+    let server = TestServer::start().await;
+    let mut mallory = server.client("mallory").await;
+    let refused = request(&mut mallory, json!({"op": "send", "room": "lobby", "body": 1})).await;
+    assert_eq!((refused["ok"].clone(), refused["code"].clone()), (json!(false), json!("not_member")));
+    request(&mut mallory, json!({"op": "join", "room": "lobby"})).await;
+    request(&mut mallory, json!({"op": "send", "room": "lobby", "body": "x", "from": "alice"})).await;
+    let message = wait_for(&mut mallory, is_msg).await;
+    assert_eq!(message["from"], json!("mallory"));
+}
+
+#[tokio::test]
+async fn a_direct_message_reaches_every_tab_of_its_target() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let mut bob_laptop = server.client("bob").await;
+    let mut bob_phone = server.client("bob").await;
+
+    let reply = request(&mut alice, json!({"op": "dm", "to": "bob", "body": {"text": "psst"}})).await;
+    assert_eq!(reply["ok"], json!(true));
+    for tab in [&mut bob_laptop, &mut bob_phone] {
+        let dm = wait_for(tab, |e| e["ev"] == json!("dm")).await;
+        assert_eq!((dm["from"].clone(), dm["to"].clone()), (json!("alice"), json!("bob")));
+        assert_eq!((dm["seq"].clone(), dm["body"].clone()), (reply["seq"].clone(), json!({"text": "psst"})));
+    }
+
+    let offline = request(&mut alice, json!({"op": "dm", "to": "carol", "body": "anyone?"})).await;
+    assert_eq!(offline["code"], json!("user_offline"));
+}
+
+#[tokio::test]
+async fn presence_counts_users_not_tabs() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    request(&mut alice, json!({"op": "join", "room": "r"})).await;
+    let mut bob_one = server.client("bob").await;
+    let mut bob_two = server.client("bob").await;
+    request(&mut bob_one, json!({"op": "join", "room": "r"})).await;
+    request(&mut bob_two, json!({"op": "join", "room": "r"})).await;
+
+    let listed = request(&mut alice, json!({"op": "presence", "room": "r"})).await;
+    assert_eq!(listed["users"], json!(["alice", "bob"]));
+
+    request(&mut bob_one, json!({"op": "leave", "room": "r"})).await;
+    request(&mut bob_two, json!({"op": "leave", "room": "r"})).await;
+    // A marker published after both leaves: every presence event for bob
+    // is queued before it, so alice's events up to it are the whole story.
+    request(&mut alice, json!({"op": "send", "room": "r", "body": "marker"})).await;
+    let mut seen = Vec::new();
+    within(async {
+        loop {
+            let event = alice.next_event().await.expect("event");
+            if is_msg(&event) {
+                break;
+            }
+            seen.push(event);
+        }
+    })
+    .await;
+    let presence: Vec<_> = seen.iter().filter(|e| e["user"] == json!("bob")).collect();
+    assert_eq!(
+        presence,
+        [&json!({"ev": "join", "room": "r", "user": "bob"}), &json!({"ev": "leave", "room": "r", "user": "bob"})],
+        "one join for the first tab, one leave for the last"
+    );
+    let listed = request(&mut alice, json!({"op": "presence", "room": "r"})).await;
+    assert_eq!(listed["users"], json!(["alice"]));
+}
+
+#[tokio::test]
+async fn a_disconnect_counts_as_leaving_every_room() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    request(&mut alice, json!({"op": "join", "room": "r"})).await;
+    let mut bob = server.client("bob").await;
+    request(&mut bob, json!({"op": "join", "room": "r"})).await;
+    within(bob.close()).await.expect("close");
+    let left = wait_for(&mut alice, |e| e["ev"] == json!("leave")).await;
+    assert_eq!(left["user"], json!("bob"));
+}
+
+#[tokio::test]
+async fn two_hundred_clients_receive_every_message_in_order() {
+    let server = TestServer::start().await;
+    let mut subscribers = Vec::new();
+    for index in 0..200 {
+        let mut client = server.client(&format!("user{index}")).await;
+        request(&mut client, json!({"op": "join", "room": "crowd"})).await;
+        subscribers.push(client);
+    }
+    let mut publisher = server.client("publisher").await;
+    request(&mut publisher, json!({"op": "join", "room": "crowd"})).await;
+    for n in 0..50 {
+        request(&mut publisher, json!({"op": "send", "room": "crowd", "body": {"n": n}})).await;
+    }
+    let readers = subscribers.into_iter().map(|mut client| {
+        tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            while bodies.len() < 50 {
+                let message = wait_for(&mut client, |e| is_msg(e) && e["from"] == json!("publisher")).await;
+                assert_eq!(message["seq"], json!(bodies.len() + 1), "seq has no gap");
+                bodies.push(message["body"]["n"].as_u64().expect("n"));
+            }
+            bodies
+        })
+    });
+    for reader in readers {
+        let bodies = reader.await.expect("reader");
+        assert_eq!(bodies, (0..50).collect::<Vec<u64>>());
+    }
+}
+
+#[tokio::test]
+async fn the_echo_endpoint_returns_every_message_unchanged() {
+    use futures_util::{SinkExt, StreamExt};
+    use switchboard_client::tungstenite::Message;
+    let server = TestServer::start().await;
+    let url = format!("ws://{}/ws/echo", server.addr);
+    let (mut socket, _) = within(tokio_tungstenite::connect_async(url)).await.expect("connect");
+    let messages = [Message::text("{not json at all"), Message::binary(vec![0u8, 255, 7]), Message::text("")];
+    for message in messages {
+        socket.send(message.clone()).await.expect("send");
+        let echoed = within(socket.next()).await.expect("open").expect("frame");
+        assert_eq!(echoed, message);
+    }
+}

@@ -1,0 +1,166 @@
+//! Bad input and limits: every one answered clearly, none fatal to the server.
+
+use crate::support::{is_msg, request, wait_for, within, RawClient, TestServer};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+use switchboard_client::tungstenite::Message;
+use tokio::io::AsyncReadExt;
+
+#[tokio::test]
+async fn bad_json_and_unknown_ops_get_error_replies_and_the_connection_survives() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    alice.send_text("{this is not json").await.expect("send");
+    let error = within(alice.next_event()).await.expect("event");
+    assert_eq!((error["ev"].clone(), error["code"].clone()), (json!("error"), json!("bad_json")));
+    assert!(error["error"].as_str().expect("message").contains("JSON"));
+
+    let unknown = request(&mut alice, json!({"op": "teleport"})).await;
+    assert_eq!((unknown["ok"].clone(), unknown["code"].clone()), (json!(false), json!("unknown_op")));
+    let missing = request(&mut alice, json!({"op": "join"})).await;
+    assert_eq!(missing["code"], json!("bad_request"));
+    assert!(missing["error"].as_str().expect("message").contains("room"));
+
+    let pong = request(&mut alice, json!({"op": "ping"})).await;
+    assert_eq!(pong["ok"], json!(true), "still connected and served");
+}
+
+#[tokio::test]
+async fn an_oversize_message_closes_with_1009() {
+    let server = TestServer::with(|config| config.limits.max_message_size = 1024).await;
+    let mut alice = server.client("alice").await;
+    alice.send_text("x".repeat(2000)).await.expect("send");
+    let closed = within(alice.next_event()).await;
+    let Err(switchboard_client::ClientError::Closed(Some(frame))) = closed else {
+        panic!("expected a close frame, got {closed:?}");
+    };
+    assert_eq!(u16::from(frame.code), 1009);
+    assert_eq!(server.metric("switchboard_connections_closed_total{code=\"1009\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007_and_protocol_violations_with_1002() {
+    let server = TestServer::start().await;
+    let mut bad_text = RawClient::connect(server.addr, "/ws").await;
+    bad_text.read_frame().await; // hello
+    bad_text.send_frame(0x81, &[b'{', 0xff, 0xfe, b'}']).await;
+    assert_eq!(bad_text.close_code().await, 1007);
+    bad_text.wait_eof().await;
+
+    let mut bad_opcode = RawClient::connect(server.addr, "/ws").await;
+    bad_opcode.send_frame(0x83, b"reserved opcode").await;
+    assert_eq!(bad_opcode.close_code().await, 1002);
+
+    let mut unmasked = RawClient::connect(server.addr, "/ws").await;
+    tokio::io::AsyncWriteExt::write_all(&mut unmasked.stream, &[0x81, 0x02, b'h', b'i']).await.expect("write");
+    assert_eq!(unmasked.close_code().await, 1002);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_4008_while_others_keep_receiving() {
+    let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 64 * 1024).await;
+    let mut slow = server.client("slow").await;
+    request(&mut slow, json!({"op": "join", "room": "feed"})).await;
+    let mut fast = server.client("fast").await;
+    request(&mut fast, json!({"op": "join", "room": "feed"})).await;
+    let mut publisher = server.client("publisher").await;
+    request(&mut publisher, json!({"op": "join", "room": "feed"})).await;
+
+    let fast_reader = tokio::spawn(async move {
+        let mut expected_seq = 1;
+        loop {
+            let message = wait_for(&mut fast, |e| is_msg(e) && e["from"] == json!("publisher")).await;
+            assert_eq!(message["seq"], json!(expected_seq), "the fast client misses nothing");
+            if message["body"]["last"] == json!(true) {
+                return expected_seq;
+            }
+            expected_seq += 1;
+        }
+    });
+    // Publish until the server gives up on the slow client: its socket
+    // buffers fill first, then its 64 KiB queue.
+    let payload = "x".repeat(4000);
+    let mut published = 0;
+    while server.metric("switchboard_slow_consumer_disconnects_total").await == 0.0 {
+        for _ in 0..100 {
+            request(&mut publisher, json!({"op": "send", "room": "feed", "body": {"pad": payload}})).await;
+            published += 1;
+        }
+        assert!(published < 50_000, "slow consumer never detected");
+    }
+    request(&mut publisher, json!({"op": "send", "room": "feed", "body": {"last": true}})).await;
+    let received = within(fast_reader).await.expect("fast reader");
+    assert_eq!(received, published + 1);
+    assert!(server.metric("switchboard_messages_dropped_total{reason=\"slow_consumer\"}").await >= 1.0);
+
+    // The slow client reads what reached it, then the close frame.
+    let close = within(async {
+        loop {
+            match slow.socket().next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                other => panic!("connection ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let frame = close.expect("close frame has a code");
+    assert_eq!((u16::from(frame.code), frame.reason.as_ref()), (4008, "slow consumer"));
+}
+
+#[tokio::test]
+async fn the_connection_limit_refuses_extras_and_the_server_keeps_serving() {
+    let server = TestServer::with(|config| config.limits.max_connections = 2).await;
+    let alice = server.client("alice").await;
+    let mut bob = server.client("bob").await;
+    let refused = within(tokio_tungstenite::connect_async(server.url("carol"))).await;
+    let Err(switchboard_client::tungstenite::Error::Http(response)) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}");
+    };
+    assert_eq!(response.status(), 503);
+    assert_eq!(request(&mut bob, json!({"op": "ping"})).await["ok"], json!(true));
+
+    within(alice.close()).await.expect("close");
+    // The slot frees when the server finishes the close; retry until then.
+    let carol = within(async {
+        loop {
+            if let Ok(client) = switchboard_client::Client::connect(&server.url("carol")).await {
+                return client;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(carol.user, "carol");
+    within(carol.close()).await.expect("close");
+    let refused = server.metric("switchboard_connections_refused_total{reason=\"limit\"}").await;
+    assert!(refused >= 1.0, "the refusal was counted");
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_at_the_handshake_timeout() {
+    let server = TestServer::with(|config| config.websocket.handshake_timeout = Duration::from_millis(300)).await;
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let mut buffer = [0u8; 256];
+    let read = within(silent.read(&mut buffer)).await;
+    assert!(matches!(read, Ok(_) | Err(_)), "the server ended the connection");
+    if let Ok(count) = read {
+        let answer = String::from_utf8_lossy(&buffer[..count]);
+        assert!(count == 0 || answer.starts_with("HTTP/1.1 408"), "unexpected answer: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn an_upgrade_without_a_key_is_refused_with_400() {
+    let server = TestServer::start().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let request =
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("write");
+    let mut buffer = vec![0u8; 512];
+    let count = within(stream.read(&mut buffer)).await.expect("read");
+    let answer = String::from_utf8_lossy(&buffer[..count]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("Sec-WebSocket-Key"), "{answer}");
+}

@@ -1,0 +1,7 @@
+//! Integration tests: a real server on port 0, real sockets, real clients.
+//! One test binary with shared helpers in `support`.
+
+mod chat;
+mod lifecycle;
+mod limits;
+mod support;

@@ -1,0 +1,215 @@
+//! Starting servers and talking to them, raw or through the client library.
+
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchboard_client::Client;
+use switchboard_server::{Config, Listeners};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long any single wait in a test may take before it fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A server running on an ephemeral port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with(|_| {}).await
+    }
+
+    pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config::default();
+        config.websocket.close_timeout = Duration::from_secs(2);
+        config.shutdown.drain_timeout = Duration::from_secs(5);
+        adjust(&mut config);
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let addr = http.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            switchboard_server::run(config, Listeners { http }, shutdown).await.expect("server runs");
+        });
+        TestServer { addr, stop: Some(stop), handle }
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("ws://{}/ws?name={name}", self.addr)
+    }
+
+    pub async fn client(&self, name: &str) -> Client {
+        within(Client::connect(&self.url(name))).await.expect("connect")
+    }
+
+    /// Starts a graceful shutdown and returns the server task to await.
+    pub fn shutdown(mut self) -> JoinHandle<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.handle
+    }
+
+    /// The Prometheus text from `/metrics`. Retries while the server
+    /// refuses the request (a test may hold every connection slot).
+    pub async fn metrics(&self) -> String {
+        within(async {
+            loop {
+                let mut stream = TcpStream::connect(self.addr).await.expect("connect for metrics");
+                stream
+                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .await
+                    .expect("write");
+                let mut body = String::new();
+                if stream.read_to_string(&mut body).await.is_ok() && body.starts_with("HTTP/1.1 200") {
+                    return body;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+    }
+
+    /// One sample's value from `/metrics` (0 when absent).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |value| value.trim().parse().expect("numeric sample"))
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
+pub async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future).await.expect("timed out")
+}
+
+/// Reads events until one matches `wanted`, failing after [`PATIENCE`].
+pub async fn wait_for(client: &mut Client, wanted: impl Fn(&Value) -> bool) -> Value {
+    within(async {
+        loop {
+            let event = client.next_event().await.expect("event");
+            if wanted(&event) {
+                return event;
+            }
+        }
+    })
+    .await
+}
+
+/// Sends a command with an id and returns its reply.
+pub async fn request(client: &mut Client, command: Value) -> Value {
+    within(client.request(command)).await.expect("reply")
+}
+
+pub fn is_msg(event: &Value) -> bool {
+    event["ev"] == json!("msg")
+}
+
+/// A WebSocket client with no library in between, for sending frames a
+/// well-behaved library refuses to send.
+pub struct RawClient {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write upgrade");
+        let mut client = RawClient { stream, buffer: Vec::new() };
+        let head = client.read_until_blank_line().await;
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        client
+    }
+
+    async fn read_until_blank_line(&mut self) -> String {
+        within(async {
+            while !self.buffer.windows(4).any(|w| w == b"\r\n\r\n") {
+                self.fill().await;
+            }
+        })
+        .await;
+        let end = self.buffer.windows(4).position(|w| w == b"\r\n\r\n").expect("head end") + 4;
+        let head: Vec<u8> = self.buffer.drain(..end).collect();
+        String::from_utf8(head).expect("ascii head")
+    }
+
+    async fn fill(&mut self) -> usize {
+        let mut chunk = [0u8; 4096];
+        let count = self.stream.read(&mut chunk).await.expect("read");
+        self.buffer.extend_from_slice(&chunk[..count]);
+        count
+    }
+
+    /// Writes one masked frame.
+    pub async fn send_frame(&mut self, first_byte: u8, payload: &[u8]) {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![first_byte];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+        self.stream.write_all(&frame).await.expect("write frame");
+    }
+
+    /// Reads one server frame: (opcode, payload). Panics at end of stream.
+    pub async fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        within(async {
+            loop {
+                if let Some(frame) = self.take_frame() {
+                    return frame;
+                }
+                assert!(self.fill().await > 0, "connection closed before a frame arrived");
+            }
+        })
+        .await
+    }
+
+    fn take_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let [first, second, ..] = self.buffer[..] else { return None };
+        let (len, header) = match second & 0x7F {
+            126 if self.buffer.len() >= 4 => (u16::from_be_bytes([self.buffer[2], self.buffer[3]]) as usize, 4),
+            126 | 127 => return None,
+            short => (short as usize, 2),
+        };
+        if self.buffer.len() < header + len {
+            return None;
+        }
+        let payload = self.buffer[header..header + len].to_vec();
+        self.buffer.drain(..header + len);
+        Some((first & 0x0F, payload))
+    }
+
+    /// Reads frames until a close frame and returns its status code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let (opcode, payload) = self.read_frame().await;
+            if opcode == 0x8 {
+                return u16::from_be_bytes([payload[0], payload[1]]);
+            }
+        }
+    }
+
+    /// Waits until the server closes the TCP connection.
+    pub async fn wait_eof(&mut self) {
+        within(async { while self.fill().await > 0 {} }).await;
+    }
+}
