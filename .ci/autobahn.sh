@@ -85,7 +85,7 @@ EOF
 else
     # kosoku exits 1 when a case fails; the checker below gives the verdict either way.
     timeout 600 "$CACHE/venv3/bin/kosoku" -m fuzzingclient "$URL" "${CASES[@]/#/-i}" -o "$OUT/reports" >"$OUT/runner.log" 2>&1 || rc=$?
-    # kosoku names the agent after the server's `Server` header.
+    # kosoku names the agent itself: the `Server` header, else host:port.
     check_args=(--expect "$EXPECT_CASES" "$OUT/reports/index.json")
 fi
 

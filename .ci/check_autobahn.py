@@ -4,8 +4,8 @@
 usage: check_autobahn.py [--expect N] INDEX_JSON [AGENT]   (exit 1 on any failure)
 
 wstest exits 0 whatever the outcome, so its index.json is the only verdict.
-kosoku writes the same layout, but names the agent after the server's
-`Server` header: leave AGENT out to check every agent in the report.
+kosoku writes the same layout, but names the agent itself (the server's
+`Server` header, else host:port): leave AGENT out to check every agent.
 --expect N fails a report with fewer than N cases: wstest stops at the first
 connection it cannot open and still writes the cases it ran.
 """

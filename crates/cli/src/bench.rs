@@ -26,9 +26,12 @@ pub struct IdleArgs {
     /// Connections to open.
     #[arg(long, short = 'n', default_value_t = 10_000)]
     connections: usize,
-    /// Room every connection joins.
+    /// Room name prefix; connection i joins room `PREFIX-(i mod ROOMS)`.
     #[arg(long, default_value = "idle")]
     room: String,
+    /// Rooms to spread the connections over.
+    #[arg(long, default_value_t = 100)]
+    rooms: usize,
     /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread connections over.
     #[arg(long, default_value_t = 8)]
     sources: u8,
@@ -53,13 +56,24 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
     }
 }
 
-/// Resident set size of a process in bytes, from /proc/PID/status.
-fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+/// A process's resident memory in bytes, from /proc/PID/status.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Resident {
+    /// Everything resident, including the executable's code pages.
+    total: u64,
+    /// Anonymous memory only: heap and stacks, what connections cost.
+    anon: u64,
+}
+
+fn resident(pid: u32) -> anyhow::Result<Resident> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:")).context("no VmRSS line")?;
-    let kib: u64 = line.split_whitespace().nth(1).context("malformed VmRSS")?.parse()?;
-    Ok(kib * 1024)
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status.lines().find(|line| line.starts_with(name)).with_context(|| format!("no {name} line"))?;
+        let kib: u64 = line.split_whitespace().nth(1).context("malformed /proc status line")?.parse()?;
+        Ok(kib * 1024)
+    };
+    Ok(Resident { total: field("VmRSS:")?, anon: field("RssAnon:")? })
 }
 
 type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -71,7 +85,8 @@ async fn open_one(args: &IdleArgs, index: usize) -> anyhow::Result<Client> {
     let stream = socket.connect(args.server).await?;
     let url = format!("ws://{}{}?name=idle{index}", args.server, args.path);
     let (mut client, _) = tokio_tungstenite::client_async(url, stream).await?;
-    let join = serde_json::json!({"op": "join", "room": args.room, "id": 1}).to_string();
+    let room = format!("{}-{}", args.room, index % args.rooms.max(1));
+    let join = serde_json::json!({"op": "join", "room": room, "id": 1}).to_string();
     client.send(Message::text(join)).await?;
     loop {
         match client.next().await {
@@ -89,7 +104,7 @@ async fn open_one(args: &IdleArgs, index: usize) -> anyhow::Result<Client> {
 }
 
 async fn idle(args: IdleArgs) -> anyhow::Result<()> {
-    let before = args.pid.map(resident_bytes).transpose()?;
+    let before = args.pid.map(resident).transpose()?;
     let progress = indicatif::ProgressBar::new(args.connections as u64);
     progress.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} connections {per_sec}")?);
     let started = Instant::now();
@@ -110,33 +125,48 @@ async fn idle(args: IdleArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let elapsed = started.elapsed();
     progress.finish_and_clear();
+    let opened = clients.len();
+    // Idle clients still read, as real ones do: presence events and pings
+    // must not pile up in the server's queues and be counted as idle cost.
+    let readers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| tokio::spawn(async move { while let Some(Ok(_)) = client.next().await {} }))
+        .collect();
     // Let the server's allocator settle after the burst before reading RSS.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = args.pid.map(resident_bytes).transpose()?;
-    let rate = clients.len() as f64 / elapsed.as_secs_f64();
-    let per_conn = before.zip(after).map(|(b, a)| a.saturating_sub(b) as f64 / clients.len() as f64);
+    let after = args.pid.map(resident).transpose()?;
+    let rate = opened as f64 / elapsed.as_secs_f64();
+    let per_conn = |pick: fn(&Resident) -> u64| {
+        before.zip(after).map(|(b, a)| pick(&a).saturating_sub(pick(&b)) as f64 / opened as f64)
+    };
+    let (anon_per_conn, total_per_conn) = (per_conn(|r| r.anon), per_conn(|r| r.total));
     let report = serde_json::json!({
         "scenario": "idle",
-        "connections": clients.len(),
+        "connections": opened,
+        "rooms": args.rooms,
         "connect_seconds": elapsed.as_secs_f64(),
         "connects_per_second": rate,
-        "server_rss_before": before,
-        "server_rss_after": after,
-        "server_bytes_per_connection": per_conn,
+        "server_resident_before": before,
+        "server_resident_after": after,
+        "server_anon_bytes_per_connection": anon_per_conn,
+        "server_rss_bytes_per_connection": total_per_conn,
     });
     if args.json {
         println!("{report}");
     } else {
-        println!("opened {} connections in {:.2}s ({rate:.0}/s)", clients.len(), elapsed.as_secs_f64());
-        if let (Some(b), Some(a), Some(per)) = (before, after, per_conn) {
+        println!("opened {opened} connections in {:.2}s ({rate:.0}/s)", elapsed.as_secs_f64());
+        if let (Some(b), Some(a), Some(anon), Some(total)) = (before, after, anon_per_conn, total_per_conn) {
+            let mib = |bytes: u64| bytes as f64 / 1048576.0;
             println!(
-                "server RSS {:.1} MiB -> {:.1} MiB: {per:.0} bytes per connection",
-                b as f64 / 1048576.0,
-                a as f64 / 1048576.0
+                "server anonymous memory {:.1} -> {:.1} MiB: {anon:.0} bytes per connection (all resident: {total:.0})",
+                mib(b.anon),
+                mib(a.anon)
             );
         }
     }
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
-    drop(clients);
+    for reader in readers {
+        reader.abort();
+    }
     Ok(())
 }

@@ -94,7 +94,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async {
         let http = TcpListener::bind(config.http).await.with_context(|| format!("binding {}", config.http))?;
         tracing::info!(tcp = %config.tcp, udp = %config.udp, data = %config.data.display(), "tcp, udp and storage settings accepted; those transports arrive in a later version");
-        switchboard_server::run(config, Listeners { http }, shutdown_signal()).await?;
+        // On a worker thread, like every connection task: one allocator
+        // arena instead of two interleaved ones.
+        tokio::spawn(switchboard_server::run(config, Listeners { http }, shutdown_signal())).await??;
         Ok(())
     })
 }

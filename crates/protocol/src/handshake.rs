@@ -1,14 +1,149 @@
-//! The WebSocket-specific part of the opening handshake (RFC 6455 section 4).
-//! HTTP itself is parsed by hyper; this module only checks the key and
-//! computes the accept hash.
+//! The WebSocket opening handshake (RFC 6455 section 4) as a pure function
+//! over the bytes of an HTTP/1.1 request head. HTTP syntax is parsed by
+//! `httparse`; this module decides whether the request is an upgrade for
+//! one of our WebSocket paths, validates it, and writes the answers.
+//!
+//! Requests for any other path are reported as [`Parsed::Other`] so the
+//! caller can hand them, untouched, to a general HTTP server.
 
+use crate::command;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha1::{Digest, Sha1};
+use std::fmt::Write as _;
 
 /// The only protocol version this server speaks.
 pub const VERSION: &str = "13";
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+/// Most header lines an upgrade request may carry.
+const MAX_HEADERS: usize = 32;
+
+/// Which WebSocket endpoint a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: the JSON protocol.
+    Protocol,
+    /// `/ws/echo`: every message echoed back.
+    Echo,
+}
+
+/// A valid upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upgrade {
+    pub endpoint: Endpoint,
+    /// The `Sec-WebSocket-Accept` value to answer with.
+    pub accept: String,
+    /// The `name` query parameter, validated as a user name.
+    pub name: Option<String>,
+    /// Length of the request head; bytes after it are WebSocket frames.
+    pub head_len: usize,
+}
+
+/// What the bytes received so far amount to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// The head is not complete yet.
+    Incomplete,
+    /// A request for another path: not ours to parse.
+    Other,
+    Upgrade(Upgrade),
+}
+
+/// Why an upgrade request was refused; each maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("request head is over {0} bytes")]
+    HeadTooLarge(usize),
+    #[error("malformed HTTP request: {0}")]
+    Malformed(String),
+    #[error("WebSocket upgrades use GET")]
+    NotGet,
+    #[error("expected a WebSocket upgrade (Upgrade: websocket, Connection: Upgrade)")]
+    NotUpgrade,
+    #[error("only WebSocket version 13 is supported")]
+    Version,
+    #[error("missing or malformed Sec-WebSocket-Key")]
+    Key,
+    #[error("invalid name: {0}")]
+    Name(String),
+}
+
+impl HandshakeError {
+    /// The HTTP status line's code and reason.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            HandshakeError::HeadTooLarge(_) => (431, "Request Header Fields Too Large"),
+            HandshakeError::NotGet => (405, "Method Not Allowed"),
+            HandshakeError::Version => (426, "Upgrade Required"),
+            _ => (400, "Bad Request"),
+        }
+    }
+}
+
+/// Parses the start of a connection. `max_head` bounds the request head.
+pub fn parse_request(input: &[u8], max_head: usize) -> Result<Parsed, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let status = match request.parse(input) {
+        Ok(status) => status,
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadTooLarge(max_head)),
+        Err(error) => return Err(HandshakeError::Malformed(error.to_string())),
+    };
+    let endpoint = match request.path.map(|path| path.split('?').next().unwrap_or_default()) {
+        None => return incomplete(input, max_head),
+        Some("/ws") => Endpoint::Protocol,
+        Some("/ws/echo") => Endpoint::Echo,
+        Some(_) => return Ok(Parsed::Other),
+    };
+    let httparse::Status::Complete(head_len) = status else {
+        return incomplete(input, max_head);
+    };
+    if head_len > max_head {
+        return Err(HandshakeError::HeadTooLarge(max_head));
+    }
+    if request.method != Some("GET") {
+        return Err(HandshakeError::NotGet);
+    }
+    let headers = &*request.headers;
+    if !has_token(headers, "upgrade", "websocket") || !has_token(headers, "connection", "upgrade") {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    if header_values(headers, "sec-websocket-version").all(|value| value != VERSION.as_bytes()) {
+        return Err(HandshakeError::Version);
+    }
+    let key = header_values(headers, "sec-websocket-key").next().filter(|key| is_valid_key(key));
+    let accept = accept_key(key.ok_or(HandshakeError::Key)?);
+    let name = requested_name(request.path.unwrap_or_default())?;
+    Ok(Parsed::Upgrade(Upgrade { endpoint, accept, name, head_len }))
+}
+
+fn header_values<'a>(headers: &'a [httparse::Header<'a>], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+}
+
+/// Whether a comma-separated header carries `token` (case-insensitive).
+fn has_token(headers: &[httparse::Header<'_>], name: &str, token: &str) -> bool {
+    header_values(headers, name)
+        .filter_map(|value| std::str::from_utf8(value).ok())
+        .any(|value| value.split(',').any(|part| part.trim().eq_ignore_ascii_case(token)))
+}
+
+fn incomplete(input: &[u8], max_head: usize) -> Result<Parsed, HandshakeError> {
+    if input.len() > max_head {
+        return Err(HandshakeError::HeadTooLarge(max_head));
+    }
+    Ok(Parsed::Incomplete)
+}
+
+/// The `name` query parameter, validated; `None` when absent.
+fn requested_name(path: &str) -> Result<Option<String>, HandshakeError> {
+    let Some((_, query)) = path.split_once('?') else { return Ok(None) };
+    let Some((_, name)) = form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "name") else {
+        return Ok(None);
+    };
+    command::validate_user(&name).map_err(HandshakeError::Name)?;
+    Ok(Some(name.into_owned()))
+}
 
 /// A `Sec-WebSocket-Key` must be 16 random bytes in base64.
 pub fn is_valid_key(key: &[u8]) -> bool {
@@ -23,9 +158,31 @@ pub fn accept_key(key: &[u8]) -> String {
     STANDARD.encode(hasher.finalize())
 }
 
+/// The `101 Switching Protocols` answer.
+pub fn switching_protocols(accept: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
+/// A complete plain-text HTTP answer that closes the connection.
+pub fn refusal(code: u16, reason: &str, body: &str) -> String {
+    let mut out =
+        format!("HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n");
+    if code == 426 {
+        out.push_str("Sec-WebSocket-Version: 13\r\n");
+    }
+    let _ = write!(out, "Content-Length: {}\r\n\r\n{body}\n", body.len() + 1);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GOOD: &str =
+        "GET /ws?name=alice HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
     #[test]
     fn accept_key_matches_the_rfc_example() {
@@ -37,5 +194,45 @@ mod tests {
         assert!(is_valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
         assert!(!is_valid_key(b"short"));
         assert!(!is_valid_key(b"!!!!!!!!!!!!!!!!!!!!!!!!"));
+    }
+
+    #[test]
+    fn a_valid_upgrade_is_accepted_with_its_name() {
+        let mut input = GOOD.as_bytes().to_vec();
+        input.extend_from_slice(&[0x81, 0x80]);
+        let Ok(Parsed::Upgrade(upgrade)) = parse_request(&input, 8192) else { panic!("not an upgrade") };
+        assert_eq!(upgrade.endpoint, Endpoint::Protocol);
+        assert_eq!(upgrade.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(upgrade.name.as_deref(), Some("alice"));
+        assert_eq!(upgrade.head_len, GOOD.len(), "frames after the head are left alone");
+    }
+
+    #[test]
+    fn partial_heads_wait_and_other_paths_are_passed_on() {
+        assert_eq!(parse_request(&GOOD.as_bytes()[..30], 8192), Ok(Parsed::Incomplete));
+        assert_eq!(parse_request(b"GET /metr", 8192), Ok(Parsed::Incomplete));
+        assert_eq!(parse_request(b"GET /metrics HTTP/1.1\r\nHo", 8192), Ok(Parsed::Other));
+        assert_eq!(parse_request(b"GET /ws/echo HTTP/1.1\r\nX: y", 10), Err(HandshakeError::HeadTooLarge(10)));
+    }
+
+    #[test]
+    fn each_defect_has_its_status() {
+        let status = |request: String| parse_request(request.as_bytes(), 8192).map_err(|e| e.status().0);
+        assert_eq!(status(GOOD.replace("GET", "POST")), Err(405));
+        assert_eq!(status(GOOD.replace("Upgrade: websocket\r\n", "")), Err(400));
+        assert_eq!(status(GOOD.replace("Version: 13", "Version: 8")), Err(426));
+        assert_eq!(status(GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "nope")), Err(400));
+        assert_eq!(status(GOOD.replace("name=alice", "name=al%20ice")), Err(400));
+        assert_eq!(status("GET /ws HTTP/1.1\r\nBad Header\r\n\r\n".into()), Err(400));
+        let many: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
+        assert_eq!(status(GOOD.replacen("\r\n", &format!("\r\n{many}"), 1)), Err(431));
+    }
+
+    #[test]
+    fn refusals_are_complete_http_answers() {
+        let answer = refusal(426, "Upgrade Required", "only WebSocket version 13 is supported");
+        assert!(answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
+        assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"));
+        assert!(answer.ends_with("\r\n\r\nonly WebSocket version 13 is supported\n"));
     }
 }

@@ -146,7 +146,8 @@ struct Fragmented {
 #[derive(Debug)]
 pub struct Decoder {
     max_message: usize,
-    fragmented: Option<Fragmented>,
+    /// Boxed so an idle connection's decoder costs one pointer for it.
+    fragmented: Option<Box<Fragmented>>,
 }
 
 impl Decoder {
@@ -214,7 +215,7 @@ impl Decoder {
             }
             OpCode::Text | OpCode::Binary => {
                 let mut fragmented =
-                    Fragmented { is_text: header.opcode == OpCode::Text, data: payload, utf8_checked: 0 };
+                    Box::new(Fragmented { is_text: header.opcode == OpCode::Text, data: payload, utf8_checked: 0 });
                 fragmented.check_utf8_prefix()?;
                 self.fragmented = Some(fragmented);
                 Ok(None)

@@ -35,6 +35,7 @@ pub struct Limits {
     pub max_message_size: usize,
     pub outbound_queue_bytes: usize,
     pub max_connections: usize,
+    pub presence_events_max_members: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,7 +74,12 @@ impl Default for Config {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message_size: 64 * 1024, outbound_queue_bytes: 1024 * 1024, max_connections: 0 }
+        Limits {
+            max_message_size: 64 * 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            max_connections: 0,
+            presence_events_max_members: 1000,
+        }
     }
 }
 
@@ -135,8 +141,9 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let fail = |why: &str| Err(ConfigError::Inconsistent(why.to_owned()));
-        if self.limits.max_message_size == 0 || self.limits.outbound_queue_bytes == 0 {
-            return fail("limits.max_message_size and limits.outbound_queue_bytes must be positive");
+        let in_range = |value: usize| (1..=u32::MAX as usize / 2).contains(&value);
+        if !in_range(self.limits.max_message_size) || !in_range(self.limits.outbound_queue_bytes) {
+            return fail("limits.max_message_size and limits.outbound_queue_bytes must be between 1 and 2147483647");
         }
         if self.websocket.ping_interval.is_zero() || self.websocket.idle_timeout <= self.websocket.ping_interval {
             return fail("websocket.idle_timeout must be longer than a positive websocket.ping_interval");

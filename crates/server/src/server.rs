@@ -5,14 +5,15 @@ use crate::config::Config;
 use crate::hub::{Hub, HubLimits};
 use crate::limits;
 use crate::metrics::Metrics;
-use crate::transport::http::{self, HttpState};
+use crate::transport::front;
+use crate::transport::http::HttpState;
 use crate::transport::websocket::WsSettings;
 use std::future::Future;
 use std::io;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,7 +42,11 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(max_connections as i64);
     let hub = Arc::new(Hub::new(
-        HubLimits { outbound_queue_bytes: config.limits.outbound_queue_bytes },
+        HubLimits {
+            outbound_queue_bytes: config.limits.outbound_queue_bytes,
+            presence_events_max_members: config.limits.presence_events_max_members,
+        },
+        WsSettings { max_message_size: config.limits.max_message_size, close_timeout: config.websocket.close_timeout },
         Arc::clone(&metrics),
     ));
     let tracker = TaskTracker::new();
@@ -49,18 +54,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     let state = Arc::new(HttpState {
         hub: Arc::clone(&hub),
         registry: metrics.registry(),
-        ws: Arc::new(WsSettings {
-            max_message_size: config.limits.max_message_size,
-            close_timeout: config.websocket.close_timeout,
-        }),
+        http_open: AtomicUsize::new(0),
+        max_connections,
         handshake_timeout: config.websocket.handshake_timeout,
         tracker: tracker.clone(),
         stop: stop.clone(),
     });
     tracker.spawn(keepalive(Arc::clone(&hub), config.websocket.clone(), stop.clone()));
-    let slots = Arc::new(Semaphore::new(max_connections));
     tokio::select! {
-        () = accept_loop(listeners.http, state, slots) => {}
+        () = accept_loop(listeners.http, state) => {}
         () = shutdown => {}
     }
 
@@ -76,7 +78,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, slots: Arc<Semaphore>) {
+async fn accept_loop(listener: TcpListener, state: Arc<HttpState>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -85,13 +87,13 @@ async fn accept_loop(listener: TcpListener, state: Arc<HttpState>, slots: Arc<Se
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+        if state.open_connections() >= state.max_connections {
             state.hub.metrics.refused("limit");
             tracing::warn!(%peer, "connection limit reached, refusing connection");
             refuse_at_limit(&stream);
             continue;
-        };
-        state.tracker.spawn(http::serve(stream, peer, Arc::clone(&state), Arc::new(permit)));
+        }
+        state.tracker.spawn(front::serve(stream, peer, Arc::clone(&state)));
     }
 }
 

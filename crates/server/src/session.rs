@@ -8,6 +8,7 @@ use crate::hub::room::Room;
 use crate::hub::{text_frame, Hub, HubError};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 use std::sync::Arc;
 use switchboard_protocol::command::{self, Command, Request};
 use switchboard_protocol::event;
@@ -18,7 +19,8 @@ use switchboard_protocol::ErrorCode;
 pub struct Session {
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    rooms: Vec<Arc<Room>>,
+    /// Inline for the usual one room: no allocation per connection.
+    rooms: SmallVec<[Arc<Room>; 1]>,
 }
 
 #[derive(Serialize)]
@@ -28,6 +30,8 @@ struct JoinReply<'a> {
     /// answered honestly with `recovered: false`.
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<bool>,
+    /// False when the room is over `limits.presence_events_max_members`.
+    presence_events: bool,
 }
 
 #[derive(Serialize)]
@@ -48,12 +52,12 @@ impl Session {
     pub fn start(hub: Arc<Hub>, conn: Arc<Conn>) -> Self {
         let hello = text_frame(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id });
         hub.deliver(&conn, hello);
-        Session { hub, conn, rooms: Vec::new() }
+        Session { hub, conn, rooms: SmallVec::new() }
     }
 
     /// A session that sends no greeting (the echo endpoint).
     pub fn silent(hub: Arc<Hub>, conn: Arc<Conn>) -> Self {
-        Session { hub, conn, rooms: Vec::new() }
+        Session { hub, conn, rooms: SmallVec::new() }
     }
 
     /// Answers input that is not a command at all (a non-UTF-8 frame).
@@ -115,10 +119,12 @@ impl Session {
     }
 
     fn join(&mut self, id: Option<&RawValue>, room: &str, since: Option<u64>) -> Result<(), HubError> {
-        if let Some(joined) = self.hub.join(&self.conn, room)? {
-            self.rooms.push(joined);
+        let joined = self.hub.join(&self.conn, room)?;
+        if let Some(room) = joined.room {
+            self.rooms.push(room);
         }
-        self.reply_ok(id, JoinReply { room, recovered: since.map(|_| false) });
+        let presence_events = joined.presence_events;
+        self.reply_ok(id, JoinReply { room, recovered: since.map(|_| false), presence_events });
         Ok(())
     }
 

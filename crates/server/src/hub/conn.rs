@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use switchboard_protocol::CloseCode;
@@ -48,19 +48,51 @@ pub struct Conn {
     pub peer: SocketAddr,
     pub transport: Transport,
     outbound: Mutex<Outbound>,
-    /// Milliseconds since the hub's start when the peer was last heard from.
-    last_heard_ms: AtomicU64,
-    /// Milliseconds since the hub's start when we last pinged the peer.
-    last_ping_ms: AtomicU64,
+    /// Milliseconds since the hub's start when the peer was last heard
+    /// from, truncated to 32 bits (compared with wrapping arithmetic, which
+    /// is exact for gaps under 24 days) to keep `Conn` in a smaller
+    /// allocation class.
+    last_heard_ms: AtomicU32,
+    /// Whether a ping went out since the peer was last heard from.
+    pinged: AtomicBool,
 }
 
+/// Frames wait here until they are written: the connection's task copies
+/// handles to the front frames, writes them without holding the lock, then
+/// consumes what the socket took. No second buffer exists per connection.
 #[derive(Debug, Default)]
 struct Outbound {
     frames: VecDeque<Bytes>,
-    /// Bytes queued here plus bytes taken by the task but not yet written.
-    bytes: usize,
+    /// Bytes in `frames` not yet written (the bound applies to this).
+    /// 32 bits: the configured bound is checked to fit (it keeps `Conn` in
+    /// a smaller allocation class).
+    bytes: u32,
+    /// Bytes of `frames[0]` already written. A partly written frame is
+    /// never dropped: the close frame must follow a whole frame.
+    head_written: u32,
     waker: Option<Waker>,
     close: Option<CloseCode>,
+}
+
+impl Outbound {
+    /// Drops every queued frame except a partly written head; returns how
+    /// many were dropped.
+    fn discard(&mut self) -> usize {
+        let keep = usize::from(self.head_written > 0).min(self.frames.len());
+        let dropped = self.frames.len() - keep;
+        self.frames.truncate(keep);
+        self.bytes = self.frames.front().map_or(0, |head| len32(head) - self.head_written);
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
+        }
+        dropped
+    }
+}
+
+/// A frame's length as counted by the queue. Frames are bounded by the
+/// message size limit, far below 4 GiB; saturate rather than wrap if not.
+fn len32(frame: &Bytes) -> u32 {
+    u32::try_from(frame.len()).unwrap_or(u32::MAX)
 }
 
 /// What happened to a frame offered to [`Conn::enqueue`].
@@ -79,7 +111,7 @@ pub enum Enqueued {
 /// What the connection's task found when it looked at its queue.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outgoing {
-    /// Frames were moved into the caller's batch.
+    /// Frames are waiting to be written.
     Frames,
     /// The queue is empty and the connection must close with this code.
     Close(CloseCode),
@@ -93,8 +125,8 @@ impl Conn {
             peer,
             transport,
             outbound: Mutex::new(Outbound::default()),
-            last_heard_ms: AtomicU64::new(now_ms),
-            last_ping_ms: AtomicU64::new(now_ms),
+            last_heard_ms: AtomicU32::new(now_ms as u32),
+            pinged: AtomicBool::new(false),
         }
     }
 
@@ -106,55 +138,52 @@ impl Conn {
 
     /// Queues `frame` unless that would pass `limit` bytes.
     pub fn enqueue(&self, frame: Bytes, limit: usize) -> Enqueued {
-        let waker = {
-            let mut outbound = self.lock();
-            if outbound.close.is_some() {
-                return Enqueued::Closed;
-            }
-            if outbound.bytes + frame.len() > limit {
-                let dropped = outbound.frames.len() + 1;
-                outbound.bytes -= outbound.frames.iter().map(Bytes::len).sum::<usize>();
-                outbound.frames = VecDeque::new();
-                outbound.close = Some(CloseCode::SlowConsumer);
-                let waker = outbound.waker.take();
-                drop(outbound);
-                if let Some(waker) = waker {
-                    waker.wake();
-                }
-                return Enqueued::Overflow { dropped };
-            }
-            outbound.bytes += frame.len();
+        let mut outbound = self.lock();
+        if outbound.close.is_some() {
+            return Enqueued::Closed;
+        }
+        let result = if outbound.bytes as usize + frame.len() > limit {
+            outbound.close = Some(CloseCode::SlowConsumer);
+            Enqueued::Overflow { dropped: outbound.discard() + 1 }
+        } else {
+            outbound.bytes += len32(&frame);
             outbound.frames.push_back(frame);
-            outbound.waker.take()
+            Enqueued::Queued
         };
+        // The waker is present only when the task saw an empty queue, so
+        // this wakes it once per batch, not once per frame.
+        let waker = outbound.waker.take();
+        drop(outbound);
         if let Some(waker) = waker {
             waker.wake();
         }
-        Enqueued::Queued
+        result
     }
 
     /// Asks the connection to close with `code` once already-queued frames
     /// are sent (or at once, dropping them, when `discard_queue`). The first
     /// close request wins. Returns how many queued frames were dropped.
     pub fn close(&self, code: CloseCode, discard_queue: bool) -> usize {
-        let (waker, dropped) = {
-            let mut outbound = self.lock();
-            if outbound.close.is_some() {
-                return 0;
-            }
-            outbound.close = Some(code);
-            let mut dropped = 0;
-            if discard_queue {
-                dropped = outbound.frames.len();
-                outbound.bytes -= outbound.frames.iter().map(Bytes::len).sum::<usize>();
-                outbound.frames = VecDeque::new();
-            }
-            (outbound.waker.take(), dropped)
-        };
+        let mut outbound = self.lock();
+        if outbound.close.is_some() {
+            return 0;
+        }
+        outbound.close = Some(code);
+        let dropped = if discard_queue { outbound.discard() } else { 0 };
+        let waker = outbound.waker.take();
+        drop(outbound);
         if let Some(waker) = waker {
             waker.wake();
         }
         dropped
+    }
+
+    /// Queues the closing frame after everything else, bound or not: it is
+    /// the last frame this connection will send.
+    pub(crate) fn push_final(&self, frame: Bytes) {
+        let mut outbound = self.lock();
+        outbound.bytes = outbound.bytes.saturating_add(len32(&frame));
+        outbound.frames.push_back(frame);
     }
 
     /// Whether a close has been requested.
@@ -162,16 +191,11 @@ impl Conn {
         self.lock().close.is_some()
     }
 
-    /// Moves queued frames into `batch` (appending), or registers the task's
-    /// waker when there is nothing to do.
-    pub(crate) fn poll_outgoing(&self, cx: &mut Context<'_>, batch: &mut VecDeque<Bytes>) -> Poll<Outgoing> {
+    /// Reports whether frames wait or a close is due, or registers the
+    /// task's waker when there is nothing to do.
+    pub(crate) fn poll_outgoing(&self, cx: &mut Context<'_>) -> Poll<Outgoing> {
         let mut outbound = self.lock();
         if !outbound.frames.is_empty() {
-            if batch.is_empty() {
-                std::mem::swap(batch, &mut outbound.frames);
-            } else {
-                batch.append(&mut outbound.frames);
-            }
             return Poll::Ready(Outgoing::Frames);
         }
         if let Some(code) = outbound.close {
@@ -184,34 +208,61 @@ impl Conn {
         Poll::Pending
     }
 
-    /// Records that `written` bytes of taken frames reached the socket.
-    pub(crate) fn release(&self, written: usize) {
+    /// Fills `out` with handles to the front frames (the head without its
+    /// written prefix) and returns how many. Cheap: `Bytes` clones.
+    pub(crate) fn peek(&self, out: &mut [Bytes]) -> usize {
+        let outbound = self.lock();
+        let mut count = 0;
+        for (slot, frame) in out.iter_mut().zip(outbound.frames.iter()) {
+            *slot = if count == 0 { frame.slice(outbound.head_written as usize..) } else { frame.clone() };
+            count += 1;
+        }
+        count
+    }
+
+    /// Removes `written` bytes from the front of the queue.
+    pub(crate) fn consume(&self, written: usize) {
+        let mut written = u32::try_from(written).unwrap_or(u32::MAX);
         let mut outbound = self.lock();
         outbound.bytes = outbound.bytes.saturating_sub(written);
+        while let Some(head) = outbound.frames.front() {
+            let left = len32(head) - outbound.head_written;
+            if written < left {
+                outbound.head_written += written;
+                return;
+            }
+            written -= left;
+            outbound.head_written = 0;
+            outbound.frames.pop_front();
+        }
+        // Give the queue's memory back while idle.
+        outbound.frames = VecDeque::new();
+    }
+
+    /// Whether nothing waits to be written.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.lock().frames.is_empty()
     }
 
     /// Bytes waiting to be written, for the connection table and tests.
     pub fn queued_bytes(&self) -> usize {
-        self.lock().bytes
+        self.lock().bytes as usize
     }
 
     pub(crate) fn heard(&self, now_ms: u64) {
-        self.last_heard_ms.store(now_ms, Ordering::Relaxed);
+        self.last_heard_ms.store(now_ms as u32, Ordering::Relaxed);
+        self.pinged.store(false, Ordering::Relaxed);
     }
 
-    pub(crate) fn last_heard_ms(&self) -> u64 {
-        self.last_heard_ms.load(Ordering::Relaxed)
+    /// Milliseconds since the peer was last heard from.
+    pub(crate) fn silent_for_ms(&self, now_ms: u64) -> u64 {
+        u64::from((now_ms as u32).wrapping_sub(self.last_heard_ms.load(Ordering::Relaxed)))
     }
 
-    /// Whether a ping is due: silent for `interval_ms` and not pinged since.
+    /// Whether a ping is due: silent for `interval_ms` and not pinged since
+    /// it was last heard from. Marks the ping as sent.
     pub(crate) fn ping_due(&self, now_ms: u64, interval_ms: u64) -> bool {
-        let last_ping = self.last_ping_ms.load(Ordering::Relaxed);
-        let quiet_since = self.last_heard_ms().max(last_ping);
-        if now_ms.saturating_sub(quiet_since) < interval_ms {
-            return false;
-        }
-        self.last_ping_ms.store(now_ms, Ordering::Relaxed);
-        true
+        self.silent_for_ms(now_ms) >= interval_ms && !self.pinged.swap(true, Ordering::Relaxed)
     }
 }
 
@@ -225,6 +276,10 @@ mod tests {
         Conn::new(1, Arc::from("alice"), peer, Transport::WebSocket, 0)
     }
 
+    fn poll(conn: &Conn) -> Poll<Outgoing> {
+        conn.poll_outgoing(&mut Context::from_waker(Waker::noop()))
+    }
+
     #[test]
     fn overflow_drops_the_queue_and_requests_slow_consumer_close() {
         let conn = conn();
@@ -233,22 +288,37 @@ mod tests {
         assert_eq!(conn.enqueue(Bytes::from_static(&[0; 1]), 10), Enqueued::Overflow { dropped: 3 });
         assert_eq!(conn.queued_bytes(), 0);
         assert_eq!(conn.enqueue(Bytes::from_static(&[0; 1]), 10), Enqueued::Closed);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut batch = VecDeque::new();
-        let polled = conn.poll_outgoing(&mut cx, &mut batch);
-        assert_eq!(polled, Poll::Ready(Outgoing::Close(CloseCode::SlowConsumer)));
+        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Close(CloseCode::SlowConsumer)));
     }
 
     #[test]
-    fn bytes_stay_counted_until_written() {
+    fn a_partly_written_frame_survives_a_discard() {
         let conn = conn();
-        conn.enqueue(Bytes::from_static(&[0; 8]), 10);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut batch = VecDeque::new();
-        assert_eq!(conn.poll_outgoing(&mut cx, &mut batch), Poll::Ready(Outgoing::Frames));
-        assert_eq!(conn.enqueue(Bytes::from_static(&[0; 4]), 10), Enqueued::Overflow { dropped: 1 });
-        conn.release(8);
+        conn.enqueue(Bytes::from_static(b"abcdef"), 100);
+        conn.enqueue(Bytes::from_static(b"ghi"), 100);
+        conn.consume(2);
+        assert_eq!(conn.queued_bytes(), 7);
+        assert_eq!(conn.close(CloseCode::SlowConsumer, true), 1);
+        let mut out = [Bytes::new(), Bytes::new()];
+        assert_eq!(conn.peek(&mut out), 1);
+        assert_eq!(&out[0][..], b"cdef", "the rest of the head is still sent");
+        assert_eq!(conn.queued_bytes(), 4);
+    }
+
+    #[test]
+    fn peek_and_consume_walk_the_queue() {
+        let conn = conn();
+        conn.enqueue(Bytes::from_static(b"one"), 100);
+        conn.enqueue(Bytes::from_static(b"two"), 100);
+        let mut out = [Bytes::new(), Bytes::new(), Bytes::new()];
+        assert_eq!(conn.peek(&mut out), 2);
+        conn.consume(4);
+        assert_eq!(conn.peek(&mut out), 1);
+        assert_eq!(&out[0][..], b"wo");
+        conn.consume(2);
+        assert!(conn.is_drained());
         assert_eq!(conn.queued_bytes(), 0);
+        assert_eq!(poll(&conn), Poll::Pending);
     }
 
     #[test]
@@ -256,11 +326,8 @@ mod tests {
         let conn = conn();
         conn.enqueue(Bytes::from_static(b"last words"), 100);
         assert_eq!(conn.close(CloseCode::GoingAway, false), 0);
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut batch = VecDeque::new();
-        assert_eq!(conn.poll_outgoing(&mut cx, &mut batch), Poll::Ready(Outgoing::Frames));
-        assert_eq!(batch.len(), 1);
-        let polled = conn.poll_outgoing(&mut cx, &mut batch);
-        assert_eq!(polled, Poll::Ready(Outgoing::Close(CloseCode::GoingAway)));
+        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Frames));
+        conn.consume(10);
+        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Close(CloseCode::GoingAway)));
     }
 }

@@ -4,19 +4,21 @@
 //!
 //! Locks and their order (always acquired left to right, never held across
 //! an await): `rooms` directory → a room's state → a connection's queue.
-//! `users` and `conns` are taken alone. Each is a `std::sync::Mutex` held
+//! `users` is taken alone. Each is a `std::sync::Mutex` held
 //! for map operations or one fan-out, never for IO.
 
 pub mod conn;
 pub mod room;
 
 use crate::metrics::{Metrics, TransportLabel};
+use crate::transport::websocket::WsSettings;
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use room::{Room, RoomState};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_protocol::{event, ws, CloseCode};
@@ -25,6 +27,17 @@ use switchboard_protocol::{event, ws, CloseCode};
 #[derive(Debug, Clone)]
 pub struct HubLimits {
     pub outbound_queue_bytes: usize,
+    /// Rooms larger than this send no join/leave events (0: no limit).
+    pub presence_events_max_members: usize,
+}
+
+/// A successful join.
+#[derive(Debug)]
+pub struct Joined {
+    /// The room, or `None` when the connection was already a member.
+    pub room: Option<Arc<Room>>,
+    /// Whether the room is small enough to send join/leave events.
+    pub presence_events: bool,
 }
 
 /// Why the hub refused a request. Mapped to wire codes by the session.
@@ -40,7 +53,8 @@ pub enum HubError {
 
 #[derive(Debug, Default)]
 struct UserEntry {
-    conns: Vec<Arc<Conn>>,
+    /// Inline for the usual one connection per user: no allocation.
+    conns: SmallVec<[Arc<Conn>; 1]>,
     dm_seq: u64,
 }
 
@@ -49,12 +63,15 @@ struct UserEntry {
 pub struct Hub {
     limits: HubLimits,
     pub(crate) metrics: Arc<Metrics>,
+    /// Shared by every WebSocket connection (kept here, not per connection).
+    pub(crate) ws: WsSettings,
+    /// Registered connections, read on every accept for admission.
+    open: AtomicUsize,
     started: Instant,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     users: Mutex<HashMap<Arc<str>, UserEntry>>,
-    conns: Mutex<HashMap<ConnId, Arc<Conn>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,16 +84,17 @@ fn unix_ms() -> u64 {
 }
 
 impl Hub {
-    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(limits: HubLimits, ws: WsSettings, metrics: Arc<Metrics>) -> Self {
         Hub {
             limits,
             metrics,
+            ws,
+            open: AtomicUsize::new(0),
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             rooms: Mutex::default(),
             users: Mutex::default(),
-            conns: Mutex::default(),
         }
     }
 
@@ -93,7 +111,7 @@ impl Hub {
     /// Registers an open connection under `user`.
     pub fn register(&self, id: ConnId, user: Arc<str>, peer: SocketAddr, transport: Transport) -> Arc<Conn> {
         let conn = Arc::new(Conn::new(id, Arc::clone(&user), peer, transport, self.now_ms()));
-        lock(&self.conns).insert(id, Arc::clone(&conn));
+        self.open.fetch_add(1, Ordering::Relaxed);
         lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
         let label = TransportLabel { transport: transport.as_str() };
         self.metrics.connections_open.get_or_create(&label).inc();
@@ -106,10 +124,13 @@ impl Hub {
 
     /// Forgets a connection. Its rooms must have been left already.
     pub fn unregister(&self, conn: &Conn) {
-        lock(&self.conns).remove(&conn.id);
         let mut users = lock(&self.users);
         if let Some(entry) = users.get_mut(&conn.user) {
+            let before = entry.conns.len();
             entry.conns.retain(|other| other.id != conn.id);
+            if entry.conns.len() < before {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+            }
             if entry.conns.is_empty() {
                 users.remove(&conn.user);
             }
@@ -118,9 +139,8 @@ impl Hub {
         self.metrics.connections_open.get_or_create(&label).dec();
     }
 
-    /// Joins `conn` to `name`, creating the room. Returns the room, or
-    /// `None` if the connection was already a member.
-    pub fn join(&self, conn: &Arc<Conn>, name: &str) -> Result<Option<Arc<Room>>, HubError> {
+    /// Joins `conn` to `name`, creating the room.
+    pub fn join(&self, conn: &Arc<Conn>, name: &str) -> Result<Joined, HubError> {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
@@ -130,14 +150,13 @@ impl Hub {
             if state.removed {
                 continue;
             }
-            let Some(first_of_user) = state.add(conn) else {
-                return Ok(None);
-            };
-            if first_of_user {
+            let first_of_user = state.add(conn);
+            let presence_events = self.presence_events(&state);
+            if first_of_user == Some(true) && presence_events {
                 self.presence(&state, conn, "join", &room.name);
             }
             drop(state);
-            return Ok(Some(room));
+            return Ok(Joined { room: first_of_user.map(|_| room), presence_events });
         }
     }
 
@@ -157,10 +176,10 @@ impl Hub {
     pub fn leave(&self, conn: &Conn, room: &Arc<Room>) {
         let now_empty = {
             let mut state = room.lock();
-            if state.remove(conn) == Some(true) {
+            if state.remove(conn) == Some(true) && self.presence_events(&state) {
                 self.presence(&state, conn, "leave", &room.name);
             }
-            state.members.is_empty()
+            state.is_empty()
         };
         if now_empty {
             self.remove_if_empty(room);
@@ -170,7 +189,7 @@ impl Hub {
     fn remove_if_empty(&self, room: &Arc<Room>) {
         let mut rooms = lock(&self.rooms);
         let mut state = room.lock();
-        if !state.members.is_empty() || state.removed {
+        if !state.is_empty() || state.removed {
             return;
         }
         state.removed = true;
@@ -178,6 +197,11 @@ impl Hub {
             rooms.remove(&room.name);
             self.metrics.rooms.dec();
         }
+    }
+
+    fn presence_events(&self, state: &RoomState) -> bool {
+        let limit = self.limits.presence_events_max_members;
+        limit == 0 || state.user_count() <= limit
     }
 
     fn presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
@@ -195,14 +219,14 @@ impl Hub {
         body: &serde_json::value::RawValue,
     ) -> Result<(u64, u64), HubError> {
         let mut state = room.lock();
-        if !state.members.contains_key(&conn.id) {
+        if !state.contains(conn) {
             return Err(HubError::NotMember(room.name.to_string()));
         }
         state.seq += 1;
         let (seq, ts) = (state.seq, unix_ms());
         let message = event::RoomMessage { ev: "msg", room: &room.name, seq, from: &conn.user, ts, body };
         let frame = text_frame(&message);
-        for member in state.members.values() {
+        for member in state.members() {
             self.deliver(member, frame.clone());
         }
         self.metrics.messages_published.inc();
@@ -252,12 +276,12 @@ impl Hub {
 
     /// Every open connection (for keepalive sweeps and shutdown).
     pub fn connections(&self) -> Vec<Arc<Conn>> {
-        lock(&self.conns).values().cloned().collect()
+        lock(&self.users).values().flat_map(|entry| entry.conns.iter().cloned()).collect()
     }
 
     /// How many connections are registered.
     pub fn connection_count(&self) -> usize {
-        lock(&self.conns).len()
+        self.open.load(Ordering::Relaxed)
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -279,7 +303,7 @@ impl Hub {
         let now = self.now_ms();
         let ping = ws::encode(ws::OpCode::Ping, b"");
         for conn in self.connections() {
-            if now.saturating_sub(conn.last_heard_ms()) > idle_timeout.as_millis() as u64 {
+            if conn.silent_for_ms(now) > idle_timeout.as_millis() as u64 {
                 tracing::info!(conn = conn.id, user = %conn.user, "idle timeout, closing with 4001");
                 conn.close(CloseCode::IdleTimeout, false);
             } else if conn.ping_due(now, ping_interval.as_millis() as u64) {

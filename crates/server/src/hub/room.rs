@@ -4,6 +4,7 @@
 //! order.
 
 use super::conn::{Conn, ConnId};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -17,10 +18,12 @@ pub struct Room {
 #[derive(Debug, Default)]
 pub(crate) struct RoomState {
     pub seq: u64,
-    pub members: HashMap<ConnId, Arc<Conn>>,
-    /// Connections per user in this room: presence counts users, so a user
-    /// with two tabs joins on the first and leaves with the last.
-    pub users: HashMap<Arc<str>, u32>,
+    /// Members grouped by user. Presence counts users, so a user with two
+    /// tabs joins with the first and leaves with the last. One map serves
+    /// both fan-out and presence; the usual one connection per user is
+    /// stored inline.
+    users: HashMap<Arc<str>, SmallVec<[Arc<Conn>; 1]>>,
+    connections: usize,
     /// Set when the room was removed from the directory; a joiner that finds
     /// it set looks the room up again.
     pub removed: bool,
@@ -43,32 +46,50 @@ impl RoomState {
     /// Adds a member; returns whether it is the user's first connection here,
     /// or `None` if the connection was already a member.
     pub fn add(&mut self, conn: &Arc<Conn>) -> Option<bool> {
-        if self.members.insert(conn.id, Arc::clone(conn)).is_some() {
+        let tabs = self.users.entry(Arc::clone(&conn.user)).or_default();
+        if tabs.iter().any(|member| member.id == conn.id) {
             return None;
         }
-        let count = self.users.entry(Arc::clone(&conn.user)).or_insert(0);
-        *count += 1;
-        Some(*count == 1)
+        tabs.push(Arc::clone(conn));
+        self.connections += 1;
+        Some(tabs.len() == 1)
     }
 
     /// Removes a member; returns whether it was the user's last connection
     /// here, or `None` if it was not a member.
     pub fn remove(&mut self, conn: &Conn) -> Option<bool> {
-        self.members.remove(&conn.id)?;
-        let Some(count) = self.users.get_mut(&conn.user) else {
-            return Some(true);
-        };
-        *count -= 1;
-        if *count > 0 {
+        let tabs = self.users.get_mut(&conn.user)?;
+        let index = tabs.iter().position(|member| member.id == conn.id)?;
+        tabs.swap_remove(index);
+        self.connections -= 1;
+        if !tabs.is_empty() {
             return Some(false);
         }
         self.users.remove(&conn.user);
         Some(true)
     }
 
+    pub fn contains(&self, conn: &Conn) -> bool {
+        self.users.get(&conn.user).is_some_and(|tabs| tabs.iter().any(|member| member.id == conn.id))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections == 0
+    }
+
+    /// Users present (a user with several tabs counts once).
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Every member connection.
+    pub fn members(&self) -> impl Iterator<Item = &Arc<Conn>> + '_ {
+        self.users.values().flatten()
+    }
+
     /// Members other than `except`, for presence events.
-    pub fn others<'a>(&'a self, except: ConnId) -> impl Iterator<Item = &'a Arc<Conn>> + 'a {
-        self.members.values().filter(move |member| member.id != except)
+    pub fn others(&self, except: ConnId) -> impl Iterator<Item = &Arc<Conn>> + '_ {
+        self.members().filter(move |member| member.id != except)
     }
 
     /// The users present, sorted for stable output.

@@ -1,5 +1,28 @@
 //! Transports: how bytes reach the hub. Each owns its sockets and framing
 //! and hands complete commands to a [`crate::session::Session`].
+//!
+//! - [`front`]: every connection on the HTTP port starts here; WebSocket
+//!   upgrades are answered directly, everything else goes to [`http`].
+//! - [`http`]: hyper serving `/healthz`, `/metrics` and later the HTTP API.
+//! - [`websocket`]: the WebSocket connection driver.
 
+pub(crate) mod front;
 pub(crate) mod http;
+mod rewind;
 pub mod websocket;
+
+use std::cell::RefCell;
+
+/// Size of each worker thread's shared read buffer.
+pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_SIZE]);
+}
+
+/// Runs `f` with this thread's read buffer. Connections read into it and
+/// keep only what they cannot consume at once, so an idle connection holds
+/// no read buffer of its own. `f` must not call this function again.
+pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUFFER.with_borrow_mut(|buffer| f(buffer))
+}

@@ -5,19 +5,19 @@
 //! Memory discipline, which is what lets one server hold many idle sockets:
 //! - reads go into a per-thread buffer; only the bytes of an incomplete
 //!   frame are kept per connection, and only until the frame completes;
-//! - the write batch is released as soon as it drains;
+//! - frames are written straight from the connection's queue (shared
+//!   `Bytes`), so there is no per-connection write buffer;
 //! - no per-connection timer: keepalive is a hub-wide sweep, and a timer
-//!   exists only while a connection is closing.
+//!   exists only while a connection is closing;
+//! - the task's future is this struct and nothing else (see [`WsConnection::run`]).
 
-use crate::hub::conn::Outgoing;
+use super::{with_read_buffer, READ_BUFFER_SIZE};
+use crate::hub::conn::{Outgoing, Transport};
 use crate::session::Session;
 use bytes::{Buf, Bytes, BytesMut};
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use switchboard_protocol::ws::{self, Decoder, FrameError, Message, OpCode};
@@ -25,16 +25,12 @@ use switchboard_protocol::CloseCode;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-/// Size of each worker thread's shared read buffer.
-const READ_BUFFER_SIZE: usize = 64 * 1024;
 /// Reads per wake-up before yielding to other connections.
 const READS_PER_WAKE: usize = 4;
+/// Read/write rounds in one poll before yielding to other tasks.
+const ROUNDS_PER_POLL: usize = 16;
 /// Frames per `writev` call.
 const MAX_IOVECS: usize = 64;
-
-thread_local! {
-    static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_SIZE]);
-}
 
 /// Settings every WebSocket connection shares.
 #[derive(Debug, Clone)]
@@ -42,16 +38,6 @@ pub struct WsSettings {
     pub max_message_size: usize,
     pub close_timeout: Duration,
 }
-
-/// Whether messages go to the JSON protocol or straight back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Protocol,
-    Echo,
-}
-
-/// A held slot in the connection limit; released when dropped.
-pub(crate) type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
 
 #[derive(Debug)]
 enum State {
@@ -62,6 +48,7 @@ enum State {
         deadline: Pin<Box<Sleep>>,
         sent: bool,
     },
+    Finished,
 }
 
 #[derive(Debug, Default)]
@@ -83,50 +70,67 @@ pub(crate) struct WsConnection {
     stream: TcpStream,
     session: Session,
     decoder: Decoder,
-    settings: Arc<WsSettings>,
-    mode: Mode,
     /// Bytes of an incomplete frame; `None` whenever a frame boundary was hit.
-    partial: Option<BytesMut>,
-    /// Frames taken from the queue and not yet fully written.
-    batch: VecDeque<Bytes>,
-    write_blocked: bool,
+    /// Boxed: absent on idle connections, where it costs one pointer.
+    partial: Option<Box<BytesMut>>,
     state: State,
+    write_blocked: bool,
     close_code: Option<CloseCode>,
-    _slot: Slot,
 }
 
 impl WsConnection {
-    pub fn new(stream: TcpStream, session: Session, settings: Arc<WsSettings>, mode: Mode, slot: Slot) -> Self {
+    pub fn new(stream: TcpStream, session: Session) -> Self {
+        let decoder = Decoder::new(session.hub().ws.max_message_size);
         WsConnection {
             stream,
             session,
-            decoder: Decoder::new(settings.max_message_size),
-            settings,
-            mode,
+            decoder,
             partial: None,
-            batch: VecDeque::new(),
-            write_blocked: false,
             state: State::Open,
+            write_blocked: false,
             close_code: None,
-            _slot: slot,
         }
     }
 
-    /// Drives the connection until it is closed. `early` holds bytes the
-    /// client sent right behind its upgrade request.
-    pub async fn run(mut self, early: Bytes) {
+    /// The future that drives the connection until it is closed. `early`
+    /// holds bytes the client sent right behind its upgrade request; it
+    /// points into hyper's read buffer, so it is consumed here, not kept.
+    ///
+    /// A hand-written poll loop rather than an `async fn`: an async fn keeps
+    /// a second copy of its arguments in its state, which would double what
+    /// every idle connection costs. For the same reason the connection's
+    /// tracing span is entered on each wake-up instead of being stored.
+    pub fn run(mut self, early: Bytes) -> impl Future<Output = ()> + Send {
         if !early.is_empty() {
             if let Err(error) = self.ingest(&early) {
                 self.fail(&error);
             }
         }
-        loop {
-            let events = poll_fn(|cx| self.poll_events(cx)).await;
+        drop(early);
+        poll_fn(move |cx| {
+            let conn = self.session.conn();
+            let span = tracing::debug_span!("conn", id = conn.id, peer = %conn.peer, user = %conn.user);
+            let _entered = span.entered();
+            self.poll_run(cx)
+        })
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS_PER_POLL {
+            if let State::Finished = self.state {
+                return Poll::Ready(());
+            }
+            let Poll::Ready(events) = self.poll_events(cx) else {
+                return Poll::Pending;
+            };
             if let Step::Done = self.on_events(events) {
-                break;
+                self.finish();
+                return Poll::Ready(());
             }
         }
-        self.finish();
+        // Still busy: let other connections run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Events> {
@@ -134,7 +138,7 @@ impl WsConnection {
         if self.write_blocked {
             events.writable = self.stream.poll_write_ready(cx).is_ready();
         } else if !matches!(self.state, State::Closing { sent: true, .. }) {
-            if let Poll::Ready(outgoing) = self.session.conn().poll_outgoing(cx, &mut self.batch) {
+            if let Poll::Ready(outgoing) = self.session.conn().poll_outgoing(cx) {
                 events.outgoing = Some(outgoing);
             }
         }
@@ -151,7 +155,7 @@ impl WsConnection {
 
     fn on_events(&mut self, events: Events) -> Step {
         if events.deadline {
-            tracing::debug!(conn = self.session.conn().id, "close handshake timed out");
+            tracing::debug!("close handshake timed out");
             return Step::Done;
         }
         if events.readable {
@@ -159,7 +163,7 @@ impl WsConnection {
                 Ok(true) => {}
                 Ok(false) => return Step::Done,
                 Err(error) => {
-                    tracing::debug!(conn = self.session.conn().id, %error, "read failed");
+                    tracing::debug!(%error, "read failed");
                     return Step::Done;
                 }
             }
@@ -170,17 +174,16 @@ impl WsConnection {
         if let Some(Outgoing::Close(code)) = events.outgoing {
             self.start_close(code);
         }
-        self.write_batch()
+        self.write_queued()
     }
 
     /// Reads what the socket has. Returns `Ok(false)` at end of stream.
     fn read_available(&mut self) -> io::Result<bool> {
         for _ in 0..READS_PER_WAKE {
-            let read = READ_BUFFER.with_borrow_mut(|buffer| {
+            let read = with_read_buffer(|buffer| {
                 let count = self.stream.try_read(buffer)?;
                 if count > 0 {
-                    let hub = self.session.hub();
-                    self.session.conn().heard(hub.now_ms());
+                    self.session.conn().heard(self.session.hub().now_ms());
                     if let Err(error) = self.ingest(&buffer[..count]) {
                         self.fail(&error);
                     }
@@ -208,7 +211,7 @@ impl WsConnection {
             None => {
                 let used = self.decode_all(data)?;
                 if used < data.len() {
-                    self.partial = Some(BytesMut::from(&data[used..]));
+                    self.partial = Some(Box::new(BytesMut::from(&data[used..])));
                 }
             }
             Some(mut partial) => {
@@ -239,27 +242,31 @@ impl WsConnection {
     }
 
     fn on_message(&mut self, message: Message) {
-        let conn = Arc::clone(self.session.conn());
-        match (message, self.mode) {
-            (Message::Text(text), Mode::Echo) => self.session.hub().deliver(&conn, ws::encode(OpCode::Text, &text)),
-            (Message::Binary(data), Mode::Echo) => self.session.hub().deliver(&conn, ws::encode(OpCode::Binary, &data)),
-            (Message::Text(text), Mode::Protocol) | (Message::Binary(text), Mode::Protocol) => {
-                match std::str::from_utf8(&text) {
-                    Ok(text) => self.session.handle(text),
-                    Err(_) => self.session.reject("binary frame is not UTF-8 JSON"),
-                }
-            }
-            (Message::Ping(payload), _) => self.session.hub().deliver(&conn, ws::encode(OpCode::Pong, &payload)),
-            (Message::Pong(_), _) => {}
-            (Message::Close(frame), _) => {
+        let echo = self.session.conn().transport == Transport::Echo;
+        let reply = |opcode, payload: &[u8]| ws::encode(opcode, payload);
+        match message {
+            Message::Text(text) if echo => self.queue_own(reply(OpCode::Text, &text)),
+            Message::Binary(data) if echo => self.queue_own(reply(OpCode::Binary, &data)),
+            Message::Text(text) | Message::Binary(text) => match std::str::from_utf8(&text) {
+                Ok(text) => self.session.handle(text),
+                Err(_) => self.session.reject("binary frame is not UTF-8 JSON"),
+            },
+            Message::Ping(payload) => self.queue_own(reply(OpCode::Pong, &payload)),
+            Message::Pong(_) => {}
+            Message::Close(frame) => {
+                // Echo the peer's code, as RFC 6455 suggests; 1000 for none.
                 let code = frame.map_or(CloseCode::Normal, |frame| match frame.code {
                     1000 => CloseCode::Normal,
                     other => CloseCode::Other(other),
                 });
-                conn.close(code, false);
+                self.session.conn().close(code, false);
                 self.start_close(code);
             }
         }
+    }
+
+    fn queue_own(&self, frame: Bytes) {
+        self.session.hub().deliver(self.session.conn(), frame);
     }
 
     /// The peer broke the protocol: close with the matching code at once.
@@ -272,7 +279,7 @@ impl WsConnection {
     }
 
     /// Leaves the hub's rooms and queues our close frame after whatever is
-    /// already in the batch.
+    /// already queued.
     fn start_close(&mut self, code: CloseCode) {
         if !matches!(self.state, State::Open) {
             return;
@@ -281,67 +288,75 @@ impl WsConnection {
         self.partial = None;
         self.close_code = Some(code);
         self.session.hub().metrics.closed(code.as_u16());
-        self.batch.push_back(ws::close_frame(code));
-        let deadline = Box::pin(tokio::time::sleep(self.settings.close_timeout));
+        self.session.conn().push_final(ws::close_frame(code));
+        let deadline = Box::pin(tokio::time::sleep(self.session.hub().ws.close_timeout));
         self.state = State::Closing { deadline, sent: false };
     }
 
-    /// Writes the batch with as few system calls as the socket allows.
-    fn write_batch(&mut self) -> Step {
-        while !self.batch.is_empty() && !self.write_blocked {
-            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-            let count =
-                self.batch.iter().zip(slices.iter_mut()).map(|(frame, slice)| *slice = IoSlice::new(frame)).count();
+    /// Writes queued frames with as few system calls as the socket allows.
+    fn write_queued(&mut self) -> Step {
+        let conn = self.session.conn();
+        let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
+        while !self.write_blocked {
+            let count = conn.peek(&mut frames);
+            if count == 0 {
+                break;
+            }
+            let slices: [IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|i| IoSlice::new(&frames[i]));
             match self.stream.try_write_vectored(&slices[..count]) {
-                Ok(written) => self.advance(written),
+                Ok(written) => {
+                    conn.consume(written);
+                    self.session.hub().metrics.bytes_written.inc_by(written as u64);
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
                 Err(error) => {
-                    tracing::debug!(conn = self.session.conn().id, %error, "write failed");
+                    tracing::debug!(%error, "write failed");
                     return Step::Done;
                 }
             }
         }
-        if self.batch.is_empty() {
-            // Give the batch's memory back while idle.
-            self.batch = VecDeque::new();
-            if let State::Closing { sent, .. } = &mut self.state {
-                if !*sent {
-                    *sent = true;
-                    let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
-                }
+        if let State::Closing { sent: sent @ false, .. } = &mut self.state {
+            if conn.is_drained() {
+                *sent = true;
+                let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
             }
         }
         Step::Continue
     }
 
-    fn advance(&mut self, mut written: usize) {
-        let conn = self.session.conn();
-        conn.release(written);
-        self.session.hub().metrics.bytes_written.inc_by(written as u64);
-        while written > 0 {
-            let Some(front) = self.batch.front_mut() else { break };
-            if front.len() > written {
-                front.advance(written);
-                break;
-            }
-            written -= front.len();
-            self.batch.pop_front();
-        }
-    }
-
-    fn finish(mut self) {
+    fn finish(&mut self) {
         self.session.end();
+        self.state = State::Finished;
+        let hub = self.session.hub();
         let conn = self.session.conn();
         let code = match self.close_code {
             Some(code) => code.as_u16(),
             None => {
                 // 1006: the connection ended without a close handshake.
-                self.session.hub().metrics.closed(1006);
+                hub.metrics.closed(1006);
                 1006
             }
         };
         conn.close(CloseCode::Other(code), true);
-        self.session.hub().unregister(conn);
-        tracing::debug!(conn = conn.id, code, "connection finished");
+        hub.unregister(conn);
+        tracing::debug!(code, "connection finished");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection's task holds is `WsConnection` (the future
+    /// returned by `run` adds nothing), and its shared state is `Conn`.
+    /// Both sit just under an allocation size step (tokio rounds task cells
+    /// to 128 bytes; `Arc<Conn>` fits a 160-byte malloc chunk): growing
+    /// either costs every idle socket a whole step.
+    #[test]
+    fn idle_connection_state_stays_small() {
+        let connection = std::mem::size_of::<WsConnection>();
+        let conn = std::mem::size_of::<crate::hub::conn::Conn>();
+        assert!(connection <= 136, "WsConnection is {connection} bytes");
+        assert!(conn <= 136, "Conn is {conn} bytes");
     }
 }

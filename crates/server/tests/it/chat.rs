@@ -154,3 +154,24 @@ async fn the_echo_endpoint_returns_every_message_unchanged() {
         assert_eq!(echoed, message);
     }
 }
+
+#[tokio::test]
+async fn rooms_over_the_presence_limit_stop_sending_join_and_leave_events() {
+    let server = TestServer::with(|config| config.limits.presence_events_max_members = 2).await;
+    let mut alice = server.client("alice").await;
+    assert_eq!(request(&mut alice, json!({"op": "join", "room": "big"})).await["presence_events"], json!(true));
+    let mut bob = server.client("bob").await;
+    request(&mut bob, json!({"op": "join", "room": "big"})).await;
+    let mut carol = server.client("carol").await;
+    let reply = request(&mut carol, json!({"op": "join", "room": "big"})).await;
+    assert_eq!(reply["presence_events"], json!(false), "the joiner is told");
+    request(&mut carol, json!({"op": "send", "room": "big", "body": "marker"})).await;
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|e| !is_msg(e)) {
+        seen.push(within(alice.next_event()).await.expect("event"));
+    }
+    let joins: Vec<_> = seen.iter().filter(|e| e["ev"] == json!("join")).map(|e| e["user"].clone()).collect();
+    assert_eq!(joins, [json!("bob")], "carol's join went over the limit and was not announced");
+    let listed = request(&mut alice, json!({"op": "presence", "room": "big"})).await;
+    assert_eq!(listed["users"], json!(["alice", "bob", "carol"]), "the presence query still lists everyone");
+}
