@@ -269,12 +269,14 @@ impl WsConnection {
         self.session.hub().deliver(self.session.conn(), frame);
     }
 
-    /// The peer broke the protocol: close with the matching code at once.
+    /// The peer broke the protocol: stop reading and close with the
+    /// matching code. Answers to the valid messages before the bad frame
+    /// are already queued and still go out first.
     fn fail(&mut self, error: &FrameError) {
         let conn = self.session.conn();
         tracing::info!(conn = conn.id, user = %conn.user, peer = %conn.peer, %error, "closing on protocol error");
         let code = error.close_code();
-        conn.close(code, true);
+        conn.close(code, false);
         self.start_close(code);
     }
 
