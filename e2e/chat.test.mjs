@@ -1,0 +1,143 @@
+// Browser end-to-end tests: headless Chromium's own WebSocket against a real
+// switchboard binary, so the server's framing, close codes and shutdown are
+// checked the way a web client sees them. Run: npm test (see README.md).
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { launchBrowser, missing, openClient, requireExternal, skipReason, startServer } from './harness.mjs';
+
+const MAX_MESSAGE_SIZE = 65_536; // the server's default limit
+const T = { timeout: 30_000 };
+
+// Skipped (per test, so the summary counts them) or failing when the server
+// binary or Chromium is missing; see harness.mjs.
+function e2e(name, fn) {
+  test(name, { ...T, skip: skipReason }, async () => {
+    requireExternal();
+    await fn();
+  });
+}
+
+// A timestamp from the server's clock, which is this machine's clock.
+function assertRecentTs(ts) {
+  assert.equal(typeof ts, 'number');
+  assert.ok(Math.abs(Date.now() - ts) < 60_000, `ts ${ts} is not near now (${Date.now()})`);
+}
+
+describe('switchboard in a browser', () => {
+  let browser;
+  let server;
+  let context;
+
+  before(async () => {
+    if (missing) return; // the tests themselves skip or fail
+    browser = await launchBrowser();
+    server = await startServer();
+  }, T);
+
+  after(async () => {
+    await context?.close();
+    await browser?.close();
+    await server?.stop();
+  }, T);
+
+  // Each test gets fresh pages; closing the context closes their sockets.
+  const fresh = async () => {
+    await context?.close();
+    context = await browser.newContext();
+    return context;
+  };
+  const connect = async (ctx, name) => {
+    const client = await openClient(ctx, server.wsUrl(`/ws?name=${name}`));
+    const hello = await client.next({ ev: 'hello' });
+    assert.equal(hello.user, name);
+    assert.ok(Number.isInteger(hello.conn), `hello.conn ${hello.conn}`);
+    return client;
+  };
+  const join = async (client, room, id) => {
+    await client.send({ op: 'join', room, id });
+    assert.deepEqual(await client.next({ re: id }), { re: id, ok: true, room, presence_events: true });
+  };
+
+  e2e('room chat: join presence and a message between two pages', async () => {
+    const ctx = await fresh();
+    const alice = await connect(ctx, 'alice');
+    await join(alice, 'lobby', 1);
+    const bob = await connect(ctx, 'bob');
+    await join(bob, 'lobby', 1);
+    assert.deepEqual(await alice.next({ ev: 'join', user: 'bob' }), { ev: 'join', room: 'lobby', user: 'bob' });
+
+    const body = { text: 'hello from bob' };
+    await bob.send({ op: 'send', room: 'lobby', body, id: 2 });
+    const msg = await alice.next({ ev: 'msg' });
+    assertRecentTs(msg.ts);
+    assert.deepEqual(msg, { ev: 'msg', room: 'lobby', seq: 1, from: 'bob', ts: msg.ts, body });
+
+    // The sender is a member too: it gets the event as well as its reply.
+    const reply = await bob.next({ re: 2 });
+    assertRecentTs(reply.ts);
+    assert.deepEqual(reply, { re: 2, ok: true, seq: 1, ts: reply.ts });
+    assert.deepEqual(await bob.next({ ev: 'msg' }), msg);
+  });
+
+  e2e('direct messages: delivered to the recipient, refused for an offline user', async () => {
+    const ctx = await fresh();
+    const alice = await connect(ctx, 'alice');
+    const bob = await connect(ctx, 'bob');
+
+    const body = { text: 'psst, bob' };
+    await alice.send({ op: 'dm', to: 'bob', body, id: 3 });
+    const dm = await bob.next({ ev: 'dm' });
+    assert.ok(Number.isInteger(dm.seq) && dm.seq > 0, `dm.seq ${dm.seq}`);
+    assertRecentTs(dm.ts);
+    assert.deepEqual(dm, { ev: 'dm', from: 'alice', to: 'bob', seq: dm.seq, ts: dm.ts, body });
+    assert.equal((await alice.next({ re: 3 })).ok, true);
+
+    await alice.send({ op: 'dm', to: 'nobody-online', body, id: 4 });
+    const refused = await alice.next({ re: 4 });
+    assert.equal(refused.ok, false);
+    assert.equal(refused.code, 'user_offline');
+  });
+
+  e2e('bad JSON keeps the socket open; an oversized message closes it with 1009', async () => {
+    const ctx = await fresh();
+    const carol = await connect(ctx, 'carol');
+
+    await carol.send('this is {not json');
+    const err = await carol.next({ ev: 'error' });
+    assert.equal(err.code, 'bad_json');
+    assert.equal(typeof err.error, 'string');
+    assert.equal(await carol.readyState(), 1, 'socket should still be OPEN after bad_json');
+    await carol.send({ op: 'ping', id: 9 });
+    assert.deepEqual(await carol.next({ re: 9 }), { re: 9, ok: true });
+
+    // Exactly the limit is still allowed: pad a valid command to MAX_MESSAGE_SIZE bytes (ASCII).
+    await join(carol, 'big', 10);
+    const frame = (pad) => JSON.stringify({ op: 'send', room: 'big', body: 'x'.repeat(pad), id: 11 });
+    const atLimit = frame(MAX_MESSAGE_SIZE - frame(0).length);
+    assert.equal(atLimit.length, MAX_MESSAGE_SIZE);
+    await carol.send(atLimit);
+    assert.equal((await carol.next({ re: 11 })).ok, true);
+
+    // One byte over: the server closes, and the browser's close event carries 1009.
+    await carol.send('x'.repeat(MAX_MESSAGE_SIZE + 1));
+    const closed = await carol.closed();
+    assert.equal(closed.code, 1009, `close event ${JSON.stringify(closed)}`);
+  });
+
+  e2e('graceful shutdown: SIGTERM closes a connected page with 1001', async () => {
+    // Its own server, so stopping it leaves the shared one alone.
+    const doomed = await startServer();
+    try {
+      const ctx = await fresh();
+      const page = await openClient(ctx, doomed.wsUrl('/ws?name=erin'));
+      await page.next({ ev: 'hello' });
+      const exit = await doomed.stop();
+      const closed = await page.closed();
+      assert.equal(closed.code, 1001, `close event ${JSON.stringify(closed)}`);
+      assert.equal(exit.killed, false, `server needed SIGKILL; log:\n${doomed.logTail()}`);
+      assert.equal(exit.code, 0, `server exit ${JSON.stringify(exit)}; log:\n${doomed.logTail()}`);
+    } finally {
+      await doomed.stop();
+    }
+  });
+});
