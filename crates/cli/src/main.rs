@@ -9,7 +9,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use switchboard_server::{Config, Listeners};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 
 #[derive(Parser)]
 #[command(
@@ -41,10 +41,10 @@ struct ServeArgs {
     /// WebSocket and HTTP address [default: 127.0.0.1:8080].
     #[arg(long)]
     http: Option<SocketAddr>,
-    /// Raw TCP address [default: 127.0.0.1:7070] (not served yet).
+    /// Raw TCP address (JSON lines or text) [default: 127.0.0.1:7070].
     #[arg(long)]
     tcp: Option<SocketAddr>,
-    /// UDP address [default: 127.0.0.1:7070] (not served yet).
+    /// UDP address [default: 127.0.0.1:7070].
     #[arg(long)]
     udp: Option<SocketAddr>,
     /// Data directory [default: ./switchboard-data] (not used yet).
@@ -93,10 +93,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let http = TcpListener::bind(config.http).await.with_context(|| format!("binding {}", config.http))?;
-        tracing::info!(tcp = %config.tcp, udp = %config.udp, data = %config.data.display(), "tcp, udp and storage settings accepted; those transports arrive in a later version");
+        let tcp = TcpListener::bind(config.tcp).await.with_context(|| format!("binding tcp {}", config.tcp))?;
+        let udp = UdpSocket::bind(config.udp).await.with_context(|| format!("binding udp {}", config.udp))?;
+        tracing::info!(data = %config.data.display(), "storage settings accepted; durable storage arrives in a later version");
+        let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
         // On a worker thread, like every connection task: one allocator
         // arena instead of two interleaved ones.
-        tokio::spawn(switchboard_server::run(config, Listeners { http }, shutdown_signal())).await??;
+        tokio::spawn(switchboard_server::run(config, listeners, shutdown_signal())).await??;
         Ok(())
     })
 }

@@ -24,6 +24,12 @@ pub enum ErrorCode {
     ShuttingDown,
     /// The command is part of the protocol but this server cannot serve it yet.
     Unsupported,
+    /// A line or datagram over the size limit.
+    TooLarge,
+    /// A UDP datagram without a valid session (send `hello` first).
+    NoSession,
+    /// Too many datagrams from one address.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -39,6 +45,9 @@ impl ErrorCode {
             ErrorCode::UserOffline => "user_offline",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Unsupported => "unsupported",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::NoSession => "no_session",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

@@ -26,13 +26,35 @@ pub struct Request<'a> {
 /// What a client asks for. Names follow `docs/PROTOCOL.md`.
 #[derive(Debug)]
 pub enum Command<'a> {
-    Join { room: String, since: Option<u64> },
-    Leave { room: String },
-    Send { room: String, body: &'a RawValue, volatile: bool },
-    Dm { to: String, body: &'a RawValue },
-    History { room: String, before: Option<u64>, limit: Option<u64> },
-    Presence { room: String },
+    Join {
+        room: String,
+        since: Option<u64>,
+    },
+    Leave {
+        room: String,
+    },
+    Send {
+        room: String,
+        body: &'a RawValue,
+        volatile: bool,
+    },
+    Dm {
+        to: String,
+        body: &'a RawValue,
+    },
+    History {
+        room: String,
+        before: Option<u64>,
+        limit: Option<u64>,
+    },
+    Presence {
+        room: String,
+    },
     Ping,
+    /// Names a TCP or UDP client; only valid as its first command.
+    Hello {
+        name: Option<String>,
+    },
 }
 
 /// Why a command was refused, with the id to answer (if one could be read).
@@ -64,6 +86,8 @@ struct Fields<'a> {
     limit: Option<&'a RawValue>,
     #[serde(borrow)]
     volatile: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
 }
 
 /// Parses one command. The input must be a single JSON object.
@@ -114,6 +138,13 @@ impl<'a> Fields<'a> {
             },
             "presence" => Command::Presence { room: room()? },
             "ping" => Command::Ping,
+            "hello" => {
+                let name: Option<String> = optional(self.name, "name").map_err(bad)?;
+                if let Some(name) = &name {
+                    validate_user(name).map_err(|m| (ErrorCode::BadUser, m))?;
+                }
+                Command::Hello { name }
+            }
             other => {
                 let shown: String = other.chars().take(32).collect();
                 return Err((ErrorCode::UnknownOp, format!("unknown op `{shown}`")));

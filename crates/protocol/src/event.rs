@@ -1,9 +1,76 @@
 //! Server events and replies, written as JSON into a caller's buffer so the
 //! caller can frame them once (see [`crate::ws::encode_with`]).
 
-use crate::codes::ErrorCode;
+use crate::codes::{CloseCode, ErrorCode};
+use crate::ws::{self, OpCode, MAX_SERVER_HEADER};
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
+
+/// How a connection wants its events framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A WebSocket text frame.
+    WebSocket,
+    /// The JSON followed by a newline (TCP).
+    Line,
+    /// The bare JSON (one UDP datagram).
+    Datagram,
+}
+
+/// One event serialized once, laid out in a single allocation as
+/// `[WebSocket header][JSON]['\n']`, so every framing is a view of the
+/// same bytes: recipients on different transports share one encoding.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    bytes: Bytes,
+    header_len: usize,
+}
+
+impl Encoded {
+    /// Serializes `value` once.
+    pub fn new(value: &impl Serialize) -> Self {
+        let mut buffer = Vec::with_capacity(MAX_SERVER_HEADER + 128);
+        buffer.resize(MAX_SERVER_HEADER, 0);
+        write(&mut buffer, value);
+        let json_len = buffer.len() - MAX_SERVER_HEADER;
+        buffer.push(b'\n');
+        let (header, header_len) = ws::server_header(OpCode::Text, json_len);
+        let start = MAX_SERVER_HEADER - header_len;
+        buffer[start..MAX_SERVER_HEADER].copy_from_slice(&header[..header_len]);
+        Encoded { bytes: Bytes::from(buffer).slice(start..), header_len }
+    }
+
+    /// The event framed for `framing` (a cheap view, no copy).
+    pub fn framed(&self, framing: Framing) -> Bytes {
+        let end = self.bytes.len() - 1;
+        match framing {
+            Framing::WebSocket => self.bytes.slice(..end),
+            Framing::Line => self.bytes.slice(self.header_len..),
+            Framing::Datagram => self.bytes.slice(self.header_len..end),
+        }
+    }
+
+    /// The JSON text alone.
+    pub fn json(&self) -> &[u8] {
+        &self.bytes[self.header_len..self.bytes.len() - 1]
+    }
+}
+
+/// `{"ev":"close","code":C,"reason":R}`: the last line or datagram on
+/// transports that have no close frame of their own (TCP, UDP).
+#[derive(Debug, Serialize)]
+pub struct Close {
+    pub ev: &'static str,
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl Close {
+    pub fn new(code: CloseCode) -> Self {
+        Close { ev: "close", code: code.as_u16(), reason: code.reason() }
+    }
+}
 
 /// `{"ev":"hello","user":U,"conn":C}`, the greeting on every connection.
 #[derive(Debug, Serialize)]
@@ -11,6 +78,9 @@ pub struct Hello<'a> {
     pub ev: &'static str,
     pub user: &'a str,
     pub conn: u64,
+    /// The UDP session token, which every later datagram must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<&'a str>,
 }
 
 /// `{"ev":"msg",...}`, a message published to a room.
@@ -100,6 +170,23 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out, value);
         String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn one_encoding_serves_every_framing() {
+        let encoded = Encoded::new(&Presence { ev: "join", room: "r", user: "bob" });
+        let json = br#"{"ev":"join","room":"r","user":"bob"}"#;
+        assert_eq!(encoded.json(), json);
+        assert_eq!(&encoded.framed(Framing::Datagram)[..], json);
+        assert_eq!(encoded.framed(Framing::Line), [&json[..], b"\n"].concat());
+        let frame = encoded.framed(Framing::WebSocket);
+        assert_eq!(&frame[..2], &[0x81, json.len() as u8]);
+        assert_eq!(&frame[2..], json);
+        let big = "x".repeat(300);
+        let long = Encoded::new(&Presence { ev: "join", room: &big, user: "bob" });
+        let frame = long.framed(Framing::WebSocket);
+        assert_eq!(&frame[..2], &[0x81, 126]);
+        assert_eq!(u16::from_be_bytes([frame[2], frame[3]]) as usize, long.json().len());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`command`]: client commands (`join`, `send`, ...) parsed from JSON with a
 //!   clear error for each way they can be wrong.
 //! - [`event`]: server events and replies, serialized straight into a frame.
+//! - [`text`]: the human text mode of the raw TCP transport (telnet, nc).
 //! - [`codes`]: the wire error codes and WebSocket close codes that clients see.
 //!   They are kept apart from any internal error type on purpose.
 
@@ -17,6 +18,7 @@ pub mod codes;
 pub mod command;
 pub mod event;
 pub mod handshake;
+pub mod text;
 pub mod ws;
 
 pub use codes::{CloseCode, ErrorCode};

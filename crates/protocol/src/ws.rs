@@ -39,7 +39,7 @@ impl OpCode {
         })
     }
 
-    fn as_u8(self) -> u8 {
+    pub(crate) fn as_u8(self) -> u8 {
         match self {
             OpCode::Continuation => 0x0,
             OpCode::Text => 0x1,
@@ -329,7 +329,7 @@ fn parse_close(payload: &[u8]) -> Result<Option<CloseFrame>, FrameError> {
 }
 
 /// The header of a server (unmasked, final) frame: bytes and how many are used.
-fn server_header(opcode: OpCode, payload_len: usize) -> ([u8; MAX_SERVER_HEADER], usize) {
+pub(crate) fn server_header(opcode: OpCode, payload_len: usize) -> ([u8; MAX_SERVER_HEADER], usize) {
     let mut header = [0u8; MAX_SERVER_HEADER];
     header[0] = 0x80 | opcode.as_u8();
     let used = match payload_len {

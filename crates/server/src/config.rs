@@ -14,7 +14,8 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Top-level keys the environment may set; other `SWITCHBOARD_*` variables
 /// (such as `SWITCHBOARD_REQUIRE_EXTERNAL` for the test suite) are ignored.
-const ENV_KEYS: [&str; 7] = ["http", "tcp", "udp", "data", "limits", "websocket", "shutdown"];
+const ENV_KEYS: [&str; 9] =
+    ["http", "tcp", "udp", "data", "limits", "websocket", "tcp_options", "udp_options", "shutdown"];
 
 /// Everything the server can be told. See `default.toml` for meanings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,7 +27,41 @@ pub struct Config {
     pub data: PathBuf,
     pub limits: Limits,
     pub websocket: WebSocket,
+    #[serde(rename = "tcp_options")]
+    pub tcp_options: TcpOptions,
+    #[serde(rename = "udp_options")]
+    pub udp_options: UdpOptions,
     pub shutdown: Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpOptions {
+    #[serde(with = "humantime_serde")]
+    pub partial_line_pause: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keepalive: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpOptions {
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    pub max_event_bytes: usize,
+    pub datagrams_per_second: u32,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions { partial_line_pause: Duration::from_millis(200), keepalive: Duration::from_secs(60) }
+    }
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions { session_timeout: Duration::from_secs(30), max_event_bytes: 1200, datagrams_per_second: 1000 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +102,8 @@ impl Default for Config {
             data: PathBuf::from("./switchboard-data"),
             limits: Limits::default(),
             websocket: WebSocket::default(),
+            tcp_options: TcpOptions::default(),
+            udp_options: UdpOptions::default(),
             shutdown: Shutdown::default(),
         }
     }

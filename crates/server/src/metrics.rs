@@ -47,6 +47,7 @@ pub struct Metrics {
     pub dropped: Family<ReasonLabel, Counter>,
     pub slow_consumers: Counter,
     pub bytes_written: Counter,
+    pub udp_datagrams: Counter,
 }
 
 impl Metrics {
@@ -70,11 +71,14 @@ impl Metrics {
         r.register("deliveries", "Frames queued for subscribers", self.deliveries.clone());
         r.register(
             "messages_dropped",
-            "Frames not delivered, by reason (slow_consumer: queue over its bound; closing: recipient already closing)",
+            "Frames or datagrams not delivered, by reason (slow_consumer: queue over its bound; closing: recipient \
+             already closing; udp_oversize: event over the UDP size; udp_too_large: datagram over the message \
+             limit; udp_rate_limited: source over its rate)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());
         r.register("bytes_written", "Bytes written to client sockets", self.bytes_written.clone());
+        r.register("udp_datagrams_received", "UDP datagrams received", self.udp_datagrams.clone());
         registry
     }
 

@@ -1,27 +1,35 @@
 //! `run`: wires config, hub, listeners and shutdown together, and the
-//! accept loop with its admission limit.
+//! accept loops with their admission limit.
 
 use crate::config::Config;
+use crate::hub::conn::Transport;
 use crate::hub::{Hub, HubLimits};
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::session::Session;
 use crate::transport::front;
 use crate::transport::http::HttpState;
-use crate::transport::websocket::WsSettings;
+use crate::transport::stream::Connection;
+use crate::transport::tcp::TcpCodec;
+use crate::transport::udp::{self, UdpSettings};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Sockets the caller bound. The server never binds: tests bind port 0 and
-/// read the address back; the binary binds what the config says.
+/// read the address back; the binary binds what the config says. Raw TCP
+/// and UDP are optional.
 #[derive(Debug)]
 pub struct Listeners {
     pub http: TcpListener,
+    pub tcp: Option<TcpListener>,
+    pub udp: Option<UdpSocket>,
 }
 
 /// Failures that stop the server from starting.
@@ -36,19 +44,10 @@ pub enum ServerError {
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let open_files = limits::raise_open_files_limit();
     let max_connections = limits::max_connections(config.limits.max_connections, open_files);
-    let address = listeners.http.local_addr().map_err(ServerError::Listener)?;
-    tracing::info!(%address, open_files, max_connections, "switchboard listening (WebSocket at /ws, echo at /ws/echo)");
-
+    log_listeners(&listeners, open_files, max_connections)?;
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(max_connections as i64);
-    let hub = Arc::new(Hub::new(
-        HubLimits {
-            outbound_queue_bytes: config.limits.outbound_queue_bytes,
-            presence_events_max_members: config.limits.presence_events_max_members,
-        },
-        WsSettings { max_message_size: config.limits.max_message_size, close_timeout: config.websocket.close_timeout },
-        Arc::clone(&metrics),
-    ));
+    let hub = Arc::new(Hub::new(hub_limits(&config), Arc::clone(&metrics)));
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let state = Arc::new(HttpState {
@@ -61,46 +60,111 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         stop: stop.clone(),
     });
     tracker.spawn(keepalive(Arc::clone(&hub), config.websocket.clone(), stop.clone()));
+    if let Some(socket) = listeners.udp {
+        let settings = UdpSettings {
+            session_timeout: config.udp_options.session_timeout,
+            datagrams_per_second: config.udp_options.datagrams_per_second,
+        };
+        tracker.spawn(udp::serve(socket, Arc::clone(&hub), settings, tracker.clone(), stop.clone()));
+    }
+    let raw_tcp = async {
+        match listeners.tcp {
+            Some(listener) => accept_tcp(listener, &state, config.tcp_options.keepalive).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        () = accept_loop(listeners.http, state) => {}
+        () = accept_http(listeners.http, &state) => {}
+        () = raw_tcp => {}
         () = shutdown => {}
     }
-
-    let open = hub.connection_count();
-    tracing::info!(open, "shutting down: closing clients with 1001");
-    stop.cancel();
-    hub.begin_shutdown();
-    tracker.close();
-    if tokio::time::timeout(config.shutdown.drain_timeout, tracker.wait()).await.is_err() {
-        tracing::warn!(still_open = hub.connection_count(), "drain timeout passed; dropping remaining connections");
-    }
-    tracing::info!("shutdown complete");
+    drain(&hub, &tracker, &stop, config.shutdown.drain_timeout).await;
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<HttpState>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                on_accept_error(&error).await;
-                continue;
-            }
-        };
-        if state.open_connections() >= state.max_connections {
-            state.hub.metrics.refused("limit");
-            tracing::warn!(%peer, "connection limit reached, refusing connection");
-            refuse_at_limit(&stream);
-            continue;
-        }
-        state.tracker.spawn(front::serve(stream, peer, Arc::clone(&state)));
+fn hub_limits(config: &Config) -> HubLimits {
+    HubLimits {
+        outbound_queue_bytes: config.limits.outbound_queue_bytes,
+        presence_events_max_members: config.limits.presence_events_max_members,
+        udp_max_event_bytes: config.udp_options.max_event_bytes,
+        max_message_size: config.limits.max_message_size,
+        close_timeout: config.websocket.close_timeout,
+        partial_line_pause: config.tcp_options.partial_line_pause,
     }
 }
 
-/// Answers 503 without waiting on the client, then drops the socket.
-fn refuse_at_limit(stream: &tokio::net::TcpStream) {
-    const BODY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 28\r\n\r\nserver at connection limit.\n";
-    let _ = stream.try_write(BODY);
+fn log_listeners(listeners: &Listeners, open_files: u64, max_connections: usize) -> Result<(), ServerError> {
+    let address = listeners.http.local_addr().map_err(ServerError::Listener)?;
+    let tcp = listeners.tcp.as_ref().map(TcpListener::local_addr).transpose().map_err(ServerError::Listener)?;
+    let udp = listeners.udp.as_ref().map(UdpSocket::local_addr).transpose().map_err(ServerError::Listener)?;
+    let (tcp, udp) = (tcp.map(|a| a.to_string()), udp.map(|a| a.to_string()));
+    let (tcp, udp) = (tcp.as_deref().unwrap_or("off"), udp.as_deref().unwrap_or("off"));
+    tracing::info!(%address, tcp, udp, open_files, max_connections, "switchboard listening (WebSocket at /ws, echo at /ws/echo)");
+    Ok(())
+}
+
+/// Stops accepting, closes every client with 1001 after what is queued for
+/// it, and waits up to `limit` for every connection task.
+async fn drain(hub: &Hub, tracker: &TaskTracker, stop: &CancellationToken, limit: Duration) {
+    tracing::info!(open = hub.connection_count(), "shutting down: closing clients with 1001");
+    stop.cancel();
+    hub.begin_shutdown();
+    tracker.close();
+    if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
+        tracing::warn!(still_open = hub.connection_count(), "drain timeout passed; dropping remaining connections");
+    }
+    tracing::info!("shutdown complete");
+}
+
+/// Accepts one connection if the limit allows; `None` when refused or
+/// when accepting failed (the caller just continues).
+async fn admit(listener: &TcpListener, state: &HttpState, refusal: &[u8]) -> Option<(TcpStream, SocketAddr)> {
+    let (stream, peer) = match listener.accept().await {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            on_accept_error(&error).await;
+            return None;
+        }
+    };
+    if state.open_connections() >= state.max_connections {
+        state.hub.metrics.refused("limit");
+        tracing::warn!(%peer, "connection limit reached, refusing connection");
+        // Best effort and without waiting: the answer fits any fresh socket buffer.
+        let _ = stream.try_write(refusal);
+        return None;
+    }
+    Some((stream, peer))
+}
+
+async fn accept_http(listener: TcpListener, state: &Arc<HttpState>) {
+    const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n\
+        Content-Length: 28\r\n\r\nserver at connection limit.\n";
+    loop {
+        if let Some((stream, peer)) = admit(&listener, state, REFUSAL).await {
+            state.tracker.spawn(front::serve(stream, peer, Arc::clone(state)));
+        }
+    }
+}
+
+/// Raw TCP: no handshake, so a connection is registered (as a guest in
+/// JSON-lines mode until its first line says otherwise) as soon as it is
+/// accepted.
+async fn accept_tcp(listener: TcpListener, state: &HttpState, keepalive: Duration) {
+    const REFUSAL: &[u8] = b"{\"ev\":\"close\",\"code\":1013,\"reason\":\"server at connection limit\"}\n";
+    loop {
+        let Some((stream, peer)) = admit(&listener, state, REFUSAL).await else { continue };
+        let socket = socket2::SockRef::from(&stream);
+        let probes = socket2::TcpKeepalive::new().with_time(keepalive).with_interval(keepalive / 6);
+        if let Err(error) = socket.set_tcp_keepalive(&probes).and_then(|()| stream.set_nodelay(true)) {
+            tracing::debug!(%peer, %error, "could not set TCP options");
+        }
+        let hub = Arc::clone(&state.hub);
+        let id = hub.next_conn_id();
+        let conn = hub.register(id, Arc::from(format!("guest-{id}")), peer, Transport::TcpJson);
+        tracing::debug!(conn = id, %peer, "raw tcp open");
+        let session = Session::silent(hub, conn);
+        state.tracker.spawn(Connection::new(stream, session, TcpCodec::new()).run(bytes::Bytes::new()));
+    }
 }
 
 /// Transient accept failures (a peer that reset before we accepted) are

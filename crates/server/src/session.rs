@@ -4,14 +4,15 @@
 //! transport that speaks the JSON protocol shares it.
 
 use crate::hub::conn::Conn;
+use crate::hub::conn::Transport;
 use crate::hub::room::Room;
-use crate::hub::{text_frame, Hub, HubError};
+use crate::hub::{Hub, HubError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
 use std::sync::Arc;
 use switchboard_protocol::command::{self, Command, Request};
-use switchboard_protocol::event;
+use switchboard_protocol::event::{self, Encoded};
 use switchboard_protocol::ErrorCode;
 
 /// One connection's protocol state.
@@ -50,9 +51,26 @@ impl Session {
     /// A session for a connection already registered with the hub; queues
     /// the `hello` greeting.
     pub fn start(hub: Arc<Hub>, conn: Arc<Conn>) -> Self {
-        let hello = text_frame(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id });
-        hub.deliver(&conn, hello);
-        Session { hub, conn, rooms: SmallVec::new() }
+        let session = Session::silent(hub, conn);
+        session.greet(None);
+        session
+    }
+
+    /// Queues the `hello` event (with the UDP session token, if any).
+    pub fn greet(&self, token: Option<&str>) {
+        let conn = &self.conn;
+        self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: token });
+    }
+
+    /// Gives the connection a new name and transport (a TCP client's first
+    /// line decides both). Only before it joins a room: its presence would
+    /// otherwise change identity under the other members.
+    pub fn rename(&mut self, user: Arc<str>, transport: Transport) -> Result<(), &'static str> {
+        if !self.rooms.is_empty() {
+            return Err("leave your rooms before changing your name");
+        }
+        self.conn = self.hub.rename(&self.conn, user, transport);
+        Ok(())
     }
 
     /// A session that sends no greeting (the echo endpoint).
@@ -63,6 +81,16 @@ impl Session {
     /// Answers input that is not a command at all (a non-UTF-8 frame).
     pub fn reject(&self, message: &str) {
         self.reply_error(None, ErrorCode::BadJson, message);
+    }
+
+    /// Queues an `error` event with no request to answer.
+    pub fn error_event(&self, code: ErrorCode, message: &str) {
+        self.reply_error(None, code, message);
+    }
+
+    /// The rooms this connection is in, in joining order.
+    pub fn rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.iter().map(|room| &*room.name)
     }
 
     pub fn conn(&self) -> &Arc<Conn> {
@@ -100,6 +128,11 @@ impl Session {
                 self.reply_error(id, ErrorCode::Unsupported, message);
                 Ok(())
             }
+            Command::Hello { .. } => {
+                let message = "hello is only valid as the first command of a TCP or UDP client";
+                self.reply_error(id, ErrorCode::BadRequest, message);
+                Ok(())
+            }
             Command::Ping => {
                 match id {
                     Some(_) => self.reply_ok(id, event::Empty {}),
@@ -130,7 +163,7 @@ impl Session {
 
     fn leave(&mut self, id: Option<&RawValue>, room: &str) -> Result<(), HubError> {
         let index = self.room_index(room)?;
-        let left = self.rooms.swap_remove(index);
+        let left = self.rooms.remove(index);
         self.hub.leave(&self.conn, &left);
         self.reply_ok(id, event::Empty {});
         Ok(())
@@ -159,7 +192,7 @@ impl Session {
     }
 
     fn queue(&self, value: &impl Serialize) {
-        self.hub.deliver(&self.conn, text_frame(value));
+        self.hub.deliver_event(&self.conn, &Encoded::new(value));
     }
 
     /// Leaves every room (announcing departures) and unregisters. Called

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use switchboard_protocol::event::Framing;
 use switchboard_protocol::CloseCode;
 
 /// Server-wide unique connection number, shown to clients as `conn`.
@@ -28,6 +29,12 @@ pub enum Transport {
     WebSocket,
     /// `/ws/echo`: every message echoed back, no protocol.
     Echo,
+    /// Raw TCP, one JSON value per line.
+    TcpJson,
+    /// Raw TCP for people: typed commands in, readable lines out.
+    TcpText,
+    /// UDP, one JSON command or event per datagram.
+    Udp,
 }
 
 impl Transport {
@@ -36,6 +43,19 @@ impl Transport {
         match self {
             Transport::WebSocket => "websocket",
             Transport::Echo => "echo",
+            Transport::TcpJson => "tcp_json",
+            Transport::TcpText => "tcp_text",
+            Transport::Udp => "udp",
+        }
+    }
+
+    /// How events are framed for this transport. Text mode receives JSON
+    /// lines that the hub renders for people before queueing.
+    pub fn framing(self) -> Framing {
+        match self {
+            Transport::WebSocket | Transport::Echo => Framing::WebSocket,
+            Transport::TcpJson | Transport::TcpText => Framing::Line,
+            Transport::Udp => Framing::Datagram,
         }
     }
 }
@@ -184,6 +204,16 @@ impl Conn {
         let mut outbound = self.lock();
         outbound.bytes = outbound.bytes.saturating_add(len32(&frame));
         outbound.frames.push_back(frame);
+    }
+
+    /// Moves every queued frame to `other` (a connection being renamed).
+    pub(crate) fn move_queue_to(&self, other: &Conn) {
+        let frames = std::mem::take(&mut self.lock().frames);
+        let mut target = other.lock();
+        for frame in frames {
+            target.bytes = target.bytes.saturating_add(len32(&frame));
+            target.frames.push_back(frame);
+        }
     }
 
     /// Whether a close has been requested.

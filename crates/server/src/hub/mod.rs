@@ -11,7 +11,6 @@ pub mod conn;
 pub mod room;
 
 use crate::metrics::{Metrics, TransportLabel};
-use crate::transport::websocket::WsSettings;
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use room::{Room, RoomState};
@@ -21,14 +20,23 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use switchboard_protocol::{event, ws, CloseCode};
+use switchboard_protocol::event::{Encoded, Framing};
+use switchboard_protocol::{event, text, ws, CloseCode};
 
 /// Hub-wide limits, taken from the config.
 #[derive(Debug, Clone)]
 pub struct HubLimits {
     pub outbound_queue_bytes: usize,
+    /// Largest event sent to a UDP member; larger ones are counted, not sent.
+    pub udp_max_event_bytes: usize,
     /// Rooms larger than this send no join/leave events (0: no limit).
     pub presence_events_max_members: usize,
+    /// Largest WebSocket message, TCP line or UDP datagram accepted.
+    pub max_message_size: usize,
+    /// How long a closing connection waits for its peer.
+    pub close_timeout: Duration,
+    /// How long an unterminated TCP line waits before it counts as a line.
+    pub partial_line_pause: Duration,
 }
 
 /// A successful join.
@@ -63,8 +71,6 @@ struct UserEntry {
 pub struct Hub {
     limits: HubLimits,
     pub(crate) metrics: Arc<Metrics>,
-    /// Shared by every WebSocket connection (kept here, not per connection).
-    pub(crate) ws: WsSettings,
     /// Registered connections, read on every accept for admission.
     open: AtomicUsize,
     started: Instant,
@@ -84,11 +90,10 @@ fn unix_ms() -> u64 {
 }
 
 impl Hub {
-    pub fn new(limits: HubLimits, ws: WsSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Self {
         Hub {
             limits,
             metrics,
-            ws,
             open: AtomicUsize::new(0),
             started: Instant::now(),
             next_conn: AtomicU64::new(1),
@@ -96,6 +101,11 @@ impl Hub {
             rooms: Mutex::default(),
             users: Mutex::default(),
         }
+    }
+
+    /// The limits every connection shares (kept here, not per connection).
+    pub fn limits(&self) -> &HubLimits {
+        &self.limits
     }
 
     /// Monotonic milliseconds since the hub started (liveness bookkeeping).
@@ -124,19 +134,37 @@ impl Hub {
 
     /// Forgets a connection. Its rooms must have been left already.
     pub fn unregister(&self, conn: &Conn) {
-        let mut users = lock(&self.users);
-        if let Some(entry) = users.get_mut(&conn.user) {
-            let before = entry.conns.len();
-            entry.conns.retain(|other| other.id != conn.id);
-            if entry.conns.len() < before {
-                self.open.fetch_sub(1, Ordering::Relaxed);
-            }
-            if entry.conns.is_empty() {
-                users.remove(&conn.user);
-            }
+        if self.forget(conn) {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            let label = TransportLabel { transport: conn.transport.as_str() };
+            self.metrics.connections_open.get_or_create(&label).dec();
         }
-        let label = TransportLabel { transport: conn.transport.as_str() };
-        self.metrics.connections_open.get_or_create(&label).dec();
+    }
+
+    /// Removes `conn` from the users directory; false if it was not there.
+    fn forget(&self, conn: &Conn) -> bool {
+        let mut users = lock(&self.users);
+        let Some(entry) = users.get_mut(&conn.user) else { return false };
+        let before = entry.conns.len();
+        entry.conns.retain(|other| other.id != conn.id);
+        let removed = entry.conns.len() < before;
+        if entry.conns.is_empty() {
+            users.remove(&conn.user);
+        }
+        removed
+    }
+
+    /// Re-registers a connection that is in no room under a new name and
+    /// transport, keeping its id; the old `Conn` is forgotten.
+    pub fn rename(&self, old: &Conn, user: Arc<str>, transport: Transport) -> Arc<Conn> {
+        self.forget(old);
+        let conn = Arc::new(Conn::new(old.id, Arc::clone(&user), old.peer, transport, self.now_ms()));
+        lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
+        let gauge = &self.metrics.connections_open;
+        gauge.get_or_create(&TransportLabel { transport: old.transport.as_str() }).dec();
+        gauge.get_or_create(&TransportLabel { transport: transport.as_str() }).inc();
+        old.move_queue_to(&conn);
+        conn
     }
 
     /// Joins `conn` to `name`, creating the room.
@@ -205,9 +233,9 @@ impl Hub {
     }
 
     fn presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
-        let frame = text_frame(&event::Presence { ev, room, user: &conn.user });
+        let encoded = Encoded::new(&event::Presence { ev, room, user: &conn.user });
         for member in state.others(conn.id) {
-            self.deliver(member, frame.clone());
+            self.deliver_event(member, &encoded);
         }
     }
 
@@ -225,9 +253,9 @@ impl Hub {
         state.seq += 1;
         let (seq, ts) = (state.seq, unix_ms());
         let message = event::RoomMessage { ev: "msg", room: &room.name, seq, from: &conn.user, ts, body };
-        let frame = text_frame(&message);
+        let encoded = Encoded::new(&message);
         for member in state.members() {
-            self.deliver(member, frame.clone());
+            self.deliver_event(member, &encoded);
         }
         self.metrics.messages_published.inc();
         Ok((seq, ts))
@@ -239,9 +267,9 @@ impl Hub {
         let entry = users.get_mut(to).ok_or_else(|| HubError::UserOffline(to.to_owned()))?;
         entry.dm_seq += 1;
         let (seq, ts) = (entry.dm_seq, unix_ms());
-        let frame = text_frame(&event::DirectMessage { ev: "dm", from: &from.user, to, seq, ts, body });
+        let encoded = Encoded::new(&event::DirectMessage { ev: "dm", from: &from.user, to, seq, ts, body });
         for conn in &entry.conns {
-            self.deliver(conn, frame.clone());
+            self.deliver_event(conn, &encoded);
         }
         Ok((seq, ts))
     }
@@ -250,6 +278,23 @@ impl Hub {
     pub fn presence_of(&self, room: &str) -> Vec<Arc<str>> {
         let room = lock(&self.rooms).get(room).cloned();
         room.map(|room| room.lock().user_names()).unwrap_or_default()
+    }
+
+    /// Queues an event for one connection in that connection's framing.
+    pub fn deliver_event(&self, conn: &Conn, event: &Encoded) {
+        let frame = match conn.transport {
+            Transport::TcpText => match text::render(event.json()) {
+                Some(line) => Bytes::from(line),
+                None => return,
+            },
+            Transport::Udp if event.json().len() > self.limits.udp_max_event_bytes => {
+                self.metrics.dropped("udp_oversize", 1);
+                tracing::debug!(conn = conn.id, bytes = event.json().len(), "event too large for a UDP member");
+                return;
+            }
+            transport => event.framed(transport.framing()),
+        };
+        self.deliver(conn, frame);
     }
 
     /// Queues a frame for one connection, accounting for what cannot be.
@@ -272,6 +317,13 @@ impl Hub {
             }
             Enqueued::Closed => self.metrics.dropped("closing", 1),
         }
+    }
+
+    /// The names of every room, sorted.
+    pub fn room_names(&self) -> Vec<Arc<str>> {
+        let mut names: Vec<Arc<str>> = lock(&self.rooms).keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Every open connection (for keepalive sweeps and shutdown).
@@ -297,12 +349,16 @@ impl Hub {
         }
     }
 
-    /// One keepalive pass: pings connections silent for `ping_interval` and
-    /// closes those silent past `idle_timeout` with 4001.
+    /// One keepalive pass over WebSocket connections: pings those silent
+    /// for `ping_interval` and closes those silent past `idle_timeout` with
+    /// 4001. TCP relies on TCP keepalive and UDP sessions expire on their own.
     pub fn sweep_idle(&self, ping_interval: Duration, idle_timeout: Duration) {
         let now = self.now_ms();
         let ping = ws::encode(ws::OpCode::Ping, b"");
         for conn in self.connections() {
+            if conn.transport.framing() != Framing::WebSocket {
+                continue;
+            }
             if conn.silent_for_ms(now) > idle_timeout.as_millis() as u64 {
                 tracing::info!(conn = conn.id, user = %conn.user, "idle timeout, closing with 4001");
                 conn.close(CloseCode::IdleTimeout, false);
@@ -311,9 +367,4 @@ impl Hub {
             }
         }
     }
-}
-
-/// Serializes an event once into a WebSocket text frame.
-pub(crate) fn text_frame(value: &impl serde::Serialize) -> Bytes {
-    ws::encode_with(ws::OpCode::Text, |out| event::write(out, value))
 }

@@ -1,7 +1,7 @@
 //! The front door of the HTTP port. Every accepted connection starts here:
 //! the request head is read into the thread's shared buffer and parsed
 //! there (`switchboard_protocol::handshake`). A WebSocket upgrade is
-//! answered directly and the socket becomes a [`WsConnection`]; any other
+//! answered directly and the socket becomes a WebSocket [`Connection`]; any other
 //! request is handed to hyper with the bytes already read put back.
 //!
 //! Answering upgrades here rather than through hyper keeps a handshake
@@ -10,7 +10,8 @@
 
 use super::http::{self, HttpState};
 use super::rewind::Rewind;
-use super::websocket::WsConnection;
+use super::stream::Connection;
+use super::websocket::WsCodec;
 use super::with_read_buffer;
 use crate::hub::conn::Transport;
 use crate::session::Session;
@@ -159,8 +160,9 @@ fn start_session(stream: TcpStream, early: Bytes, peer: SocketAddr, upgrade: Upg
     let conn = hub.register(id, user, peer, transport);
     tracing::debug!(conn = id, %peer, user = %conn.user, transport = transport.as_str(), "websocket open");
     let session = match transport {
-        Transport::WebSocket => Session::start(hub, conn),
         Transport::Echo => Session::silent(hub, conn),
+        _ => Session::start(hub, conn),
     };
-    state.tracker.spawn(WsConnection::new(stream, session).run(early));
+    let codec = WsCodec::new(state.hub.limits().max_message_size);
+    state.tracker.spawn(Connection::new(stream, session, codec).run(early));
 }

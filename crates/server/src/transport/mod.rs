@@ -4,12 +4,17 @@
 //! - [`front`]: every connection on the HTTP port starts here; WebSocket
 //!   upgrades are answered directly, everything else goes to [`http`].
 //! - [`http`]: hyper serving `/healthz`, `/metrics` and later the HTTP API.
-//! - [`websocket`]: the WebSocket connection driver.
+//! - [`stream`]: the connection driver shared by WebSocket and raw TCP.
+//! - [`websocket`], [`tcp`]: their codecs.
+//! - [`udp`]: datagram sessions.
 
 pub(crate) mod front;
 pub(crate) mod http;
 mod rewind;
-pub mod websocket;
+pub(crate) mod stream;
+pub(crate) mod tcp;
+pub(crate) mod udp;
+pub(crate) mod websocket;
 
 use std::cell::RefCell;
 

@@ -16,6 +16,9 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// A server running on an ephemeral port.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// Raw TCP and UDP, on their own ephemeral ports.
+    pub tcp: SocketAddr,
+    pub udp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<()>,
 }
@@ -32,14 +35,18 @@ impl TestServer {
         adjust(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = http.local_addr().expect("local addr");
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp port 0");
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind udp port 0");
+        let (tcp_addr, udp_addr) = (tcp.local_addr().expect("tcp addr"), udp.local_addr().expect("udp addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            switchboard_server::run(config, Listeners { http }, shutdown).await.expect("server runs");
+            let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
+            switchboard_server::run(config, listeners, shutdown).await.expect("server runs");
         });
-        TestServer { addr, stop: Some(stop), handle }
+        TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle }
     }
 
     pub fn url(&self, name: &str) -> String {

@@ -1,0 +1,286 @@
+//! The stream connection driver shared by WebSocket and raw TCP: one task
+//! per connection that waits for socket readiness, queued frames or a codec
+//! timer; reads into the thread's shared buffer and hands the bytes to the
+//! codec; and writes everything queued in one vectored write.
+//!
+//! Memory discipline, which is what lets one server hold many idle sockets:
+//! - reads go into a per-thread buffer; a codec keeps only the bytes of an
+//!   incomplete frame or line, and only until it completes;
+//! - frames are written straight from the connection's queue (shared
+//!   `Bytes`), so there is no per-connection write buffer;
+//! - no per-connection timer while idle: keepalive is a hub-wide sweep, and
+//!   timers exist only while a connection is closing or a codec waits;
+//! - the task's future is [`Connection`] and nothing else (see [`Connection::run`]).
+
+use super::{with_read_buffer, READ_BUFFER_SIZE};
+use crate::hub::conn::Outgoing;
+use crate::session::Session;
+use bytes::Bytes;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use switchboard_protocol::CloseCode;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+/// Reads per wake-up before yielding to other connections.
+const READS_PER_WAKE: usize = 4;
+/// Read/write rounds in one poll before yielding to other tasks.
+const ROUNDS_PER_POLL: usize = 16;
+/// Frames per `writev` call.
+const MAX_IOVECS: usize = 64;
+
+/// What differs between stream transports: how bytes become commands, and
+/// how a close is announced.
+pub(crate) trait Codec: Send + 'static {
+    /// Handles bytes read from the socket. `Err(code)` closes the connection
+    /// with `code` after what is already queued.
+    fn ingest(&mut self, data: &[u8], session: &mut Session) -> Result<(), CloseCode>;
+    /// The last frame sent, announcing a close with `code`.
+    fn close_frame(&self, code: CloseCode) -> Bytes;
+    /// Drops partial input once the connection starts closing.
+    fn reset(&mut self);
+    /// A codec's own deadline (a partial line's pause); ready when it fired.
+    fn poll_timer(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+    /// Called when [`Codec::poll_timer`] fired.
+    fn on_timer(&mut self, _session: &mut Session) -> Result<(), CloseCode> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    Open,
+    /// Our close frame is queued; `sent` once it and everything before it
+    /// is written and our write side is shut. Ends at EOF or the deadline.
+    Closing {
+        deadline: Pin<Box<Sleep>>,
+        sent: bool,
+    },
+    Finished,
+}
+
+#[derive(Debug, Default)]
+struct Events {
+    readable: bool,
+    writable: bool,
+    outgoing: Option<Outgoing>,
+    deadline: bool,
+    timer: bool,
+}
+
+enum Step {
+    Continue,
+    Done,
+}
+
+/// One stream connection after its transport's handshake.
+#[derive(Debug)]
+pub(crate) struct Connection<C> {
+    stream: TcpStream,
+    session: Session,
+    codec: C,
+    state: State,
+    write_blocked: bool,
+    close_code: Option<CloseCode>,
+}
+
+impl<C: Codec> Connection<C> {
+    pub fn new(stream: TcpStream, session: Session, codec: C) -> Self {
+        Connection { stream, session, codec, state: State::Open, write_blocked: false, close_code: None }
+    }
+
+    /// The future that drives the connection until it is closed. `early`
+    /// holds bytes read before the connection was handed over (behind a
+    /// WebSocket upgrade request); it is consumed here, not kept.
+    ///
+    /// A hand-written poll loop rather than an `async fn`: an async fn keeps
+    /// a second copy of its arguments in its state, which would double what
+    /// every idle connection costs. For the same reason the connection's
+    /// tracing span is entered on each wake-up instead of being stored.
+    pub fn run(mut self, early: Bytes) -> impl Future<Output = ()> + Send {
+        if !early.is_empty() {
+            self.ingest(&early);
+        }
+        drop(early);
+        poll_fn(move |cx| {
+            let conn = self.session.conn();
+            let span = tracing::debug_span!("conn", id = conn.id, peer = %conn.peer, user = %conn.user);
+            let _entered = span.entered();
+            self.poll_run(cx)
+        })
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..ROUNDS_PER_POLL {
+            if let State::Finished = self.state {
+                return Poll::Ready(());
+            }
+            let Poll::Ready(events) = self.poll_events(cx) else {
+                return Poll::Pending;
+            };
+            if let Step::Done = self.on_events(events) {
+                self.finish();
+                return Poll::Ready(());
+            }
+        }
+        // Still busy: let other connections run, then come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Events> {
+        let mut events = Events { readable: self.stream.poll_read_ready(cx).is_ready(), ..Events::default() };
+        if self.write_blocked {
+            events.writable = self.stream.poll_write_ready(cx).is_ready();
+        } else if !matches!(self.state, State::Closing { sent: true, .. }) {
+            if let Poll::Ready(outgoing) = self.session.conn().poll_outgoing(cx) {
+                events.outgoing = Some(outgoing);
+            }
+        }
+        match &mut self.state {
+            State::Closing { deadline, .. } => events.deadline = deadline.as_mut().poll(cx).is_ready(),
+            _ => events.timer = self.codec.poll_timer(cx).is_ready(),
+        }
+        let any = events.readable || events.writable || events.outgoing.is_some() || events.deadline || events.timer;
+        if any {
+            Poll::Ready(events)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn on_events(&mut self, events: Events) -> Step {
+        if events.deadline {
+            tracing::debug!("close handshake timed out");
+            return Step::Done;
+        }
+        if events.readable {
+            match self.read_available() {
+                Ok(true) => {}
+                Ok(false) => return Step::Done,
+                Err(error) => {
+                    tracing::debug!(%error, "read failed");
+                    return Step::Done;
+                }
+            }
+        }
+        if events.timer && matches!(self.state, State::Open) {
+            if let Err(code) = self.codec.on_timer(&mut self.session) {
+                self.close(code);
+            }
+        }
+        if events.writable {
+            self.write_blocked = false;
+        }
+        if let Some(Outgoing::Close(code)) = events.outgoing {
+            self.start_close(code);
+        }
+        self.write_queued()
+    }
+
+    /// Reads what the socket has. Returns `Ok(false)` at end of stream.
+    fn read_available(&mut self) -> io::Result<bool> {
+        for _ in 0..READS_PER_WAKE {
+            let read = with_read_buffer(|buffer| {
+                let count = self.stream.try_read(buffer)?;
+                if count > 0 {
+                    self.session.conn().heard(self.session.hub().now_ms());
+                    self.ingest(&buffer[..count]);
+                }
+                Ok::<_, io::Error>(count)
+            });
+            match read {
+                Ok(0) => return Ok(false),
+                Ok(count) if count < READ_BUFFER_SIZE => return Ok(true),
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hands input to the codec while open; discards it once closing.
+    fn ingest(&mut self, data: &[u8]) {
+        if !matches!(self.state, State::Open) || self.session.conn().is_closing() {
+            return;
+        }
+        if let Err(code) = self.codec.ingest(data, &mut self.session) {
+            self.close(code);
+        }
+    }
+
+    /// Closes with `code` after the answers already queued.
+    fn close(&mut self, code: CloseCode) {
+        self.session.conn().close(code, false);
+        self.start_close(code);
+    }
+
+    /// Leaves the hub's rooms and queues our close frame after whatever is
+    /// already queued.
+    fn start_close(&mut self, code: CloseCode) {
+        if !matches!(self.state, State::Open) {
+            return;
+        }
+        self.session.end();
+        self.codec.reset();
+        self.close_code = Some(code);
+        self.session.hub().metrics.closed(code.as_u16());
+        self.session.conn().push_final(self.codec.close_frame(code));
+        let deadline = Box::pin(tokio::time::sleep(self.session.hub().limits().close_timeout));
+        self.state = State::Closing { deadline, sent: false };
+    }
+
+    /// Writes queued frames with as few system calls as the socket allows.
+    fn write_queued(&mut self) -> Step {
+        let conn = self.session.conn();
+        let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
+        while !self.write_blocked {
+            let count = conn.peek(&mut frames);
+            if count == 0 {
+                break;
+            }
+            let slices: [IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|i| IoSlice::new(&frames[i]));
+            match self.stream.try_write_vectored(&slices[..count]) {
+                Ok(written) => {
+                    conn.consume(written);
+                    self.session.hub().metrics.bytes_written.inc_by(written as u64);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
+                Err(error) => {
+                    tracing::debug!(%error, "write failed");
+                    return Step::Done;
+                }
+            }
+        }
+        if let State::Closing { sent: sent @ false, .. } = &mut self.state {
+            if conn.is_drained() {
+                *sent = true;
+                let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+            }
+        }
+        Step::Continue
+    }
+
+    fn finish(&mut self) {
+        self.session.end();
+        self.state = State::Finished;
+        let hub = self.session.hub();
+        let conn = self.session.conn();
+        let code = match self.close_code {
+            Some(code) => code.as_u16(),
+            None => {
+                // 1006: the connection ended without a close handshake.
+                hub.metrics.closed(1006);
+                1006
+            }
+        };
+        conn.close(CloseCode::Other(code), true);
+        hub.unregister(conn);
+        tracing::debug!(code, "connection finished");
+    }
+}

@@ -1,0 +1,211 @@
+//! The raw TCP codec: newline-delimited, in one of two modes chosen by the
+//! first line. A JSON object starts JSON-lines mode: the same commands and
+//! events as WebSocket, one per line, optionally opened by
+//! `{"op":"hello","name":..}`. Anything else starts human text mode for
+//! telnet and nc: typed commands (`switchboard_protocol::text`) in,
+//! readable lines out (rendered by the hub when it queues them).
+//!
+//! A partial line followed by a pause counts as a line, so a client that
+//! sends without a newline and waits for an answer still gets one.
+
+use super::stream::Codec;
+use crate::hub::conn::Transport;
+use crate::session::Session;
+use bytes::{Bytes, BytesMut};
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use switchboard_protocol::command::{self, Command};
+use switchboard_protocol::event::{self, Encoded, Framing};
+use switchboard_protocol::text::{self, Input};
+use switchboard_protocol::{CloseCode, ErrorCode};
+use tokio::time::Sleep;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Undecided,
+    Json,
+    Text,
+}
+
+/// Line state of one raw TCP connection.
+#[derive(Debug)]
+pub(crate) struct TcpCodec {
+    mode: Mode,
+    /// An unterminated line, kept only until its newline or pause arrives.
+    partial: Option<Box<BytesMut>>,
+    /// Runs while `partial` waits: when it fires, the partial is a line.
+    pause: Option<Pin<Box<Sleep>>>,
+}
+
+impl TcpCodec {
+    pub fn new() -> Self {
+        TcpCodec { mode: Mode::Undecided, partial: None, pause: None }
+    }
+
+    fn keep_partial(&mut self, bytes: &[u8], session: &Session) -> Result<(), CloseCode> {
+        let limits = session.hub().limits();
+        let partial = self.partial.get_or_insert_with(Box::default);
+        if partial.len() + bytes.len() > limits.max_message_size {
+            return Err(CloseCode::TooBig);
+        }
+        partial.extend_from_slice(bytes);
+        self.pause = Some(Box::pin(tokio::time::sleep(limits.partial_line_pause)));
+        Ok(())
+    }
+
+    fn on_line(&mut self, line: &[u8], session: &mut Session) -> Result<(), CloseCode> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Ok(line) = std::str::from_utf8(line) else {
+            session.error_event(ErrorCode::BadJson, "line is not UTF-8");
+            return Ok(());
+        };
+        if line.trim().is_empty() {
+            return Ok(());
+        }
+        match self.mode {
+            Mode::Json => session.handle(line),
+            Mode::Text => on_text(line, session)?,
+            Mode::Undecided if line.trim_start().starts_with('{') => {
+                self.mode = Mode::Json;
+                start_json(line, session);
+            }
+            Mode::Undecided => {
+                self.mode = Mode::Text;
+                let user = Arc::clone(&session.conn().user);
+                // Not in any room yet, so the rename cannot fail.
+                let _ = session.rename(user, Transport::TcpText);
+                say(session, text::HELP);
+                session.greet(None);
+                on_text(line, session)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Codec for TcpCodec {
+    fn ingest(&mut self, data: &[u8], session: &mut Session) -> Result<(), CloseCode> {
+        let max_line = session.hub().limits().max_message_size;
+        let mut rest = data;
+        if let Some(partial) = self.partial.take() {
+            let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+                self.partial = Some(partial);
+                return self.keep_partial(rest, session);
+            };
+            let mut line = *partial;
+            if line.len() + end > max_line {
+                return Err(CloseCode::TooBig);
+            }
+            line.extend_from_slice(&rest[..end]);
+            self.on_line(&line, session)?;
+            rest = &rest[end + 1..];
+        }
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            if end > max_line {
+                return Err(CloseCode::TooBig);
+            }
+            self.on_line(&rest[..end], session)?;
+            rest = &rest[end + 1..];
+        }
+        self.pause = None;
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.keep_partial(rest, session)
+    }
+
+    fn close_frame(&self, code: CloseCode) -> Bytes {
+        let close = Encoded::new(&event::Close::new(code));
+        match self.mode {
+            Mode::Text if code == CloseCode::Normal => Bytes::from_static(b"* bye\n"),
+            Mode::Text => Bytes::from(text::render(close.json()).unwrap_or_default()),
+            Mode::Json | Mode::Undecided => close.framed(Framing::Line),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.partial = None;
+        self.pause = None;
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.pause {
+            Some(pause) => pause.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    fn on_timer(&mut self, session: &mut Session) -> Result<(), CloseCode> {
+        self.pause = None;
+        match self.partial.take() {
+            Some(line) => self.on_line(&line, session),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The first JSON line: a `hello` names the client; anything else is a
+/// command from a guest. Either way the client is greeted first.
+fn start_json(line: &str, session: &mut Session) {
+    if let Ok(request) = command::parse(line) {
+        if let Command::Hello { name } = request.command {
+            if let Some(name) = name {
+                // Not in any room yet, so the rename cannot fail.
+                let _ = session.rename(Arc::from(name), Transport::TcpJson);
+            }
+            session.greet(None);
+            return;
+        }
+    }
+    session.greet(None);
+    session.handle(line);
+}
+
+/// Queues a line of text exactly as given (text mode only).
+fn say(session: &Session, line: &str) {
+    session.hub().deliver(session.conn(), Bytes::copy_from_slice(line.as_bytes()));
+}
+
+/// The room plain lines are said in: the most recently joined.
+fn current_room(session: &Session) -> Option<String> {
+    session.rooms().last().map(str::to_owned)
+}
+
+/// Runs a typed command as the protocol command it stands for; the `t:`
+/// ids let the hub render the replies for people.
+fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
+    let in_room = |session: &mut Session, make: &dyn Fn(String) -> serde_json::Value| match current_room(session) {
+        Some(room) => session.handle(&make(room).to_string()),
+        None => say(session, "! join a room first: /join ROOM\n"),
+    };
+    match text::parse_input(line) {
+        Input::Nick(name) => match command::validate_user(name) {
+            Err(why) => say(session, &format!("! {why}\n")),
+            Ok(()) => match session.rename(Arc::from(name), Transport::TcpText) {
+                Ok(()) => say(session, &format!("* you are now {name}\n")),
+                Err(why) => say(session, &format!("! {why}\n")),
+            },
+        },
+        Input::Join(room) => session.handle(&json!({"op": "join", "room": room, "id": "t:join"}).to_string()),
+        Input::Leave => in_room(session, &|room| json!({"op": "leave", "room": room, "id": "t:leave"})),
+        Input::Msg { to, text } => {
+            session.handle(&json!({"op": "dm", "to": to, "body": text, "id": "t:msg"}).to_string())
+        }
+        Input::Who => in_room(session, &|room| json!({"op": "presence", "room": room, "id": "t:who"})),
+        Input::Rooms => {
+            let names: Vec<String> = session.hub().room_names().iter().map(|name| text::sanitize(name)).collect();
+            say(session, &format!("* rooms: {}\n", if names.is_empty() { "none".into() } else { names.join(", ") }));
+        }
+        Input::History(limit) => {
+            in_room(session, &|room| json!({"op": "history", "room": room, "limit": limit, "id": "t:history"}))
+        }
+        Input::Quit => return Err(CloseCode::Normal),
+        Input::Help => say(session, text::HELP),
+        Input::Say(text) => in_room(session, &|room| json!({"op": "send", "room": room, "body": text, "id": "t:send"})),
+        Input::Invalid(why) => say(session, &format!("! {why}\n")),
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! UDP: one JSON command per datagram in, one event per datagram out.
+//!
+//! A client starts with `{"op":"hello","name":..}` and is answered with a
+//! `hello` event carrying a random session token; every later datagram
+//! must carry it as `"session"`. A datagram from an unknown address, or
+//! with the wrong token (a spoofed source), gets only a short error.
+//! Sessions expire after `udp.session_timeout` without a datagram.
+//!
+//! One task receives and owns the sessions; each session has a small
+//! sender task that drains its connection's queue into datagrams, so UDP
+//! members share the hub's queues, bounds and accounting with everyone.
+
+use crate::hub::conn::{Conn, Outgoing, Transport};
+use crate::hub::Hub;
+use crate::session::Session;
+use bytes::Bytes;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use switchboard_protocol::command::{self, Command};
+use switchboard_protocol::event::{self, Encoded, Framing};
+use switchboard_protocol::{CloseCode, ErrorCode};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Most source addresses tracked for rate limiting; past it the idle ones
+/// are forgotten.
+const MAX_TRACKED_SOURCES: usize = 65_536;
+
+/// What the UDP transport is told.
+#[derive(Debug, Clone)]
+pub struct UdpSettings {
+    pub session_timeout: Duration,
+    /// Datagrams per second one source address may send (burst: the same).
+    pub datagrams_per_second: u32,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    session: Option<&'a str>,
+}
+
+struct Peer {
+    session: Session,
+    token: String,
+    last_heard: Instant,
+}
+
+/// A token bucket per source address.
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    warned: Option<Instant>,
+}
+
+struct Udp {
+    socket: Arc<UdpSocket>,
+    hub: Arc<Hub>,
+    settings: UdpSettings,
+    tracker: TaskTracker,
+    peers: HashMap<SocketAddr, Peer>,
+    buckets: HashMap<SocketAddr, Bucket>,
+}
+
+/// Serves UDP until `stop` is cancelled.
+pub(crate) async fn serve(
+    socket: UdpSocket,
+    hub: Arc<Hub>,
+    settings: UdpSettings,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let tick = (settings.session_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let mut udp =
+        Udp { socket: Arc::new(socket), hub, settings, tracker, peers: HashMap::new(), buckets: HashMap::new() };
+    let mut buffer = vec![0u8; 65_536];
+    let mut sweep = tokio::time::interval(tick);
+    loop {
+        tokio::select! {
+            received = udp.socket.recv_from(&mut buffer) => match received {
+                Ok((count, from)) => udp.on_datagram(&buffer[..count], from),
+                Err(error) => tracing::debug!(%error, "udp receive failed"),
+            },
+            _ = sweep.tick() => udp.expire(),
+            () = stop.cancelled() => break,
+        }
+    }
+    for (_, peer) in udp.peers.drain() {
+        end(&udp.hub, peer.session, CloseCode::GoingAway);
+    }
+}
+
+impl Udp {
+    fn on_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        self.hub.metrics.udp_datagrams.inc();
+        if !self.admit(from) {
+            return;
+        }
+        if datagram.len() > self.hub.limits().max_message_size {
+            self.hub.metrics.dropped("udp_too_large", 1);
+            return self.reply_error(from, ErrorCode::TooLarge, "datagram over the message size limit");
+        }
+        let Ok(text) = std::str::from_utf8(datagram) else {
+            return self.reply_error(from, ErrorCode::BadJson, "datagram is not UTF-8 JSON");
+        };
+        if let Ok(request) = command::parse(text) {
+            if let Command::Hello { name } = request.command {
+                return self.hello(from, name);
+            }
+        }
+        let token = serde_json::from_str::<Envelope<'_>>(text).ok().and_then(|envelope| envelope.session);
+        match self.peers.get_mut(&from) {
+            Some(peer) if token == Some(peer.token.as_str()) => {
+                peer.last_heard = Instant::now();
+                peer.session.conn().heard(self.hub.now_ms());
+                peer.session.handle(text);
+            }
+            _ => {
+                self.hub.metrics.refused("udp_no_session");
+                self.reply_error(from, ErrorCode::NoSession, "no session: send {\"op\":\"hello\"} first");
+            }
+        }
+    }
+
+    /// Rate limits one source address; tells it (at most once a second).
+    fn admit(&mut self, from: SocketAddr) -> bool {
+        let now = Instant::now();
+        let rate = f64::from(self.settings.datagrams_per_second.max(1));
+        if self.buckets.len() >= MAX_TRACKED_SOURCES {
+            self.buckets.retain(|_, bucket| now.duration_since(bucket.refilled) < Duration::from_secs(1));
+        }
+        let bucket = self.buckets.entry(from).or_insert(Bucket { tokens: rate, refilled: now, warned: None });
+        bucket.tokens = (bucket.tokens + now.duration_since(bucket.refilled).as_secs_f64() * rate).min(rate);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return true;
+        }
+        self.hub.metrics.dropped("udp_rate_limited", 1);
+        if bucket.warned.is_none_or(|warned| now.duration_since(warned) >= Duration::from_secs(1)) {
+            bucket.warned = Some(now);
+            tracing::warn!(%from, rate, "udp source over its datagram rate; dropping");
+            self.reply_error(from, ErrorCode::RateLimited, "too many datagrams; slow down");
+        }
+        false
+    }
+
+    fn hello(&mut self, from: SocketAddr, name: Option<String>) {
+        if let Some(old) = self.peers.remove(&from) {
+            end(&self.hub, old.session, CloseCode::Normal);
+        }
+        if self.hub.is_shutting_down() {
+            return self.reply_error(from, ErrorCode::ShuttingDown, "server is shutting down");
+        }
+        let id = self.hub.next_conn_id();
+        let user: Arc<str> = name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from);
+        let Some(token) = new_token() else { return };
+        let conn = self.hub.register(id, user, from, Transport::Udp);
+        let session = Session::silent(Arc::clone(&self.hub), Arc::clone(&conn));
+        session.greet(Some(&token));
+        self.tracker.spawn(send_loop(Arc::clone(&self.socket), conn, Arc::clone(&self.hub)));
+        self.peers.insert(from, Peer { session, token, last_heard: Instant::now() });
+    }
+
+    /// Ends sessions silent past the timeout.
+    fn expire(&mut self) {
+        let timeout = self.settings.session_timeout;
+        let expired: Vec<SocketAddr> =
+            self.peers.iter().filter(|(_, peer)| peer.last_heard.elapsed() > timeout).map(|(addr, _)| *addr).collect();
+        for addr in expired {
+            if let Some(peer) = self.peers.remove(&addr) {
+                tracing::debug!(%addr, user = %peer.session.conn().user, "udp session expired");
+                end(&self.hub, peer.session, CloseCode::IdleTimeout);
+            }
+        }
+    }
+
+    /// A short error straight to an address (no session needed).
+    fn reply_error(&self, to: SocketAddr, code: ErrorCode, message: &str) {
+        let error = Encoded::new(&event::Error::new(None, code, message));
+        if let Err(error) = self.socket.try_send_to(&error.framed(Framing::Datagram), to) {
+            tracing::debug!(%to, %error, "could not send a udp error");
+        }
+    }
+}
+
+/// Leaves the session's rooms and closes its connection with `code`; its
+/// sender task sends what is queued, then the close event.
+fn end(hub: &Hub, mut session: Session, code: CloseCode) {
+    session.end();
+    session.conn().close(code, false);
+    hub.metrics.closed(code.as_u16());
+    hub.unregister(session.conn());
+}
+
+/// Drains one session's queue into datagrams until it closes.
+async fn send_loop(socket: Arc<UdpSocket>, conn: Arc<Conn>, hub: Arc<Hub>) {
+    let mut frames: Vec<Bytes> = vec![Bytes::new(); 16];
+    loop {
+        let outgoing = poll_fn(|cx| conn.poll_outgoing(cx)).await;
+        if let Outgoing::Close(code) = outgoing {
+            let close = Encoded::new(&event::Close::new(code));
+            let _ = socket.send_to(&close.framed(Framing::Datagram), conn.peer).await;
+            return;
+        }
+        let count = conn.peek(&mut frames);
+        for frame in &frames[..count] {
+            match socket.send_to(frame, conn.peer).await {
+                Ok(sent) => {
+                    hub.metrics.bytes_written.inc_by(sent as u64);
+                }
+                Err(error) => tracing::debug!(peer = %conn.peer, %error, "udp send failed"),
+            }
+            conn.consume(frame.len());
+        }
+    }
+}
+
+/// A random session token: 16 hex digits from the OS's random source.
+/// Without randomness there is no token: a guessable one would let anyone
+/// take over the session by spoofing its address.
+fn new_token() -> Option<String> {
+    let mut raw = [0u8; 8];
+    if let Err(error) = getrandom::getrandom(&mut raw) {
+        tracing::error!(%error, "no OS randomness for a udp session token; refusing the session");
+        return None;
+    }
+    Some(raw.iter().map(|byte| format!("{byte:02x}")).collect())
+}

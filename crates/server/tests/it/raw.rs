@@ -1,0 +1,299 @@
+//! Raw TCP (JSON lines and human text) and UDP, in the same rooms as
+//! WebSocket clients.
+
+use crate::support::{is_msg, request, wait_for, within, TestServer};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpStream, UdpSocket};
+
+/// A line-oriented TCP client, as nc would be.
+struct Lines {
+    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+}
+
+impl Lines {
+    async fn connect(addr: SocketAddr) -> Lines {
+        let (read, writer) = TcpStream::connect(addr).await.expect("connect").into_split();
+        Lines { reader: BufReader::new(read), writer }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).await.expect("write");
+    }
+
+    /// The next line, failing at end of stream or after the test's patience.
+    async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let count = within(self.reader.read_line(&mut line)).await.expect("read");
+        assert!(count > 0, "connection closed while a line was expected");
+        line
+    }
+
+    /// Reads lines until one contains `needle`.
+    async fn until(&mut self, needle: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    async fn json_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let value: Value = serde_json::from_str(&self.line().await).expect("a JSON line");
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+
+    async fn eof(&mut self) {
+        let mut rest = Vec::new();
+        within(self.reader.read_to_end(&mut rest)).await.expect("read to end");
+    }
+}
+
+/// A UDP client with a session.
+struct Datagrams {
+    socket: UdpSocket,
+    server: SocketAddr,
+    token: String,
+}
+
+impl Datagrams {
+    async fn hello(server: SocketAddr, name: &str) -> Datagrams {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = Datagrams { socket, server, token: String::new() };
+        client.send_raw(&json!({"op": "hello", "name": name})).await;
+        let hello = client.next().await;
+        assert_eq!((hello["ev"].as_str(), hello["user"].as_str()), (Some("hello"), Some(name)));
+        client.token = hello["session"].as_str().expect("session token").to_owned();
+        client
+    }
+
+    async fn send_raw(&self, value: &Value) {
+        self.socket.send_to(value.to_string().as_bytes(), self.server).await.expect("send");
+    }
+
+    async fn send(&self, mut value: Value) {
+        value["session"] = json!(self.token);
+        self.send_raw(&value).await;
+    }
+
+    async fn next(&self) -> Value {
+        let mut buffer = vec![0u8; 65_536];
+        let count = within(self.socket.recv(&mut buffer)).await.expect("recv");
+        serde_json::from_slice(&buffer[..count]).expect("a JSON datagram")
+    }
+
+    async fn until(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let value = self.next().await;
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_telnet_user_chats_with_a_websocket_user() {
+    let server = TestServer::start().await;
+    let mut web = server.client("webby").await;
+    request(&mut web, json!({"op": "join", "room": "lobby"})).await;
+
+    let mut human = Lines::connect(server.tcp).await;
+    human.send("hi\r\n").await;
+    assert!(human.line().await.contains("welcome"), "a greeting with help comes first");
+    human.until("join a room first").await;
+    human.send("/nick alice\r\n/join lobby\r\n").await;
+    human.until("you are now alice").await;
+    human.until("you joined lobby").await;
+    assert_eq!(wait_for(&mut web, |e| e["ev"] == json!("join")).await["user"], json!("alice"));
+
+    human.send("hello from telnet\n").await;
+    let said = wait_for(&mut web, is_msg).await;
+    assert_eq!((said["from"].clone(), said["body"].clone()), (json!("alice"), json!("hello from telnet")));
+
+    request(&mut web, json!({"op": "send", "room": "lobby", "body": {"text": "hi alice"}})).await;
+    assert_eq!(human.until("webby:").await, "[lobby] webby: hi alice\n");
+    human.send("/who\n").await;
+    assert_eq!(human.until("* in lobby").await, "* in lobby: alice, webby\n");
+    human.send("/quit\n").await;
+    human.until("bye").await;
+    human.eof().await;
+}
+
+#[tokio::test]
+async fn json_lines_speak_the_websocket_protocol() {
+    let server = TestServer::start().await;
+    let mut web = server.client("webby").await;
+    request(&mut web, json!({"op": "join", "room": "r"})).await;
+    let mut device = Lines::connect(server.tcp).await;
+    device.send("{\"op\":\"hello\",\"name\":\"sensor-1\"}\n").await;
+    let hello = device.json_until(|v| v["ev"] == json!("hello")).await;
+    assert_eq!(hello["user"], json!("sensor-1"));
+    device.send("{\"op\":\"join\",\"room\":\"r\",\"id\":1}\n{\"op\":\"send\",\"room\":\"r\",\"body\":{\"t\":21.5},\"id\":2}\n").await;
+    let ack = device.json_until(|v| v["re"] == json!(2)).await;
+    assert_eq!((ack["ok"].clone(), ack["seq"].clone()), (json!(true), json!(1)));
+    let reading = wait_for(&mut web, is_msg).await;
+    assert_eq!((reading["from"].clone(), reading["body"].clone()), (json!("sensor-1"), json!({"t": 21.5})));
+
+    device.send("{not json\n").await;
+    let error = device.json_until(|v| v["ev"] == json!("error")).await;
+    assert_eq!(error["code"], json!("bad_json"));
+    request(&mut web, json!({"op": "send", "room": "r", "body": "ack"})).await;
+    let relayed = device.json_until(is_msg).await;
+    assert_eq!((relayed["from"].clone(), relayed["seq"].clone()), (json!("webby"), json!(2)));
+}
+
+#[tokio::test]
+async fn a_client_that_sends_without_a_newline_still_gets_replies() {
+    let server = TestServer::start().await;
+    let mut tutorial = TcpStream::connect(server.tcp).await.expect("connect");
+    // The classic tutorial client: send, then wait for an answer.
+    tutorial.write_all(b"{\"op\":\"ping\",\"id\":7}").await.expect("send");
+    let mut buffer = vec![0u8; 1024];
+    let mut received = String::new();
+    while !received.contains("\"re\":7") {
+        let count = within(tutorial.read(&mut buffer)).await.expect("read");
+        assert!(count > 0, "closed before the reply");
+        received.push_str(std::str::from_utf8(&buffer[..count]).expect("utf8"));
+    }
+    assert!(received.contains("{\"re\":7,\"ok\":true}"), "{received}");
+}
+
+#[tokio::test]
+async fn udp_members_share_rooms_with_websocket_and_tcp() {
+    let server = TestServer::start().await;
+    let mut web = server.client("webby").await;
+    request(&mut web, json!({"op": "join", "room": "game"})).await;
+    let mut device = Lines::connect(server.tcp).await;
+    device.send("{\"op\":\"hello\",\"name\":\"tcpdev\"}\n{\"op\":\"join\",\"room\":\"game\",\"id\":1}\n").await;
+    device.json_until(|v| v["re"] == json!(1)).await;
+
+    let player = Datagrams::hello(server.udp, "player").await;
+    player.send(json!({"op": "join", "room": "game", "id": 1})).await;
+    assert_eq!(player.until(|v| v["re"] == json!(1)).await["ok"], json!(true));
+    player.send(json!({"op": "send", "room": "game", "body": {"x": 3, "y": 4}})).await;
+    let moved = wait_for(&mut web, is_msg).await;
+    assert_eq!((moved["from"].clone(), moved["body"].clone()), (json!("player"), json!({"x": 3, "y": 4})));
+    assert_eq!(device.json_until(is_msg).await["from"], json!("player"));
+
+    request(&mut web, json!({"op": "send", "room": "game", "body": "from the web"})).await;
+    device.send("{\"op\":\"send\",\"room\":\"game\",\"body\":\"from tcp\"}\n").await;
+    let first = player.until(|v| is_msg(v) && v["from"] != json!("player")).await;
+    let second = player.until(|v| is_msg(v) && v["from"] != json!("player")).await;
+    assert_eq!((first["from"].clone(), second["from"].clone()), (json!("webby"), json!("tcpdev")));
+}
+
+#[tokio::test]
+async fn udp_sessions_expire_and_unknown_sources_get_a_short_error() {
+    let server = TestServer::with(|config| config.udp_options.session_timeout = Duration::from_millis(300)).await;
+    let mut web = server.client("webby").await;
+    request(&mut web, json!({"op": "join", "room": "r"})).await;
+    let player = Datagrams::hello(server.udp, "player").await;
+    player.send(json!({"op": "join", "room": "r", "id": 1})).await;
+    player.until(|v| v["re"] == json!(1)).await;
+
+    let forged = json!({"op": "send", "room": "r", "body": "forged", "session": "0000000000000000"});
+    player.send_raw(&forged).await;
+    assert_eq!(player.until(|v| v["ev"] == json!("error")).await["code"], json!("no_session"));
+
+    // Silence: the session expires, its member leaves, it is told why.
+    let closed = player.until(|v| v["ev"] == json!("close")).await;
+    assert_eq!(closed["code"], json!(4001));
+    assert_eq!(wait_for(&mut web, |e| e["ev"] == json!("leave")).await["user"], json!("player"));
+    player.send(json!({"op": "ping", "id": 2})).await;
+    assert_eq!(player.until(|v| v["ev"] == json!("error")).await["code"], json!("no_session"));
+}
+
+#[tokio::test]
+async fn oversize_lines_and_datagrams_are_refused_and_counted() {
+    // 1400: a 1300-byte body fits a WebSocket send but not a 1200-byte UDP event.
+    let server = TestServer::with(|config| config.limits.max_message_size = 1400).await;
+    let mut device = Lines::connect(server.tcp).await;
+    device.send(&format!("{{\"op\":\"ping\",\"pad\":\"{}\"}}\n", "x".repeat(2000))).await;
+    let closed = device.json_until(|v| v["ev"] == json!("close")).await;
+    assert_eq!((closed["code"].clone(), closed["reason"].clone()), (json!(1009), json!("message too big")));
+    device.eof().await;
+
+    let player = Datagrams::hello(server.udp, "player").await;
+    player.send(json!({"op": "ping", "pad": "y".repeat(1500)})).await;
+    assert_eq!(player.until(|v| v["ev"] == json!("error")).await["code"], json!("too_large"));
+
+    // An event too large for one UDP datagram is not sent to UDP members.
+    player.send(json!({"op": "join", "room": "r", "id": 1})).await;
+    player.until(|v| v["re"] == json!(1)).await;
+    let mut web = server.client("webby").await;
+    request(&mut web, json!({"op": "join", "room": "r"})).await;
+    request(&mut web, json!({"op": "send", "room": "r", "body": "z".repeat(1300)})).await;
+    request(&mut web, json!({"op": "send", "room": "r", "body": "small"})).await;
+    let next = player.until(is_msg).await;
+    assert_eq!(next["body"], json!("small"), "the oversize event was skipped, the next one arrived");
+    assert_eq!(server.metric("switchboard_connections_closed_total{code=\"1009\"}").await, 1.0);
+    assert_eq!(server.metric("switchboard_messages_dropped_total{reason=\"udp_too_large\"}").await, 1.0);
+    assert_eq!(server.metric("switchboard_messages_dropped_total{reason=\"udp_oversize\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_udp_flood_is_rate_limited() {
+    let server = TestServer::with(|config| config.udp_options.datagrams_per_second = 50).await;
+    let flooder = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    for _ in 0..200 {
+        flooder.send_to(b"{\"op\":\"ping\"}", server.udp).await.expect("send");
+    }
+    let mut buffer = [0u8; 512];
+    let mut codes = Vec::new();
+    while !codes.contains(&json!("rate_limited")) {
+        let count = within(flooder.recv(&mut buffer)).await.expect("recv");
+        let error: Value = serde_json::from_slice(&buffer[..count]).expect("json");
+        codes.push(error["code"].clone());
+    }
+    assert!(server.metric("switchboard_messages_dropped_total{reason=\"udp_rate_limited\"}").await >= 100.0);
+}
+
+#[tokio::test]
+async fn a_peer_that_disconnects_mid_line_leaves_nothing_behind() {
+    let server = TestServer::start().await;
+    let mut web = server.client("webby").await;
+    request(&mut web, json!({"op": "join", "room": "r"})).await;
+    let mut device = Lines::connect(server.tcp).await;
+    device.send("{\"op\":\"hello\",\"name\":\"flaky\"}\n{\"op\":\"join\",\"room\":\"r\",\"id\":1}\n").await;
+    device.json_until(|v| v["re"] == json!(1)).await;
+    device.send("{\"op\":\"send\",\"room\":\"r\",\"body\":\"never fini").await;
+    drop(device);
+    assert_eq!(wait_for(&mut web, |e| e["ev"] == json!("leave") || is_msg(e)).await["ev"], json!("leave"));
+    within(async {
+        while server.metric("switchboard_connections_open{transport=\"tcp_json\"}").await != 0.0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    let listed = request(&mut web, json!({"op": "presence", "room": "r"})).await;
+    assert_eq!(listed["users"], json!(["webby"]));
+}
+
+#[tokio::test]
+async fn a_tcp_client_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 64 * 1024).await;
+    let mut slow = Lines::connect(server.tcp).await;
+    slow.send("{\"op\":\"hello\",\"name\":\"slow\"}\n{\"op\":\"join\",\"room\":\"feed\",\"id\":1}\n").await;
+    slow.json_until(|v| v["re"] == json!(1)).await;
+    let mut publisher = server.client("publisher").await;
+    request(&mut publisher, json!({"op": "join", "room": "feed"})).await;
+    let payload = "x".repeat(4000);
+    while server.metric("switchboard_slow_consumer_disconnects_total").await == 0.0 {
+        for _ in 0..100 {
+            request(&mut publisher, json!({"op": "send", "room": "feed", "body": payload})).await;
+        }
+    }
+    let closed = slow.json_until(|v| v["ev"] == json!("close")).await;
+    assert_eq!((closed["code"].clone(), closed["reason"].clone()), (json!(4008), json!("slow consumer")));
+    slow.eof().await;
+}
