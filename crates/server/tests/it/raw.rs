@@ -297,3 +297,23 @@ async fn a_tcp_client_that_stops_reading_is_closed_as_a_slow_consumer() {
     assert_eq!((closed["code"].clone(), closed["reason"].clone()), (json!(4008), json!("slow consumer")));
     slow.eof().await;
 }
+
+#[tokio::test]
+async fn shutdown_is_announced_on_tcp_and_udp_too() {
+    let server = TestServer::start().await;
+    let mut device = Lines::connect(server.tcp).await;
+    device.send("{\"op\":\"hello\",\"name\":\"dev\"}\n").await;
+    device.json_until(|v| v["ev"] == json!("hello")).await;
+    let mut human = Lines::connect(server.tcp).await;
+    human.send("/nick tom\n").await;
+    human.until("you are now tom").await;
+    let player = Datagrams::hello(server.udp, "player").await;
+
+    let stopped = server.shutdown();
+    let closed = device.json_until(|v| v["ev"] == json!("close")).await;
+    assert_eq!(closed["code"], json!(1001));
+    assert_eq!(human.until("disconnected").await, "* disconnected: server shutting down\n");
+    assert_eq!(player.until(|v| v["ev"] == json!("close")).await["code"], json!(1001));
+    device.eof().await;
+    within(stopped).await.expect("server task ends cleanly");
+}
