@@ -139,16 +139,16 @@ async fn the_connection_limit_refuses_extras_and_the_server_keeps_serving() {
 }
 
 #[tokio::test]
-async fn a_silent_connection_is_dropped_at_the_handshake_timeout() {
+async fn a_silent_connection_is_answered_408_at_the_handshake_timeout() {
     let server = TestServer::with(|config| config.websocket.handshake_timeout = Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
     let mut silent = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
-    let mut buffer = [0u8; 256];
-    let read = within(silent.read(&mut buffer)).await;
-    assert!(matches!(read, Ok(_) | Err(_)), "the server ended the connection");
-    if let Ok(count) = read {
-        let answer = String::from_utf8_lossy(&buffer[..count]);
-        assert!(count == 0 || answer.starts_with("HTTP/1.1 408"), "unexpected answer: {answer}");
-    }
+    let mut answer = String::new();
+    within(silent.read_to_string(&mut answer)).await.expect("the server answers and closes");
+    assert!(answer.starts_with("HTTP/1.1 408 Request Timeout"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "not before the timeout");
+    let refused = server.metric("switchboard_connections_refused_total{reason=\"handshake_timeout\"}").await;
+    assert_eq!(refused, 1.0);
 }
 
 #[tokio::test]
