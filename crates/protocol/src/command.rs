@@ -92,11 +92,13 @@ struct Fields<'a> {
 
 /// Parses one command. The input must be a single JSON object.
 pub fn parse(text: &str) -> Result<Request<'_>, CommandError<'_>> {
-    let fields: Fields<'_> = serde_json::from_str(text).map_err(|error| CommandError {
-        id: None,
-        code: ErrorCode::BadJson,
-        message: format!("expected one JSON object: {error}"),
-    })?;
+    let bad_json = |message: String| CommandError { id: None, code: ErrorCode::BadJson, message };
+    // serde would also read a struct from an array of its fields in order.
+    if !text.trim_start().starts_with('{') {
+        return Err(bad_json("expected one JSON object".into()));
+    }
+    let fields: Fields<'_> =
+        serde_json::from_str(text).map_err(|error| bad_json(format!("expected one JSON object: {error}")))?;
     let id = fields.id;
     let fail = |code, message: String| CommandError { id, code, message };
     if let Some(raw) = id {
@@ -117,7 +119,13 @@ impl<'a> Fields<'a> {
             validate_room(&room).map_err(|m| (ErrorCode::BadRoom, m))?;
             Ok(room)
         };
-        let body = || self.body.ok_or_else(|| bad(format!("`{op}` needs a `body`")));
+        let body = || {
+            let body = self.body.ok_or_else(|| bad(format!("`{op}` needs a `body`")))?;
+            // Bodies are forwarded verbatim: refuse what strict JSON readers
+            // reject, such as numbers beyond the range of a double.
+            serde_json::from_str::<Checked>(body.get()).map_err(|error| bad(format!("invalid `body`: {error}")))?;
+            Ok(body)
+        };
         Ok(match op {
             "join" => Command::Join { room: room()?, since: optional(self.since, "since").map_err(bad)? },
             "leave" => Command::Leave { room: room()? },
@@ -150,6 +158,53 @@ impl<'a> Fields<'a> {
                 return Err((ErrorCode::UnknownOp, format!("unknown op `{shown}`")));
             }
         })
+    }
+}
+
+/// Deserializes any JSON value without keeping it, so that numbers are
+/// range-checked as `serde_json::Value` would, without allocating.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, Checked>()?.is_some() {}
+        Ok(Checked)
     }
 }
 
@@ -244,5 +299,12 @@ mod tests {
         assert_eq!(error.code, ErrorCode::BadRequest);
 
         assert_eq!(parse("[1,2]").expect_err("array").code, ErrorCode::BadJson);
+        // Found by fuzzing: serde reads a struct from an array of its fields.
+        let array = r#"["ping",null,null,null,null,null,null,null,null,null]"#;
+        assert_eq!(parse(array).expect_err("array of fields").code, ErrorCode::BadJson);
+        // Found by fuzzing: a body strict JSON readers cannot read back.
+        let huge = parse(r#"{"op":"send","room":"r","body":{"n":[1e400]},"id":1}"#).expect_err("huge number");
+        assert_eq!((huge.code, huge.id.is_some()), (ErrorCode::BadRequest, true));
+        assert!(huge.message.contains("body"), "{}", huge.message);
     }
 }

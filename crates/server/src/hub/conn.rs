@@ -221,6 +221,11 @@ impl Conn {
         self.lock().close.is_some()
     }
 
+    /// The close code requested, if any.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.lock().close
+    }
+
     /// Reports whether frames wait or a close is due, or registers the
     /// task's waker when there is nothing to do.
     pub(crate) fn poll_outgoing(&self, cx: &mut Context<'_>) -> Poll<Outgoing> {

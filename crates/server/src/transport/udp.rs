@@ -114,6 +114,11 @@ impl Udp {
             }
         }
         let token = serde_json::from_str::<Envelope<'_>>(text).ok().and_then(|envelope| envelope.session);
+        // A session the hub closed (a slow consumer, say) is over: it must
+        // neither publish nor stay in its rooms.
+        if self.peers.get(&from).is_some_and(|peer| peer.session.conn().is_closing()) {
+            self.reap(from);
+        }
         match self.peers.get_mut(&from) {
             Some(peer) if token == Some(peer.token.as_str()) => {
                 peer.last_heard = Instant::now();
@@ -167,16 +172,28 @@ impl Udp {
         self.peers.insert(from, Peer { session, token, last_heard: Instant::now() });
     }
 
-    /// Ends sessions silent past the timeout.
+    /// Ends sessions silent past the timeout, and removes those the hub
+    /// already closed.
     fn expire(&mut self) {
         let timeout = self.settings.session_timeout;
-        let expired: Vec<SocketAddr> =
-            self.peers.iter().filter(|(_, peer)| peer.last_heard.elapsed() > timeout).map(|(addr, _)| *addr).collect();
-        for addr in expired {
-            if let Some(peer) = self.peers.remove(&addr) {
-                tracing::debug!(%addr, user = %peer.session.conn().user, "udp session expired");
-                end(&self.hub, peer.session, CloseCode::IdleTimeout);
-            }
+        let over: Vec<SocketAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, peer)| peer.last_heard.elapsed() > timeout || peer.session.conn().is_closing())
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in over {
+            self.reap(addr);
+        }
+    }
+
+    /// Ends one session: with the code it is already closing with, or as
+    /// expired.
+    fn reap(&mut self, addr: SocketAddr) {
+        if let Some(peer) = self.peers.remove(&addr) {
+            let code = peer.session.conn().close_code().unwrap_or(CloseCode::IdleTimeout);
+            tracing::debug!(%addr, user = %peer.session.conn().user, code = code.as_u16(), "udp session ended");
+            end(&self.hub, peer.session, code);
         }
     }
 

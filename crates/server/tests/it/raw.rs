@@ -317,3 +317,28 @@ async fn shutdown_is_announced_on_tcp_and_udp_too() {
     device.eof().await;
     within(stopped).await.expect("server task ends cleanly");
 }
+
+/// Regression: a UDP session closed as a slow consumer kept its room
+/// membership and could still publish.
+#[tokio::test]
+async fn a_udp_session_closed_by_the_server_is_gone_from_its_rooms() {
+    let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 2000).await;
+    let stalled = Datagrams::hello(server.udp, "stalled").await;
+    stalled.send(json!({"op": "join", "room": "z", "id": 1})).await;
+    stalled.until(|v| v["re"] == json!(1)).await;
+    let publisher = Datagrams::hello(server.udp, "publisher").await;
+    publisher.send(json!({"op": "join", "room": "z", "id": 1})).await;
+    publisher.until(|v| v["re"] == json!(1)).await;
+    // A burst of datagrams is handled before the members' sender tasks
+    // run, so a 2000-byte queue overflows.
+    for n in 0..300 {
+        publisher.send(json!({"op": "send", "room": "z", "body": {"n": n}})).await;
+    }
+    assert_eq!(stalled.until(|v| v["ev"] == json!("close")).await["code"], json!(4008));
+    stalled.send(json!({"op": "send", "room": "z", "body": "zombie", "id": 5})).await;
+    assert_eq!(stalled.until(|v| v["ev"] == json!("error")).await["code"], json!("no_session"));
+    let mut observer = server.client("observer").await;
+    let listed = request(&mut observer, json!({"op": "presence", "room": "z"})).await;
+    let users = listed["users"].as_array().expect("users").clone();
+    assert!(!users.contains(&json!("stalled")), "the closed session left the room: {users:?}");
+}
