@@ -1,5 +1,16 @@
-//! `switchboard bench`: load scenarios. For now `idle`, which measures what
-//! an idle, joined WebSocket costs the server.
+//! `switchboard bench`: load scenarios. `idle` measures what an idle,
+//! joined WebSocket costs the server; `tcp-fanout` and `udp-relay` measure
+//! delivery rate, loss and latency on the raw transports (and `tcp-fanout`
+//! the same load against redis pub/sub).
+
+mod common;
+mod fanout;
+mod latency;
+mod lines;
+mod measure;
+#[cfg(test)]
+mod tests;
+mod udp;
 
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
@@ -13,6 +24,12 @@ pub enum Scenario {
     /// Open N connections, join each to a room, hold them, and report the
     /// connect rate and (given --pid) the server's resident memory per connection.
     Idle(IdleArgs),
+    /// N subscribers on raw TCP, one publisher at a fixed rate: deliveries/s,
+    /// loss, publish-to-receive latency and (given --pid) server CPU.
+    TcpFanout(fanout::FanoutArgs),
+    /// N UDP receivers in one room, one UDP sender at a fixed rate:
+    /// relayed datagrams/s, loss, latency and (given --pid) server CPU.
+    UdpRelay(udp::RelayArgs),
 }
 
 #[derive(clap::Args)]
@@ -53,6 +70,8 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match scenario {
         Scenario::Idle(args) => runtime.block_on(idle(args)),
+        Scenario::TcpFanout(args) => runtime.block_on(fanout::run(&args))?.print(args.json),
+        Scenario::UdpRelay(args) => runtime.block_on(udp::run(&args))?.print(args.json),
     }
 }
 

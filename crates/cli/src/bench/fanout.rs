@@ -1,0 +1,310 @@
+//! `switchboard bench tcp-fanout`: N subscribers on raw TCP, one publisher
+//! on its own connection at a fixed rate; every subscriber counts, checks
+//! and times what it receives. Speaks the switchboard JSON-lines protocol
+//! or redis pub/sub (RESP), so both servers face the same load.
+
+use super::common::{now_micros, payload, source_ip, stamp, Pacer, Tally, CLOSE_EVENT, ERROR_EVENT, MSG_EVENT};
+use super::lines::{parse_resp, Lines, HANDSHAKE_TIMEOUT};
+use super::measure::{measure, Errors, Feed, Members, Published, Report, Spec};
+use anyhow::{bail, Context};
+use futures_util::{StreamExt, TryStreamExt};
+use memchr::memmem;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The room (switchboard) or channel (redis) everyone is in.
+const ROOM: &str = "fan";
+/// Subscribers connecting at once.
+const CONCURRENCY: usize = 128;
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Switchboard's raw TCP JSON lines.
+    Switchboard,
+    /// Redis pub/sub (RESP2).
+    Redis,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct FanoutArgs {
+    /// Server address: switchboard's raw TCP listener, or redis.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub server: SocketAddr,
+    #[arg(long, value_enum, default_value_t = Protocol::Switchboard)]
+    pub protocol: Protocol,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Messages published per second (in total).
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds to publish for.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Server process id, to measure its CPU time over the run.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// The CPU the server is pinned to, to measure how busy that core was.
+    #[arg(long)]
+    pub server_core: Option<usize>,
+    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread subscribers over.
+    #[arg(long, default_value_t = 8)]
+    pub sources: u8,
+    /// Longest wait, in seconds, for late deliveries after the last publish.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl FanoutArgs {
+    fn spec(&self) -> Spec {
+        Spec {
+            scenario: "tcp-fanout",
+            protocol: match self.protocol {
+                Protocol::Switchboard => "switchboard",
+                Protocol::Redis => "redis",
+            },
+            server: self.server.to_string(),
+            rate: self.rate,
+            duration: Duration::from_secs_f64(self.duration.max(0.0)),
+            size: self.size,
+            pid: self.pid,
+            core: self.server_core,
+            drain: Duration::from_secs_f64(self.drain.max(0.0)),
+        }
+    }
+}
+
+/// Connects every subscriber, publishes, and reports.
+pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
+    let spec = args.spec();
+    let connections: Vec<Lines<TcpStream>> = futures_util::stream::iter(0..args.subscribers)
+        .map(|index| subscribe(args, index))
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut members = Members::new()?;
+    for connection in connections {
+        let protocol = args.protocol;
+        members.spawn(move |feed| subscriber(connection, protocol, feed));
+    }
+    measure(&spec, members, publish(args)).await
+}
+
+/// A TCP connection to `server`, from `source` if given, without Nagle.
+async fn connect(server: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let socket = if server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding {source}"))?;
+    }
+    let stream = socket.connect(server).await.with_context(|| format!("connecting to {server}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// One subscriber, connected and in the room.
+async fn subscribe(args: &FanoutArgs, index: usize) -> anyhow::Result<Lines<TcpStream>> {
+    let stream = connect(args.server, source_ip(args.server, index, args.sources)).await?;
+    let mut lines = Lines::new(stream);
+    let handshake = async {
+        match args.protocol {
+            Protocol::Switchboard => join_switchboard(&mut lines, &format!("sub{index}")).await,
+            Protocol::Redis => subscribe_redis(&mut lines).await,
+        }
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .with_context(|| format!("subscriber {index}: no answer in {HANDSHAKE_TIMEOUT:?}"))?
+        .with_context(|| format!("subscriber {index}"))?;
+    Ok(lines)
+}
+
+/// `hello` as `name`, then `join` the room and wait for its reply.
+async fn join_switchboard<S: AsyncRead + AsyncWrite + Unpin>(lines: &mut Lines<S>, name: &str) -> anyhow::Result<()> {
+    lines.send(format!("{{\"op\":\"hello\",\"name\":\"{name}\"}}\n").as_bytes()).await?;
+    expect_line(lines, b"\"ev\":\"hello\"").await?;
+    lines.send(format!("{{\"op\":\"join\",\"room\":\"{ROOM}\",\"id\":1}}\n").as_bytes()).await?;
+    let reply = expect_line(lines, b"\"re\":1").await?;
+    if memmem::find(&reply, b"\"ok\":true").is_none() {
+        bail!("join refused: {}", String::from_utf8_lossy(&reply));
+    }
+    Ok(())
+}
+
+/// Skips lines until one containing `marker`; fails on a close or error event.
+async fn expect_line<S: AsyncRead + Unpin>(lines: &mut Lines<S>, marker: &[u8]) -> anyhow::Result<Vec<u8>> {
+    loop {
+        let line = lines.next_line().await?;
+        if memmem::find(&line, marker).is_some() {
+            return Ok(line);
+        }
+        if is_error_line(&line) {
+            bail!("the server said {}", String::from_utf8_lossy(&line));
+        }
+    }
+}
+
+/// A switchboard error or close event, or a redis error reply.
+fn is_error_line(line: &[u8]) -> bool {
+    line.starts_with(b"-") || ERROR_EVENT.find(line).is_some() || CLOSE_EVENT.find(line).is_some()
+}
+
+/// `SUBSCRIBE fan` and wait for the confirmation.
+async fn subscribe_redis(lines: &mut Lines<TcpStream>) -> anyhow::Result<()> {
+    lines.send(format!("*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{ROOM}\r\n", ROOM.len()).as_bytes()).await?;
+    let reply = lines.next_resp().await?;
+    if reply.first().map(Vec::as_slice) != Some(b"subscribe".as_slice()) {
+        let text: Vec<_> = reply.iter().map(|item| String::from_utf8_lossy(item).into_owned()).collect();
+        bail!("SUBSCRIBE answered with {text:?}");
+    }
+    Ok(())
+}
+
+/// Reads until told to stop or closed, counting every message.
+async fn subscriber(mut lines: Lines<TcpStream>, protocol: Protocol, feed: Feed) -> Tally {
+    let Feed { received, mut stop, mut tally } = feed;
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            read = lines.fill() => read,
+        };
+        match read {
+            Ok(0) => {
+                tally.close("connection closed by the server");
+                break;
+            }
+            Err(error) => {
+                tally.close(error.to_string());
+                break;
+            }
+            Ok(_) => {}
+        }
+        let before = tally.received;
+        let decoded = match protocol {
+            Protocol::Switchboard => decode_lines(&mut lines, &mut tally),
+            Protocol::Redis => decode_resp(&mut lines, &mut tally),
+        };
+        received.fetch_add(tally.received - before, Ordering::Relaxed);
+        tally.flush();
+        if let Err(error) = decoded {
+            tally.close(format!("unreadable data: {error:#}"));
+            break;
+        }
+    }
+    tally
+}
+
+fn decode_lines(lines: &mut Lines<TcpStream>, tally: &mut Tally) -> anyhow::Result<()> {
+    let now = now_micros();
+    while let Some(line) = lines.line() {
+        on_event(line, now, tally);
+    }
+    Ok(())
+}
+
+/// One switchboard event (a line, or a datagram): a message is counted, a
+/// close event noted, anything else (presence, pongs) ignored.
+pub fn on_event(event: &[u8], now: u64, tally: &mut Tally) {
+    if event.starts_with(b"{\"ev\":\"msg\"") || MSG_EVENT.find(event).is_some() {
+        if let Some((n, t)) = stamp(event) {
+            return tally.record(n, t, now);
+        }
+    }
+    if CLOSE_EVENT.find(event).is_some() {
+        tally.close(String::from_utf8_lossy(event).trim());
+    }
+}
+
+fn decode_resp(lines: &mut Lines<TcpStream>, tally: &mut Tally) -> anyhow::Result<()> {
+    let now = now_micros();
+    while let Some((value, used)) = parse_resp(lines.pending())? {
+        let frame = lines.consume(used);
+        if value.item(0).map(|kind| kind.bytes(frame)) == Some(b"message".as_slice()) {
+            if let Some((n, t)) = value.item(2).and_then(|body| stamp(body.bytes(frame))) {
+                tally.record(n, t, now);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Connects the publisher and publishes on schedule.
+async fn publish(args: &FanoutArgs) -> anyhow::Result<Published> {
+    let mut lines = Lines::new(connect(args.server, None).await?);
+    if args.protocol == Protocol::Switchboard {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, join_switchboard(&mut lines, "pub"))
+            .await
+            .context("publisher: no answer to hello and join")?
+            .context("publisher")?;
+    }
+    let (read, write) = lines.into_inner().into_split();
+    let errors = Arc::new(Errors::default());
+    // The publisher reads too: switchboard sends it its own messages, redis
+    // answers every PUBLISH.
+    let reader = tokio::spawn(count_errors(Lines::new(read), Arc::clone(&errors)));
+    let size = args.size;
+    let mut body = Vec::with_capacity(size);
+    let encode = |out: &mut Vec<u8>, n: u64, t: u64| match args.protocol {
+        Protocol::Switchboard => {
+            out.extend_from_slice(b"{\"op\":\"send\",\"room\":\"fan\",\"body\":");
+            payload(out, n, t, size);
+            out.extend_from_slice(b"}\n");
+        }
+        Protocol::Redis => {
+            body.clear();
+            payload(&mut body, n, t, size);
+            out.extend_from_slice(format!("*3\r\n$7\r\nPUBLISH\r\n$3\r\nfan\r\n${}\r\n", body.len()).as_bytes());
+            out.extend_from_slice(&body);
+            out.extend_from_slice(b"\r\n");
+        }
+    };
+    let (sent, seconds) = pace(args.rate, Duration::from_secs_f64(args.duration.max(0.0)), write, encode).await?;
+    Ok(Published { sent, seconds, errors, reader: Some(reader) })
+}
+
+/// Writes messages on a [`Pacer`] schedule, each tick's batch in one write;
+/// returns how many went out and how long that took.
+pub async fn pace<W, E>(rate: f64, duration: Duration, mut out: W, mut encode: E) -> anyhow::Result<(u64, f64)>
+where
+    W: AsyncWrite + Unpin,
+    E: FnMut(&mut Vec<u8>, u64, u64),
+{
+    let mut pacer = Pacer::new(rate, duration);
+    let mut batch = Vec::new();
+    while let Some(count) = pacer.next_batch().await {
+        if count == 0 {
+            continue;
+        }
+        let t = now_micros();
+        batch.clear();
+        for n in pacer.sent() - count + 1..=pacer.sent() {
+            encode(&mut batch, n, t);
+        }
+        out.write_all(&batch).await.context("publishing")?;
+    }
+    out.flush().await?;
+    Ok((pacer.sent(), pacer.elapsed().as_secs_f64()))
+}
+
+/// Drains the publisher's connection, noting error events or replies.
+async fn count_errors<R: AsyncRead + Unpin>(mut lines: Lines<R>, errors: Arc<Errors>) {
+    // Ends at end of stream too, which comes when the publisher is done:
+    // dropping its write half shuts the connection down.
+    while let Ok(1..) = lines.fill().await {
+        while let Some(line) = lines.line() {
+            if is_error_line(line) {
+                errors.note(line);
+            }
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! One measured run: members already joined, a publisher run on its
+//! schedule, a bounded drain, then every member's tally merged into a
+//! [`Report`].
+
+use super::common::{core_busy_seconds, cpu_seconds, Tally, Totals};
+use super::latency::Latencies;
+use hdrhistogram::Histogram;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// How long the drain waits with no new delivery before it gives up.
+const STILL: Duration = Duration::from_millis(500);
+
+/// What a scenario is, for the report.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub scenario: &'static str,
+    pub protocol: &'static str,
+    pub server: String,
+    pub rate: f64,
+    pub duration: Duration,
+    pub size: usize,
+    pub pid: Option<u32>,
+    /// The CPU the server runs on, to measure how busy it was.
+    pub core: Option<usize>,
+    /// Longest wait for late deliveries after the last publish.
+    pub drain: Duration,
+}
+
+/// Error events (or error replies) the publisher received.
+#[derive(Debug, Default)]
+pub struct Errors {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl Errors {
+    pub fn note(&self, text: &[u8]) {
+        if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
+            let text = String::from_utf8_lossy(text).trim().to_owned();
+            *self.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+        }
+    }
+
+    fn first(&self) -> Option<String> {
+        self.first.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// What the publisher did.
+#[derive(Debug)]
+pub struct Published {
+    pub sent: u64,
+    pub seconds: f64,
+    pub errors: Arc<Errors>,
+    /// The publisher's reading task, stopped once the run is measured.
+    pub reader: Option<JoinHandle<()>>,
+}
+
+/// What one member task is handed: where to count, when to stop.
+#[derive(Debug)]
+pub struct Feed {
+    /// Deliveries so far across all members (each adds its own).
+    pub received: Arc<AtomicU64>,
+    pub stop: watch::Receiver<bool>,
+    pub tally: Tally,
+}
+
+/// The member tasks of a run.
+#[derive(Debug)]
+pub struct Members {
+    received: Arc<AtomicU64>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<Tally>>,
+    latencies: Arc<Latencies>,
+}
+
+impl Members {
+    pub fn new() -> anyhow::Result<Self> {
+        let latencies = Latencies::new()?;
+        Ok(Members { received: Arc::default(), stop: watch::channel(false).0, tasks: Vec::new(), latencies })
+    }
+
+    /// Starts one member's reading task.
+    pub fn spawn<F, Fut>(&mut self, member: F)
+    where
+        F: FnOnce(Feed) -> Fut,
+        Fut: Future<Output = Tally> + Send + 'static,
+    {
+        let feed = Feed {
+            received: Arc::clone(&self.received),
+            stop: self.stop.subscribe(),
+            tally: Tally::new(Arc::clone(&self.latencies)),
+        };
+        self.tasks.push(tokio::spawn(member(feed)));
+    }
+
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Stops every member and merges their tallies and latencies.
+    async fn finish(self, sent: u64) -> (Totals, Histogram<u64>) {
+        let _ = self.stop.send(true);
+        let mut totals = Totals::default();
+        for task in self.tasks {
+            match task.await {
+                Ok(tally) => totals.add(tally, sent),
+                Err(error) => eprintln!("a member task failed: {error}"),
+            }
+        }
+        (totals, self.latencies.merged())
+    }
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    pub protocol: &'static str,
+    pub server: String,
+    pub members: usize,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub size: usize,
+    pub sent: u64,
+    pub send_seconds: f64,
+    /// sent × members.
+    pub expected: u64,
+    pub received: u64,
+    /// expected − received (negative if something arrived twice).
+    pub lost: i64,
+    pub loss_percent: f64,
+    pub gaps: u64,
+    pub out_of_order: u64,
+    pub members_with_loss: usize,
+    pub members_closed: usize,
+    pub close_reason: Option<String>,
+    pub publisher_errors: u64,
+    pub publisher_first_error: Option<String>,
+    /// received / (first publish .. last delivery seen).
+    pub deliveries_per_second: f64,
+    pub latency_ms: Option<Latency>,
+    pub server_cpu_seconds: Option<f64>,
+    pub deliveries_per_server_cpu_second: Option<f64>,
+    /// Busy seconds of the server's core (its softirq work included).
+    pub server_core_busy_seconds: Option<f64>,
+    /// CPU time of this load generator over the same window.
+    pub bench_cpu_seconds: Option<f64>,
+    /// Datagrams the kernel dropped for full receive buffers (UDP only).
+    pub kernel_drops: Option<KernelDrops>,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct KernelDrops {
+    /// At the members' sockets (the bench client did not read fast enough).
+    pub members: u64,
+    /// At the server's socket (datagrams from the bench that never reached it).
+    pub server: u64,
+}
+
+/// Runs the publisher, waits for the deliveries to settle, and reports.
+pub async fn measure<P>(spec: &Spec, members: Members, publisher: P) -> anyhow::Result<Report>
+where
+    P: Future<Output = anyhow::Result<Published>>,
+{
+    let before = Usage::read(spec)?;
+    let start = Instant::now();
+    let published = publisher.await?;
+    let count = members.len();
+    let expected = published.sent * count as u64;
+    let last_delivery = drain(&members.received, expected, spec.drain).await;
+    let used = Usage::read(spec)?.since(before);
+    if let Some(reader) = &published.reader {
+        reader.abort();
+    }
+    let (totals, latency) = members.finish(published.sent).await;
+    let window = last_delivery.duration_since(start);
+    Ok(report(spec, &published, count, totals, &latency, window, used))
+}
+
+/// Waits until every expected delivery arrived, nothing new arrived for
+/// [`STILL`], or `limit` passed; returns when the last delivery was seen.
+async fn drain(received: &AtomicU64, expected: u64, limit: Duration) -> Instant {
+    let deadline = Instant::now() + limit;
+    let mut count = received.load(Ordering::Relaxed);
+    let mut changed = Instant::now();
+    while count < expected && Instant::now() < deadline && changed.elapsed() < STILL {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = received.load(Ordering::Relaxed);
+        if now != count {
+            (count, changed) = (now, Instant::now());
+        }
+    }
+    changed
+}
+
+fn report(
+    spec: &Spec,
+    published: &Published,
+    members: usize,
+    totals: Totals,
+    latency: &Histogram<u64>,
+    window: Duration,
+    used: Usage,
+) -> Report {
+    let cpu = used.process;
+    let expected = published.sent * members as u64;
+    let lost = i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(totals.received).unwrap_or(i64::MAX);
+    let ms = |micros: u64| micros as f64 / 1000.0;
+    let latency = (!latency.is_empty()).then(|| Latency {
+        p50: ms(latency.value_at_quantile(0.5)),
+        p99: ms(latency.value_at_quantile(0.99)),
+        p999: ms(latency.value_at_quantile(0.999)),
+        max: ms(latency.max()),
+    });
+    Report {
+        scenario: spec.scenario,
+        protocol: spec.protocol,
+        server: spec.server.clone(),
+        members,
+        rate: spec.rate,
+        duration_s: spec.duration.as_secs_f64(),
+        size: spec.size,
+        sent: published.sent,
+        send_seconds: published.seconds,
+        expected,
+        received: totals.received,
+        lost,
+        loss_percent: if expected == 0 { 0.0 } else { lost as f64 * 100.0 / expected as f64 },
+        gaps: totals.gaps,
+        out_of_order: totals.out_of_order,
+        members_with_loss: totals.members_with_loss,
+        members_closed: totals.members_closed,
+        close_reason: totals.close_reason,
+        publisher_errors: published.errors.count.load(Ordering::Relaxed),
+        publisher_first_error: published.errors.first(),
+        deliveries_per_second: totals.received as f64 / window.as_secs_f64().max(1e-9),
+        latency_ms: latency,
+        server_cpu_seconds: cpu,
+        deliveries_per_server_cpu_second: cpu.filter(|cpu| *cpu > 0.0).map(|cpu| totals.received as f64 / cpu),
+        server_core_busy_seconds: used.core,
+        bench_cpu_seconds: used.bench,
+        kernel_drops: None,
+    }
+}
+
+/// The server's CPU time and its core's busy time, where asked for.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    process: Option<f64>,
+    core: Option<f64>,
+    bench: Option<f64>,
+}
+
+impl Usage {
+    fn read(spec: &Spec) -> anyhow::Result<Usage> {
+        Ok(Usage {
+            process: spec.pid.map(cpu_seconds).transpose()?,
+            core: spec.core.map(core_busy_seconds).transpose()?,
+            bench: cpu_seconds(std::process::id()).ok(),
+        })
+    }
+
+    fn since(self, before: Usage) -> Usage {
+        let minus = |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
+        Usage {
+            process: minus(self.process, before.process),
+            core: minus(self.core, before.core),
+            bench: minus(self.bench, before.bench),
+        }
+    }
+}
+
+impl Report {
+    /// Prints the report: one JSON object, or a few lines for people.
+    pub fn print(&self, json: bool) -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(self)?);
+            return Ok(());
+        }
+        println!(
+            "{} ({}) against {}: {} members, {} msg/s for {}s, {} B",
+            self.scenario, self.protocol, self.server, self.members, self.rate, self.duration_s, self.size
+        );
+        println!(
+            "sent {} in {:.2}s; deliveries expected {}, received {}, lost {} ({:.3}%), {:.0}/s",
+            self.sent,
+            self.send_seconds,
+            self.expected,
+            self.received,
+            self.lost,
+            self.loss_percent,
+            self.deliveries_per_second
+        );
+        println!(
+            "gaps {}, out of order {}, members with loss {}, closed by the server {}{}, publisher errors {}{}",
+            self.gaps,
+            self.out_of_order,
+            self.members_with_loss,
+            self.members_closed,
+            self.close_reason.as_deref().map(|reason| format!(" ({reason})")).unwrap_or_default(),
+            self.publisher_errors,
+            self.publisher_first_error.as_deref().map(|first| format!(" (first: {first})")).unwrap_or_default()
+        );
+        if let Some(l) = self.latency_ms {
+            println!("latency ms: p50 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}", l.p50, l.p99, l.p999, l.max);
+        }
+        if let Some(cpu) = self.server_cpu_seconds {
+            let per = self.deliveries_per_server_cpu_second.unwrap_or(0.0);
+            println!("server CPU {cpu:.2}s, {per:.0} deliveries per CPU-second");
+        }
+        if let Some(busy) = self.server_core_busy_seconds {
+            println!("server core busy {busy:.2}s (softirq included)");
+        }
+        if let Some(bench) = self.bench_cpu_seconds {
+            println!("load generator CPU {bench:.2}s");
+        }
+        if let Some(drops) = self.kernel_drops {
+            println!("kernel receive-buffer drops: members {}, server {}", drops.members, drops.server);
+        }
+        Ok(())
+    }
+}
