@@ -60,7 +60,7 @@ URL=ws://127.0.0.1:$PORT/ws/echo
     cd "$OUT"
     export SWITCHBOARD_LIMITS__MAX_MESSAGE_SIZE=20000000 \
         SWITCHBOARD_LIMITS__OUTBOUND_QUEUE_BYTES=67108864 RUST_LOG=warn
-    exec "$BIN" serve --http "127.0.0.1:$PORT"
+    exec "$BIN" serve --http "127.0.0.1:$PORT" --tcp 127.0.0.1:0 --udp 127.0.0.1:0
 ) >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 

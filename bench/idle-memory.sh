@@ -15,7 +15,7 @@ cargo build --release -q -p switchboard
 run_case() {
     local rooms=$1 port pid
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    RUST_LOG=warn taskset -c 0 "$BIN" serve --http "127.0.0.1:$port" >/dev/null 2>&1 &
+    RUST_LOG=warn taskset -c 0 "$BIN" serve --http "127.0.0.1:$port" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
     taskset -c 1 "$BIN" bench idle --server "127.0.0.1:$port" -n "$CONNECTIONS" --rooms "$rooms" --pid "$pid" --json

@@ -51,7 +51,8 @@ export async function startServer({ readyMs = 15_000 } = {}) {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_')));
   // Its own cwd: the default data dir is ./switchboard-data and must not land in the tree.
   const cwd = mkdtempSync(join(tmpdir(), 'switchboard-e2e-'));
-  const child = spawn(SERVER_BIN, ['serve', '--http', '127.0.0.1:0'], {
+  // Port 0 for every listener: tests run servers side by side.
+  const child = spawn(SERVER_BIN, ['serve', '--http', '127.0.0.1:0', '--tcp', '127.0.0.1:0', '--udp', '127.0.0.1:0'], {
     cwd,
     env: { ...env, NO_COLOR: '1', RUST_LOG: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -5,7 +5,7 @@
 
 use super::common::{now_micros, payload, source_ip, stamp, Pacer, Tally, CLOSE_EVENT, ERROR_EVENT, MSG_EVENT};
 use super::lines::{parse_resp, Lines, HANDSHAKE_TIMEOUT};
-use super::measure::{measure, Errors, Feed, Members, Published, Report, Spec};
+use super::measure::{measure, Errors, Feed, LoadArgs, Members, Published, Report, Spec};
 use anyhow::{bail, Context};
 use futures_util::{StreamExt, TryStreamExt};
 use memchr::memmem;
@@ -42,24 +42,8 @@ pub struct FanoutArgs {
     /// Messages published per second (in total).
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
-    /// Seconds to publish for.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Payload size in bytes.
-    #[arg(long, default_value_t = 100)]
-    pub size: usize,
-    /// Server process id, to measure its CPU time over the run.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// The CPU the server is pinned to, to measure how busy that core was.
-    #[arg(long)]
-    pub server_core: Option<usize>,
-    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread subscribers over.
-    #[arg(long, default_value_t = 8)]
-    pub sources: u8,
-    /// Longest wait, in seconds, for late deliveries after the last publish.
-    #[arg(long, default_value_t = 2.0)]
-    pub drain: f64,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -67,20 +51,11 @@ pub struct FanoutArgs {
 
 impl FanoutArgs {
     fn spec(&self) -> Spec {
-        Spec {
-            scenario: "tcp-fanout",
-            protocol: match self.protocol {
-                Protocol::Switchboard => "switchboard",
-                Protocol::Redis => "redis",
-            },
-            server: self.server.to_string(),
-            rate: self.rate,
-            duration: Duration::from_secs_f64(self.duration.max(0.0)),
-            size: self.size,
-            pid: self.pid,
-            core: self.server_core,
-            drain: Duration::from_secs_f64(self.drain.max(0.0)),
-        }
+        let protocol = match self.protocol {
+            Protocol::Switchboard => "switchboard",
+            Protocol::Redis => "redis",
+        };
+        self.load.spec("tcp-fanout", protocol, self.server, self.rate)
     }
 }
 
@@ -113,7 +88,7 @@ async fn connect(server: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<T
 
 /// One subscriber, connected and in the room.
 async fn subscribe(args: &FanoutArgs, index: usize) -> anyhow::Result<Lines<TcpStream>> {
-    let stream = connect(args.server, source_ip(args.server, index, args.sources)).await?;
+    let stream = connect(args.server, source_ip(args.server, index, args.load.sources)).await?;
     let mut lines = Lines::new(stream);
     let handshake = async {
         match args.protocol {
@@ -252,7 +227,7 @@ async fn publish(args: &FanoutArgs) -> anyhow::Result<Published> {
     // The publisher reads too: switchboard sends it its own messages, redis
     // answers every PUBLISH.
     let reader = tokio::spawn(count_errors(Lines::new(read), Arc::clone(&errors)));
-    let size = args.size;
+    let size = args.load.size;
     let mut body = Vec::with_capacity(size);
     let encode = |out: &mut Vec<u8>, n: u64, t: u64| match args.protocol {
         Protocol::Switchboard => {
@@ -268,7 +243,7 @@ async fn publish(args: &FanoutArgs) -> anyhow::Result<Published> {
             out.extend_from_slice(b"\r\n");
         }
     };
-    let (sent, seconds) = pace(args.rate, Duration::from_secs_f64(args.duration.max(0.0)), write, encode).await?;
+    let (sent, seconds) = pace(args.rate, Duration::from_secs_f64(args.load.duration.max(0.0)), write, encode).await?;
     Ok(Published { sent, seconds, errors, reader: Some(reader) })
 }
 

@@ -6,6 +6,7 @@ use super::common::{core_busy_seconds, cpu_seconds, Tally, Totals};
 use super::latency::Latencies;
 use hdrhistogram::Histogram;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -14,6 +15,46 @@ use tokio::task::JoinHandle;
 
 /// How long the drain waits with no new delivery before it gives up.
 const STILL: Duration = Duration::from_millis(500);
+
+/// Options every load scenario takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Seconds to publish for.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Server process id, to measure its CPU time over the run.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// The CPU the server is pinned to, to measure how busy that core was.
+    #[arg(long)]
+    pub server_core: Option<usize>,
+    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread subscribers over.
+    #[arg(long, default_value_t = 8)]
+    pub sources: u8,
+    /// Longest wait, in seconds, for late deliveries after the last publish.
+    #[arg(long, default_value_t = 2.0)]
+    pub drain: f64,
+}
+
+impl LoadArgs {
+    /// What one run of `scenario` measures.
+    pub fn spec(&self, scenario: &'static str, protocol: &'static str, server: SocketAddr, rate: f64) -> Spec {
+        Spec {
+            scenario,
+            protocol,
+            server: server.to_string(),
+            rate,
+            duration: Duration::from_secs_f64(self.duration.max(0.0)),
+            size: self.size,
+            pid: self.pid,
+            core: self.server_core,
+            drain: Duration::from_secs_f64(self.drain.max(0.0)),
+        }
+    }
+}
 
 /// What a scenario is, for the report.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 
 use super::fanout::{self, FanoutArgs, Protocol};
 use super::lines::parse_resp;
+use super::measure::LoadArgs;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -82,12 +83,7 @@ async fn lost_deliveries_are_exactly_the_dropped_ones() {
         protocol: Protocol::Switchboard,
         subscribers,
         rate: 500.0,
-        duration: 1.0,
-        size: 100,
-        pid: None,
-        server_core: Some(0),
-        sources: 2,
-        drain: 2.0,
+        load: LoadArgs { duration: 1.0, size: 100, pid: None, server_core: Some(0), sources: 2, drain: 2.0 },
         json: false,
     };
     let report = fanout::run(&args).await.expect("the bench runs");

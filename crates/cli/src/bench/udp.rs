@@ -7,7 +7,7 @@
 use super::common::{now_micros, payload, source_ip, Pacer, Tally, CLOSE_EVENT, ERROR_EVENT};
 use super::fanout::on_event;
 use super::lines::HANDSHAKE_TIMEOUT;
-use super::measure::{measure, Errors, Feed, KernelDrops, Members, Published, Report, Spec};
+use super::measure::{measure, Errors, Feed, KernelDrops, LoadArgs, Members, Published, Report};
 use anyhow::{bail, Context};
 use futures_util::{StreamExt, TryStreamExt};
 use memchr::memmem;
@@ -35,27 +35,11 @@ pub struct RelayArgs {
     /// Datagrams sent per second by the one sender.
     #[arg(long, default_value_t = 10_000.0)]
     pub rate: f64,
-    /// Seconds to send for.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
-    /// Payload size in bytes.
-    #[arg(long, default_value_t = 100)]
-    pub size: usize,
-    /// Server process id, to measure its CPU time over the run.
-    #[arg(long)]
-    pub pid: Option<u32>,
-    /// The CPU the server is pinned to, to measure how busy that core was.
-    #[arg(long)]
-    pub server_core: Option<usize>,
-    /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread receivers over.
-    #[arg(long, default_value_t = 8)]
-    pub sources: u8,
     /// Receive buffer asked for each socket (the kernel caps it at rmem_max).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub recv_buffer: usize,
-    /// Longest wait, in seconds, for late datagrams after the last send.
-    #[arg(long, default_value_t = 2.0)]
-    pub drain: f64,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -70,19 +54,9 @@ struct Peer {
 
 /// Joins every receiver and the sender, sends, and reports.
 pub async fn run(args: &RelayArgs) -> anyhow::Result<Report> {
-    let spec = Spec {
-        scenario: "udp-relay",
-        protocol: "switchboard",
-        server: args.server.to_string(),
-        rate: args.rate,
-        duration: Duration::from_secs_f64(args.duration.max(0.0)),
-        size: args.size,
-        pid: args.pid,
-        core: args.server_core,
-        drain: Duration::from_secs_f64(args.drain.max(0.0)),
-    };
+    let spec = args.load.spec("udp-relay", "switchboard", args.server, args.rate);
     let receivers: Vec<Peer> = futures_util::stream::iter(0..args.receivers)
-        .map(|index| join(args, source_ip(args.server, index, args.sources), format!("r{index}")))
+        .map(|index| join(args, source_ip(args.server, index, args.load.sources), format!("r{index}")))
         .buffer_unordered(64)
         .try_collect()
         .await?;
@@ -208,14 +182,14 @@ async fn send(args: &RelayArgs, sender: Peer) -> anyhow::Result<Published> {
     let errors = Arc::new(Errors::default());
     let reader = tokio::spawn(count_errors(Arc::clone(&socket), Arc::clone(&errors)));
     let prefix = format!("{{\"op\":\"send\",\"room\":\"{ROOM}\",\"session\":\"{}\",\"body\":", sender.session);
-    let mut pacer = Pacer::new(args.rate, Duration::from_secs_f64(args.duration.max(0.0)));
-    let mut datagram = Vec::with_capacity(prefix.len() + args.size + 1);
+    let mut pacer = Pacer::new(args.rate, Duration::from_secs_f64(args.load.duration.max(0.0)));
+    let mut datagram = Vec::with_capacity(prefix.len() + args.load.size + 1);
     while let Some(count) = pacer.next_batch().await {
         let t = now_micros();
         for n in pacer.sent() - count + 1..=pacer.sent() {
             datagram.clear();
             datagram.extend_from_slice(prefix.as_bytes());
-            payload(&mut datagram, n, t, args.size);
+            payload(&mut datagram, n, t, args.load.size);
             datagram.push(b'}');
             socket.send(&datagram).await.context("sending")?;
         }
