@@ -73,7 +73,8 @@ impl Metrics {
             "messages_dropped",
             "Frames or datagrams not delivered, by reason (slow_consumer: queue over its bound; closing: recipient \
              already closing; udp_oversize: event over the UDP size; udp_too_large: datagram over the message \
-             limit; udp_rate_limited: source over its rate)",
+             limit; udp_rate_limited: source over its rate; udp_receive_buffer: dropped by the kernel, server \
+             socket buffer full)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());

@@ -14,6 +14,7 @@ mod rewind;
 pub(crate) mod stream;
 pub(crate) mod tcp;
 pub(crate) mod udp;
+mod udp_out;
 pub(crate) mod websocket;
 
 use std::cell::RefCell;

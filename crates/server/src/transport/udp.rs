@@ -6,17 +6,17 @@
 //! with the wrong token (a spoofed source), gets only a short error.
 //! Sessions expire after `udp.session_timeout` without a datagram.
 //!
-//! One task receives and owns the sessions; each session has a small
-//! sender task that drains its connection's queue into datagrams, so UDP
-//! members share the hub's queues, bounds and accounting with everyone.
+//! One task receives and owns the sessions; one sender task
+//! ([`super::udp_out`]) drains every session's connection queue into
+//! batched datagrams, so UDP members share the hub's queues, bounds and
+//! accounting with everyone.
 
-use crate::hub::conn::{Conn, Outgoing, Transport};
+use super::udp_out::{self, Outbox};
+use crate::hub::conn::Transport;
 use crate::hub::Hub;
 use crate::session::Session;
-use bytes::Bytes;
 use serde::Deserialize;
 use std::collections::HashMap;
-use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +62,7 @@ struct Udp {
     socket: Arc<UdpSocket>,
     hub: Arc<Hub>,
     settings: UdpSettings,
-    tracker: TaskTracker,
+    outbox: Arc<Outbox>,
     peers: HashMap<SocketAddr, Peer>,
     buckets: HashMap<SocketAddr, Bucket>,
 }
@@ -76,8 +76,11 @@ pub(crate) async fn serve(
     stop: CancellationToken,
 ) {
     let tick = (settings.session_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
-    let mut udp =
-        Udp { socket: Arc::new(socket), hub, settings, tracker, peers: HashMap::new(), buckets: HashMap::new() };
+    let socket = Arc::new(socket);
+    let outbox = Arc::new(Outbox::default());
+    tracker.spawn(udp_out::send_loop(Arc::clone(&socket), Arc::clone(&outbox), Arc::clone(&hub), stop.clone()));
+    let mut udp = Udp { socket, hub, settings, outbox, peers: HashMap::new(), buckets: HashMap::new() };
+    let mut kernel_drops = KernelDrops::new(&udp.socket);
     let mut buffer = vec![0u8; 65_536];
     let mut sweep = tokio::time::interval(tick);
     loop {
@@ -86,7 +89,10 @@ pub(crate) async fn serve(
                 Ok((count, from)) => udp.on_datagram(&buffer[..count], from),
                 Err(error) => tracing::debug!(%error, "udp receive failed"),
             },
-            _ = sweep.tick() => udp.expire(),
+            _ = sweep.tick() => {
+                udp.expire();
+                kernel_drops.update(&udp.hub);
+            }
             () = stop.cancelled() => break,
         }
     }
@@ -168,7 +174,7 @@ impl Udp {
         let conn = self.hub.register(id, user, from, Transport::Udp);
         let session = Session::silent(Arc::clone(&self.hub), Arc::clone(&conn));
         session.greet(Some(&token));
-        self.tracker.spawn(send_loop(Arc::clone(&self.socket), conn, Arc::clone(&self.hub)));
+        self.outbox.ready(conn);
         self.peers.insert(from, Peer { session, token, last_heard: Instant::now() });
     }
 
@@ -215,25 +221,37 @@ fn end(hub: &Hub, mut session: Session, code: CloseCode) {
     hub.unregister(session.conn());
 }
 
-/// Drains one session's queue into datagrams until it closes.
-async fn send_loop(socket: Arc<UdpSocket>, conn: Arc<Conn>, hub: Arc<Hub>) {
-    let mut frames: Vec<Bytes> = vec![Bytes::new(); 16];
-    loop {
-        let outgoing = poll_fn(|cx| conn.poll_outgoing(cx)).await;
-        if let Outgoing::Close(code) = outgoing {
-            let close = Encoded::new(&event::Close::new(code));
-            let _ = socket.send_to(&close.framed(Framing::Datagram), conn.peer).await;
-            return;
-        }
-        let count = conn.peek(&mut frames);
-        for frame in &frames[..count] {
-            match socket.send_to(frame, conn.peer).await {
-                Ok(sent) => {
-                    hub.metrics.bytes_written.inc_by(sent as u64);
-                }
-                Err(error) => tracing::debug!(peer = %conn.peer, %error, "udp send failed"),
-            }
-            conn.consume(frame.len());
+/// Datagrams the kernel dropped because our socket's receive buffer was
+/// full: invisible to the server otherwise, so read from `/proc/net/udp*`
+/// (the `drops` column of the line for this socket's inode) each sweep and
+/// added to `messages_dropped_total{reason="udp_receive_buffer"}`.
+struct KernelDrops {
+    inode: Option<u64>,
+    seen: u64,
+}
+
+impl KernelDrops {
+    fn new(socket: &UdpSocket) -> Self {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok().map(|meta| meta.ino());
+        KernelDrops { inode, seen: 0 }
+    }
+
+    fn update(&mut self, hub: &Hub) {
+        let Some(inode) = self.inode else { return };
+        let drops = ["/proc/net/udp", "/proc/net/udp6"].iter().find_map(|path| {
+            let table = std::fs::read_to_string(path).ok()?;
+            table.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let matches = fields.get(9).and_then(|field| field.parse::<u64>().ok()) == Some(inode);
+                matches.then(|| fields.last().and_then(|field| field.parse::<u64>().ok())).flatten()
+            })
+        });
+        if let Some(drops) = drops.filter(|&drops| drops > self.seen) {
+            hub.metrics.dropped("udp_receive_buffer", (drops - self.seen) as usize);
+            tracing::warn!(dropped = drops - self.seen, "the kernel dropped udp datagrams: receive buffer full");
+            self.seen = drops;
         }
     }
 }
