@@ -27,9 +27,7 @@ pub struct Config {
     pub data: PathBuf,
     pub limits: Limits,
     pub websocket: WebSocket,
-    #[serde(rename = "tcp_options")]
     pub tcp_options: TcpOptions,
-    #[serde(rename = "udp_options")]
     pub udp_options: UdpOptions,
     pub shutdown: Shutdown,
 }
