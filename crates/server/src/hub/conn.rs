@@ -95,6 +95,11 @@ struct Outbound {
 }
 
 impl Outbound {
+    fn push(&mut self, frame: Bytes) {
+        self.bytes = self.bytes.saturating_add(len32(&frame));
+        self.frames.push_back(frame);
+    }
+
     /// Drops every queued frame except a partly written head; returns how
     /// many were dropped.
     fn discard(&mut self) -> usize {
@@ -156,6 +161,17 @@ impl Conn {
         self.outbound.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Releases the lock, then wakes the task if it was waiting. The waker
+    /// is present only when the task saw an empty queue, so this wakes it
+    /// once per batch, not once per frame.
+    fn unlock_and_wake(mut outbound: MutexGuard<'_, Outbound>) {
+        let waker = outbound.waker.take();
+        drop(outbound);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Queues `frame` unless that would pass `limit` bytes.
     pub fn enqueue(&self, frame: Bytes, limit: usize) -> Enqueued {
         let mut outbound = self.lock();
@@ -166,17 +182,10 @@ impl Conn {
             outbound.close = Some(CloseCode::SlowConsumer);
             Enqueued::Overflow { dropped: outbound.discard() + 1 }
         } else {
-            outbound.bytes += len32(&frame);
-            outbound.frames.push_back(frame);
+            outbound.push(frame);
             Enqueued::Queued
         };
-        // The waker is present only when the task saw an empty queue, so
-        // this wakes it once per batch, not once per frame.
-        let waker = outbound.waker.take();
-        drop(outbound);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        Self::unlock_and_wake(outbound);
         result
     }
 
@@ -190,30 +199,25 @@ impl Conn {
         }
         outbound.close = Some(code);
         let dropped = if discard_queue { outbound.discard() } else { 0 };
-        let waker = outbound.waker.take();
-        drop(outbound);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        Self::unlock_and_wake(outbound);
         dropped
     }
 
     /// Queues the closing frame after everything else, bound or not: it is
     /// the last frame this connection will send.
     pub(crate) fn push_final(&self, frame: Bytes) {
-        let mut outbound = self.lock();
-        outbound.bytes = outbound.bytes.saturating_add(len32(&frame));
-        outbound.frames.push_back(frame);
+        self.lock().push(frame);
     }
 
-    /// Moves every queued frame to `other` (a connection being renamed).
+    /// Moves the queue, with how much of its head is already written, to
+    /// `other`: a new, empty connection replacing this one (a rename).
     pub(crate) fn move_queue_to(&self, other: &Conn) {
-        let frames = std::mem::take(&mut self.lock().frames);
+        let mut old = self.lock();
         let mut target = other.lock();
-        for frame in frames {
-            target.bytes = target.bytes.saturating_add(len32(&frame));
-            target.frames.push_back(frame);
-        }
+        debug_assert!(target.frames.is_empty(), "moving a queue onto a non-empty one");
+        target.frames = std::mem::take(&mut old.frames);
+        target.bytes = std::mem::take(&mut old.bytes);
+        target.head_written = std::mem::take(&mut old.head_written);
     }
 
     /// Whether a close has been requested.
@@ -354,6 +358,20 @@ mod tests {
         assert!(conn.is_drained());
         assert_eq!(conn.queued_bytes(), 0);
         assert_eq!(poll(&conn), Poll::Pending);
+    }
+
+    #[test]
+    fn a_moved_queue_keeps_its_partly_written_head() {
+        let (old, new) = (conn(), conn());
+        old.enqueue(Bytes::from_static(b"abcdef"), 100);
+        old.enqueue(Bytes::from_static(b"gh"), 100);
+        old.consume(2);
+        old.move_queue_to(&new);
+        let mut out = [Bytes::new(), Bytes::new()];
+        assert_eq!(new.peek(&mut out), 2);
+        assert_eq!((&out[0][..], &out[1][..]), (&b"cdef"[..], &b"gh"[..]), "the head resumes where it stopped");
+        assert_eq!((new.queued_bytes(), old.queued_bytes()), (6, 0));
+        assert!(old.is_drained());
     }
 
     #[test]

@@ -120,12 +120,18 @@ impl Hub {
 
     /// Registers an open connection under `user`.
     pub fn register(&self, id: ConnId, user: Arc<str>, peer: SocketAddr, transport: Transport) -> Arc<Conn> {
-        let conn = Arc::new(Conn::new(id, Arc::clone(&user), peer, transport, self.now_ms()));
         self.open.fetch_add(1, Ordering::Relaxed);
-        lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
         let label = TransportLabel { transport: transport.as_str() };
         self.metrics.connections_open.get_or_create(&label).inc();
         self.metrics.connections_accepted.get_or_create(&label).inc();
+        self.add(id, user, peer, transport)
+    }
+
+    /// Creates a connection and enters it in the users directory; closes it
+    /// at once (1001) if the server is shutting down.
+    fn add(&self, id: ConnId, user: Arc<str>, peer: SocketAddr, transport: Transport) -> Arc<Conn> {
+        let conn = Arc::new(Conn::new(id, Arc::clone(&user), peer, transport, self.now_ms()));
+        lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
         if self.is_shutting_down() {
             conn.close(CloseCode::GoingAway, false);
         }
@@ -158,8 +164,7 @@ impl Hub {
     /// transport, keeping its id; the old `Conn` is forgotten.
     pub fn rename(&self, old: &Conn, user: Arc<str>, transport: Transport) -> Arc<Conn> {
         self.forget(old);
-        let conn = Arc::new(Conn::new(old.id, Arc::clone(&user), old.peer, transport, self.now_ms()));
-        lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
+        let conn = self.add(old.id, user, old.peer, transport);
         let gauge = &self.metrics.connections_open;
         gauge.get_or_create(&TransportLabel { transport: old.transport.as_str() }).dec();
         gauge.get_or_create(&TransportLabel { transport: transport.as_str() }).inc();
