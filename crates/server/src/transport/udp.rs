@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_protocol::command::{self, Command};
+use switchboard_protocol::command::{self, Command, Request};
 use switchboard_protocol::event::{self, Encoded, Framing};
 use switchboard_protocol::{CloseCode, ErrorCode};
 use tokio::net::UdpSocket;
@@ -39,8 +39,12 @@ pub struct UdpSettings {
     pub datagrams_per_second: u32,
 }
 
+/// The two fields the UDP transport reads itself; the session parses the
+/// whole command.
 #[derive(Deserialize)]
 struct Envelope<'a> {
+    #[serde(borrow)]
+    op: Option<&'a str>,
     #[serde(borrow)]
     session: Option<&'a str>,
 }
@@ -114,12 +118,13 @@ impl Udp {
         let Ok(text) = std::str::from_utf8(datagram) else {
             return self.reply_error(from, ErrorCode::BadJson, "datagram is not UTF-8 JSON");
         };
-        if let Ok(request) = command::parse(text) {
-            if let Command::Hello { name } = request.command {
+        let envelope = serde_json::from_str::<Envelope<'_>>(text).ok();
+        if envelope.as_ref().and_then(|envelope| envelope.op) == Some("hello") {
+            if let Ok(Request { command: Command::Hello { name }, .. }) = command::parse(text) {
                 return self.hello(from, name);
             }
         }
-        let token = serde_json::from_str::<Envelope<'_>>(text).ok().and_then(|envelope| envelope.session);
+        let token = envelope.and_then(|envelope| envelope.session);
         // A session the hub closed (a slow consumer, say) is over: it must
         // neither publish nor stay in its rooms.
         if self.peers.get(&from).is_some_and(|peer| peer.session.conn().is_closing()) {
