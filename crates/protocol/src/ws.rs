@@ -177,7 +177,8 @@ impl Decoder {
         Ok(Decoded { consumed: total, message })
     }
 
-    /// Whether a fragmented message is being assembled.
+    /// Whether a fragmented message is being assembled (the fuzz targets
+    /// compare this with a reference decoder).
     pub fn in_message(&self) -> bool {
         self.fragmented.is_some()
     }
@@ -376,11 +377,6 @@ pub fn close_frame(code: CloseCode) -> Bytes {
         out.extend_from_slice(&code.as_u16().to_be_bytes());
         out.extend_from_slice(code.reason().as_bytes());
     })
-}
-
-/// Builds a close frame with no status code (the answer to an empty close).
-pub fn empty_close_frame() -> Bytes {
-    encode(OpCode::Close, &[])
 }
 
 #[cfg(test)]

@@ -78,11 +78,6 @@ impl Session {
         Session { hub, conn, rooms: SmallVec::new() }
     }
 
-    /// Answers input that is not a command at all (a non-UTF-8 frame).
-    pub fn reject(&self, message: &str) {
-        self.reply_error(None, ErrorCode::BadJson, message);
-    }
-
     /// Queues an `error` event with no request to answer.
     pub fn error_event(&self, code: ErrorCode, message: &str) {
         self.reply_error(None, code, message);

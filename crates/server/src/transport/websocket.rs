@@ -8,7 +8,7 @@ use crate::hub::conn::Transport;
 use crate::session::Session;
 use bytes::{Buf, Bytes, BytesMut};
 use switchboard_protocol::ws::{self, Decoder, FrameError, Message, OpCode};
-use switchboard_protocol::CloseCode;
+use switchboard_protocol::{CloseCode, ErrorCode};
 
 /// Decoder state of one WebSocket connection.
 #[derive(Debug)]
@@ -88,7 +88,7 @@ fn on_message(message: Message, session: &mut Session) -> Result<(), CloseCode> 
         Message::Binary(data) if echo => queue(ws::encode(OpCode::Binary, &data)),
         Message::Text(text) | Message::Binary(text) => match std::str::from_utf8(&text) {
             Ok(text) => session.handle(text),
-            Err(_) => session.reject("binary frame is not UTF-8 JSON"),
+            Err(_) => session.error_event(ErrorCode::BadJson, "binary frame is not UTF-8 JSON"),
         },
         Message::Ping(payload) => queue(ws::encode(OpCode::Pong, &payload)),
         Message::Pong(_) => {}
