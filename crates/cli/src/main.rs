@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use switchboard_server::store::sqlite::Sqlite;
+use switchboard_server::store::SyncMode;
 use switchboard_server::{Config, Listeners};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -31,6 +33,22 @@ enum Command {
     /// Load generator scenarios.
     #[command(subcommand)]
     Bench(bench::Scenario),
+    /// Operate on stored history (with the server stopped).
+    #[command(subcommand)]
+    History(HistoryCommand),
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Delete a room's stored messages and give it a new epoch: clients
+    /// rejoining with `since` get `recovered: false`.
+    Reset {
+        /// The room.
+        room: String,
+        /// Data directory [default: ./switchboard-data].
+        #[arg(long, default_value = "./switchboard-data")]
+        data: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -47,9 +65,15 @@ struct ServeArgs {
     /// UDP address [default: 127.0.0.1:7070].
     #[arg(long)]
     udp: Option<SocketAddr>,
-    /// Data directory [default: ./switchboard-data] (not used yet).
+    /// Data directory of the SQLite storage [default: ./switchboard-data].
     #[arg(long)]
     data: Option<PathBuf>,
+    /// Storage backend: sqlite or memory [default: sqlite].
+    #[arg(long, value_parser = ["sqlite", "memory"])]
+    storage: Option<String>,
+    /// When stored messages are fsynced: always, batch or none [default: always].
+    #[arg(long, value_parser = ["always", "batch", "none"])]
+    sync: Option<String>,
 }
 
 impl ServeArgs {
@@ -65,6 +89,16 @@ impl ServeArgs {
         set("tcp", self.tcp.map(|a| json!(a)));
         set("udp", self.udp.map(|a| json!(a)));
         set("data", self.data.as_ref().map(|d| json!(d)));
+        let mut storage = serde_json::Map::new();
+        if let Some(backend) = &self.storage {
+            storage.insert("backend".into(), json!(backend));
+        }
+        if let Some(sync) = &self.sync {
+            storage.insert("sync".into(), json!(sync));
+        }
+        if !storage.is_empty() {
+            layer.insert("storage".into(), serde_json::Value::Object(storage));
+        }
         serde_json::Value::Object(layer)
     }
 }
@@ -78,6 +112,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::Bench(scenario) => bench::run(scenario),
+        Command::History(HistoryCommand::Reset { room, data }) => {
+            let mut store = Sqlite::open(&data, SyncMode::Always)
+                .with_context(|| format!("opening {} (is a server running on it?)", data.display()))?;
+            match store.reset_room(&room)? {
+                Some(epoch) => println!("room {room:?}: history deleted, new epoch {epoch}"),
+                None => println!("room {room:?} has no stored history in {}", data.display()),
+            }
+            Ok(())
+        }
     }
 }
 
@@ -95,7 +138,6 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let http = TcpListener::bind(config.http).await.with_context(|| format!("binding {}", config.http))?;
         let tcp = TcpListener::bind(config.tcp).await.with_context(|| format!("binding tcp {}", config.tcp))?;
         let udp = UdpSocket::bind(config.udp).await.with_context(|| format!("binding udp {}", config.udp))?;
-        tracing::info!(data = %config.data.display(), "storage settings accepted; durable storage arrives in a later version");
         let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
         // On a worker thread, like every connection task: one allocator
         // arena instead of two interleaved ones.

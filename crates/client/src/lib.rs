@@ -35,6 +35,8 @@ pub struct Client {
     /// The `hello` greeting's user and conn.
     pub user: String,
     pub conn: u64,
+    /// The whole `hello` event (it also says how many DMs are waiting).
+    pub hello: Value,
 }
 
 impl Client {
@@ -42,10 +44,12 @@ impl Client {
     /// waits for the `hello`.
     pub async fn connect(url: &str) -> Result<Client, ClientError> {
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;
-        let mut client = Client { socket, next_id: 0, backlog: VecDeque::new(), user: String::new(), conn: 0 };
+        let mut client =
+            Client { socket, next_id: 0, backlog: VecDeque::new(), user: String::new(), conn: 0, hello: Value::Null };
         let hello = client.next_event().await?;
         client.user = hello["user"].as_str().unwrap_or_default().to_owned();
         client.conn = hello["conn"].as_u64().unwrap_or_default();
+        client.hello = hello;
         Ok(client)
     }
 

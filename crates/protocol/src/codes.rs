@@ -18,12 +18,12 @@ pub enum ErrorCode {
     BadUser,
     /// The command needs the connection to be a member of the room.
     NotMember,
-    /// The DM target has no open connection (inboxes arrive with storage).
-    UserOffline,
+    /// The message could not be stored; it was not delivered either.
+    StorageFailed,
+    /// Too many messages wait to be stored; retry later.
+    Overloaded,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
-    /// The command is part of the protocol but this server cannot serve it yet.
-    Unsupported,
     /// A line or datagram over the size limit.
     TooLarge,
     /// A UDP datagram without a valid session (send `hello` first).
@@ -42,9 +42,9 @@ impl ErrorCode {
             ErrorCode::BadRoom => "bad_room",
             ErrorCode::BadUser => "bad_user",
             ErrorCode::NotMember => "not_member",
-            ErrorCode::UserOffline => "user_offline",
+            ErrorCode::StorageFailed => "storage_failed",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::ShuttingDown => "shutting_down",
-            ErrorCode::Unsupported => "unsupported",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::NoSession => "no_session",
             ErrorCode::RateLimited => "rate_limited",
@@ -95,6 +95,21 @@ impl CloseCode {
             CloseCode::SlowConsumer => 4008,
             CloseCode::Other(code) => code,
         }
+    }
+
+    /// The code for a number: a named variant when there is one.
+    pub fn from_u16(code: u16) -> CloseCode {
+        const NAMED: [CloseCode; 8] = [
+            CloseCode::Normal,
+            CloseCode::GoingAway,
+            CloseCode::Protocol,
+            CloseCode::InvalidPayload,
+            CloseCode::TooBig,
+            CloseCode::Internal,
+            CloseCode::IdleTimeout,
+            CloseCode::SlowConsumer,
+        ];
+        NAMED.into_iter().find(|named| named.as_u16() == code).unwrap_or(CloseCode::Other(code))
     }
 
     /// The short reason text sent in the close frame.

@@ -28,7 +28,11 @@ pub struct Request<'a> {
 pub enum Command<'a> {
     Join {
         room: String,
+        /// Replay stored messages with a greater `seq` before live ones.
         since: Option<u64>,
+        /// The epoch `since` belongs to; a different one means that
+        /// history is gone.
+        epoch: Option<u64>,
     },
     Leave {
         room: String,
@@ -49,6 +53,11 @@ pub enum Command<'a> {
     },
     Presence {
         room: String,
+    },
+    /// Replays the user's stored DMs with a greater `seq`.
+    Inbox {
+        since: Option<u64>,
+        epoch: Option<u64>,
     },
     Ping,
     /// Names a TCP or UDP client; only valid as its first command.
@@ -80,6 +89,8 @@ struct Fields<'a> {
     body: Option<&'a RawValue>,
     #[serde(borrow)]
     since: Option<&'a RawValue>,
+    #[serde(borrow)]
+    epoch: Option<&'a RawValue>,
     #[serde(borrow)]
     before: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -127,7 +138,11 @@ impl<'a> Fields<'a> {
             Ok(body)
         };
         Ok(match op {
-            "join" => Command::Join { room: room()?, since: optional(self.since, "since").map_err(bad)? },
+            "join" => Command::Join {
+                room: room()?,
+                since: optional(self.since, "since").map_err(bad)?,
+                epoch: optional(self.epoch, "epoch").map_err(bad)?,
+            },
             "leave" => Command::Leave { room: room()? },
             "send" => Command::Send {
                 room: room()?,
@@ -145,6 +160,10 @@ impl<'a> Fields<'a> {
                 limit: optional(self.limit, "limit").map_err(bad)?,
             },
             "presence" => Command::Presence { room: room()? },
+            "inbox" => Command::Inbox {
+                since: optional(self.since, "since").map_err(bad)?,
+                epoch: optional(self.epoch, "epoch").map_err(bad)?,
+            },
             "ping" => Command::Ping,
             "hello" => {
                 let name: Option<String> = optional(self.name, "name").map_err(bad)?;
@@ -262,7 +281,7 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         let join = parse(r#"{"op":"join","room":"r","since":5}"#).expect("valid").command;
-        assert!(matches!(join, Command::Join { ref room, since: Some(5) } if room == "r"));
+        assert!(matches!(join, Command::Join { ref room, since: Some(5), epoch: None } if room == "r"));
         let dm = parse(r#"{"op":"dm","to":"bob","body":"yo"}"#).expect("valid").command;
         assert!(matches!(dm, Command::Dm { ref to, .. } if to == "bob"));
         assert!(matches!(parse(r#"{"op":"ping"}"#).expect("valid").command, Command::Ping));

@@ -81,17 +81,50 @@ pub struct Hello<'a> {
     /// The UDP session token, which every later datagram must carry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<&'a str>,
+    /// The user's DM inbox, when it has ever received one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<InboxStatus>,
 }
 
-/// `{"ev":"msg",...}`, a message published to a room.
+/// Where a user's inbox stands: fetch with `{"op":"inbox","since":..}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct InboxStatus {
+    pub epoch: u64,
+    /// The newest DM's `seq`.
+    pub seq: u64,
+    /// DMs stored since one was last queued to any of the user's connections.
+    pub waiting: u64,
+}
+
+/// `{"ev":"replayed",...}`: the end of a replay started by `join` or
+/// `inbox` with `since`; live messages follow.
+#[derive(Debug, Serialize)]
+pub struct Replayed<'a> {
+    pub ev: &'static str,
+    /// The room, or absent for the inbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<bool>,
+    /// Messages replayed.
+    pub count: u64,
+    /// False if retention removed messages while the replay ran.
+    pub recovered: bool,
+}
+
+/// `{"ev":"msg",...}`, a message published to a room. A volatile message
+/// has no `seq` (it is not stored) and says `"volatile": true`.
 #[derive(Debug, Serialize)]
 pub struct RoomMessage<'a> {
     pub ev: &'static str,
     pub room: &'a str,
-    pub seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     pub from: &'a str,
     pub ts: u64,
     pub body: &'a RawValue,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volatile: Option<bool>,
 }
 
 /// `{"ev":"dm",...}`, a direct message.
@@ -192,7 +225,8 @@ mod tests {
     #[test]
     fn events_have_the_documented_shape() {
         let body = RawValue::from_string(r#"{"text":"hi"}"#.into()).expect("raw");
-        let msg = RoomMessage { ev: "msg", room: "lobby", seq: 3, from: "alice", ts: 17, body: &body };
+        let msg =
+            RoomMessage { ev: "msg", room: "lobby", seq: Some(3), from: "alice", ts: 17, body: &body, volatile: None };
         assert_eq!(json(&msg), r#"{"ev":"msg","room":"lobby","seq":3,"from":"alice","ts":17,"body":{"text":"hi"}}"#);
         let id = RawValue::from_string("\"x\"".into()).expect("raw");
         assert_eq!(json(&Ok { re: &id, ok: true, data: Empty {} }), r#"{"re":"x","ok":true}"#);

@@ -95,6 +95,12 @@ fn body_text(body: &Value) -> String {
     }
 }
 
+/// A room message as a line.
+fn message_line(message: &Value) -> Option<String> {
+    let field = |name: &str| sanitize(message[name].as_str().unwrap_or_default());
+    Some(format!("[{}] {}: {}\n", field("room"), field("from"), body_text(&message["body"])))
+}
+
 /// One event or reply (JSON) as a line of text, or `None` for what a
 /// person does not need to see (acks of their own messages, pongs).
 pub fn render(json: &[u8]) -> Option<String> {
@@ -113,11 +119,15 @@ pub fn render(json: &[u8]) -> Option<String> {
                 Some(format!("* in {}: {}\n", field("room"), users.join(", ")))
             }
             "t:msg" => Some("* sent\n".to_owned()),
+            "t:history" => {
+                let lines: String = event["messages"].as_array()?.iter().filter_map(message_line).collect();
+                Some(if lines.is_empty() { format!("* no stored messages in {}\n", field("room")) } else { lines })
+            }
             _ => None,
         };
     }
     Some(match event["ev"].as_str()? {
-        "msg" => format!("[{}] {}: {}\n", field("room"), field("from"), body_text(&event["body"])),
+        "msg" => message_line(&event)?,
         "dm" => format!("[dm] {}: {}\n", field("from"), body_text(&event["body"])),
         "join" => format!("* {} joined {}\n", field("user"), field("room")),
         "leave" => format!("* {} left {}\n", field("user"), field("room")),
@@ -157,5 +167,11 @@ mod tests {
         let failed = br#"{"re":"t:send","ok":false,"code":"not_member","error":"join first"}"#;
         assert_eq!(render(failed).as_deref(), Some("! join first\n"));
         assert_eq!(render(br#"{"re":"t:send","ok":true,"seq":3,"ts":1}"#), None);
+        let history = br#"{"re":"t:history","ok":true,"room":"r","messages":[
+            {"ev":"msg","room":"r","seq":1,"from":"a","ts":1,"body":"one"},
+            {"ev":"msg","room":"r","seq":2,"from":"b","ts":2,"body":"two"}]}"#;
+        assert_eq!(render(history).as_deref(), Some("[r] a: one\n[r] b: two\n"));
+        let empty = br#"{"re":"t:history","ok":true,"room":"r","messages":[]}"#;
+        assert_eq!(render(empty).as_deref(), Some("* no stored messages in r\n"));
     }
 }

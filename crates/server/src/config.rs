@@ -9,13 +9,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::store::SyncMode;
+use crate::store::WriterOptions;
+
 /// The default configuration file, with every option explained.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Top-level keys the environment may set; other `SWITCHBOARD_*` variables
 /// (such as `SWITCHBOARD_REQUIRE_EXTERNAL` for the test suite) are ignored.
-const ENV_KEYS: [&str; 9] =
-    ["http", "tcp", "udp", "data", "limits", "websocket", "tcp_options", "udp_options", "shutdown"];
+const ENV_KEYS: [&str; 10] =
+    ["http", "tcp", "udp", "data", "storage", "limits", "websocket", "tcp_options", "udp_options", "shutdown"];
 
 /// Everything the server can be told. See `default.toml` for meanings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +28,7 @@ pub struct Config {
     pub tcp: SocketAddr,
     pub udp: SocketAddr,
     pub data: PathBuf,
+    pub storage: Storage,
     pub limits: Limits,
     pub websocket: WebSocket,
     pub tcp_options: TcpOptions,
@@ -59,6 +63,63 @@ impl Default for TcpOptions {
 impl Default for UdpOptions {
     fn default() -> Self {
         UdpOptions { session_timeout: Duration::from_secs(30), max_event_bytes: 1200, datagrams_per_second: 1000 }
+    }
+}
+
+/// Where messages are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// SQLite in the data directory.
+    #[default]
+    Sqlite,
+    /// Process memory: gone at exit.
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub backend: StorageBackend,
+    pub sync: SyncMode,
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
+    pub room_max_messages: u64,
+    #[serde(with = "humantime_serde")]
+    pub room_max_age: Duration,
+    pub inbox_max_messages: u64,
+    #[serde(with = "humantime_serde")]
+    pub inbox_max_age: Duration,
+    pub queue_capacity: usize,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            backend: StorageBackend::Sqlite,
+            sync: SyncMode::Always,
+            batch_interval: Duration::from_millis(10),
+            room_max_messages: 10_000,
+            room_max_age: Duration::from_secs(7 * 24 * 3600),
+            inbox_max_messages: 1_000,
+            inbox_max_age: Duration::from_secs(30 * 24 * 3600),
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+impl Storage {
+    /// The writer's settings.
+    pub fn writer_options(&self) -> WriterOptions {
+        WriterOptions {
+            sync: self.sync,
+            batch_interval: self.batch_interval,
+            room_max_messages: self.room_max_messages,
+            room_max_age: self.room_max_age,
+            inbox_max_messages: self.inbox_max_messages,
+            inbox_max_age: self.inbox_max_age,
+            queue_capacity: self.queue_capacity,
+        }
     }
 }
 
@@ -98,6 +159,7 @@ impl Default for Config {
             tcp: SocketAddr::from(([127, 0, 0, 1], 7070)),
             udp: SocketAddr::from(([127, 0, 0, 1], 7070)),
             data: PathBuf::from("./switchboard-data"),
+            storage: Storage::default(),
             limits: Limits::default(),
             websocket: WebSocket::default(),
             tcp_options: TcpOptions::default(),
@@ -179,6 +241,15 @@ impl Config {
         let in_range = |value: usize| (1..=u32::MAX as usize / 2).contains(&value);
         if !in_range(self.limits.max_message_size) || !in_range(self.limits.outbound_queue_bytes) {
             return fail("limits.max_message_size and limits.outbound_queue_bytes must be between 1 and 2147483647");
+        }
+        let storage = &self.storage;
+        if storage.room_max_messages == 0 || storage.inbox_max_messages == 0 || storage.queue_capacity == 0 {
+            return fail(
+                "storage.room_max_messages, storage.inbox_max_messages and storage.queue_capacity must be positive",
+            );
+        }
+        if storage.batch_interval.is_zero() {
+            return fail("storage.batch_interval must be positive");
         }
         if self.websocket.ping_interval.is_zero() || self.websocket.idle_timeout <= self.websocket.ping_interval {
             return fail("websocket.idle_timeout must be longer than a positive websocket.ping_interval");

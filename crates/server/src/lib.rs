@@ -7,6 +7,8 @@
 //!   WebSocket connection driver.
 //! - [`session`]: one client's protocol state; commands in, hub calls out.
 //! - [`hub`]: rooms, presence, users and connections; routing and fan-out.
+//! - [`store`]: room histories and DM inboxes (SQLite or memory), the
+//!   writer thread with group commit, and retention.
 //! - [`metrics`]: counters and gauges for `/metrics`.
 //! - [`limits`]: the open-files limit and the connection limit it implies.
 //!
@@ -21,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod transport;
 
 pub use config::Config;

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub commands: Counter,
     pub command_errors: Family<ErrorLabel, Counter>,
     pub messages_published: Counter,
+    pub messages_stored: Counter,
+    pub messages_replayed: Counter,
     pub deliveries: Counter,
     pub dropped: Family<ReasonLabel, Counter>,
     pub slow_consumers: Counter,
@@ -68,13 +70,23 @@ impl Metrics {
         r.register("commands", "Client commands received", self.commands.clone());
         r.register("command_errors", "Commands answered with an error, by code", self.command_errors.clone());
         r.register("messages_published", "Messages published to rooms", self.messages_published.clone());
+        r.register(
+            "messages_stored",
+            "Messages committed to storage (rooms and inboxes)",
+            self.messages_stored.clone(),
+        );
+        r.register(
+            "messages_replayed",
+            "Stored messages replayed after a join or inbox with since",
+            self.messages_replayed.clone(),
+        );
         r.register("deliveries", "Frames queued for subscribers", self.deliveries.clone());
         r.register(
             "messages_dropped",
             "Frames or datagrams not delivered, by reason (slow_consumer: queue over its bound; closing: recipient \
              already closing; udp_oversize: event over the UDP size; udp_too_large: datagram over the message \
              limit; udp_rate_limited: source over its rate; udp_receive_buffer: dropped by the kernel, server \
-             socket buffer full)",
+             socket buffer full; storage_busy: refused, storage queue full; storage_error: refused, commit failed)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());

@@ -1,12 +1,15 @@
 //! `run`: wires config, hub, listeners and shutdown together, and the
 //! accept loops with their admission limit.
 
-use crate::config::Config;
+use crate::config::{Config, StorageBackend};
 use crate::hub::conn::Transport;
 use crate::hub::{Hub, HubLimits};
 use crate::limits;
 use crate::metrics::Metrics;
 use crate::session::Session;
+use crate::store::memory::Memory;
+use crate::store::sqlite::Sqlite;
+use crate::store::{Backend, StoreError};
 use crate::transport::front;
 use crate::transport::http::HttpState;
 use crate::transport::stream::Connection;
@@ -37,6 +40,17 @@ pub struct Listeners {
 pub enum ServerError {
     #[error("listener has no local address: {0}")]
     Listener(#[source] io::Error),
+    #[error("storage: {0}")]
+    Storage(#[from] StoreError),
+}
+
+/// Opens the configured storage backend, reporting an unusable data
+/// directory instead of replacing it.
+fn open_backend(config: &Config) -> Result<Box<dyn Backend>, StoreError> {
+    Ok(match config.storage.backend {
+        StorageBackend::Sqlite => Box::new(Sqlite::open(&config.data, config.storage.sync)?),
+        StorageBackend::Memory => Box::new(Memory::new()),
+    })
 }
 
 /// Serves until `shutdown` completes, then stops accepting, closes every
@@ -47,7 +61,15 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     log_listeners(&listeners, open_files, max_connections)?;
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(max_connections as i64);
-    let hub = Arc::new(Hub::new(hub_limits(&config), Arc::clone(&metrics)));
+    let backend = open_backend(&config)?;
+    let hub = Hub::start(hub_limits(&config), Arc::clone(&metrics), backend, config.storage.writer_options())?;
+    tracing::info!(
+        backend = ?config.storage.backend,
+        data = %config.data.display(),
+        sync = ?config.storage.sync,
+        logs = hub.storage_log_count(),
+        "storage ready"
+    );
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let state = Arc::new(HttpState {
@@ -79,6 +101,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         () = shutdown => {}
     }
     drain(&hub, &tracker, &stop, config.shutdown.drain_timeout).await;
+    let closing = Arc::clone(&hub);
+    if tokio::task::spawn_blocking(move || closing.close_storage()).await.is_err() {
+        tracing::error!("closing storage panicked");
+    }
     Ok(())
 }
 

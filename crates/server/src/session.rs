@@ -6,7 +6,8 @@
 use crate::hub::conn::Conn;
 use crate::hub::conn::Transport;
 use crate::hub::room::Room;
-use crate::hub::{Hub, HubError};
+use crate::hub::{Hub, HubError, Recovery};
+use crate::store::{LogKey, LogKind};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
@@ -27,8 +28,12 @@ pub struct Session {
 #[derive(Serialize)]
 struct JoinReply<'a> {
     room: &'a str,
-    /// Without stored history nothing can be replayed: a `since` is
-    /// answered honestly with `recovered: false`.
+    /// The room's epoch; `null` while it has no stored message.
+    epoch: Option<u64>,
+    /// The newest stored `seq` when the join was handled.
+    seq: u64,
+    /// Present when `since` was given: whether every message after it is
+    /// replayed (they follow this reply, then a `replayed` event).
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<bool>,
     /// False when the room is over `limits.presence_events_max_members`.
@@ -36,9 +41,16 @@ struct JoinReply<'a> {
 }
 
 #[derive(Serialize)]
-struct SentReply {
+struct InboxReply {
+    epoch: Option<u64>,
     seq: u64,
+    recovered: bool,
+}
+
+#[derive(Serialize)]
+struct VolatileReply {
     ts: u64,
+    volatile: bool,
 }
 
 #[derive(Serialize)]
@@ -59,7 +71,8 @@ impl Session {
     /// Queues the `hello` event (with the UDP session token, if any).
     pub fn greet(&self, token: Option<&str>) {
         let conn = &self.conn;
-        self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: token });
+        let inbox = self.hub.inbox_status(&conn.user);
+        self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: token, inbox });
     }
 
     /// Gives the connection a new name and transport (a TCP client's first
@@ -107,20 +120,21 @@ impl Session {
 
     fn dispatch(&mut self, Request { id, command }: Request<'_>) {
         let result = match command {
-            Command::Join { room, since } => self.join(id, &room, since),
+            Command::Join { room, since, epoch } => self.join(id, &room, since, epoch),
             Command::Leave { room } => self.leave(id, &room),
-            Command::Send { room, body, volatile: _ } => self.send(id, &room, body),
-            Command::Dm { to, body } => {
-                self.hub.direct(&self.conn, &to, body).map(|(seq, ts)| self.reply_ok(id, SentReply { seq, ts }))
-            }
+            Command::Send { room, body, volatile } => self.send(id, &room, body, volatile),
+            Command::Dm { to, body } => self.hub.direct(&self.conn, &to, body, id),
             Command::Presence { room } => {
                 let users = self.hub.presence_of(&room);
                 self.reply_ok(id, PresenceReply { room: &room, users: &users });
                 Ok(())
             }
-            Command::History { .. } => {
-                let message = "history needs message storage, which this server version does not have yet";
-                self.reply_error(id, ErrorCode::Unsupported, message);
+            Command::History { room, before, limit } => {
+                self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit);
+                Ok(())
+            }
+            Command::Inbox { since, epoch } => {
+                self.inbox(id, since.unwrap_or(0), epoch);
                 Ok(())
             }
             Command::Hello { .. } => {
@@ -139,21 +153,70 @@ impl Session {
         if let Err(error) = result {
             let code = match error {
                 HubError::NotMember(_) => ErrorCode::NotMember,
-                HubError::UserOffline(_) => ErrorCode::UserOffline,
                 HubError::ShuttingDown => ErrorCode::ShuttingDown,
+                HubError::StorageBusy => ErrorCode::Overloaded,
             };
             self.reply_error(id, code, &error.to_string());
         }
     }
 
-    fn join(&mut self, id: Option<&RawValue>, room: &str, since: Option<u64>) -> Result<(), HubError> {
-        let joined = self.hub.join(&self.conn, room)?;
+    fn join(
+        &mut self,
+        id: Option<&RawValue>,
+        room: &str,
+        since: Option<u64>,
+        epoch: Option<u64>,
+    ) -> Result<(), HubError> {
+        let plan = self.hub.recovery(LogKind::Room, room, since, epoch);
+        if plan.replay.is_some() {
+            // Before membership: every live message from now on is held.
+            self.conn.begin_replay();
+        }
+        let joined = match self.hub.join(&self.conn, room) {
+            Ok(joined) => joined,
+            Err(error) => {
+                if plan.replay.is_some() {
+                    self.conn.end_replay(0, 0);
+                }
+                return Err(error);
+            }
+        };
         if let Some(room) = joined.room {
             self.rooms.push(room);
         }
-        let presence_events = joined.presence_events;
-        self.reply_ok(id, JoinReply { room, recovered: since.map(|_| false), presence_events });
+        let reply = JoinReply {
+            room,
+            epoch: plan.epoch,
+            seq: plan.seq,
+            recovered: plan.recovered,
+            presence_events: joined.presence_events,
+        };
+        self.reply_then_replay(id, reply, LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan);
         Ok(())
+    }
+
+    /// Answers `inbox`: the reply, then the user's DMs after `since`.
+    fn inbox(&mut self, id: Option<&RawValue>, since: u64, epoch: Option<u64>) {
+        let user = Arc::clone(&self.conn.user);
+        let plan = self.hub.recovery(LogKind::Inbox, &user, Some(since), epoch);
+        if plan.replay.is_some() {
+            self.conn.begin_replay();
+        }
+        let reply = InboxReply { epoch: plan.epoch, seq: plan.seq, recovered: plan.recovered.unwrap_or(false) };
+        self.reply_then_replay(id, reply, LogKey { kind: LogKind::Inbox, name: user }, plan);
+    }
+
+    /// Sends `reply`, then, if `plan` says so, the replay (the connection
+    /// is already holding live frames back).
+    fn reply_then_replay(&self, id: Option<&RawValue>, reply: impl Serialize, key: LogKey, plan: Recovery) {
+        let Some((log, after)) = plan.replay else {
+            self.reply_ok(id, reply);
+            return;
+        };
+        if let Some(re) = id {
+            self.hub.reply_before_replay(&self.conn, &event::Ok { re, ok: true, data: reply });
+        }
+        self.hub.spawn_replay(Arc::clone(&self.conn), key, log, after);
     }
 
     fn leave(&mut self, id: Option<&RawValue>, room: &str) -> Result<(), HubError> {
@@ -164,10 +227,15 @@ impl Session {
         Ok(())
     }
 
-    fn send(&mut self, id: Option<&RawValue>, room: &str, body: &RawValue) -> Result<(), HubError> {
+    fn send(&mut self, id: Option<&RawValue>, room: &str, body: &RawValue, volatile: bool) -> Result<(), HubError> {
         let index = self.room_index(room)?;
-        let (seq, ts) = self.hub.publish(&self.conn, &self.rooms[index], body)?;
-        self.reply_ok(id, SentReply { seq, ts });
+        if volatile {
+            let ts = self.hub.publish_volatile(&self.conn, &self.rooms[index], body)?;
+            self.reply_ok(id, VolatileReply { ts, volatile: true });
+        } else {
+            // Acked by the hub once stored.
+            self.hub.publish(&self.conn, &self.rooms[index], body, id)?;
+        }
         Ok(())
     }
 

@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use switchboard_protocol::event::Framing;
@@ -75,6 +75,9 @@ pub struct Conn {
     last_heard_ms: AtomicU32,
     /// Whether a ping went out since the peer was last heard from.
     pinged: AtomicBool,
+    /// The close code requested (0: none). Written only under the queue's
+    /// lock; outside the `Outbound` so that it stays in a 64-byte size.
+    close: AtomicU16,
 }
 
 /// Frames wait here until they are written: the connection's task copies
@@ -91,7 +94,28 @@ struct Outbound {
     /// never dropped: the close frame must follow a whole frame.
     head_written: u32,
     waker: Option<Waker>,
-    close: Option<CloseCode>,
+    /// Present only while a replay runs (boxed: idle connections pay 8 bytes).
+    hold: Option<Box<Hold>>,
+}
+
+/// Live frames held back while replayed history is queued ahead of them.
+/// Their bytes count in `Outbound::bytes` too, so the bound covers both.
+#[derive(Debug, Default)]
+struct Hold {
+    /// Replays running on this connection.
+    replays: u32,
+    frames: VecDeque<HeldFrame>,
+    bytes: u32,
+    /// A replay task waiting for the queue to drain.
+    replay_waker: Option<Waker>,
+}
+
+#[derive(Debug)]
+struct HeldFrame {
+    frame: Bytes,
+    /// `(log, seq)` of a stored message, so a replay can drop the live copy
+    /// of a message it already sent.
+    tag: Option<(u64, u64)>,
 }
 
 impl Outbound {
@@ -100,11 +124,21 @@ impl Outbound {
         self.frames.push_back(frame);
     }
 
+    /// Bytes in the write queue proper (not held).
+    fn queued_bytes(&self) -> u32 {
+        self.bytes - self.hold.as_ref().map_or(0, |hold| hold.bytes)
+    }
+
     /// Drops every queued frame except a partly written head; returns how
     /// many were dropped.
     fn discard(&mut self) -> usize {
         let keep = usize::from(self.head_written > 0).min(self.frames.len());
-        let dropped = self.frames.len() - keep;
+        let mut dropped = self.frames.len() - keep;
+        if let Some(hold) = &mut self.hold {
+            dropped += hold.frames.len();
+            hold.frames = VecDeque::new();
+            hold.bytes = 0;
+        }
         self.frames.truncate(keep);
         self.bytes = self.frames.front().map_or(0, |head| len32(head) - self.head_written);
         if self.frames.is_empty() {
@@ -133,6 +167,15 @@ pub enum Enqueued {
     Closed,
 }
 
+/// Where an offered frame goes.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    /// A live frame, tagged when it is a stored message.
+    Live(Option<(u64, u64)>),
+    /// History being replayed: ahead of held frames.
+    Replayed,
+}
+
 /// What the connection's task found when it looked at its queue.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outgoing {
@@ -152,7 +195,21 @@ impl Conn {
             outbound: Mutex::new(Outbound::default()),
             last_heard_ms: AtomicU32::new(now_ms as u32),
             pinged: AtomicBool::new(false),
+            close: AtomicU16::new(0),
         }
+    }
+
+    /// The close code requested, if any.
+    fn requested_close(&self) -> Option<CloseCode> {
+        match self.close.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(CloseCode::from_u16(code)),
+        }
+    }
+
+    /// Records a close request; call with the queue locked.
+    fn set_close(&self, code: CloseCode) {
+        self.close.store(code.as_u16(), Ordering::Release);
     }
 
     fn lock(&self) -> MutexGuard<'_, Outbound> {
@@ -164,29 +221,105 @@ impl Conn {
     /// Releases the lock, then wakes the task if it was waiting. The waker
     /// is present only when the task saw an empty queue, so this wakes it
     /// once per batch, not once per frame.
-    fn unlock_and_wake(mut outbound: MutexGuard<'_, Outbound>) {
+    fn unlock_and_wake(&self, mut outbound: MutexGuard<'_, Outbound>) {
         let waker = outbound.waker.take();
+        // A replay waiting for room stops once the connection is closing.
+        let closing = self.requested_close().is_some();
+        let replay = outbound.hold.as_mut().filter(|_| closing).and_then(|hold| hold.replay_waker.take());
         drop(outbound);
-        if let Some(waker) = waker {
+        for waker in [waker, replay].into_iter().flatten() {
             waker.wake();
         }
     }
 
     /// Queues `frame` unless that would pass `limit` bytes.
     pub fn enqueue(&self, frame: Bytes, limit: usize) -> Enqueued {
+        self.offer(frame, limit, Route::Live(None))
+    }
+
+    /// Queues the frame of stored message `(log, seq)`; while a replay runs
+    /// it is held, and dropped if the replay already sent it.
+    pub fn enqueue_stored(&self, frame: Bytes, limit: usize, log: u64, seq: u64) -> Enqueued {
+        self.offer(frame, limit, Route::Live(Some((log, seq))))
+    }
+
+    /// Queues a replayed frame ahead of anything held.
+    pub(crate) fn enqueue_replayed(&self, frame: Bytes, limit: usize) -> Enqueued {
+        self.offer(frame, limit, Route::Replayed)
+    }
+
+    fn offer(&self, frame: Bytes, limit: usize, route: Route) -> Enqueued {
         let mut outbound = self.lock();
-        if outbound.close.is_some() {
+        if self.requested_close().is_some() {
             return Enqueued::Closed;
         }
-        let result = if outbound.bytes as usize + frame.len() > limit {
-            outbound.close = Some(CloseCode::SlowConsumer);
-            Enqueued::Overflow { dropped: outbound.discard() + 1 }
-        } else {
-            outbound.push(frame);
-            Enqueued::Queued
-        };
-        Self::unlock_and_wake(outbound);
-        result
+        if outbound.bytes as usize + frame.len() > limit {
+            self.set_close(CloseCode::SlowConsumer);
+            let dropped = outbound.discard() + 1;
+            self.unlock_and_wake(outbound);
+            return Enqueued::Overflow { dropped };
+        }
+        let state = &mut *outbound;
+        match (route, state.hold.as_mut()) {
+            (Route::Live(tag), Some(hold)) => {
+                hold.bytes = hold.bytes.saturating_add(len32(&frame));
+                state.bytes = state.bytes.saturating_add(len32(&frame));
+                hold.frames.push_back(HeldFrame { frame, tag });
+                return Enqueued::Queued;
+            }
+            _ => state.push(frame),
+        }
+        self.unlock_and_wake(outbound);
+        Enqueued::Queued
+    }
+
+    /// Starts holding live frames back: a replay is about to be queued.
+    pub(crate) fn begin_replay(&self) {
+        self.lock().hold.get_or_insert_with(Box::default).replays += 1;
+    }
+
+    /// Ends a replay that sent `log`'s messages through `through`: held
+    /// copies of those are dropped, and when no other replay runs the rest
+    /// join the queue. Returns how many held frames were discarded because
+    /// the connection is closing.
+    pub(crate) fn end_replay(&self, log: u64, through: u64) -> usize {
+        let mut outbound = self.lock();
+        let closing = self.requested_close().is_some();
+        let Some(hold) = outbound.hold.as_mut() else { return 0 };
+        let before = hold.bytes;
+        hold.frames.retain(|held| !held.tag.is_some_and(|(held_log, seq)| held_log == log && seq <= through));
+        hold.bytes = hold.frames.iter().map(|held| len32(&held.frame)).sum();
+        let released = before - hold.bytes;
+        hold.replays -= 1;
+        let done = hold.replays == 0;
+        outbound.bytes -= released;
+        if !done {
+            return 0;
+        }
+        let Some(hold) = outbound.hold.take() else { return 0 };
+        outbound.bytes -= hold.bytes;
+        if closing {
+            // The close frame may already be queued: nothing may follow it.
+            return hold.frames.len();
+        }
+        for held in hold.frames {
+            outbound.push(held.frame);
+        }
+        self.unlock_and_wake(outbound);
+        0
+    }
+
+    /// Ready once fewer than `below` bytes wait to be written (or the
+    /// connection is closing): how a replay paces itself.
+    pub(crate) fn poll_replay_room(&self, cx: &mut Context<'_>, below: usize) -> Poll<()> {
+        let mut outbound = self.lock();
+        if self.requested_close().is_some() || (outbound.queued_bytes() as usize) < below {
+            return Poll::Ready(());
+        }
+        if let Some(hold) = outbound.hold.as_mut() {
+            hold.replay_waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 
     /// Asks the connection to close with `code` once already-queued frames
@@ -194,12 +327,12 @@ impl Conn {
     /// close request wins. Returns how many queued frames were dropped.
     pub fn close(&self, code: CloseCode, discard_queue: bool) -> usize {
         let mut outbound = self.lock();
-        if outbound.close.is_some() {
+        if self.requested_close().is_some() {
             return 0;
         }
-        outbound.close = Some(code);
+        self.set_close(code);
         let dropped = if discard_queue { outbound.discard() } else { 0 };
-        Self::unlock_and_wake(outbound);
+        self.unlock_and_wake(outbound);
         dropped
     }
 
@@ -222,12 +355,12 @@ impl Conn {
 
     /// Whether a close has been requested.
     pub fn is_closing(&self) -> bool {
-        self.lock().close.is_some()
+        self.requested_close().is_some()
     }
 
     /// The close code requested, if any.
     pub fn close_code(&self) -> Option<CloseCode> {
-        self.lock().close
+        self.requested_close()
     }
 
     /// Reports whether frames wait or a close is due, or registers the
@@ -237,7 +370,7 @@ impl Conn {
         if !outbound.frames.is_empty() {
             return Poll::Ready(Outgoing::Frames);
         }
-        if let Some(code) = outbound.close {
+        if let Some(code) = self.requested_close() {
             return Poll::Ready(Outgoing::Close(code));
         }
         match &outbound.waker {
@@ -263,6 +396,9 @@ impl Conn {
     pub(crate) fn consume(&self, written: usize) {
         let mut written = u32::try_from(written).unwrap_or(u32::MAX);
         let mut outbound = self.lock();
+        if let Some(waker) = outbound.hold.as_mut().and_then(|hold| hold.replay_waker.take()) {
+            waker.wake();
+        }
         outbound.bytes = outbound.bytes.saturating_sub(written);
         while let Some(head) = outbound.frames.front() {
             let left = len32(head) - outbound.head_written;
@@ -372,6 +508,43 @@ mod tests {
         assert_eq!((&out[0][..], &out[1][..]), (&b"cdef"[..], &b"gh"[..]), "the head resumes where it stopped");
         assert_eq!((new.queued_bytes(), old.queued_bytes()), (6, 0));
         assert!(old.is_drained());
+    }
+
+    fn drain(conn: &Conn) -> Vec<Bytes> {
+        let mut out = vec![Bytes::new(); 16];
+        let count = conn.peek(&mut out);
+        conn.consume(out[..count].iter().map(Bytes::len).sum());
+        out.truncate(count);
+        out
+    }
+
+    #[test]
+    fn a_replay_goes_ahead_of_held_frames_and_drops_their_duplicates() {
+        let conn = conn();
+        conn.enqueue(Bytes::from_static(b"before"), 100);
+        conn.begin_replay();
+        conn.enqueue_stored(Bytes::from_static(b"live5"), 100, 1, 5);
+        conn.enqueue(Bytes::from_static(b"ack"), 100);
+        conn.enqueue_stored(Bytes::from_static(b"live6"), 100, 1, 6);
+        conn.enqueue_stored(Bytes::from_static(b"other5"), 100, 2, 5);
+        assert_eq!(drain(&conn), [&b"before"[..]], "live frames are held");
+        conn.enqueue_replayed(Bytes::from_static(b"old4"), 100);
+        conn.enqueue_replayed(Bytes::from_static(b"old5"), 100);
+        assert_eq!(conn.queued_bytes(), 8 + 5 + 3 + 5 + 6, "held frames count toward the bound");
+        assert_eq!(conn.end_replay(1, 5), 0);
+        let order: Vec<Bytes> = drain(&conn);
+        assert_eq!(order, [&b"old4"[..], b"old5", b"ack", b"live6", b"other5"]);
+        assert_eq!(conn.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn held_frames_are_not_released_after_a_close() {
+        let conn = conn();
+        conn.begin_replay();
+        conn.enqueue_stored(Bytes::from_static(b"live"), 100, 1, 9);
+        conn.close(CloseCode::GoingAway, false);
+        assert_eq!(conn.end_replay(1, 3), 1, "dropped, since the close frame may follow at any time");
+        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Close(CloseCode::GoingAway)));
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! for map operations or one fan-out, never for IO.
 
 pub mod conn;
+mod durable;
+mod replay;
 pub mod room;
 
+pub use durable::{Recovery, Ticket};
+
 use crate::metrics::{Metrics, TransportLabel};
+use crate::store::{self, Storage, StoreError, WriterOptions};
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use room::{Room, RoomState};
@@ -53,17 +58,16 @@ pub struct Joined {
 pub enum HubError {
     #[error("not a member of room `{0}`: join it first")]
     NotMember(String),
-    #[error("user `{0}` has no open connection")]
-    UserOffline(String),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("too many messages are waiting to be stored; retry later")]
+    StorageBusy,
 }
 
 #[derive(Debug, Default)]
 struct UserEntry {
     /// Inline for the usual one connection per user: no allocation.
     conns: SmallVec<[Arc<Conn>; 1]>,
-    dm_seq: u64,
 }
 
 /// Rooms, users and connections of one server.
@@ -78,6 +82,7 @@ pub struct Hub {
     shutting_down: AtomicBool,
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     users: Mutex<HashMap<Arc<str>, UserEntry>>,
+    storage: Storage<Ticket>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -90,17 +95,39 @@ fn unix_ms() -> u64 {
 }
 
 impl Hub {
-    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Self {
-        Hub {
-            limits,
-            metrics,
-            open: AtomicUsize::new(0),
-            started: Instant::now(),
-            next_conn: AtomicU64::new(1),
-            shutting_down: AtomicBool::new(false),
-            rooms: Mutex::default(),
-            users: Mutex::default(),
-        }
+    /// A hub over `backend`, whose storage writer starts now.
+    pub fn start(
+        limits: HubLimits,
+        metrics: Arc<Metrics>,
+        backend: Box<dyn store::Backend>,
+        writer: WriterOptions,
+    ) -> Result<Arc<Hub>, StoreError> {
+        let loaded = store::Loaded::load(backend)?;
+        Ok(Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
+            let sink: std::sync::Weak<dyn store::Sink<Ticket>> = hub.clone();
+            Hub {
+                limits,
+                metrics,
+                open: AtomicUsize::new(0),
+                started: Instant::now(),
+                next_conn: AtomicU64::new(1),
+                shutting_down: AtomicBool::new(false),
+                rooms: Mutex::default(),
+                users: Mutex::default(),
+                storage: loaded.start(writer, sink),
+            }
+        }))
+    }
+
+    /// How many room histories and inboxes exist.
+    pub fn storage_log_count(&self) -> usize {
+        self.storage.log_count()
+    }
+
+    /// Stores what is queued and stops the storage writer (at shutdown,
+    /// after the last connection is gone).
+    pub fn close_storage(&self) {
+        self.storage.close();
     }
 
     /// The limits every connection shares (kept here, not per connection).
@@ -244,39 +271,34 @@ impl Hub {
         }
     }
 
-    /// Publishes `body` from `conn` to `room`; returns its `(seq, ts)`.
-    pub fn publish(
+    /// Delivers a volatile message to `room` at once, unstored and without
+    /// a `seq`; returns its `ts`.
+    pub fn publish_volatile(
         &self,
         conn: &Conn,
         room: &Room,
         body: &serde_json::value::RawValue,
-    ) -> Result<(u64, u64), HubError> {
-        let mut state = room.lock();
+    ) -> Result<u64, HubError> {
+        let state = room.lock();
         if !state.contains(conn) {
             return Err(HubError::NotMember(room.name.to_string()));
         }
-        state.seq += 1;
-        let (seq, ts) = (state.seq, unix_ms());
-        let message = event::RoomMessage { ev: "msg", room: &room.name, seq, from: &conn.user, ts, body };
+        let ts = unix_ms();
+        let message = event::RoomMessage {
+            ev: "msg",
+            room: &room.name,
+            seq: None,
+            from: &conn.user,
+            ts,
+            body,
+            volatile: Some(true),
+        };
         let encoded = Encoded::new(&message);
         for member in state.members() {
             self.deliver_event(member, &encoded);
         }
         self.metrics.messages_published.inc();
-        Ok((seq, ts))
-    }
-
-    /// Sends a direct message to every connection of `to`; returns `(seq, ts)`.
-    pub fn direct(&self, from: &Conn, to: &str, body: &serde_json::value::RawValue) -> Result<(u64, u64), HubError> {
-        let mut users = lock(&self.users);
-        let entry = users.get_mut(to).ok_or_else(|| HubError::UserOffline(to.to_owned()))?;
-        entry.dm_seq += 1;
-        let (seq, ts) = (entry.dm_seq, unix_ms());
-        let encoded = Encoded::new(&event::DirectMessage { ev: "dm", from: &from.user, to, seq, ts, body });
-        for conn in &entry.conns {
-            self.deliver_event(conn, &encoded);
-        }
-        Ok((seq, ts))
+        Ok(ts)
     }
 
     /// The users present in `room` (empty if the room does not exist).
@@ -287,24 +309,40 @@ impl Hub {
 
     /// Queues an event for one connection in that connection's framing.
     pub fn deliver_event(&self, conn: &Conn, event: &Encoded) {
-        let frame = match conn.transport {
-            Transport::TcpText => match text::render(event.json()) {
-                Some(line) => Bytes::from(line),
-                None => return,
-            },
+        if let Some(frame) = self.frame_for(conn, event) {
+            self.account(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes));
+        }
+    }
+
+    /// Queues stored message `(log, seq)`; held and deduplicated while the
+    /// connection is replaying.
+    fn deliver_stored(&self, conn: &Conn, event: &Encoded, log: u64, seq: u64) {
+        if let Some(frame) = self.frame_for(conn, event) {
+            self.account(conn, conn.enqueue_stored(frame, self.limits.outbound_queue_bytes, log, seq));
+        }
+    }
+
+    /// The event framed for `conn`'s transport, or `None` if it cannot be
+    /// sent there (counted).
+    fn frame_for(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
+        match conn.transport {
+            Transport::TcpText => text::render(event.json()).map(Bytes::from),
             Transport::Udp if event.json().len() > self.limits.udp_max_event_bytes => {
                 self.metrics.dropped("udp_oversize", 1);
                 tracing::debug!(conn = conn.id, bytes = event.json().len(), "event too large for a UDP member");
-                return;
+                None
             }
-            transport => event.framed(transport.framing()),
-        };
-        self.deliver(conn, frame);
+            transport => Some(event.framed(transport.framing())),
+        }
     }
 
     /// Queues a frame for one connection, accounting for what cannot be.
     pub fn deliver(&self, conn: &Conn, frame: Bytes) {
-        match conn.enqueue(frame, self.limits.outbound_queue_bytes) {
+        self.account(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes));
+    }
+
+    fn account(&self, conn: &Conn, result: Enqueued) {
+        match result {
             Enqueued::Queued => {
                 self.metrics.deliveries.inc();
             }

@@ -1,7 +1,7 @@
-//! A room: its members, its presence (users, not connections) and its
-//! message sequence. Everything published to a room is framed once here,
-//! under the room's lock, so every member sees the room's messages in `seq`
-//! order.
+//! A room: its members and its presence (users, not connections). A
+//! message is framed once and queued for every member under the room's
+//! lock, so every member sees the room's messages in the same order (stored
+//! messages in `seq` order: the storage writer hands them over in order).
 
 use super::conn::{Conn, ConnId};
 use smallvec::SmallVec;
@@ -17,7 +17,6 @@ pub struct Room {
 
 #[derive(Debug, Default)]
 pub(crate) struct RoomState {
-    pub seq: u64,
     /// Members grouped by user. Presence counts users, so a user with two
     /// tabs joins with the first and leaves with the last. One map serves
     /// both fan-out and presence; the usual one connection per user is

@@ -32,6 +32,8 @@ impl TestServer {
         let mut config = Config::default();
         config.websocket.close_timeout = Duration::from_secs(2);
         config.shutdown.drain_timeout = Duration::from_secs(5);
+        // Tests that need a data directory set one; the rest never touch disk.
+        config.storage.backend = switchboard_server::config::StorageBackend::Memory;
         adjust(&mut config);
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let addr = http.local_addr().expect("local addr");
@@ -100,7 +102,7 @@ pub async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 }
 
 /// Reads events until one matches `wanted`, failing after [`PATIENCE`].
-pub async fn wait_for(client: &mut Client, wanted: impl Fn(&Value) -> bool) -> Value {
+pub async fn wait_for(client: &mut Client, mut wanted: impl FnMut(&Value) -> bool) -> Value {
     within(async {
         loop {
             let event = client.next_event().await.expect("event");

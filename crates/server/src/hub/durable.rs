@@ -1,0 +1,221 @@
+//! Stored messages in the hub: submitting room messages and DMs to the
+//! storage writer, and, once a group is committed, fanning it out and
+//! acking it (the hub is the writer's [`Sink`]). Also what a `since` can
+//! recover, decided from the in-memory catalog.
+
+use super::conn::Conn;
+use super::room::Room;
+use super::{lock, Hub, HubError};
+use crate::store::{Committed, LogKey, LogKind, LogMeta, Sink, StoreError, Submission, SubmitError};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::sync::Arc;
+use switchboard_protocol::event::{self, Encoded, InboxStatus};
+use switchboard_protocol::ErrorCode;
+
+/// Who to answer once a message is stored.
+#[derive(Debug)]
+pub struct Ticket {
+    conn: Arc<Conn>,
+    id: Option<Box<RawValue>>,
+}
+
+#[derive(Serialize)]
+struct StoredReply {
+    seq: u64,
+    ts: u64,
+}
+
+/// What a `join` or `inbox` with `since` can recover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// The log's epoch (absent while it has no history).
+    pub epoch: Option<u64>,
+    /// The newest stored `seq`.
+    pub seq: u64,
+    /// `None` when no `since` was given.
+    pub recovered: Option<bool>,
+    /// `(log, after)`: replay the messages of `log` with `seq > after`.
+    pub replay: Option<(u64, u64)>,
+}
+
+impl Recovery {
+    /// Decides from `meta` what `since` (in `epoch`) can recover. Messages
+    /// that retention kept are replayed even when some before them are
+    /// gone; `recovered` says whether the range is whole.
+    pub fn plan(meta: Option<LogMeta>, since: Option<u64>, epoch: Option<u64>) -> Recovery {
+        let Some(meta) = meta else {
+            let recovered = since.map(|since| since == 0 && epoch.is_none());
+            return Recovery { epoch: None, seq: 0, recovered, replay: None };
+        };
+        let mut plan = Recovery { epoch: Some(meta.epoch), seq: meta.last_seq, recovered: None, replay: None };
+        let Some(since) = since else { return plan };
+        if epoch.is_some_and(|epoch| epoch != meta.epoch) || since > meta.last_seq {
+            plan.recovered = Some(false);
+            return plan;
+        }
+        plan.recovered = Some(since + 1 >= meta.first_seq);
+        if since < meta.last_seq && meta.retained() > 0 {
+            plan.replay = Some((meta.id, since.max(meta.first_seq - 1)));
+        }
+        plan
+    }
+}
+
+impl Hub {
+    /// Queues `body` to be stored in `room`; the ack and the fan-out follow
+    /// the commit.
+    pub fn publish(
+        &self,
+        conn: &Arc<Conn>,
+        room: &Room,
+        body: &RawValue,
+        id: Option<&RawValue>,
+    ) -> Result<(), HubError> {
+        if !room.lock().contains(conn) {
+            return Err(HubError::NotMember(room.name.to_string()));
+        }
+        self.submit(LogKey { kind: LogKind::Room, name: Arc::clone(&room.name) }, conn, body, id)
+    }
+
+    /// Queues a DM to be stored in `to`'s inbox; it is pushed to `to`'s
+    /// open connections once stored, and kept for when they connect.
+    pub fn direct(&self, from: &Arc<Conn>, to: &str, body: &RawValue, id: Option<&RawValue>) -> Result<(), HubError> {
+        self.submit(LogKey { kind: LogKind::Inbox, name: Arc::from(to) }, from, body, id)
+    }
+
+    fn submit(&self, key: LogKey, conn: &Arc<Conn>, body: &RawValue, id: Option<&RawValue>) -> Result<(), HubError> {
+        let ticket = Ticket { conn: Arc::clone(conn), id: id.map(ToOwned::to_owned) };
+        let submission = Submission { key, from: Arc::clone(&conn.user), body: body.to_owned(), ticket };
+        self.storage.submit(submission).map_err(|error| match error {
+            SubmitError::Busy => {
+                self.metrics.dropped("storage_busy", 1);
+                tracing::warn!(conn = conn.id, "storage queue full: message refused with `overloaded`");
+                HubError::StorageBusy
+            }
+            SubmitError::Closed => HubError::ShuttingDown,
+        })
+    }
+
+    /// What `since` can recover in a log.
+    pub fn recovery(&self, kind: LogKind, name: &str, since: Option<u64>, epoch: Option<u64>) -> Recovery {
+        Recovery::plan(self.storage.meta(kind, name), since, epoch)
+    }
+
+    /// The user's inbox for the `hello`, if it ever received a DM.
+    pub fn inbox_status(&self, user: &str) -> Option<InboxStatus> {
+        let meta = self.storage.meta(LogKind::Inbox, user)?;
+        let read = meta.delivered.max(meta.first_seq.saturating_sub(1));
+        Some(InboxStatus { epoch: meta.epoch, seq: meta.last_seq, waiting: meta.last_seq.saturating_sub(read) })
+    }
+
+    /// Records that the user's DMs through `seq` reached a connection.
+    pub(super) fn inbox_delivered(&self, user: &str, seq: u64) {
+        self.storage.mark_delivered(user, seq);
+    }
+
+    fn fan_out_room(&self, room: Option<&Arc<Room>>, message: &Committed<Ticket>, encoded: &Encoded) {
+        if let Some(room) = room {
+            let state = room.lock();
+            for member in state.members() {
+                self.deliver_stored(member, encoded, message.log, message.seq);
+            }
+        }
+        self.metrics.messages_published.inc();
+    }
+
+    fn fan_out_inbox(&self, message: &Committed<Ticket>, encoded: &Encoded) {
+        let conns = lock(&self.users).get(&message.key.name).map(|entry| entry.conns.clone()).unwrap_or_default();
+        for conn in &conns {
+            self.deliver_stored(conn, encoded, message.log, message.seq);
+        }
+        if !conns.is_empty() {
+            self.inbox_delivered(&message.key.name, message.seq);
+        }
+    }
+}
+
+impl Sink<Ticket> for Hub {
+    fn committed(&self, group: Vec<Committed<Ticket>>) {
+        self.metrics.messages_stored.inc_by(group.len() as u64);
+        // Rooms are looked up after the commit, so a room created since the
+        // message was sent still gets it (see `docs/ARCHITECTURE.md`).
+        let rooms: HashMap<Arc<str>, Arc<Room>> = {
+            let directory = lock(&self.rooms);
+            group
+                .iter()
+                .filter(|message| message.key.kind == LogKind::Room)
+                .filter_map(|message| {
+                    directory.get(&message.key.name).map(|room| (Arc::clone(&room.name), Arc::clone(room)))
+                })
+                .collect()
+        };
+        for message in &group {
+            let (name, body, from) = (&*message.key.name, &*message.body, &*message.from);
+            let (seq, ts) = (message.seq, message.ts);
+            match message.key.kind {
+                LogKind::Room => {
+                    let event =
+                        event::RoomMessage { ev: "msg", room: name, seq: Some(seq), from, ts, body, volatile: None };
+                    self.fan_out_room(rooms.get(name), message, &Encoded::new(&event));
+                }
+                LogKind::Inbox => {
+                    let event = event::DirectMessage { ev: "dm", from, to: name, seq, ts, body };
+                    self.fan_out_inbox(message, &Encoded::new(&event));
+                }
+            }
+            if let Some(id) = &message.ticket.id {
+                let reply = event::Ok { re: id, ok: true, data: StoredReply { seq, ts } };
+                self.deliver_event(&message.ticket.conn, &Encoded::new(&reply));
+            }
+        }
+    }
+
+    fn failed(&self, group: Vec<Submission<Ticket>>, error: &StoreError) {
+        self.metrics.dropped("storage_error", group.len());
+        let text = "the message could not be stored and was not delivered";
+        tracing::error!(%error, messages = group.len(), "answering storage_failed");
+        for submission in group {
+            let id = submission.ticket.id.as_deref();
+            let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
+            self.metrics.command_errors.get_or_create(&label).inc();
+            self.deliver_event(
+                &submission.ticket.conn,
+                &Encoded::new(&event::Error::new(id, ErrorCode::StorageFailed, text)),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(first_seq: u64, last_seq: u64) -> Option<LogMeta> {
+        Some(LogMeta { first_seq, last_seq, ..LogMeta::new(7, 42) })
+    }
+
+    #[test]
+    fn since_inside_retention_replays_the_rest() {
+        let plan = Recovery::plan(meta(1, 10), Some(4), None);
+        assert_eq!((plan.recovered, plan.replay, plan.epoch, plan.seq), (Some(true), Some((7, 4)), Some(42), 10));
+        let caught_up = Recovery::plan(meta(1, 10), Some(10), Some(42));
+        assert_eq!((caught_up.recovered, caught_up.replay), (Some(true), None));
+    }
+
+    #[test]
+    fn retention_gaps_epochs_and_the_future_are_not_recovered() {
+        let trimmed = Recovery::plan(meta(6, 10), Some(2), None);
+        assert_eq!((trimmed.recovered, trimmed.replay), (Some(false), Some((7, 5))), "what is left is still sent");
+        let edge = Recovery::plan(meta(6, 10), Some(5), None);
+        assert_eq!(edge.recovered, Some(true));
+        let other_epoch = Recovery::plan(meta(1, 10), Some(3), Some(41));
+        assert_eq!((other_epoch.recovered, other_epoch.replay), (Some(false), None));
+        let ahead = Recovery::plan(meta(1, 10), Some(11), None);
+        assert_eq!(ahead.recovered, Some(false));
+        assert_eq!(Recovery::plan(None, Some(0), None).recovered, Some(true));
+        assert_eq!(Recovery::plan(None, Some(3), None).recovered, Some(false));
+        assert_eq!(Recovery::plan(meta(1, 10), None, None).recovered, None);
+    }
+}

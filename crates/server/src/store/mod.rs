@@ -1,0 +1,375 @@
+//! Durable message storage: every room's history and every user's DM
+//! inbox, each an append-only *log* with a gapless `seq` and an `epoch`.
+//!
+//! The module owns three things:
+//! - the [`Backend`] and [`Reader`] traits, implemented by SQLite (the
+//!   default, [`sqlite`]) and by memory ([`memory`]);
+//! - the [`Catalog`]: what the server keeps in memory about every log
+//!   (epoch, first and last `seq`), so that `join`, `hello` and `history`
+//!   decide `recovered` without touching the disk;
+//! - the writer thread ([`writer`]): the only place that assigns `seq`,
+//!   writes, fsyncs (group commit) and enforces retention. It hands every
+//!   committed group to a [`Sink`] (the hub), which fans it out and acks.
+//!
+//! The traits are blocking and batch-shaped: a group commit is one call,
+//! which a Redis backend maps onto one `MULTI`/`EXEC` pipeline, and reads
+//! are ranges by `seq` (`XRANGE`/`XREVRANGE`).
+
+pub mod memory;
+pub mod sqlite;
+mod writer;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use writer::{Committed, Sink, Submission};
+
+/// Which kind of log: a room's history or a user's inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    Room,
+    Inbox,
+}
+
+impl LogKind {
+    /// The number stored on disk.
+    pub fn code(self) -> i64 {
+        match self {
+            LogKind::Room => 0,
+            LogKind::Inbox => 1,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<LogKind> {
+        match code {
+            0 => Some(LogKind::Room),
+            1 => Some(LogKind::Inbox),
+            _ => None,
+        }
+    }
+}
+
+/// A log's identity: a room name or a user name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LogKey {
+    pub kind: LogKind,
+    pub name: Arc<str>,
+}
+
+/// What the server keeps in memory about one log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogMeta {
+    /// Storage id, unique across kinds.
+    pub id: u64,
+    /// Changes whenever the log's history is lost or reset.
+    pub epoch: u64,
+    /// Oldest retained `seq`; `last_seq + 1` when nothing is retained.
+    pub first_seq: u64,
+    /// `ts` of the oldest retained message (0 when none).
+    pub first_ts: u64,
+    /// Newest committed `seq` (0 before the first message).
+    pub last_seq: u64,
+    /// `ts` of the newest message, so `ts` never goes backwards in a log.
+    pub last_ts: u64,
+    /// Inboxes: the newest `seq` queued to one of the user's connections.
+    pub delivered: u64,
+}
+
+impl LogMeta {
+    /// A new, empty log.
+    pub fn new(id: u64, epoch: u64) -> Self {
+        LogMeta { id, epoch, first_seq: 1, first_ts: 0, last_seq: 0, last_ts: 0, delivered: 0 }
+    }
+
+    /// How many messages are retained.
+    pub fn retained(&self) -> u64 {
+        (self.last_seq + 1).saturating_sub(self.first_seq)
+    }
+}
+
+/// A stored message, read back.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub ts: u64,
+    pub from: String,
+    pub body: Box<RawValue>,
+}
+
+/// A message to write, its `seq` already assigned.
+#[derive(Debug)]
+pub struct NewMessage<'a> {
+    pub log: u64,
+    pub seq: u64,
+    pub ts: u64,
+    pub from: &'a str,
+    pub body: &'a str,
+}
+
+/// Everything one group commit writes, atomically.
+#[derive(Debug)]
+pub struct Group<'a> {
+    /// Logs created by this group.
+    pub new_logs: &'a [(LogKey, LogMeta)],
+    pub messages: &'a [NewMessage<'a>],
+    /// The new state of every log this group touched (or whose inbox
+    /// cursor moved).
+    pub logs: &'a [LogMeta],
+}
+
+/// A storage engine, driven by the writer thread alone.
+pub trait Backend: Send {
+    /// Every log's metadata, read once at start.
+    fn load(&mut self) -> Result<Vec<(LogKey, LogMeta)>, StoreError>;
+    /// Writes one group in one transaction. Returns once it is as durable
+    /// as the backend's sync mode promises.
+    fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError>;
+    /// Deletes `log`'s messages with `seq <= through`; returns the new
+    /// oldest `(seq, ts)`, if any message is left.
+    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError>;
+    /// Among `log`'s `scan` oldest messages, the newest `seq` older than
+    /// `cutoff_ms` (what age retention may delete).
+    fn expired_through(&mut self, log: u64, cutoff_ms: u64, scan: usize) -> Result<Option<u64>, StoreError>;
+    /// Forces everything committed so far to stable storage (`batch` mode).
+    fn sync(&mut self) -> Result<(), StoreError>;
+    /// A reader that may be used from any thread while the writer writes.
+    fn reader(&self) -> Arc<dyn Reader>;
+}
+
+/// Range reads, safe to run concurrently with the writer (blocking: call
+/// them from `spawn_blocking`).
+pub trait Reader: Send + Sync + std::fmt::Debug {
+    /// Up to `limit` messages with `seq > after`, oldest first.
+    fn after(&self, log: u64, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Up to `limit` messages with `seq < before`, oldest first (the newest
+    /// `limit` of them).
+    fn before(&self, log: u64, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError>;
+}
+
+/// Storage failures. None of these reach the wire as text: sessions answer
+/// `storage_failed` and the details go to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data directory {path}: {source}")]
+    Directory { path: PathBuf, source: std::io::Error },
+    #[error("data directory {path} is in use by another switchboard process")]
+    Locked { path: PathBuf },
+    #[error("{path} is not a usable switchboard database: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored message {log}/{seq} has an invalid body: {why}")]
+    BadRow { log: u64, seq: u64, why: String },
+    #[error("fsync failed: {0}")]
+    Sync(std::io::Error),
+    #[error("the storage writer has stopped")]
+    Stopped,
+}
+
+/// When a commit reaches stable storage. See `docs/ARCHITECTURE.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// fsync before the ack; concurrent sends share one fsync.
+    #[default]
+    Always,
+    /// fsync at least every `batch_interval`; acks do not wait for it.
+    Batch,
+    /// Never fsync on our account; the OS writes back when it likes.
+    None,
+}
+
+/// Retention and writer settings.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    pub sync: SyncMode,
+    pub batch_interval: Duration,
+    pub room_max_messages: u64,
+    pub room_max_age: Duration,
+    pub inbox_max_messages: u64,
+    pub inbox_max_age: Duration,
+    /// Submissions that may wait for the writer; more are refused.
+    pub queue_capacity: usize,
+}
+
+/// The in-memory index of every log, shared by the hub and the writer.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    rooms: HashMap<Arc<str>, LogMeta>,
+    inboxes: HashMap<Arc<str>, LogMeta>,
+}
+
+impl Catalog {
+    fn map(&self, kind: LogKind) -> &HashMap<Arc<str>, LogMeta> {
+        match kind {
+            LogKind::Room => &self.rooms,
+            LogKind::Inbox => &self.inboxes,
+        }
+    }
+
+    fn map_mut(&mut self, kind: LogKind) -> &mut HashMap<Arc<str>, LogMeta> {
+        match kind {
+            LogKind::Room => &mut self.rooms,
+            LogKind::Inbox => &mut self.inboxes,
+        }
+    }
+
+    pub fn get(&self, kind: LogKind, name: &str) -> Option<LogMeta> {
+        self.map(kind).get(name).copied()
+    }
+
+    fn insert(&mut self, key: &LogKey, meta: LogMeta) {
+        self.map_mut(key.kind).insert(Arc::clone(&key.name), meta);
+    }
+
+    fn get_mut(&mut self, kind: LogKind, name: &str) -> Option<&mut LogMeta> {
+        self.map_mut(kind).get_mut(name)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (LogKind, &Arc<str>, &LogMeta)> {
+        let rooms = self.rooms.iter().map(|(name, meta)| (LogKind::Room, name, meta));
+        rooms.chain(self.inboxes.iter().map(|(name, meta)| (LogKind::Inbox, name, meta)))
+    }
+
+    /// How many logs exist.
+    pub fn len(&self) -> usize {
+        self.rooms.len() + self.inboxes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The hub's handle on storage: submit writes, read the catalog, read
+/// ranges. `T` is what the hub needs back after a commit (who to ack).
+#[derive(Debug)]
+pub struct Storage<T: Send + 'static> {
+    catalog: Arc<Mutex<Catalog>>,
+    reader: Arc<dyn Reader>,
+    sender: Mutex<Option<SyncSender<writer::Input<T>>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Why a write was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("the storage queue is full")]
+    Busy,
+    #[error("storage is closed")]
+    Closed,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A backend whose catalog is loaded, ready to start its writer.
+#[derive(Debug)]
+pub struct Loaded {
+    backend: Box<dyn Backend>,
+    catalog: Catalog,
+}
+
+impl std::fmt::Debug for dyn Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Backend")
+    }
+}
+
+impl Loaded {
+    /// Reads every log's metadata from `backend`.
+    pub fn load(mut backend: Box<dyn Backend>) -> Result<Loaded, StoreError> {
+        let mut catalog = Catalog::default();
+        for (key, meta) in backend.load()? {
+            catalog.insert(&key, meta);
+        }
+        Ok(Loaded { backend, catalog })
+    }
+
+    /// Starts the writer thread, which reports commits to `sink`.
+    pub fn start<T: Send + 'static>(self, options: WriterOptions, sink: Weak<dyn Sink<T>>) -> Storage<T> {
+        let catalog = Arc::new(Mutex::new(self.catalog));
+        let reader = self.backend.reader();
+        let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
+        let writer = writer::Writer::new(self.backend, options, Arc::clone(&catalog), sink);
+        let thread = std::thread::Builder::new().name("storage-writer".into()).spawn(move || writer.run(receiver));
+        let (sender, thread) = match thread {
+            Ok(thread) => (Some(sender), Some(thread)),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the storage writer; every send will fail");
+                (None, None)
+            }
+        };
+        Storage { catalog, reader, sender: Mutex::new(sender), thread: Mutex::new(thread) }
+    }
+}
+
+impl<T: Send + 'static> Storage<T> {
+    /// Queues a message for the next group commit.
+    pub fn submit(&self, submission: Submission<T>) -> Result<(), SubmitError> {
+        let sender = lock(&self.sender);
+        let sender = sender.as_ref().ok_or(SubmitError::Closed)?;
+        sender.try_send(writer::Input::Append(submission)).map_err(|error| match error {
+            TrySendError::Full(_) => SubmitError::Busy,
+            TrySendError::Disconnected(_) => SubmitError::Closed,
+        })
+    }
+
+    /// The log's metadata, if it exists.
+    pub fn meta(&self, kind: LogKind, name: &str) -> Option<LogMeta> {
+        lock(&self.catalog).get(kind, name)
+    }
+
+    /// Records that an inbox's messages through `seq` were queued to one of
+    /// its user's connections (persisted with the next group).
+    pub fn mark_delivered(&self, user: &str, seq: u64) {
+        let mut catalog = lock(&self.catalog);
+        if let Some(meta) = catalog.get_mut(LogKind::Inbox, user) {
+            if meta.delivered < seq {
+                meta.delivered = seq;
+                drop(catalog);
+                if let Some(sender) = lock(&self.sender).as_ref() {
+                    // A full queue only delays persisting the cursor.
+                    let _ = sender.try_send(writer::Input::Cursor(Arc::from(user)));
+                }
+            }
+        }
+    }
+
+    pub fn reader(&self) -> Arc<dyn Reader> {
+        Arc::clone(&self.reader)
+    }
+
+    /// How many logs exist.
+    pub fn log_count(&self) -> usize {
+        lock(&self.catalog).len()
+    }
+
+    /// Commits what is queued, syncs, and stops the writer. Later
+    /// submissions fail with [`SubmitError::Closed`].
+    pub fn close(&self) {
+        drop(lock(&self.sender).take());
+        if let Some(thread) = lock(&self.thread).take() {
+            if thread.join().is_err() {
+                tracing::error!("the storage writer panicked");
+            }
+        }
+    }
+}
+
+/// A fresh epoch: random, non-zero, below 2^53 so JavaScript reads it exactly.
+pub fn new_epoch() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
+        bytes = (nanos as u64).to_le_bytes();
+    }
+    (u64::from_le_bytes(bytes) & ((1 << 53) - 1)).max(1)
+}

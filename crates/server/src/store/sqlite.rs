@@ -1,0 +1,295 @@
+//! The embedded SQLite backend (the default): one database file in WAL
+//! mode inside the data directory, written by the writer thread alone and
+//! read by a small pool of read-only connections.
+//!
+//! Durability per sync mode (the promises are in `docs/ARCHITECTURE.md`):
+//! `always` runs with `synchronous=FULL`, so every commit fsyncs the WAL;
+//! `batch` and `none` run with `synchronous=NORMAL`, and `batch` fsyncs the
+//! WAL file itself every `batch_interval`.
+
+use super::{Backend, Group, LogKey, LogKind, LogMeta, Reader, StoreError, StoredMessage, SyncMode};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde_json::value::RawValue;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "switchboard.sqlite3";
+/// Held (with an exclusive `flock`) by the process using the directory.
+pub const LOCK_FILE: &str = "LOCK";
+/// `PRAGMA user_version` of the schema below.
+const SCHEMA_VERSION: i64 = 1;
+/// Idle reader connections kept for reuse.
+const READER_POOL: usize = 4;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS logs (
+    id INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    delivered INTEGER NOT NULL,
+    UNIQUE (kind, name)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    log INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (log, seq)
+) WITHOUT ROWID;
+";
+
+/// The SQLite backend over one data directory.
+#[derive(Debug)]
+pub struct Sqlite {
+    path: PathBuf,
+    db: Connection,
+    /// The WAL file, fsynced directly in `batch` mode.
+    wal: Option<File>,
+    reader: Arc<SqliteReader>,
+    /// Keeps the directory's lock for as long as the backend lives.
+    _lock: File,
+}
+
+/// Takes the data directory's lock file, creating the directory if needed.
+pub fn lock_directory(dir: &Path) -> Result<File, StoreError> {
+    let io = |source| StoreError::Directory { path: dir.to_owned(), source };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let lock = File::options().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE)).map_err(io)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: dir.to_owned() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(io(source)),
+    }
+}
+
+impl Sqlite {
+    /// Opens (or creates) the database in `dir`. A file that is not a
+    /// switchboard database is reported, never replaced.
+    pub fn open(dir: &Path, sync: SyncMode) -> Result<Sqlite, StoreError> {
+        let lock = lock_directory(dir)?;
+        let path = dir.join(DATABASE_FILE);
+        let corrupt = |why: String| StoreError::Corrupt { path: path.clone(), why };
+        let db = Connection::open(&path).map_err(|error| corrupt(error.to_string()))?;
+        let mode: String = db
+            .query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))
+            .map_err(|error| corrupt(error.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(corrupt(format!("could not enable WAL mode (got {mode})")));
+        }
+        let synchronous = if sync == SyncMode::Always { "FULL" } else { "NORMAL" };
+        db.execute_batch(&format!("PRAGMA synchronous={synchronous}; PRAGMA foreign_keys=OFF;"))?;
+        let version: i64 = db.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+        match version {
+            0 => {
+                db.execute_batch(SCHEMA).map_err(|error| corrupt(error.to_string()))?;
+                db.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
+            }
+            SCHEMA_VERSION => {}
+            other => return Err(corrupt(format!("schema version {other} is not one this server knows"))),
+        }
+        let check: String = db.query_row("PRAGMA quick_check(1)", [], |row| row.get(0))?;
+        if check != "ok" {
+            return Err(corrupt(format!("integrity check failed: {check}")));
+        }
+        let wal = match sync {
+            SyncMode::Batch => Some(
+                File::open(dir.join(format!("{DATABASE_FILE}-wal")))
+                    .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?,
+            ),
+            _ => None,
+        };
+        let reader = Arc::new(SqliteReader { path: path.clone(), idle: Mutex::default() });
+        Ok(Sqlite { path, db, wal, reader, _lock: lock })
+    }
+
+    /// Deletes a room's history and gives it a new epoch (an operator's
+    /// reset; the server must not be running on this directory).
+    pub fn reset_room(&mut self, room: &str) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.transaction()?;
+        let id: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM logs WHERE kind = ?1 AND name = ?2",
+                params![LogKind::Room.code(), room],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else { return Ok(None) };
+        let epoch = super::new_epoch();
+        tx.execute("DELETE FROM messages WHERE log = ?1", [id])?;
+        tx.execute("UPDATE logs SET epoch = ?1, last_seq = 0, last_ts = 0 WHERE id = ?2", params![epoch as i64, id])?;
+        tx.commit()?;
+        Ok(Some(epoch))
+    }
+
+    fn first_of(&self, log: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        let row = self
+            .db
+            .prepare_cached("SELECT seq, ts FROM messages WHERE log = ?1 ORDER BY seq LIMIT 1")?
+            .query_row([log as i64], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))
+            .optional()?;
+        Ok(row)
+    }
+}
+
+impl Backend for Sqlite {
+    fn load(&mut self) -> Result<Vec<(LogKey, LogMeta)>, StoreError> {
+        let mut logs = Vec::new();
+        let mut statement = self.db.prepare("SELECT id, kind, name, epoch, last_seq, last_ts, delivered FROM logs")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            let kind: i64 = row.get(1)?;
+            let Some(kind) = LogKind::from_code(kind) else {
+                return Err(StoreError::Corrupt { path: self.path.clone(), why: format!("unknown log kind {kind}") });
+            };
+            let name: String = row.get(2)?;
+            let meta = LogMeta {
+                id: row.get::<_, i64>(0)? as u64,
+                epoch: row.get::<_, i64>(3)? as u64,
+                first_seq: 0,
+                first_ts: 0,
+                last_seq: row.get::<_, i64>(4)? as u64,
+                last_ts: row.get::<_, i64>(5)? as u64,
+                delivered: row.get::<_, i64>(6)? as u64,
+            };
+            logs.push((LogKey { kind, name: Arc::from(name) }, meta));
+        }
+        drop(rows);
+        drop(statement);
+        for (_, meta) in &mut logs {
+            let (first_seq, first_ts) = self.first_of(meta.id)?.unwrap_or((meta.last_seq + 1, 0));
+            meta.first_seq = first_seq;
+            meta.first_ts = first_ts;
+        }
+        Ok(logs)
+    }
+
+    fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError> {
+        let tx = self.db.transaction()?;
+        {
+            let mut new_log = tx.prepare_cached(
+                "INSERT INTO logs (id, kind, name, epoch, last_seq, last_ts, delivered) VALUES (?1, ?2, ?3, ?4, 0, 0, 0)",
+            )?;
+            for (key, meta) in group.new_logs {
+                new_log.execute(params![meta.id as i64, key.kind.code(), &*key.name, meta.epoch as i64])?;
+            }
+            let mut insert =
+                tx.prepare_cached("INSERT INTO messages (log, seq, ts, sender, body) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            for message in group.messages {
+                insert.execute(params![
+                    message.log as i64,
+                    message.seq as i64,
+                    message.ts as i64,
+                    message.from,
+                    message.body
+                ])?;
+            }
+            let mut update =
+                tx.prepare_cached("UPDATE logs SET last_seq = ?1, last_ts = ?2, delivered = ?3 WHERE id = ?4")?;
+            for meta in group.logs {
+                update.execute(params![
+                    meta.last_seq as i64,
+                    meta.last_ts as i64,
+                    meta.delivered as i64,
+                    meta.id as i64
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        self.db
+            .prepare_cached("DELETE FROM messages WHERE log = ?1 AND seq <= ?2")?
+            .execute(params![log as i64, through as i64])?;
+        self.first_of(log)
+    }
+
+    fn expired_through(&mut self, log: u64, cutoff_ms: u64, scan: usize) -> Result<Option<u64>, StoreError> {
+        let through: Option<i64> = self
+            .db
+            .prepare_cached(
+                "SELECT max(seq) FROM (SELECT seq, ts FROM messages WHERE log = ?1 ORDER BY seq LIMIT ?2) WHERE ts < ?3",
+            )?
+            .query_row(params![log as i64, scan as i64, cutoff_ms as i64], |row| row.get(0))?;
+        Ok(through.map(|seq| seq as u64))
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        match &self.wal {
+            Some(wal) => wal.sync_data().map_err(StoreError::Sync),
+            None => Ok(()),
+        }
+    }
+
+    fn reader(&self) -> Arc<dyn Reader> {
+        Arc::clone(&self.reader) as Arc<dyn Reader>
+    }
+}
+
+/// Read-only connections, opened on demand and pooled. WAL mode lets them
+/// read a consistent snapshot while the writer commits.
+#[derive(Debug)]
+pub struct SqliteReader {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteReader {
+    fn with<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let pooled = super::lock(&self.idle).pop();
+        let db = match pooled {
+            Some(db) => db,
+            None => Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+        };
+        let result = read(&db);
+        let mut idle = super::lock(&self.idle);
+        if idle.len() < READER_POOL {
+            idle.push(db);
+        }
+        result
+    }
+}
+
+fn collect(log: u64, rows: &mut rusqlite::Rows<'_>) -> Result<Vec<StoredMessage>, StoreError> {
+    let mut messages = Vec::new();
+    while let Some(row) = rows.next()? {
+        let seq = row.get::<_, i64>(0)? as u64;
+        let body: String = row.get(3)?;
+        let body =
+            RawValue::from_string(body).map_err(|error| StoreError::BadRow { log, seq, why: error.to_string() })?;
+        messages.push(StoredMessage { seq, ts: row.get::<_, i64>(1)? as u64, from: row.get(2)?, body });
+    }
+    Ok(messages)
+}
+
+impl Reader for SqliteReader {
+    fn after(&self, log: u64, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        self.with(|db| {
+            let mut statement = db.prepare_cached(
+                "SELECT seq, ts, sender, body FROM messages WHERE log = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+            )?;
+            let messages = collect(log, &mut statement.query(params![log as i64, after as i64, limit as i64])?);
+            messages
+        })
+    }
+
+    fn before(&self, log: u64, before: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+        let mut messages = self.with(|db| {
+            let mut statement = db.prepare_cached(
+                "SELECT seq, ts, sender, body FROM messages WHERE log = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+            )?;
+            let before = before.min(i64::MAX as u64) as i64;
+            let messages = collect(log, &mut statement.query(params![log as i64, before, limit as i64])?);
+            messages
+        })?;
+        messages.reverse();
+        Ok(messages)
+    }
+}

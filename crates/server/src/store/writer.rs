@@ -1,0 +1,327 @@
+//! The storage writer thread: the one place that assigns `seq`, writes,
+//! fsyncs and trims.
+//!
+//! It takes whatever is queued (up to [`MAX_GROUP`]) as one group, assigns
+//! each message the next `seq` of its log, and commits the group in one
+//! transaction. In `always` mode that transaction's fsync is shared by every
+//! message in it: while one fsync runs, the next group gathers, which is
+//! group commit. Only after the commit does the [`Sink`] see the group, so a
+//! message is fanned out and acked only once stored, and `seq` has no gaps:
+//! a failed group consumes no `seq`.
+//!
+//! Retention runs here too, between groups, in steps of at most
+//! [`TRIM_STEP`] messages, so a large trim never stalls publishers for long.
+
+use super::{Backend, Catalog, Group, LogKey, LogKind, LogMeta, NewMessage, StoreError, SyncMode, WriterOptions};
+use serde_json::value::RawValue;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most messages in one group commit.
+const MAX_GROUP: usize = 4096;
+/// Most messages deleted by one retention step.
+const TRIM_STEP: u64 = 1000;
+/// How often age retention looks at every log.
+const AGE_SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// A message waiting to be stored.
+#[derive(Debug)]
+pub struct Submission<T> {
+    pub key: LogKey,
+    pub from: Arc<str>,
+    pub body: Box<RawValue>,
+    /// Returned with the commit (who to ack).
+    pub ticket: T,
+}
+
+/// A stored message, handed to the [`Sink`] in `seq` order per log.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub key: LogKey,
+    pub log: u64,
+    pub epoch: u64,
+    pub seq: u64,
+    pub ts: u64,
+    pub from: Arc<str>,
+    pub body: Box<RawValue>,
+    pub ticket: T,
+}
+
+/// Receives the outcome of every group, on the writer thread.
+pub trait Sink<T>: Send + Sync {
+    /// The group is stored: fan it out and ack it, in order.
+    fn committed(&self, group: Vec<Committed<T>>);
+    /// The group could not be stored; nothing of it was.
+    fn failed(&self, group: Vec<Submission<T>>, error: &StoreError);
+}
+
+pub(super) enum Input<T> {
+    Append(Submission<T>),
+    /// An inbox cursor moved; persist it with the next group.
+    Cursor(Arc<str>),
+}
+
+pub(super) struct Writer<T> {
+    backend: Box<dyn Backend>,
+    options: WriterOptions,
+    catalog: Arc<Mutex<Catalog>>,
+    sink: Weak<dyn Sink<T>>,
+    next_log_id: u64,
+    /// Logs over their count bound after a commit, still to be trimmed.
+    over_count: HashSet<LogKey>,
+    dirty_cursors: HashSet<Arc<str>>,
+    unsynced_since: Option<Instant>,
+    last_age_sweep: Instant,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl<T: Send + 'static> Writer<T> {
+    pub(super) fn new(
+        backend: Box<dyn Backend>,
+        options: WriterOptions,
+        catalog: Arc<Mutex<Catalog>>,
+        sink: Weak<dyn Sink<T>>,
+    ) -> Self {
+        let next_log_id = super::lock(&catalog).iter().map(|(_, _, meta)| meta.id).max().unwrap_or(0) + 1;
+        Writer {
+            backend,
+            options,
+            catalog,
+            sink,
+            next_log_id,
+            over_count: HashSet::new(),
+            dirty_cursors: HashSet::new(),
+            unsynced_since: None,
+            last_age_sweep: Instant::now(),
+        }
+    }
+
+    /// Runs until every sender is gone, then commits what is left, syncs
+    /// and returns.
+    pub(super) fn run(mut self, receiver: Receiver<Input<T>>) {
+        loop {
+            let first = match receiver.recv_timeout(self.idle_wait()) {
+                Ok(input) => Some(input),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut group = Vec::new();
+            for input in first.into_iter().chain(std::iter::from_fn(|| receiver.try_recv().ok())) {
+                match input {
+                    Input::Append(submission) => group.push(submission),
+                    Input::Cursor(user) => {
+                        self.dirty_cursors.insert(user);
+                    }
+                }
+                if group.len() >= MAX_GROUP {
+                    break;
+                }
+            }
+            if !group.is_empty() || !self.dirty_cursors.is_empty() {
+                self.commit(group);
+            }
+            self.housekeeping();
+        }
+        if !self.dirty_cursors.is_empty() {
+            self.commit(Vec::new());
+        }
+        if let Err(error) = self.backend.sync() {
+            tracing::error!(%error, "final storage sync failed");
+        }
+    }
+
+    /// How long to wait for input before housekeeping is due.
+    fn idle_wait(&self) -> Duration {
+        let mut wait = AGE_SWEEP_EVERY;
+        if !self.over_count.is_empty() {
+            wait = Duration::ZERO;
+        }
+        if let Some(since) = self.unsynced_since {
+            wait = wait.min(self.options.batch_interval.saturating_sub(since.elapsed()));
+        }
+        wait
+    }
+
+    /// Assigns `seq`s, commits, and hands the group to the sink.
+    fn commit(&mut self, group: Vec<Submission<T>>) {
+        let now = unix_ms();
+        let mut touched: HashMap<LogKey, LogMeta> = HashMap::new();
+        let mut new_logs = Vec::new();
+        let mut assigned = Vec::with_capacity(group.len());
+        {
+            let catalog = super::lock(&self.catalog);
+            for submission in &group {
+                let meta = touched.entry(submission.key.clone()).or_insert_with(|| {
+                    catalog.get(submission.key.kind, &submission.key.name).unwrap_or_else(|| {
+                        let meta = LogMeta::new(self.next_log_id, super::new_epoch());
+                        self.next_log_id += 1;
+                        new_logs.push((submission.key.clone(), meta));
+                        meta
+                    })
+                });
+                meta.last_seq += 1;
+                meta.last_ts = meta.last_ts.max(now);
+                if meta.first_ts == 0 {
+                    meta.first_ts = meta.last_ts;
+                }
+                assigned.push((meta.id, meta.epoch, meta.last_seq, meta.last_ts));
+            }
+            for user in &self.dirty_cursors {
+                let key = LogKey { kind: LogKind::Inbox, name: Arc::clone(user) };
+                if let (false, Some(meta)) = (touched.contains_key(&key), catalog.get(LogKind::Inbox, user)) {
+                    touched.insert(key, meta);
+                }
+            }
+            // Cursors moved by the hub since we copied them are newer.
+            for (key, meta) in touched.iter_mut() {
+                if let Some(current) = catalog.get(key.kind, &key.name) {
+                    meta.delivered = meta.delivered.max(current.delivered);
+                }
+            }
+        }
+        let messages: Vec<NewMessage<'_>> = group
+            .iter()
+            .zip(&assigned)
+            .map(|(submission, &(log, _, seq, ts))| NewMessage {
+                log,
+                seq,
+                ts,
+                from: &submission.from,
+                body: submission.body.get(),
+            })
+            .collect();
+        let logs: Vec<LogMeta> = touched.values().copied().collect();
+        let result = self.backend.commit(&Group { new_logs: &new_logs, messages: &messages, logs: &logs });
+        drop(messages);
+        match result {
+            Ok(()) => self.after_commit(group, assigned, touched),
+            Err(error) => {
+                tracing::error!(%error, messages = group.len(), "storage commit failed; the group is refused");
+                // Logs created by the failed group do not exist: reuse nothing.
+                if let Some(sink) = self.sink.upgrade() {
+                    sink.failed(group, &error);
+                }
+            }
+        }
+    }
+
+    fn after_commit(
+        &mut self,
+        group: Vec<Submission<T>>,
+        assigned: Vec<(u64, u64, u64, u64)>,
+        touched: HashMap<LogKey, LogMeta>,
+    ) {
+        self.dirty_cursors.clear();
+        if self.options.sync == SyncMode::Batch && !assigned.is_empty() && self.unsynced_since.is_none() {
+            self.unsynced_since = Some(Instant::now());
+        }
+        {
+            let mut catalog = super::lock(&self.catalog);
+            for (key, meta) in &touched {
+                let delivered = catalog.get(key.kind, &key.name).map_or(0, |current| current.delivered);
+                catalog.insert(key, LogMeta { delivered: delivered.max(meta.delivered), ..*meta });
+                if meta.retained() > self.max_messages(key.kind) {
+                    self.over_count.insert(key.clone());
+                }
+            }
+        }
+        let committed = group
+            .into_iter()
+            .zip(assigned)
+            .map(|(submission, (log, epoch, seq, ts))| Committed {
+                key: submission.key,
+                log,
+                epoch,
+                seq,
+                ts,
+                from: submission.from,
+                body: submission.body,
+                ticket: submission.ticket,
+            })
+            .collect::<Vec<_>>();
+        if let (false, Some(sink)) = (committed.is_empty(), self.sink.upgrade()) {
+            sink.committed(committed);
+        }
+    }
+
+    fn max_messages(&self, kind: LogKind) -> u64 {
+        match kind {
+            LogKind::Room => self.options.room_max_messages,
+            LogKind::Inbox => self.options.inbox_max_messages,
+        }
+    }
+
+    fn max_age(&self, kind: LogKind) -> Duration {
+        match kind {
+            LogKind::Room => self.options.room_max_age,
+            LogKind::Inbox => self.options.inbox_max_age,
+        }
+    }
+
+    /// Batch-mode fsync, one count-retention step per log over its bound,
+    /// and the periodic age sweep.
+    fn housekeeping(&mut self) {
+        if let Some(since) = self.unsynced_since {
+            if since.elapsed() >= self.options.batch_interval {
+                match self.backend.sync() {
+                    Ok(()) => self.unsynced_since = None,
+                    Err(error) => tracing::error!(%error, "batch fsync failed; retrying"),
+                }
+            }
+        }
+        for key in std::mem::take(&mut self.over_count) {
+            let Some(meta) = super::lock(&self.catalog).get(key.kind, &key.name) else { continue };
+            let excess = meta.retained().saturating_sub(self.max_messages(key.kind));
+            if excess > 0 {
+                let through = meta.first_seq - 1 + excess.min(TRIM_STEP);
+                self.trim(&key, meta.id, through);
+                if excess > TRIM_STEP {
+                    self.over_count.insert(key);
+                }
+            }
+        }
+        if self.last_age_sweep.elapsed() >= AGE_SWEEP_EVERY {
+            self.last_age_sweep = Instant::now();
+            self.sweep_expired();
+        }
+    }
+
+    /// Age retention: one step for every log whose oldest message expired.
+    fn sweep_expired(&mut self) {
+        let now = unix_ms();
+        let expired: Vec<(LogKey, LogMeta, u64)> = super::lock(&self.catalog)
+            .iter()
+            .filter_map(|(kind, name, meta)| {
+                let cutoff = now.saturating_sub(self.max_age(kind).as_millis() as u64);
+                let key = LogKey { kind, name: Arc::clone(name) };
+                (meta.retained() > 0 && meta.first_ts < cutoff).then_some((key, *meta, cutoff))
+            })
+            .collect();
+        for (key, meta, cutoff) in expired {
+            match self.backend.expired_through(meta.id, cutoff, TRIM_STEP as usize) {
+                Ok(Some(through)) => self.trim(&key, meta.id, through),
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, log = meta.id, "age retention scan failed"),
+            }
+        }
+    }
+
+    fn trim(&mut self, key: &LogKey, log: u64, through: u64) {
+        match self.backend.trim(log, through) {
+            Ok(oldest) => {
+                let mut catalog = super::lock(&self.catalog);
+                if let Some(meta) = catalog.get_mut(key.kind, &key.name) {
+                    let (first_seq, first_ts) = oldest.unwrap_or((meta.last_seq + 1, 0));
+                    meta.first_seq = meta.first_seq.max(first_seq);
+                    meta.first_ts = first_ts;
+                }
+            }
+            Err(error) => tracing::error!(%error, log, through, "retention trim failed"),
+        }
+    }
+}
