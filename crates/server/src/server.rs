@@ -48,7 +48,7 @@ pub enum ServerError {
 /// directory instead of replacing it.
 fn open_backend(config: &Config) -> Result<Box<dyn Backend>, StoreError> {
     Ok(match config.storage.backend {
-        StorageBackend::Sqlite => Box::new(Sqlite::open(&config.data, config.storage.sync)?),
+        StorageBackend::Sqlite => Box::new(Sqlite::open_for_serving(&config.data, config.storage.sync)?),
         StorageBackend::Memory => Box::new(Memory::new()),
     })
 }

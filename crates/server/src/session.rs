@@ -130,8 +130,7 @@ impl Session {
                 Ok(())
             }
             Command::History { room, before, limit } => {
-                self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit);
-                Ok(())
+                self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit)
             }
             Command::Inbox { since, epoch } => {
                 self.inbox(id, since.unwrap_or(0), epoch);
@@ -154,7 +153,7 @@ impl Session {
             let code = match error {
                 HubError::NotMember(_) => ErrorCode::NotMember,
                 HubError::ShuttingDown => ErrorCode::ShuttingDown,
-                HubError::StorageBusy => ErrorCode::Overloaded,
+                HubError::StorageBusy | HubError::TooManyPending => ErrorCode::Overloaded,
             };
             self.reply_error(id, code, &error.to_string());
         }

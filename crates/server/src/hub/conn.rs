@@ -10,10 +10,15 @@
 //! take frames, never across an await or a system call, so contention is a
 //! few nanoseconds and a blocking mutex is cheaper than an async one.
 
+use super::address::PackedAddr;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+
+/// Requests one connection may have in flight (waiting for storage or a
+/// read); more are answered `overloaded`.
+pub const MAX_PENDING_REQUESTS: u16 = 4096;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use switchboard_protocol::event::Framing;
@@ -65,7 +70,7 @@ impl Transport {
 pub struct Conn {
     pub id: ConnId,
     pub user: Arc<str>,
-    pub peer: SocketAddr,
+    peer: PackedAddr,
     pub transport: Transport,
     outbound: Mutex<Outbound>,
     /// Milliseconds since the hub's start when the peer was last heard
@@ -78,6 +83,10 @@ pub struct Conn {
     /// The close code requested (0: none). Written only under the queue's
     /// lock; outside the `Outbound` so that it stays in a 64-byte size.
     close: AtomicU16,
+    /// Requests answered asynchronously and not answered yet (stores,
+    /// replays, history reads); a half-closed raw TCP connection waits for
+    /// them before it closes.
+    pending: AtomicU16,
 }
 
 /// Frames wait here until they are written: the connection's task copies
@@ -190,13 +199,42 @@ impl Conn {
         Conn {
             id,
             user,
-            peer,
+            peer: PackedAddr::from(peer),
             transport,
             outbound: Mutex::new(Outbound::default()),
             last_heard_ms: AtomicU32::new(now_ms as u32),
             pinged: AtomicBool::new(false),
             close: AtomicU16::new(0),
+            pending: AtomicU16::new(0),
         }
+    }
+
+    /// Counts a request that will be answered later; false (and not
+    /// counted) when [`MAX_PENDING_REQUESTS`] are in flight, unless `always`.
+    pub(crate) fn begin_request(&self, always: bool) -> bool {
+        let limit = if always { u16::MAX } else { MAX_PENDING_REQUESTS };
+        self.pending.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < limit).then_some(n + 1)).is_ok()
+    }
+
+    /// A request counted by [`Conn::begin_request`] was answered. Wakes the
+    /// task when it was the last, in case it waits to close.
+    pub(crate) fn end_request(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waker = self.lock().waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
+    /// Whether requests are still waiting for their answers.
+    pub(crate) fn has_pending_requests(&self) -> bool {
+        self.pending.load(Ordering::Acquire) > 0
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        SocketAddr::from(self.peer)
     }
 
     /// The close code requested, if any.
@@ -442,118 +480,5 @@ impl Conn {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::task::Waker;
-
-    fn conn() -> Conn {
-        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-        Conn::new(1, Arc::from("alice"), peer, Transport::WebSocket, 0)
-    }
-
-    fn poll(conn: &Conn) -> Poll<Outgoing> {
-        conn.poll_outgoing(&mut Context::from_waker(Waker::noop()))
-    }
-
-    #[test]
-    fn overflow_drops_the_queue_and_requests_slow_consumer_close() {
-        let conn = conn();
-        assert_eq!(conn.enqueue(Bytes::from_static(&[0; 6]), 10), Enqueued::Queued);
-        assert_eq!(conn.enqueue(Bytes::from_static(&[0; 4]), 10), Enqueued::Queued);
-        assert_eq!(conn.enqueue(Bytes::from_static(&[0; 1]), 10), Enqueued::Overflow { dropped: 3 });
-        assert_eq!(conn.queued_bytes(), 0);
-        assert_eq!(conn.enqueue(Bytes::from_static(&[0; 1]), 10), Enqueued::Closed);
-        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Close(CloseCode::SlowConsumer)));
-    }
-
-    #[test]
-    fn a_partly_written_frame_survives_a_discard() {
-        let conn = conn();
-        conn.enqueue(Bytes::from_static(b"abcdef"), 100);
-        conn.enqueue(Bytes::from_static(b"ghi"), 100);
-        conn.consume(2);
-        assert_eq!(conn.queued_bytes(), 7);
-        assert_eq!(conn.close(CloseCode::SlowConsumer, true), 1);
-        let mut out = [Bytes::new(), Bytes::new()];
-        assert_eq!(conn.peek(&mut out), 1);
-        assert_eq!(&out[0][..], b"cdef", "the rest of the head is still sent");
-        assert_eq!(conn.queued_bytes(), 4);
-    }
-
-    #[test]
-    fn peek_and_consume_walk_the_queue() {
-        let conn = conn();
-        conn.enqueue(Bytes::from_static(b"one"), 100);
-        conn.enqueue(Bytes::from_static(b"two"), 100);
-        let mut out = [Bytes::new(), Bytes::new(), Bytes::new()];
-        assert_eq!(conn.peek(&mut out), 2);
-        conn.consume(4);
-        assert_eq!(conn.peek(&mut out), 1);
-        assert_eq!(&out[0][..], b"wo");
-        conn.consume(2);
-        assert!(conn.is_drained());
-        assert_eq!(conn.queued_bytes(), 0);
-        assert_eq!(poll(&conn), Poll::Pending);
-    }
-
-    #[test]
-    fn a_moved_queue_keeps_its_partly_written_head() {
-        let (old, new) = (conn(), conn());
-        old.enqueue(Bytes::from_static(b"abcdef"), 100);
-        old.enqueue(Bytes::from_static(b"gh"), 100);
-        old.consume(2);
-        old.move_queue_to(&new);
-        let mut out = [Bytes::new(), Bytes::new()];
-        assert_eq!(new.peek(&mut out), 2);
-        assert_eq!((&out[0][..], &out[1][..]), (&b"cdef"[..], &b"gh"[..]), "the head resumes where it stopped");
-        assert_eq!((new.queued_bytes(), old.queued_bytes()), (6, 0));
-        assert!(old.is_drained());
-    }
-
-    fn drain(conn: &Conn) -> Vec<Bytes> {
-        let mut out = vec![Bytes::new(); 16];
-        let count = conn.peek(&mut out);
-        conn.consume(out[..count].iter().map(Bytes::len).sum());
-        out.truncate(count);
-        out
-    }
-
-    #[test]
-    fn a_replay_goes_ahead_of_held_frames_and_drops_their_duplicates() {
-        let conn = conn();
-        conn.enqueue(Bytes::from_static(b"before"), 100);
-        conn.begin_replay();
-        conn.enqueue_stored(Bytes::from_static(b"live5"), 100, 1, 5);
-        conn.enqueue(Bytes::from_static(b"ack"), 100);
-        conn.enqueue_stored(Bytes::from_static(b"live6"), 100, 1, 6);
-        conn.enqueue_stored(Bytes::from_static(b"other5"), 100, 2, 5);
-        assert_eq!(drain(&conn), [&b"before"[..]], "live frames are held");
-        conn.enqueue_replayed(Bytes::from_static(b"old4"), 100);
-        conn.enqueue_replayed(Bytes::from_static(b"old5"), 100);
-        assert_eq!(conn.queued_bytes(), 8 + 5 + 3 + 5 + 6, "held frames count toward the bound");
-        assert_eq!(conn.end_replay(1, 5), 0);
-        let order: Vec<Bytes> = drain(&conn);
-        assert_eq!(order, [&b"old4"[..], b"old5", b"ack", b"live6", b"other5"]);
-        assert_eq!(conn.queued_bytes(), 0);
-    }
-
-    #[test]
-    fn held_frames_are_not_released_after_a_close() {
-        let conn = conn();
-        conn.begin_replay();
-        conn.enqueue_stored(Bytes::from_static(b"live"), 100, 1, 9);
-        conn.close(CloseCode::GoingAway, false);
-        assert_eq!(conn.end_replay(1, 3), 1, "dropped, since the close frame may follow at any time");
-        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Close(CloseCode::GoingAway)));
-    }
-
-    #[test]
-    fn graceful_close_keeps_queued_frames() {
-        let conn = conn();
-        conn.enqueue(Bytes::from_static(b"last words"), 100);
-        assert_eq!(conn.close(CloseCode::GoingAway, false), 0);
-        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Frames));
-        conn.consume(10);
-        assert_eq!(poll(&conn), Poll::Ready(Outgoing::Close(CloseCode::GoingAway)));
-    }
-}
+#[path = "conn_tests.rs"]
+mod tests;

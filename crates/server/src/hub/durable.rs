@@ -86,16 +86,27 @@ impl Hub {
     }
 
     fn submit(&self, key: LogKey, conn: &Arc<Conn>, body: &RawValue, id: Option<&RawValue>) -> Result<(), HubError> {
+        if !conn.begin_request(false) {
+            self.metrics.dropped("too_many_pending", 1);
+            return Err(HubError::TooManyPending);
+        }
         let ticket = Ticket { conn: Arc::clone(conn), id: id.map(ToOwned::to_owned) };
         let submission = Submission { key, from: Arc::clone(&conn.user), body: body.to_owned(), ticket };
-        self.storage.submit(submission).map_err(|error| match error {
+        self.storage.submit(submission).map_err(|error| {
+            conn.end_request();
+            self.submit_failed(conn, error)
+        })
+    }
+
+    fn submit_failed(&self, conn: &Conn, error: SubmitError) -> HubError {
+        match error {
             SubmitError::Busy => {
                 self.metrics.dropped("storage_busy", 1);
                 tracing::warn!(conn = conn.id, "storage queue full: message refused with `overloaded`");
                 HubError::StorageBusy
             }
             SubmitError::Closed => HubError::ShuttingDown,
-        })
+        }
     }
 
     /// What `since` can recover in a log.
@@ -169,6 +180,7 @@ impl Sink<Ticket> for Hub {
                 let reply = event::Ok { re: id, ok: true, data: StoredReply { seq, ts } };
                 self.deliver_event(&message.ticket.conn, &Encoded::new(&reply));
             }
+            message.ticket.conn.end_request();
         }
     }
 

@@ -7,6 +7,7 @@
 //! `users` is taken alone. Each is a `std::sync::Mutex` held
 //! for map operations or one fan-out, never for IO.
 
+mod address;
 pub mod conn;
 mod durable;
 mod replay;
@@ -62,6 +63,8 @@ pub enum HubError {
     ShuttingDown,
     #[error("too many messages are waiting to be stored; retry later")]
     StorageBusy,
+    #[error("too many requests in flight on this connection; wait for their answers")]
+    TooManyPending,
 }
 
 #[derive(Debug, Default)]
@@ -191,7 +194,7 @@ impl Hub {
     /// transport, keeping its id; the old `Conn` is forgotten.
     pub fn rename(&self, old: &Conn, user: Arc<str>, transport: Transport) -> Arc<Conn> {
         self.forget(old);
-        let conn = self.add(old.id, user, old.peer, transport);
+        let conn = self.add(old.id, user, old.peer(), transport);
         let gauge = &self.metrics.connections_open;
         gauge.get_or_create(&TransportLabel { transport: old.transport.as_str() }).dec();
         gauge.get_or_create(&TransportLabel { transport: transport.as_str() }).inc();
@@ -352,7 +355,7 @@ impl Hub {
                 tracing::warn!(
                     conn = conn.id,
                     user = %conn.user,
-                    peer = %conn.peer,
+                    peer = %conn.peer(),
                     dropped,
                     limit = self.limits.outbound_queue_bytes,
                     "slow consumer: outbound queue over its bound, closing with 4008"

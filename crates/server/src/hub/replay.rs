@@ -14,7 +14,7 @@
 //! queue: a replay waits while more than half the queue bound is unsent.
 
 use super::conn::Conn;
-use super::Hub;
+use super::{Hub, HubError};
 use crate::store::{LogKey, LogKind, StoreError, StoredMessage};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -77,10 +77,15 @@ impl Hub {
     /// releases live frames. Runs as its own task.
     pub fn spawn_replay(self: &Arc<Self>, conn: Arc<Conn>, key: LogKey, log: u64, after: u64) {
         let hub = Arc::clone(self);
-        tokio::spawn(async move { hub.replay(conn, key, log, after).await });
+        // Always counted: the join it follows has succeeded.
+        conn.begin_request(true);
+        tokio::spawn(async move {
+            hub.replay(&conn, key, log, after).await;
+            conn.end_request();
+        });
     }
 
-    async fn replay(&self, conn: Arc<Conn>, key: LogKey, log: u64, after: u64) {
+    async fn replay(&self, conn: &Conn, key: LogKey, log: u64, after: u64) {
         let (mut last, mut count, mut whole) = (after, 0u64, true);
         loop {
             if conn.is_closing() {
@@ -99,7 +104,7 @@ impl Hub {
                     // Retention overtook a slow replay.
                     whole = false;
                 }
-                self.queue_replayed(&conn, &stored_event(&key, message)).await;
+                self.queue_replayed(conn, &stored_event(&key, message)).await;
                 (last, count) = (message.seq, count + 1);
             }
             if page.len() < REPLAY_PAGE {
@@ -111,11 +116,8 @@ impl Hub {
             LogKind::Room => (Some(&*key.name), None),
             LogKind::Inbox => (None, Some(true)),
         };
-        self.queue_replayed(
-            &conn,
-            &Encoded::new(&event::Replayed { ev: "replayed", room, inbox, count, recovered: whole }),
-        )
-        .await;
+        let done = event::Replayed { ev: "replayed", room, inbox, count, recovered: whole };
+        self.queue_replayed(conn, &Encoded::new(&done)).await;
         let dropped = conn.end_replay(log, last);
         if dropped > 0 {
             self.metrics.dropped("closing", dropped);
@@ -135,31 +137,48 @@ impl Hub {
         room: String,
         before: Option<u64>,
         limit: Option<u64>,
-    ) {
+    ) -> Result<(), HubError> {
+        if !conn.begin_request(false) {
+            self.metrics.dropped("too_many_pending", 1);
+            return Err(HubError::TooManyPending);
+        }
         let hub = Arc::clone(self);
         tokio::spawn(async move {
-            let meta = hub.storage.meta(LogKind::Room, &room);
-            let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT).clamp(1, HISTORY_MAX_LIMIT) as usize;
-            let page = match meta {
-                Some(meta) => {
-                    let before = before.unwrap_or(u64::MAX);
-                    let reader = hub.storage.reader();
-                    let read = tokio::task::spawn_blocking(move || reader.before(meta.id, before, limit));
-                    read.await.unwrap_or(Err(StoreError::Stopped))
-                }
-                None => Ok(Vec::new()),
-            };
-            let Some(id) = id else { return };
-            match page {
-                Ok(page) => hub.reply_history(&conn, &id, &room, meta.map(|meta| (meta.epoch, meta.first_seq)), &page),
-                Err(error) => {
-                    tracing::error!(%error, conn = conn.id, room, "history read failed");
-                    let text = "history could not be read";
-                    let reply = event::Error::new(Some(&id), switchboard_protocol::ErrorCode::StorageFailed, text);
-                    hub.deliver_event(&conn, &Encoded::new(&reply));
-                }
-            }
+            hub.history(&conn, id, room, before, limit).await;
+            conn.end_request();
         });
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        conn: &Conn,
+        id: Option<Box<RawValue>>,
+        room: String,
+        before: Option<u64>,
+        limit: Option<u64>,
+    ) {
+        // Without an id nobody would read the answer.
+        let Some(id) = id else { return };
+        let meta = self.storage.meta(LogKind::Room, &room);
+        let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT).clamp(1, HISTORY_MAX_LIMIT) as usize;
+        let page = match meta {
+            Some(meta) => {
+                let (reader, before) = (self.storage.reader(), before.unwrap_or(u64::MAX));
+                let read = tokio::task::spawn_blocking(move || reader.before(meta.id, before, limit));
+                read.await.unwrap_or(Err(StoreError::Stopped))
+            }
+            None => Ok(Vec::new()),
+        };
+        match page {
+            Ok(page) => self.reply_history(conn, &id, &room, meta.map(|meta| (meta.epoch, meta.first_seq)), &page),
+            Err(error) => {
+                tracing::error!(%error, conn = conn.id, room, "history read failed");
+                let text = "history could not be read";
+                let reply = event::Error::new(Some(&id), switchboard_protocol::ErrorCode::StorageFailed, text);
+                self.deliver_event(conn, &Encoded::new(&reply));
+            }
+        }
     }
 
     fn reply_history(&self, conn: &Conn, id: &RawValue, room: &str, log: Option<(u64, u64)>, page: &[StoredMessage]) {

@@ -373,3 +373,6 @@ pub fn new_epoch() -> u64 {
     }
     (u64::from_le_bytes(bytes) & ((1 << 53) - 1)).max(1)
 }
+
+#[cfg(test)]
+mod tests;

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 pub const DATABASE_FILE: &str = "switchboard.sqlite3";
 /// Held (with an exclusive `flock`) by the process using the directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// `BOOT_ID SYNC_MODE running|clean`: how the last run ended.
+pub const STATE_FILE: &str = "STATE";
 /// `PRAGMA user_version` of the schema below.
 const SCHEMA_VERSION: i64 = 1;
 /// Idle reader connections kept for reuse.
@@ -52,8 +54,36 @@ pub struct Sqlite {
     /// The WAL file, fsynced directly in `batch` mode.
     wal: Option<File>,
     reader: Arc<SqliteReader>,
+    /// Where `STATE` is written; `None` for offline tools, which leave it.
+    state: Option<(PathBuf, String)>,
     /// Keeps the directory's lock for as long as the backend lives.
     _lock: File,
+}
+
+/// This boot of the machine (changes at every reboot).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map_or_else(|_| "unknown".into(), |id| id.trim().into())
+}
+
+fn sync_name(sync: SyncMode) -> &'static str {
+    match sync {
+        SyncMode::Always => "always",
+        SyncMode::Batch => "batch",
+        SyncMode::None => "none",
+    }
+}
+
+/// Whether the previous run may have lost acked messages: it did not stop
+/// cleanly, did not fsync every commit, and the machine rebooted since.
+fn tail_may_be_lost(previous: &str, boot: &str) -> bool {
+    let fields: Vec<&str> = previous.split_whitespace().collect();
+    matches!(fields[..], [was_boot, sync, "running"] if sync != "always" && was_boot != boot)
+}
+
+fn write_state(path: &Path, line: &str) -> std::io::Result<()> {
+    let file = File::create(path)?;
+    std::io::Write::write_all(&mut &file, line.as_bytes())?;
+    file.sync_all()
 }
 
 /// Takes the data directory's lock file, creating the directory if needed.
@@ -105,7 +135,31 @@ impl Sqlite {
             _ => None,
         };
         let reader = Arc::new(SqliteReader { path: path.clone(), idle: Mutex::default() });
-        Ok(Sqlite { path, db, wal, reader, _lock: lock })
+        Ok(Sqlite { path, db, wal, reader, state: None, _lock: lock })
+    }
+
+    /// Opens the directory for a server run: like [`Sqlite::open`], and
+    /// gives every log a new epoch if the previous run may have lost acked
+    /// messages to a power loss (see `docs/ARCHITECTURE.md`). Records this
+    /// run in `STATE` until [`Drop`] marks it clean.
+    pub fn open_for_serving(dir: &Path, sync: SyncMode) -> Result<Sqlite, StoreError> {
+        let mut store = Sqlite::open(dir, sync)?;
+        let state = dir.join(STATE_FILE);
+        let boot = boot_id();
+        let previous = std::fs::read_to_string(&state).unwrap_or_default();
+        if tail_may_be_lost(&previous, &boot) {
+            let changed = store.db.execute("UPDATE logs SET epoch = (abs(random()) % 9007199254740991) + 1", [])?;
+            tracing::warn!(
+                logs = changed,
+                previous = previous.trim(),
+                "the machine restarted while the last run was storing without fsync per message: \
+                 its newest acks may be lost, so every room and inbox starts a new epoch"
+            );
+        }
+        let io = |source| StoreError::Directory { path: dir.to_owned(), source };
+        write_state(&state, &format!("{boot} {} running\n", sync_name(sync))).map_err(io)?;
+        store.state = Some((state, format!("{boot} {} clean\n", sync_name(sync))));
+        Ok(store)
     }
 
     /// Deletes a room's history and gives it a new epoch (an operator's
@@ -134,6 +188,16 @@ impl Sqlite {
             .query_row([log as i64], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))
             .optional()?;
         Ok(row)
+    }
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        if let Some((path, line)) = &self.state {
+            if let Err(error) = write_state(path, line) {
+                tracing::error!(%error, "could not record a clean stop");
+            }
+        }
     }
 }
 
@@ -291,5 +355,40 @@ impl Reader for SqliteReader {
         })?;
         messages.reverse();
         Ok(messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn epochs(dir: &Path) -> Vec<u64> {
+        let mut store = Sqlite::open(dir, SyncMode::Always).expect("open");
+        store.load().expect("load").iter().map(|(_, meta)| meta.epoch).collect()
+    }
+
+    #[test]
+    fn a_reboot_after_an_unclean_unsynced_run_changes_every_epoch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Sqlite::open_for_serving(dir.path(), SyncMode::Batch).expect("open");
+        let key = LogKey { kind: LogKind::Room, name: Arc::from("r") };
+        let meta = LogMeta::new(1, 77);
+        store.commit(&Group { new_logs: &[(key, meta)], messages: &[], logs: &[meta] }).expect("commit");
+        drop(store);
+        let state = dir.path().join(STATE_FILE);
+        assert!(std::fs::read_to_string(&state).expect("state").ends_with("batch clean\n"));
+        assert_eq!(epochs(dir.path()), [77], "a clean stop keeps epochs");
+
+        for (previous, changes) in [
+            ("other-boot always running", false),
+            (format!("{} batch running", boot_id()).as_str(), false),
+            ("other-boot none clean", false),
+            ("other-boot batch running", true),
+        ] {
+            std::fs::write(&state, previous).expect("write state");
+            drop(Sqlite::open_for_serving(dir.path(), SyncMode::Always).expect("open"));
+            let now = epochs(dir.path());
+            assert_eq!(now != [77], changes, "after `{previous}`: {now:?}");
+        }
     }
 }

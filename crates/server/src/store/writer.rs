@@ -23,7 +23,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const MAX_GROUP: usize = 4096;
 /// Most messages deleted by one retention step.
 const TRIM_STEP: u64 = 1000;
-/// How often age retention looks at every log.
+/// How often age retention looks at every log, at most (and at least
+/// twice per the shortest age bound).
 const AGE_SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// A message waiting to be stored.
@@ -137,7 +138,7 @@ impl<T: Send + 'static> Writer<T> {
 
     /// How long to wait for input before housekeeping is due.
     fn idle_wait(&self) -> Duration {
-        let mut wait = AGE_SWEEP_EVERY;
+        let mut wait = self.age_sweep_every().saturating_sub(self.last_age_sweep.elapsed());
         if !self.over_count.is_empty() {
             wait = Duration::ZERO;
         }
@@ -285,10 +286,15 @@ impl<T: Send + 'static> Writer<T> {
                 }
             }
         }
-        if self.last_age_sweep.elapsed() >= AGE_SWEEP_EVERY {
+        if self.last_age_sweep.elapsed() >= self.age_sweep_every() {
             self.last_age_sweep = Instant::now();
             self.sweep_expired();
         }
+    }
+
+    fn age_sweep_every(&self) -> Duration {
+        let shortest = self.options.room_max_age.min(self.options.inbox_max_age);
+        (shortest / 2).clamp(Duration::from_millis(10), AGE_SWEEP_EVERY)
     }
 
     /// Age retention: one step for every log whose oldest message expired.

@@ -49,11 +49,22 @@ pub(crate) trait Codec: Send + 'static {
     fn on_timer(&mut self, _session: &mut Session) -> Result<(), CloseCode> {
         Ok(())
     }
+    /// Whether the peer's end of input (a TCP half-close) leaves the
+    /// connection open until every request is answered. Without it, end of
+    /// input ends the connection at once.
+    fn drains_on_end_of_input(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]
 enum State {
     Open,
+    /// The peer sent all it will send; answers still due are awaited (at
+    /// most until the deadline), then the close follows.
+    Draining {
+        deadline: Pin<Box<Sleep>>,
+    },
     /// Our close frame is queued; `sent` once it and everything before it
     /// is written and our write side is shut. Ends at EOF or the deadline.
     Closing {
@@ -70,6 +81,8 @@ struct Events {
     outgoing: Option<Outgoing>,
     deadline: bool,
     timer: bool,
+    /// Draining, and nothing is queued or pending any more.
+    drained: bool,
 }
 
 enum Step {
@@ -108,7 +121,7 @@ impl<C: Codec> Connection<C> {
         drop(early);
         poll_fn(move |cx| {
             let conn = self.session.conn();
-            let span = tracing::debug_span!("conn", id = conn.id, peer = %conn.peer, user = %conn.user);
+            let span = tracing::debug_span!("conn", id = conn.id, peer = %conn.peer(), user = %conn.user);
             let _entered = span.entered();
             self.poll_run(cx)
         })
@@ -133,19 +146,31 @@ impl<C: Codec> Connection<C> {
     }
 
     fn poll_events(&mut self, cx: &mut Context<'_>) -> Poll<Events> {
-        let mut events = Events { readable: self.stream.poll_read_ready(cx).is_ready(), ..Events::default() };
+        let draining = matches!(self.state, State::Draining { .. });
+        // At end of input the socket stays readable: stop asking.
+        let mut events =
+            Events { readable: !draining && self.stream.poll_read_ready(cx).is_ready(), ..Events::default() };
         if self.write_blocked {
             events.writable = self.stream.poll_write_ready(cx).is_ready();
         } else if !matches!(self.state, State::Closing { sent: true, .. }) {
-            if let Poll::Ready(outgoing) = self.session.conn().poll_outgoing(cx) {
-                events.outgoing = Some(outgoing);
+            match self.session.conn().poll_outgoing(cx) {
+                Poll::Ready(outgoing) => events.outgoing = Some(outgoing),
+                // The waker is registered: the last answer will wake us.
+                Poll::Pending => events.drained = draining && !self.session.conn().has_pending_requests(),
             }
         }
         match &mut self.state {
-            State::Closing { deadline, .. } => events.deadline = deadline.as_mut().poll(cx).is_ready(),
+            State::Closing { deadline, .. } | State::Draining { deadline } => {
+                events.deadline = deadline.as_mut().poll(cx).is_ready();
+            }
             _ => events.timer = self.codec.poll_timer(cx).is_ready(),
         }
-        let any = events.readable || events.writable || events.outgoing.is_some() || events.deadline || events.timer;
+        let any = events.readable
+            || events.writable
+            || events.outgoing.is_some()
+            || events.deadline
+            || events.timer
+            || events.drained;
         if any {
             Poll::Ready(events)
         } else {
@@ -154,14 +179,20 @@ impl<C: Codec> Connection<C> {
     }
 
     fn on_events(&mut self, events: Events) -> Step {
-        if events.deadline {
+        let draining = matches!(self.state, State::Draining { .. });
+        if draining && (events.drained || events.deadline) {
+            if events.deadline {
+                tracing::debug!("answers still pending after the peer's end of input; closing anyway");
+            }
+            self.close(CloseCode::Normal);
+        } else if events.deadline {
             tracing::debug!("close handshake timed out");
             return Step::Done;
         }
         if events.readable {
             match self.read_available() {
                 Ok(true) => {}
-                Ok(false) => return Step::Done,
+                Ok(false) => return self.end_of_input(),
                 Err(error) => {
                     tracing::debug!(%error, "read failed");
                     return Step::Done;
@@ -204,6 +235,22 @@ impl<C: Codec> Connection<C> {
         Ok(true)
     }
 
+    /// The peer will send nothing more: either wait for the answers still
+    /// due (raw TCP) or end now.
+    fn end_of_input(&mut self) -> Step {
+        if !matches!(self.state, State::Open) || !self.codec.drains_on_end_of_input() {
+            return Step::Done;
+        }
+        // A last line without its newline counts as a line.
+        if let Err(code) = self.codec.on_timer(&mut self.session) {
+            self.close(code);
+            return Step::Continue;
+        }
+        let deadline = Box::pin(tokio::time::sleep(self.session.hub().limits().close_timeout));
+        self.state = State::Draining { deadline };
+        Step::Continue
+    }
+
     /// Hands input to the codec while open; discards it once closing.
     fn ingest(&mut self, data: &[u8]) {
         if !matches!(self.state, State::Open) || self.session.conn().is_closing() {
@@ -223,7 +270,7 @@ impl<C: Codec> Connection<C> {
     /// Leaves the hub's rooms and queues our close frame after whatever is
     /// already queued.
     fn start_close(&mut self, code: CloseCode) {
-        if !matches!(self.state, State::Open) {
+        if !matches!(self.state, State::Open | State::Draining { .. }) {
             return;
         }
         self.session.end();

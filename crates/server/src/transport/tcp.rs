@@ -145,6 +145,12 @@ impl Codec for TcpCodec {
             None => Ok(()),
         }
     }
+
+    /// `printf '...' | nc` sends its commands and shuts its side: every
+    /// answer is still sent before the close line.
+    fn drains_on_end_of_input(&self) -> bool {
+        true
+    }
 }
 
 /// The first JSON line: a `hello` names the client; anything else is a

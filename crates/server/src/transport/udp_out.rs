@@ -124,11 +124,11 @@ fn gather(
             Poll::Pending => {}
             Poll::Ready(Outgoing::Close(code)) => {
                 let close = Encoded::new(&event::Close::new(code));
-                let _ = socket.try_send_to(&close.framed(Framing::Datagram), conn.peer);
+                let _ = socket.try_send_to(&close.framed(Framing::Datagram), conn.peer());
                 wakers.remove(&conn.id);
             }
             Poll::Ready(Outgoing::Frames) => {
-                let (to, peer, index) = (SockaddrStorage::from(conn.peer), conn.peer, conns.len());
+                let (to, peer, index) = (SockaddrStorage::from(conn.peer()), conn.peer(), conns.len());
                 let room = PER_CONN.min(BATCH - batch.len());
                 let count = conn.peek(&mut frames[..room]);
                 batch.extend(frames[..count].iter().map(|frame| Datagram {

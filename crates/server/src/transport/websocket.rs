@@ -75,7 +75,7 @@ impl Codec for WsCodec {
 /// still go out first.
 fn protocol_error(error: &FrameError, session: &Session) -> CloseCode {
     let conn = session.conn();
-    tracing::info!(conn = conn.id, user = %conn.user, peer = %conn.peer, %error, "closing on protocol error");
+    tracing::info!(conn = conn.id, user = %conn.user, peer = %conn.peer(), %error, "closing on protocol error");
     error.close_code()
 }
 

@@ -342,3 +342,30 @@ async fn a_udp_session_closed_by_the_server_is_gone_from_its_rooms() {
     let users = listed["users"].as_array().expect("users").clone();
     assert!(!users.contains(&json!("stalled")), "the closed session left the room: {users:?}");
 }
+
+#[tokio::test]
+async fn a_client_that_shuts_its_side_still_gets_every_answer() {
+    let server = TestServer::start().await;
+    request(&mut server.client("carol").await, json!({"op": "dm", "to": "dave", "body": "stored"})).await;
+    let mut script = Lines::connect(server.tcp).await;
+    // What `printf ... | nc -N` does: every command, then end of input.
+    script
+        .send(concat!(
+            "{\"op\":\"hello\",\"name\":\"dave\"}\n",
+            "{\"op\":\"join\",\"room\":\"r\",\"id\":1}\n",
+            "{\"op\":\"send\",\"room\":\"r\",\"body\":1,\"id\":2}\n",
+            "{\"op\":\"inbox\",\"since\":0,\"id\":3}\n",
+            "{\"op\":\"history\",\"room\":\"r\",\"id\":4}", // no newline: the last line still counts
+        ))
+        .await;
+    script.writer.shutdown().await.expect("half-close");
+    let mut rest = String::new();
+    within(script.reader.read_to_string(&mut rest)).await.expect("read to the server's close");
+    let lines: Vec<Value> = rest.lines().map(|line| serde_json::from_str(line).expect("json line")).collect();
+    // Stores and reads answer when done, so replies may come out of order.
+    let mut answered: Vec<u64> = lines.iter().filter_map(|line| line["re"].as_u64()).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, [1, 2, 3, 4], "{rest}");
+    assert!(lines.iter().any(|line| line["ev"] == json!("dm") && line["body"] == json!("stored")), "{rest}");
+    assert_eq!(lines.last().map(|line| line["ev"].clone()), Some(json!("close")), "the close line comes last: {rest}");
+}

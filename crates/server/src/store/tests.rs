@@ -1,0 +1,173 @@
+//! The writer with real backends: `seq` assignment, failed groups,
+//! retention and reopening a SQLite directory.
+
+use super::memory::Memory;
+use super::sqlite::Sqlite;
+use super::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+/// Reports every outcome as `Ok(seq)` or `Err(ticket)`.
+struct Outcomes(Mutex<Sender<Result<(u64, u64), u32>>>);
+
+impl Sink<u32> for Outcomes {
+    fn committed(&self, group: Vec<Committed<u32>>) {
+        for message in group {
+            let _ = lock(&self.0).send(Ok((message.seq, message.epoch)));
+        }
+    }
+    fn failed(&self, group: Vec<Submission<u32>>, _: &StoreError) {
+        for submission in group {
+            let _ = lock(&self.0).send(Err(submission.ticket));
+        }
+    }
+}
+
+/// Memory storage whose commits fail while `failing` is set.
+struct Flaky {
+    inner: Memory,
+    failing: Arc<AtomicBool>,
+}
+
+impl Backend for Flaky {
+    fn load(&mut self) -> Result<Vec<(LogKey, LogMeta)>, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Sync(std::io::Error::other("disk on fire")));
+        }
+        self.inner.commit(group)
+    }
+    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        self.inner.trim(log, through)
+    }
+    fn expired_through(&mut self, log: u64, cutoff: u64, scan: usize) -> Result<Option<u64>, StoreError> {
+        self.inner.expired_through(log, cutoff, scan)
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn reader(&self) -> Arc<dyn Reader> {
+        self.inner.reader()
+    }
+}
+
+fn options(room_max_messages: u64, room_max_age: Duration) -> WriterOptions {
+    WriterOptions {
+        sync: SyncMode::Always,
+        batch_interval: Duration::from_millis(5),
+        room_max_messages,
+        room_max_age,
+        inbox_max_messages: 10,
+        inbox_max_age: Duration::from_secs(3600),
+        queue_capacity: 1024,
+    }
+}
+
+type Started = (Storage<u32>, Arc<Outcomes>, Receiver<Result<(u64, u64), u32>>);
+
+fn start(backend: Box<dyn Backend>, room_max_messages: u64) -> Started {
+    start_with(backend, options(room_max_messages, Duration::from_secs(3600)))
+}
+
+fn start_with(backend: Box<dyn Backend>, options: WriterOptions) -> Started {
+    let (sender, receiver) = channel();
+    let sink = Arc::new(Outcomes(Mutex::new(sender)));
+    let weak: Weak<dyn Sink<u32>> = Arc::downgrade(&sink) as Weak<dyn Sink<u32>>;
+    let storage = Loaded::load(backend).expect("load").start(options, weak);
+    (storage, sink, receiver)
+}
+
+fn submit(storage: &Storage<u32>, kind: LogKind, name: &str, ticket: u32) {
+    let body = RawValue::from_string(format!("{{\"n\":{ticket}}}")).expect("json");
+    let submission = Submission { key: LogKey { kind, name: Arc::from(name) }, from: Arc::from("alice"), body, ticket };
+    storage.submit(submission).expect("queued");
+}
+
+fn next(outcomes: &Receiver<Result<(u64, u64), u32>>) -> Result<(u64, u64), u32> {
+    outcomes.recv_timeout(Duration::from_secs(10)).expect("an outcome")
+}
+
+#[test]
+fn a_failed_group_consumes_no_seq() {
+    let failing = Arc::new(AtomicBool::new(false));
+    let backend = Flaky { inner: Memory::new(), failing: Arc::clone(&failing) };
+    let (storage, _sink, outcomes) = start(Box::new(backend), 100);
+    submit(&storage, LogKind::Room, "r", 1);
+    let (first, epoch) = next(&outcomes).expect("stored");
+    failing.store(true, Ordering::SeqCst);
+    submit(&storage, LogKind::Room, "r", 2);
+    assert_eq!(next(&outcomes), Err(2), "the failure is reported with its ticket");
+    failing.store(false, Ordering::SeqCst);
+    submit(&storage, LogKind::Room, "r", 3);
+    assert_eq!(next(&outcomes), Ok((first + 1, epoch)), "no gap where the failed message would have been");
+    submit(&storage, LogKind::Inbox, "r", 4);
+    let (inbox_seq, inbox_epoch) = next(&outcomes).expect("stored");
+    assert_eq!(inbox_seq, 1, "an inbox named like a room is a separate log");
+    assert_ne!(inbox_epoch, epoch);
+    storage.close();
+}
+
+#[test]
+fn count_retention_trims_the_oldest() {
+    let (storage, _sink, outcomes) = start(Box::new(Memory::new()), 5);
+    for ticket in 0..12 {
+        submit(&storage, LogKind::Room, "r", ticket);
+        next(&outcomes).expect("stored");
+    }
+    storage.close();
+    let meta = storage.meta(LogKind::Room, "r").expect("log");
+    assert_eq!((meta.first_seq, meta.last_seq, meta.retained()), (8, 12, 5));
+    let kept: Vec<u64> = storage.reader().after(meta.id, 0, 100).expect("read").iter().map(|m| m.seq).collect();
+    assert_eq!(kept, [8, 9, 10, 11, 12]);
+    let older: Vec<u64> = storage.reader().before(meta.id, 11, 2).expect("read").iter().map(|m| m.seq).collect();
+    assert_eq!(older, [9, 10], "before returns the newest page, oldest first");
+}
+
+#[test]
+fn sqlite_keeps_seq_epoch_and_bodies_across_reopening() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Sqlite::open(dir.path(), SyncMode::Batch).expect("open");
+    assert!(matches!(Sqlite::open(dir.path(), SyncMode::Batch), Err(StoreError::Locked { .. })));
+    let (storage, _sink, outcomes) = start(Box::new(backend), 100);
+    for ticket in 0..3 {
+        submit(&storage, LogKind::Room, "lobby", ticket);
+    }
+    submit(&storage, LogKind::Inbox, "bob", 9);
+    let results: Vec<_> = (0..4).map(|_| next(&outcomes).expect("stored")).collect();
+    storage.mark_delivered("bob", 1);
+    storage.close();
+    drop(storage);
+
+    let (storage, _sink, outcomes) = start(Box::new(Sqlite::open(dir.path(), SyncMode::Always).expect("reopen")), 100);
+    let room = storage.meta(LogKind::Room, "lobby").expect("room survives");
+    assert_eq!((room.first_seq, room.last_seq, room.epoch), (1, 3, results[0].1));
+    let inbox = storage.meta(LogKind::Inbox, "bob").expect("inbox survives");
+    assert_eq!((inbox.last_seq, inbox.delivered), (1, 1), "the delivery cursor is persisted");
+    let bodies: Vec<String> =
+        storage.reader().after(room.id, 1, 10).expect("read").iter().map(|m| m.body.get().to_owned()).collect();
+    assert_eq!(bodies, [r#"{"n":1}"#, r#"{"n":2}"#]);
+    submit(&storage, LogKind::Room, "lobby", 7);
+    assert_eq!(next(&outcomes), Ok((4, room.epoch)));
+    storage.close();
+}
+
+#[test]
+fn age_retention_removes_expired_messages_without_new_sends() {
+    let (storage, _sink, outcomes) = start_with(Box::new(Memory::new()), options(100, Duration::from_millis(100)));
+    for ticket in 0..3 {
+        submit(&storage, LogKind::Room, "r", ticket);
+        next(&outcomes).expect("stored");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Retention reports nothing, so watch the catalog.
+    while storage.meta(LogKind::Room, "r").is_some_and(|meta| meta.retained() > 0) {
+        assert!(std::time::Instant::now() < deadline, "expired messages were never removed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let meta = storage.meta(LogKind::Room, "r").expect("the log itself stays");
+    assert_eq!((meta.first_seq, meta.last_seq), (4, 3), "seq continues after the log emptied");
+    assert!(storage.reader().after(meta.id, 0, 10).expect("read").is_empty());
+    storage.close();
+}
