@@ -91,6 +91,7 @@ pub struct Storage {
     #[serde(with = "humantime_serde")]
     pub inbox_max_age: Duration,
     pub queue_capacity: usize,
+    pub queue_bytes: usize,
 }
 
 impl Default for Storage {
@@ -104,6 +105,7 @@ impl Default for Storage {
             inbox_max_messages: 1_000,
             inbox_max_age: Duration::from_secs(30 * 24 * 3600),
             queue_capacity: 65_536,
+            queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -119,6 +121,7 @@ impl Storage {
             inbox_max_messages: self.inbox_max_messages,
             inbox_max_age: self.inbox_max_age,
             queue_capacity: self.queue_capacity,
+            queue_bytes: self.queue_bytes,
         }
     }
 }

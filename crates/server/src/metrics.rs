@@ -86,7 +86,8 @@ impl Metrics {
             "Frames or datagrams not delivered, by reason (slow_consumer: queue over its bound; closing: recipient \
              already closing; udp_oversize: event over the UDP size; udp_too_large: datagram over the message \
              limit; udp_rate_limited: source over its rate; udp_receive_buffer: dropped by the kernel, server \
-             socket buffer full; storage_busy: refused, storage queue full; storage_error: refused, commit failed)",
+             socket buffer full; storage_busy: refused, storage queue full; too_many_pending: refused, the connection has too \
+             many requests waiting; storage_error: refused, commit failed)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());

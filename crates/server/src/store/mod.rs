@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
@@ -196,6 +197,8 @@ pub struct WriterOptions {
     pub inbox_max_age: Duration,
     /// Submissions that may wait for the writer; more are refused.
     pub queue_capacity: usize,
+    /// Body bytes that may wait for the writer; more are refused.
+    pub queue_bytes: usize,
 }
 
 /// The in-memory index of every log, shared by the hub and the writer.
@@ -255,6 +258,9 @@ pub struct Storage<T: Send + 'static> {
     reader: Arc<dyn Reader>,
     sender: Mutex<Option<SyncSender<writer::Input<T>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Body bytes queued for the writer, and their bound.
+    queued_bytes: Arc<AtomicUsize>,
+    queue_bytes: usize,
 }
 
 /// Why a write was not accepted.
@@ -298,7 +304,9 @@ impl Loaded {
         let catalog = Arc::new(Mutex::new(self.catalog));
         let reader = self.backend.reader();
         let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
-        let writer = writer::Writer::new(self.backend, options, Arc::clone(&catalog), sink);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queue_bytes = options.queue_bytes;
+        let writer = writer::Writer::new(self.backend, options, Arc::clone(&catalog), sink, Arc::clone(&queued_bytes));
         let thread = std::thread::Builder::new().name("storage-writer".into()).spawn(move || writer.run(receiver));
         let (sender, thread) = match thread {
             Ok(thread) => (Some(sender), Some(thread)),
@@ -307,19 +315,30 @@ impl Loaded {
                 (None, None)
             }
         };
-        Storage { catalog, reader, sender: Mutex::new(sender), thread: Mutex::new(thread) }
+        Storage { catalog, reader, sender: Mutex::new(sender), thread: Mutex::new(thread), queued_bytes, queue_bytes }
     }
 }
 
 impl<T: Send + 'static> Storage<T> {
     /// Queues a message for the next group commit.
     pub fn submit(&self, submission: Submission<T>) -> Result<(), SubmitError> {
+        let bytes = submission.body.get().len();
+        if self.queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.queue_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(SubmitError::Busy);
+        }
         let sender = lock(&self.sender);
-        let sender = sender.as_ref().ok_or(SubmitError::Closed)?;
-        sender.try_send(writer::Input::Append(submission)).map_err(|error| match error {
-            TrySendError::Full(_) => SubmitError::Busy,
-            TrySendError::Disconnected(_) => SubmitError::Closed,
-        })
+        let result = match sender.as_ref() {
+            Some(sender) => sender.try_send(writer::Input::Append(submission)).map_err(|error| match error {
+                TrySendError::Full(_) => SubmitError::Busy,
+                TrySendError::Disconnected(_) => SubmitError::Closed,
+            }),
+            None => Err(SubmitError::Closed),
+        };
+        if result.is_err() {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+        result
     }
 
     /// The log's metadata, if it exists.

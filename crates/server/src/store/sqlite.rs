@@ -51,8 +51,10 @@ CREATE TABLE IF NOT EXISTS messages (
 pub struct Sqlite {
     path: PathBuf,
     db: Connection,
-    /// The WAL file, fsynced directly in `batch` mode.
-    wal: Option<File>,
+    /// The WAL file, fsynced directly in `batch` mode. Opened for each
+    /// sync: SQLite deletes it when the last connection closes cleanly and
+    /// creates it again at the first write.
+    wal: Option<PathBuf>,
     reader: Arc<SqliteReader>,
     /// Where `STATE` is written; `None` for offline tools, which leave it.
     state: Option<(PathBuf, String)>,
@@ -127,13 +129,7 @@ impl Sqlite {
         if check != "ok" {
             return Err(corrupt(format!("integrity check failed: {check}")));
         }
-        let wal = match sync {
-            SyncMode::Batch => Some(
-                File::open(dir.join(format!("{DATABASE_FILE}-wal")))
-                    .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?,
-            ),
-            _ => None,
-        };
+        let wal = (sync == SyncMode::Batch).then(|| dir.join(format!("{DATABASE_FILE}-wal")));
         let reader = Arc::new(SqliteReader { path: path.clone(), idle: Mutex::default() });
         Ok(Sqlite { path, db, wal, reader, state: None, _lock: lock })
     }
@@ -286,9 +282,12 @@ impl Backend for Sqlite {
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
-        match &self.wal {
-            Some(wal) => wal.sync_data().map_err(StoreError::Sync),
-            None => Ok(()),
+        let Some(wal) = &self.wal else { return Ok(()) };
+        match File::open(wal) {
+            Ok(file) => file.sync_data().map_err(StoreError::Sync),
+            // No WAL yet: nothing was written since it was last removed.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(StoreError::Sync(error)),
         }
     }
 
@@ -375,6 +374,10 @@ mod tests {
         let meta = LogMeta::new(1, 77);
         store.commit(&Group { new_logs: &[(key, meta)], messages: &[], logs: &[meta] }).expect("commit");
         drop(store);
+        let mut reopened =
+            Sqlite::open_for_serving(dir.path(), SyncMode::Batch).expect("batch mode opens a closed directory");
+        reopened.sync().expect("a sync with no WAL file is fine");
+        drop(reopened);
         let state = dir.path().join(STATE_FILE);
         assert!(std::fs::read_to_string(&state).expect("state").ends_with("batch clean\n"));
         assert_eq!(epochs(dir.path()), [77], "a clean stop keeps epochs");

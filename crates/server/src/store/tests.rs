@@ -62,6 +62,7 @@ fn options(room_max_messages: u64, room_max_age: Duration) -> WriterOptions {
         inbox_max_messages: 10,
         inbox_max_age: Duration::from_secs(3600),
         queue_capacity: 1024,
+        queue_bytes: 1 << 20,
     }
 }
 
@@ -169,5 +170,65 @@ fn age_retention_removes_expired_messages_without_new_sends() {
     let meta = storage.meta(LogKind::Room, "r").expect("the log itself stays");
     assert_eq!((meta.first_seq, meta.last_seq), (4, 3), "seq continues after the log emptied");
     assert!(storage.reader().after(meta.id, 0, 10).expect("read").is_empty());
+    storage.close();
+}
+
+/// Memory storage whose commits wait until the test lets them go.
+struct Gated {
+    inner: Memory,
+    entered: Sender<()>,
+    release: Mutex<Receiver<()>>,
+}
+
+impl Backend for Gated {
+    fn load(&mut self) -> Result<Vec<(LogKey, LogMeta)>, StoreError> {
+        self.inner.load()
+    }
+    fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError> {
+        let _ = self.entered.send(());
+        let _ = lock(&self.release).recv();
+        self.inner.commit(group)
+    }
+    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        self.inner.trim(log, through)
+    }
+    fn expired_through(&mut self, log: u64, cutoff: u64, scan: usize) -> Result<Option<u64>, StoreError> {
+        self.inner.expired_through(log, cutoff, scan)
+    }
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn reader(&self) -> Arc<dyn Reader> {
+        self.inner.reader()
+    }
+}
+
+#[test]
+fn a_full_queue_refuses_by_count_and_by_bytes() {
+    let (entered, in_commit) = channel();
+    let (release, released) = channel();
+    let backend = Gated { inner: Memory::new(), entered, release: Mutex::new(released) };
+    let options = WriterOptions { queue_capacity: 2, queue_bytes: 20, ..options(100, Duration::from_secs(60)) };
+    let (storage, _sink, outcomes) = start_with(Box::new(backend), options);
+    let body = |text: &str| RawValue::from_string(format!("\"{text}\"")).expect("json");
+    let offer = |text: &str, ticket| {
+        let key = LogKey { kind: LogKind::Room, name: Arc::from("r") };
+        storage.submit(Submission { key, from: Arc::from("a"), body: body(text), ticket })
+    };
+    offer("first", 0).expect("taken by the writer");
+    in_commit.recv_timeout(Duration::from_secs(10)).expect("the writer is committing");
+    offer("a", 1).expect("queued");
+    offer("b", 2).expect("queued");
+    assert_eq!(offer("c", 3), Err(SubmitError::Busy), "two messages wait: the count bound");
+    release.send(()).expect("release");
+    in_commit.recv_timeout(Duration::from_secs(10)).expect("second group");
+    assert_eq!(offer("far too long for twenty bytes", 4), Err(SubmitError::Busy), "the byte bound");
+    offer("ok", 5).expect("short bodies still fit");
+    for _ in 0..3 {
+        let _ = release.send(());
+    }
+    let stored: Vec<u64> = (0..4).map(|_| next(&outcomes).expect("stored").0).collect();
+    assert_eq!(stored, [1, 2, 3, 4], "refused messages took no seq");
+    drop(release);
     storage.close();
 }

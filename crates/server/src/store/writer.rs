@@ -15,6 +15,7 @@
 use super::{Backend, Catalog, Group, LogKey, LogKind, LogMeta, NewMessage, StoreError, SyncMode, WriterOptions};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -75,6 +76,8 @@ pub(super) struct Writer<T> {
     dirty_cursors: HashSet<Arc<str>>,
     unsynced_since: Option<Instant>,
     last_age_sweep: Instant,
+    /// Body bytes waiting in the channel (the hub's bound on them).
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 fn unix_ms() -> u64 {
@@ -87,6 +90,7 @@ impl<T: Send + 'static> Writer<T> {
         options: WriterOptions,
         catalog: Arc<Mutex<Catalog>>,
         sink: Weak<dyn Sink<T>>,
+        queued_bytes: Arc<AtomicUsize>,
     ) -> Self {
         let next_log_id = super::lock(&catalog).iter().map(|(_, _, meta)| meta.id).max().unwrap_or(0) + 1;
         Writer {
@@ -99,6 +103,7 @@ impl<T: Send + 'static> Writer<T> {
             dirty_cursors: HashSet::new(),
             unsynced_since: None,
             last_age_sweep: Instant::now(),
+            queued_bytes,
         }
     }
 
@@ -114,7 +119,10 @@ impl<T: Send + 'static> Writer<T> {
             let mut group = Vec::new();
             for input in first.into_iter().chain(std::iter::from_fn(|| receiver.try_recv().ok())) {
                 match input {
-                    Input::Append(submission) => group.push(submission),
+                    Input::Append(submission) => {
+                        self.queued_bytes.fetch_sub(submission.body.get().len(), Ordering::AcqRel);
+                        group.push(submission);
+                    }
                     Input::Cursor(user) => {
                         self.dirty_cursors.insert(user);
                     }
