@@ -119,9 +119,8 @@ pub struct Group<'a> {
     /// Logs created by this group.
     pub new_logs: &'a [(LogKey, LogMeta)],
     pub messages: &'a [NewMessage<'a>],
-    /// The new state of every log this group touched (or whose inbox
-    /// cursor moved).
-    pub logs: &'a [LogMeta],
+    /// `(log, delivered)` of inboxes whose delivery cursor moved.
+    pub cursors: &'a [(u64, u64)],
 }
 
 /// A storage engine, driven by the writer thread alone.

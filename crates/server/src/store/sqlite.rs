@@ -177,6 +177,15 @@ impl Sqlite {
         Ok(Some(epoch))
     }
 
+    fn last_of(&self, log: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        let row = self
+            .db
+            .prepare_cached("SELECT seq, ts FROM messages WHERE log = ?1 ORDER BY seq DESC LIMIT 1")?
+            .query_row([log as i64], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))
+            .optional()?;
+        Ok(row)
+    }
+
     fn first_of(&self, log: u64) -> Result<Option<(u64, u64)>, StoreError> {
         let row = self
             .db
@@ -222,6 +231,10 @@ impl Backend for Sqlite {
         drop(rows);
         drop(statement);
         for (_, meta) in &mut logs {
+            if let Some((seq, ts)) = self.last_of(meta.id)? {
+                meta.last_seq = meta.last_seq.max(seq);
+                meta.last_ts = meta.last_ts.max(ts);
+            }
             let (first_seq, first_ts) = self.first_of(meta.id)?.unwrap_or((meta.last_seq + 1, 0));
             meta.first_seq = first_seq;
             meta.first_ts = first_ts;
@@ -249,15 +262,11 @@ impl Backend for Sqlite {
                     message.body
                 ])?;
             }
-            let mut update =
-                tx.prepare_cached("UPDATE logs SET last_seq = ?1, last_ts = ?2, delivered = ?3 WHERE id = ?4")?;
-            for meta in group.logs {
-                update.execute(params![
-                    meta.last_seq as i64,
-                    meta.last_ts as i64,
-                    meta.delivered as i64,
-                    meta.id as i64
-                ])?;
+            // A log's newest seq is its newest row's; `logs.last_seq` only
+            // keeps it when retention deletes every row (see `trim`).
+            let mut cursor = tx.prepare_cached("UPDATE logs SET delivered = ?1 WHERE id = ?2")?;
+            for &(log, delivered) in group.cursors {
+                cursor.execute(params![delivered as i64, log as i64])?;
             }
         }
         tx.commit()?;
@@ -265,9 +274,18 @@ impl Backend for Sqlite {
     }
 
     fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
-        self.db
-            .prepare_cached("DELETE FROM messages WHERE log = ?1 AND seq <= ?2")?
+        // Keep the newest seq and ts in `logs`, in case no row is left.
+        let newest = self.last_of(log)?;
+        let tx = self.db.transaction()?;
+        if let Some((seq, ts)) = newest {
+            tx.prepare_cached(
+                "UPDATE logs SET last_seq = max(last_seq, ?2), last_ts = max(last_ts, ?3) WHERE id = ?1",
+            )?
+            .execute(params![log as i64, seq as i64, ts as i64])?;
+        }
+        tx.prepare_cached("DELETE FROM messages WHERE log = ?1 AND seq <= ?2")?
             .execute(params![log as i64, through as i64])?;
+        tx.commit()?;
         self.first_of(log)
     }
 
@@ -372,7 +390,7 @@ mod tests {
         let mut store = Sqlite::open_for_serving(dir.path(), SyncMode::Batch).expect("open");
         let key = LogKey { kind: LogKind::Room, name: Arc::from("r") };
         let meta = LogMeta::new(1, 77);
-        store.commit(&Group { new_logs: &[(key, meta)], messages: &[], logs: &[meta] }).expect("commit");
+        store.commit(&Group { new_logs: &[(key, meta)], messages: &[], cursors: &[] }).expect("commit");
         drop(store);
         let mut reopened =
             Sqlite::open_for_serving(dir.path(), SyncMode::Batch).expect("batch mode opens a closed directory");

@@ -232,3 +232,27 @@ fn a_full_queue_refuses_by_count_and_by_bytes() {
     drop(release);
     storage.close();
 }
+
+#[test]
+fn sqlite_remembers_seq_when_retention_removed_every_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Sqlite::open(dir.path(), SyncMode::None).expect("open");
+    let (storage, _sink, outcomes) = start_with(Box::new(backend), options(100, Duration::from_millis(100)));
+    for ticket in 0..3 {
+        submit(&storage, LogKind::Room, "r", ticket);
+        next(&outcomes).expect("stored");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while storage.meta(LogKind::Room, "r").is_some_and(|meta| meta.retained() > 0) {
+        assert!(std::time::Instant::now() < deadline, "expired messages were never removed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    storage.close();
+    drop(storage);
+    let (storage, _sink, outcomes) = start(Box::new(Sqlite::open(dir.path(), SyncMode::None).expect("reopen")), 100);
+    let meta = storage.meta(LogKind::Room, "r").expect("log");
+    assert_eq!((meta.first_seq, meta.last_seq), (4, 3));
+    submit(&storage, LogKind::Room, "r", 9);
+    assert_eq!(next(&outcomes).map(|(seq, _)| seq), Ok(4), "seq continues, never reused");
+    storage.close();
+}

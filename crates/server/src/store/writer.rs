@@ -158,41 +158,12 @@ impl<T: Send + 'static> Writer<T> {
 
     /// Assigns `seq`s, commits, and hands the group to the sink.
     fn commit(&mut self, group: Vec<Submission<T>>) {
-        let now = unix_ms();
-        let mut touched: HashMap<LogKey, LogMeta> = HashMap::new();
-        let mut new_logs = Vec::new();
-        let mut assigned = Vec::with_capacity(group.len());
-        {
+        let (touched, new_logs, assigned) = self.assign(&group);
+        let cursors: Vec<(u64, u64)> = {
             let catalog = super::lock(&self.catalog);
-            for submission in &group {
-                let meta = touched.entry(submission.key.clone()).or_insert_with(|| {
-                    catalog.get(submission.key.kind, &submission.key.name).unwrap_or_else(|| {
-                        let meta = LogMeta::new(self.next_log_id, super::new_epoch());
-                        self.next_log_id += 1;
-                        new_logs.push((submission.key.clone(), meta));
-                        meta
-                    })
-                });
-                meta.last_seq += 1;
-                meta.last_ts = meta.last_ts.max(now);
-                if meta.first_ts == 0 {
-                    meta.first_ts = meta.last_ts;
-                }
-                assigned.push((meta.id, meta.epoch, meta.last_seq, meta.last_ts));
-            }
-            for user in &self.dirty_cursors {
-                let key = LogKey { kind: LogKind::Inbox, name: Arc::clone(user) };
-                if let (false, Some(meta)) = (touched.contains_key(&key), catalog.get(LogKind::Inbox, user)) {
-                    touched.insert(key, meta);
-                }
-            }
-            // Cursors moved by the hub since we copied them are newer.
-            for (key, meta) in touched.iter_mut() {
-                if let Some(current) = catalog.get(key.kind, &key.name) {
-                    meta.delivered = meta.delivered.max(current.delivered);
-                }
-            }
-        }
+            let metas = self.dirty_cursors.iter().filter_map(|user| catalog.get(LogKind::Inbox, user));
+            metas.map(|meta| (meta.id, meta.delivered)).collect()
+        };
         let messages: Vec<NewMessage<'_>> = group
             .iter()
             .zip(&assigned)
@@ -204,8 +175,7 @@ impl<T: Send + 'static> Writer<T> {
                 body: submission.body.get(),
             })
             .collect();
-        let logs: Vec<LogMeta> = touched.values().copied().collect();
-        let result = self.backend.commit(&Group { new_logs: &new_logs, messages: &messages, logs: &logs });
+        let result = self.backend.commit(&Group { new_logs: &new_logs, messages: &messages, cursors: &cursors });
         drop(messages);
         match result {
             Ok(()) => self.after_commit(group, assigned, touched),
@@ -217,6 +187,38 @@ impl<T: Send + 'static> Writer<T> {
                 }
             }
         }
+    }
+
+    /// Gives every message the next `seq` (and a non-decreasing `ts`) of its
+    /// log, creating logs as needed. Returns the touched logs' new state,
+    /// the logs created, and `(log, epoch, seq, ts)` per message.
+    #[allow(clippy::type_complexity)]
+    fn assign(
+        &mut self,
+        group: &[Submission<T>],
+    ) -> (HashMap<LogKey, LogMeta>, Vec<(LogKey, LogMeta)>, Vec<(u64, u64, u64, u64)>) {
+        let now = unix_ms();
+        let mut touched: HashMap<LogKey, LogMeta> = HashMap::new();
+        let mut new_logs = Vec::new();
+        let mut assigned = Vec::with_capacity(group.len());
+        let catalog = super::lock(&self.catalog);
+        for submission in group {
+            let meta = touched.entry(submission.key.clone()).or_insert_with(|| {
+                catalog.get(submission.key.kind, &submission.key.name).unwrap_or_else(|| {
+                    let meta = LogMeta::new(self.next_log_id, super::new_epoch());
+                    self.next_log_id += 1;
+                    new_logs.push((submission.key.clone(), meta));
+                    meta
+                })
+            });
+            meta.last_seq += 1;
+            meta.last_ts = meta.last_ts.max(now);
+            if meta.first_ts == 0 {
+                meta.first_ts = meta.last_ts;
+            }
+            assigned.push((meta.id, meta.epoch, meta.last_seq, meta.last_ts));
+        }
+        (touched, new_logs, assigned)
     }
 
     fn after_commit(
