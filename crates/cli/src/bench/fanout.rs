@@ -3,18 +3,17 @@
 //! and times what it receives. Speaks the switchboard JSON-lines protocol
 //! or redis pub/sub (RESP), so both servers face the same load.
 
-use super::common::{now_micros, payload, source_ip, stamp, Pacer, Tally, CLOSE_EVENT, ERROR_EVENT, MSG_EVENT};
-use super::lines::{parse_resp, Lines, HANDSHAKE_TIMEOUT};
+use super::common::{now_micros, payload, source_ip, stamp, Pacer, Tally, CLOSE_EVENT, MSG_EVENT};
+use super::lines::{connect, hello, is_error_line, join, parse_resp, Lines, HANDSHAKE_TIMEOUT};
 use super::measure::{measure, Errors, Feed, LoadArgs, Members, Published, Report, Spec};
 use anyhow::{bail, Context};
 use futures_util::{StreamExt, TryStreamExt};
-use memchr::memmem;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// The room (switchboard) or channel (redis) everyone is in.
 const ROOM: &str = "fan";
@@ -75,17 +74,6 @@ pub async fn run(args: &FanoutArgs) -> anyhow::Result<Report> {
     measure(&spec, members, publish(args)).await
 }
 
-/// A TCP connection to `server`, from `source` if given, without Nagle.
-async fn connect(server: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
-    let socket = if server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    if let Some(source) = source {
-        socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding {source}"))?;
-    }
-    let stream = socket.connect(server).await.with_context(|| format!("connecting to {server}"))?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
 /// One subscriber, connected and in the room.
 async fn subscribe(args: &FanoutArgs, index: usize) -> anyhow::Result<Lines<TcpStream>> {
     let stream = connect(args.server, source_ip(args.server, index, args.load.sources)).await?;
@@ -104,33 +92,10 @@ async fn subscribe(args: &FanoutArgs, index: usize) -> anyhow::Result<Lines<TcpS
 }
 
 /// `hello` as `name`, then `join` the room and wait for its reply.
-async fn join_switchboard<S: AsyncRead + AsyncWrite + Unpin>(lines: &mut Lines<S>, name: &str) -> anyhow::Result<()> {
-    lines.send(format!("{{\"op\":\"hello\",\"name\":\"{name}\"}}\n").as_bytes()).await?;
-    expect_line(lines, b"\"ev\":\"hello\"").await?;
-    lines.send(format!("{{\"op\":\"join\",\"room\":\"{ROOM}\",\"id\":1}}\n").as_bytes()).await?;
-    let reply = expect_line(lines, b"\"re\":1").await?;
-    if memmem::find(&reply, b"\"ok\":true").is_none() {
-        bail!("join refused: {}", String::from_utf8_lossy(&reply));
-    }
+async fn join_switchboard(lines: &mut Lines<TcpStream>, name: &str) -> anyhow::Result<()> {
+    hello(lines, name).await?;
+    join(lines, ROOM, &serde_json::json!(1)).await?;
     Ok(())
-}
-
-/// Skips lines until one containing `marker`; fails on a close or error event.
-async fn expect_line<S: AsyncRead + Unpin>(lines: &mut Lines<S>, marker: &[u8]) -> anyhow::Result<Vec<u8>> {
-    loop {
-        let line = lines.next_line().await?;
-        if memmem::find(&line, marker).is_some() {
-            return Ok(line);
-        }
-        if is_error_line(&line) {
-            bail!("the server said {}", String::from_utf8_lossy(&line));
-        }
-    }
-}
-
-/// A switchboard error or close event, or a redis error reply.
-fn is_error_line(line: &[u8]) -> bool {
-    line.starts_with(b"-") || ERROR_EVENT.find(line).is_some() || CLOSE_EVENT.find(line).is_some()
 }
 
 /// `SUBSCRIBE fan` and wait for the confirmation.

@@ -21,8 +21,13 @@ thread_local! {
     static SHARD: RefCell<Option<(u64, Shard)>> = const { RefCell::new(None) };
 }
 
-/// One run's latency histograms, in microseconds from 1 µs to 60 s with two
+/// An empty latency histogram, in microseconds from 1 µs to 60 s with two
 /// significant digits.
+pub(super) fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).context("creating a latency histogram")
+}
+
+/// One run's latency histograms (see [`histogram`]).
 #[derive(Debug)]
 pub struct Latencies {
     run: u64,
@@ -32,7 +37,7 @@ pub struct Latencies {
 
 impl Latencies {
     pub fn new() -> anyhow::Result<Arc<Self>> {
-        let template = Histogram::new_with_bounds(1, 60_000_000, 2).context("creating a latency histogram")?;
+        let template = histogram()?;
         let run = NEXT_RUN.fetch_add(1, Ordering::Relaxed);
         Ok(Arc::new(Latencies { run, template, shards: Mutex::default() }))
     }

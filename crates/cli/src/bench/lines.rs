@@ -1,11 +1,17 @@
 //! Reading frames off a stream without a copy per frame: one buffer per
 //! connection, filled by `read` and cut into newline-terminated lines (the
-//! switchboard JSON-lines protocol) or RESP values (redis).
+//! switchboard JSON-lines protocol) or RESP values (redis); and the
+//! JSON-lines handshakes every raw TCP scenario shares (connect, `hello`,
+//! `join`).
 
+use super::common::{CLOSE_EVENT, ERROR_EVENT};
 use anyhow::{bail, Context};
+use memchr::memmem;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 const INITIAL_BUFFER: usize = 64 * 1024;
 /// Less room than this at the end of the buffer, and it is compacted first.
@@ -104,6 +110,74 @@ impl<S: AsyncWrite + Unpin> Lines<S> {
     pub async fn send(&mut self, data: &[u8]) -> anyhow::Result<()> {
         self.stream.write_all(data).await.context("writing to the server")
     }
+}
+
+/// A TCP connection to `server`, from `source` if given, without Nagle.
+pub(super) async fn connect(server: SocketAddr, source: Option<IpAddr>) -> anyhow::Result<TcpStream> {
+    let socket = if server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(source) = source {
+        socket.bind(SocketAddr::new(source, 0)).with_context(|| format!("binding {source}"))?;
+    }
+    let stream = socket.connect(server).await.with_context(|| format!("connecting to {server}"))?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A connection to `server`, named `name` with `hello`: connected and
+/// greeted within [`HANDSHAKE_TIMEOUT`].
+pub(super) async fn connect_hello(server: SocketAddr, name: &str) -> anyhow::Result<Lines<TcpStream>> {
+    let handshake = async {
+        let mut lines = Lines::new(connect(server, None).await?);
+        hello(&mut lines, name).await?;
+        anyhow::Ok(lines)
+    };
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .with_context(|| format!("{name}: no hello from {server} in {HANDSHAKE_TIMEOUT:?}"))?
+        .with_context(|| name.to_owned())
+}
+
+/// Says `hello` as `name` and waits for the hello event.
+pub(super) async fn hello<S: AsyncRead + AsyncWrite + Unpin>(lines: &mut Lines<S>, name: &str) -> anyhow::Result<()> {
+    lines.send(format!("{}\n", serde_json::json!({"op": "hello", "name": name})).as_bytes()).await?;
+    expect_line(lines, b"\"ev\":\"hello\"").await?;
+    Ok(())
+}
+
+/// Joins `room` with request id `id` and returns the reply, which must be `ok`.
+pub(super) async fn join<S>(lines: &mut Lines<S>, room: &str, id: &serde_json::Value) -> anyhow::Result<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    lines.send(format!("{}\n", serde_json::json!({"op": "join", "room": room, "id": id})).as_bytes()).await?;
+    let reply = expect_line(lines, format!("\"re\":{id}").as_bytes()).await?;
+    if memmem::find(&reply, b"\"ok\":true").is_none() {
+        bail!("join {room} refused: {}", text(&reply));
+    }
+    Ok(reply)
+}
+
+/// Skips lines until one containing `marker`; fails on a close or error event.
+pub(super) async fn expect_line<S: AsyncRead + Unpin>(lines: &mut Lines<S>, marker: &[u8]) -> anyhow::Result<Vec<u8>> {
+    loop {
+        let line = lines.next_line().await?;
+        if memmem::find(&line, marker).is_some() {
+            return Ok(line);
+        }
+        if is_error_line(&line) {
+            bail!("the server said {}", text(&line));
+        }
+    }
+}
+
+/// A switchboard error or close event, or a redis error reply.
+pub(super) fn is_error_line(line: &[u8]) -> bool {
+    line.starts_with(b"-") || ERROR_EVENT.find(line).is_some() || CLOSE_EVENT.find(line).is_some()
+}
+
+/// A line from the server as text, for an error message.
+pub(super) fn text(line: &[u8]) -> String {
+    String::from_utf8_lossy(line).trim().to_owned()
 }
 
 /// One item of a RESP value, as a range of the frame it was parsed from.

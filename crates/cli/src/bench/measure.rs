@@ -4,6 +4,7 @@
 
 use super::common::{core_busy_seconds, cpu_seconds, Tally, Totals};
 use super::latency::Latencies;
+use super::lines;
 use hdrhistogram::Histogram;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -82,8 +83,7 @@ pub struct Errors {
 impl Errors {
     pub fn note(&self, text: &[u8]) {
         if self.count.fetch_add(1, Ordering::Relaxed) == 0 {
-            let text = String::from_utf8_lossy(text).trim().to_owned();
-            *self.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(text);
+            *self.first.lock().unwrap_or_else(PoisonError::into_inner) = Some(lines::text(text));
         }
     }
 
@@ -204,6 +204,20 @@ pub struct Latency {
     pub max: f64,
 }
 
+impl Latency {
+    /// The percentiles of a histogram of microseconds, in milliseconds
+    /// (none if it is empty).
+    pub(super) fn from_micros(histogram: &Histogram<u64>) -> Option<Self> {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        (!histogram.is_empty()).then(|| Latency {
+            p50: ms(histogram.value_at_quantile(0.5)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct KernelDrops {
     /// At the members' sockets (the bench client did not read fast enough).
@@ -217,13 +231,13 @@ pub async fn measure<P>(spec: &Spec, members: Members, publisher: P) -> anyhow::
 where
     P: Future<Output = anyhow::Result<Published>>,
 {
-    let before = Usage::read(spec)?;
+    let before = Usage::read(spec.pid, spec.core)?;
     let start = Instant::now();
     let published = publisher.await?;
     let count = members.len();
     let expected = published.sent * count as u64;
     let last_delivery = drain(&members.received, expected, spec.drain).await;
-    let used = Usage::read(spec)?.since(before);
+    let used = Usage::read(spec.pid, spec.core)?.since(before);
     if let Some(reader) = &published.reader {
         reader.abort();
     }
@@ -260,13 +274,7 @@ fn report(
     let cpu = used.process;
     let expected = published.sent * members as u64;
     let lost = i64::try_from(expected).unwrap_or(i64::MAX) - i64::try_from(totals.received).unwrap_or(i64::MAX);
-    let ms = |micros: u64| micros as f64 / 1000.0;
-    let latency = (!latency.is_empty()).then(|| Latency {
-        p50: ms(latency.value_at_quantile(0.5)),
-        p99: ms(latency.value_at_quantile(0.99)),
-        p999: ms(latency.value_at_quantile(0.999)),
-        max: ms(latency.max()),
-    });
+    let latency = Latency::from_micros(latency);
     Report {
         scenario: spec.scenario,
         protocol: spec.protocol,
@@ -298,24 +306,27 @@ fn report(
     }
 }
 
-/// The server's CPU time and its core's busy time, where asked for.
+/// CPU seconds: the server's (given its pid), its core's busy time (given
+/// the core) and this process's; used so far, or over a window.
 #[derive(Debug, Clone, Copy)]
-struct Usage {
-    process: Option<f64>,
-    core: Option<f64>,
-    bench: Option<f64>,
+pub(super) struct Usage {
+    pub(super) process: Option<f64>,
+    pub(super) core: Option<f64>,
+    pub(super) bench: Option<f64>,
 }
 
 impl Usage {
-    fn read(spec: &Spec) -> anyhow::Result<Usage> {
+    /// What has been used so far.
+    pub(super) fn read(pid: Option<u32>, core: Option<usize>) -> anyhow::Result<Usage> {
         Ok(Usage {
-            process: spec.pid.map(cpu_seconds).transpose()?,
-            core: spec.core.map(core_busy_seconds).transpose()?,
+            process: pid.map(cpu_seconds).transpose()?,
+            core: core.map(core_busy_seconds).transpose()?,
             bench: cpu_seconds(std::process::id()).ok(),
         })
     }
 
-    fn since(self, before: Usage) -> Usage {
+    /// What was used between `before` and this reading.
+    pub(super) fn since(self, before: Usage) -> Usage {
         let minus = |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
         Usage {
             process: minus(self.process, before.process),

@@ -1,13 +1,16 @@
 //! `switchboard bench`: load scenarios. `idle` measures what an idle,
 //! joined WebSocket costs the server; `tcp-fanout` and `udp-relay` measure
 //! delivery rate, loss and latency on the raw transports (and `tcp-fanout`
-//! the same load against redis pub/sub).
+//! the same load against redis pub/sub); `stored` and `replay` measure
+//! storage: acked sends and replay after `join` with `since`.
 
 mod common;
 mod fanout;
 mod latency;
 mod lines;
 mod measure;
+mod replay;
+mod stored;
 #[cfg(test)]
 mod tests;
 mod udp;
@@ -30,6 +33,13 @@ pub enum Scenario {
     /// N UDP receivers in one room, one UDP sender at a fixed rate:
     /// relayed datagrams/s, loss, latency and (given --pid) server CPU.
     UdpRelay(udp::RelayArgs),
+    /// P publishers on raw TCP, each in its own room (so fan-out does not
+    /// dominate), one send outstanding each: acked (stored) messages/s,
+    /// send-to-ack latency, errors and (given --pid) server CPU.
+    Stored(stored::StoredArgs),
+    /// Fill a fresh room with N stored messages, then time a `join` with
+    /// `since: 0` until `replayed`, checking messages 1..=N arrive in order.
+    Replay(replay::ReplayArgs),
 }
 
 #[derive(clap::Args)]
@@ -72,6 +82,8 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Idle(args) => runtime.block_on(idle(args)),
         Scenario::TcpFanout(args) => runtime.block_on(fanout::run(&args))?.print(args.json),
         Scenario::UdpRelay(args) => runtime.block_on(udp::run(&args))?.print(args.json),
+        Scenario::Stored(args) => runtime.block_on(stored::run_stored(&args))?.print(args.json),
+        Scenario::Replay(args) => runtime.block_on(replay::run_replay(&args))?.print(args.json),
     }
 }
 
