@@ -4,7 +4,8 @@
 # against switchboard's JSON-lines TCP listener, then against redis pub/sub
 # with the same load (`switchboard bench tcp-fanout`). Then switchboard's
 # UDP relay: one sender, 100 receivers in one room, at a few rates
-# (`switchboard bench udp-relay`). Each server runs alone, pinned to core 0,
+# (`switchboard bench udp-relay`), with volatile sends (live only, as game
+# state would be sent) and once with stored sends. Each server runs alone, pinned to core 0,
 # started fresh for every run; the load generator is pinned to core 1. Every
 # case runs REPEATS times. Prints a markdown report: machine, the exact
 # commands, and one table row per run.
@@ -148,9 +149,12 @@ case_() {
 fanout=(tcp-fanout --subscribers "$SUBSCRIBERS" --rate "$RATE" --duration "$DURATION" --size "$SIZE")
 case_ "tcp-fanout switchboard" switchboard "${fanout[@]}" --protocol switchboard
 case_ "tcp-fanout redis" redis "${fanout[@]}" --protocol redis
+relay=(udp-relay --receivers "$RECEIVERS" --duration "$DURATION" --size "$SIZE")
 for rate in $UDP_RATES; do
-    case_ "udp-relay $rate/s" switchboard udp-relay --receivers "$RECEIVERS" --rate "$rate" --duration "$DURATION" --size "$SIZE"
+    case_ "udp-relay $rate/s volatile" switchboard "${relay[@]}" --rate "$rate" --volatile
 done
+# The same relay with every datagram stored before it is relayed.
+case_ "udp-relay 5000/s stored" switchboard "${relay[@]}" --rate 5000
 
 revision="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 [[ -z $(git status --porcelain -- crates Cargo.lock 2>/dev/null) ]] || revision="$revision plus uncommitted changes"

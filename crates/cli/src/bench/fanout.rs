@@ -236,13 +236,17 @@ where
     Ok((pacer.sent(), pacer.elapsed().as_secs_f64()))
 }
 
+/// The close line after a client shut its side: the expected end.
+const NORMAL_CLOSE: &[u8] = br#"{"ev":"close","code":1000,"#;
+
 /// Drains the publisher's connection, noting error events or replies.
 async fn count_errors<R: AsyncRead + Unpin>(mut lines: Lines<R>, errors: Arc<Errors>) {
     // Ends at end of stream too, which comes when the publisher is done:
-    // dropping its write half shuts the connection down.
+    // dropping its write half shuts the connection down, and switchboard
+    // answers what is pending, then says goodbye with a normal close line.
     while let Ok(1..) = lines.fill().await {
         while let Some(line) = lines.line() {
-            if is_error_line(line) {
+            if is_error_line(line) && memchr::memmem::find(line, NORMAL_CLOSE).is_none() {
                 errors.note(line);
             }
         }

@@ -38,6 +38,10 @@ pub struct RelayArgs {
     /// Receive buffer asked for each socket (the kernel caps it at rmem_max).
     #[arg(long, default_value_t = 4 * 1024 * 1024)]
     pub recv_buffer: usize,
+    /// Send `"volatile": true` (delivered live, not stored), as game state
+    /// would; without it every datagram is stored before it is relayed.
+    #[arg(long)]
+    pub volatile: bool,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Print the report as JSON.
@@ -181,7 +185,9 @@ async fn send(args: &RelayArgs, sender: Peer) -> anyhow::Result<Published> {
     let socket = Arc::new(sender.socket);
     let errors = Arc::new(Errors::default());
     let reader = tokio::spawn(count_errors(Arc::clone(&socket), Arc::clone(&errors)));
-    let prefix = format!("{{\"op\":\"send\",\"room\":\"{ROOM}\",\"session\":\"{}\",\"body\":", sender.session);
+    let volatile = if args.volatile { ",\"volatile\":true" } else { "" };
+    let prefix =
+        format!("{{\"op\":\"send\",\"room\":\"{ROOM}\",\"session\":\"{}\"{volatile},\"body\":", sender.session);
     let mut pacer = Pacer::new(args.rate, Duration::from_secs_f64(args.load.duration.max(0.0)));
     let mut datagram = Vec::with_capacity(prefix.len() + args.load.size + 1);
     while let Some(count) = pacer.next_batch().await {
