@@ -50,10 +50,19 @@ fn stored_event(key: &LogKey, message: &StoredMessage) -> Encoded {
 }
 
 impl Hub {
-    /// Reads a page on the blocking pool.
+    /// Reads a page on the blocking pool, once more after a failure.
     async fn read_after(&self, log: u64, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
-        let reader = self.storage.reader();
-        tokio::task::spawn_blocking(move || reader.after(log, after, limit)).await.unwrap_or(Err(StoreError::Stopped))
+        let mut result = Err(StoreError::Stopped);
+        for attempt in 1..=2 {
+            let reader = self.storage.reader();
+            let read = tokio::task::spawn_blocking(move || reader.after(log, after, limit));
+            result = read.await.unwrap_or(Err(StoreError::Stopped));
+            match &result {
+                Err(error) if attempt == 1 => tracing::warn!(%error, log, after, "replay read failed; retrying once"),
+                _ => break,
+            }
+        }
+        result
     }
 
     /// Queues `event` ahead of held frames, waiting for queue room first.

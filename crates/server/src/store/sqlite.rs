@@ -329,7 +329,7 @@ impl Backend for Sqlite {
     }
 }
 
-/// Read-only connections, opened on demand and pooled. WAL mode lets them
+/// Reading connections (`query_only`), opened on demand and pooled. WAL mode lets them
 /// read a consistent snapshot while the writer commits.
 #[derive(Debug)]
 pub struct SqliteReader {
@@ -342,7 +342,13 @@ impl SqliteReader {
         let pooled = super::lock(&self.idle).pop();
         let db = match pooled {
             Some(db) => db,
-            None => Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?,
+            // Read-write, though only ever used to read: a read-only
+            // connection cannot rebuild the WAL index when it needs it.
+            None => {
+                let db = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+                db.execute_batch("PRAGMA query_only=1")?;
+                db
+            }
         };
         let result = read(&db);
         let mut idle = super::lock(&self.idle);
