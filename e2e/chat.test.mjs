@@ -53,9 +53,14 @@ describe('switchboard in a browser', () => {
     assert.ok(Number.isInteger(hello.conn), `hello.conn ${hello.conn}`);
     return client;
   };
-  const join = async (client, room, id) => {
-    await client.send({ op: 'join', room, id });
-    assert.deepEqual(await client.next({ re: id }), { re: id, ok: true, room, presence_events: true });
+  const join = async (client, room, id, extra = {}) => {
+    await client.send({ op: 'join', room, id, ...extra });
+    const reply = await client.next({ re: id });
+    const { epoch, seq } = reply;
+    assert.ok(epoch === null || Number.isSafeInteger(epoch), `epoch ${epoch}`);
+    assert.ok(Number.isInteger(seq) && seq >= 0, `seq ${seq}`);
+    assert.deepEqual(reply, { re: id, ok: true, room, epoch, seq, presence_events: true, ...('since' in extra ? { recovered: reply.recovered } : {}) });
+    return reply;
   };
 
   e2e('room chat: join presence and a message between two pages', async () => {
@@ -79,7 +84,7 @@ describe('switchboard in a browser', () => {
     assert.deepEqual(await bob.next({ ev: 'msg' }), msg);
   });
 
-  e2e('direct messages: delivered to the recipient, refused for an offline user', async () => {
+  e2e('direct messages: delivered live, and kept for an offline user until they connect', async () => {
     const ctx = await fresh();
     const alice = await connect(ctx, 'alice');
     const bob = await connect(ctx, 'bob');
@@ -92,10 +97,48 @@ describe('switchboard in a browser', () => {
     assert.deepEqual(dm, { ev: 'dm', from: 'alice', to: 'bob', seq: dm.seq, ts: dm.ts, body });
     assert.equal((await alice.next({ re: 3 })).ok, true);
 
-    await alice.send({ op: 'dm', to: 'nobody-online', body, id: 4 });
-    const refused = await alice.next({ re: 4 });
-    assert.equal(refused.ok, false);
-    assert.equal(refused.code, 'user_offline');
+    const later = { text: 'read this when you are back' };
+    await alice.send({ op: 'dm', to: 'dana', body: later, id: 4 });
+    const stored = await alice.next({ re: 4 });
+    assert.equal(stored.ok, true, JSON.stringify(stored));
+    const dana = await openClient(ctx, server.wsUrl('/ws?name=dana'));
+    const hello = await dana.next({ ev: 'hello' });
+    assert.equal(hello.inbox.waiting, 1, JSON.stringify(hello));
+    await dana.send({ op: 'inbox', since: 0, epoch: hello.inbox.epoch, id: 1 });
+    assert.equal((await dana.next({ re: 1 })).recovered, true);
+    const kept = await dana.next({ ev: 'dm' });
+    assert.deepEqual(kept, { ev: 'dm', from: 'alice', to: 'dana', seq: stored.seq, ts: stored.ts, body: later });
+    assert.deepEqual(await dana.next({ ev: 'replayed' }), { ev: 'replayed', inbox: true, count: 1, recovered: true });
+  });
+
+  e2e('a page that reconnects with since gets exactly what it missed, then the live stream', async () => {
+    const ctx = await fresh();
+    const alice = await connect(ctx, 'alice');
+    await join(alice, 'news', 1);
+    const bob = await connect(ctx, 'bob');
+    await join(bob, 'news', 1);
+    await alice.send({ op: 'send', room: 'news', body: 'one', id: 2 });
+    const seen = await bob.next({ ev: 'msg' });
+    await bob.page.close();
+
+    const missed = ['two', 'three', 'four'];
+    for (const [i, text] of missed.entries()) {
+      await alice.send({ op: 'send', room: 'news', body: text, id: 10 + i });
+      assert.equal((await alice.next({ re: 10 + i })).ok, true);
+    }
+    // The room's epoch, as a client would have kept it from any join reply.
+    const { epoch } = await join(alice, 'news', 20);
+    const back = await connect(ctx, 'bob');
+    const rejoin = await join(back, 'news', 1, { since: seen.seq, epoch });
+    assert.equal(rejoin.recovered, true, JSON.stringify(rejoin));
+    for (const [i, text] of missed.entries()) {
+      const msg = await back.next({ ev: 'msg' });
+      assert.deepEqual([msg.seq, msg.body], [seen.seq + 1 + i, text]);
+    }
+    assert.deepEqual(await back.next({ ev: 'replayed' }), { ev: 'replayed', room: 'news', count: 3, recovered: true });
+    await alice.send({ op: 'send', room: 'news', body: 'live', id: 30 });
+    const live = await back.next({ ev: 'msg' });
+    assert.deepEqual([live.seq, live.body], [seen.seq + 4, 'live']);
   });
 
   e2e('bad JSON keeps the socket open; an oversized message closes it with 1009', async () => {
