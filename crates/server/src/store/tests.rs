@@ -23,20 +23,18 @@ impl Sink<u32> for Outcomes {
     }
 }
 
-/// Memory storage whose commits fail while `failing` is set.
-struct Flaky {
+/// Memory storage that runs `before_commit` first; its error fails the commit.
+struct Hooked<F: FnMut() -> Result<(), StoreError> + Send> {
     inner: Memory,
-    failing: Arc<AtomicBool>,
+    before_commit: F,
 }
 
-impl Backend for Flaky {
+impl<F: FnMut() -> Result<(), StoreError> + Send> Backend for Hooked<F> {
     fn load(&mut self) -> Result<Vec<(LogKey, LogMeta)>, StoreError> {
         self.inner.load()
     }
     fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Sync(std::io::Error::other("disk on fire")));
-        }
+        (self.before_commit)()?;
         self.inner.commit(group)
     }
     fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
@@ -93,7 +91,12 @@ fn next(outcomes: &Receiver<Result<(u64, u64), u32>>) -> Result<(u64, u64), u32>
 #[test]
 fn a_failed_group_consumes_no_seq() {
     let failing = Arc::new(AtomicBool::new(false));
-    let backend = Flaky { inner: Memory::new(), failing: Arc::clone(&failing) };
+    let flag = Arc::clone(&failing);
+    let fail_while_set = move || match flag.load(Ordering::SeqCst) {
+        true => Err(StoreError::Sync(std::io::Error::other("disk on fire"))),
+        false => Ok(()),
+    };
+    let backend = Hooked { inner: Memory::new(), before_commit: fail_while_set };
     let (storage, _sink, outcomes) = start(Box::new(backend), 100);
     submit(&storage, LogKind::Room, "r", 1);
     let (first, epoch) = next(&outcomes).expect("stored");
@@ -173,41 +176,17 @@ fn age_retention_removes_expired_messages_without_new_sends() {
     storage.close();
 }
 
-/// Memory storage whose commits wait until the test lets them go.
-struct Gated {
-    inner: Memory,
-    entered: Sender<()>,
-    release: Mutex<Receiver<()>>,
-}
-
-impl Backend for Gated {
-    fn load(&mut self) -> Result<Vec<(LogKey, LogMeta)>, StoreError> {
-        self.inner.load()
-    }
-    fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError> {
-        let _ = self.entered.send(());
-        let _ = lock(&self.release).recv();
-        self.inner.commit(group)
-    }
-    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
-        self.inner.trim(log, through)
-    }
-    fn expired_through(&mut self, log: u64, cutoff: u64, scan: usize) -> Result<Option<u64>, StoreError> {
-        self.inner.expired_through(log, cutoff, scan)
-    }
-    fn sync(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn reader(&self) -> Arc<dyn Reader> {
-        self.inner.reader()
-    }
-}
-
 #[test]
 fn a_full_queue_refuses_by_count_and_by_bytes() {
     let (entered, in_commit) = channel();
     let (release, released) = channel();
-    let backend = Gated { inner: Memory::new(), entered, release: Mutex::new(released) };
+    // Commits wait until the test lets them go.
+    let gate = move || {
+        let _ = entered.send(());
+        let _ = released.recv();
+        Ok(())
+    };
+    let backend = Hooked { inner: Memory::new(), before_commit: gate };
     let options = WriterOptions { queue_capacity: 2, queue_bytes: 20, ..options(100, Duration::from_secs(60)) };
     let (storage, _sink, outcomes) = start_with(Box::new(backend), options);
     let body = |text: &str| RawValue::from_string(format!("\"{text}\"")).expect("json");
