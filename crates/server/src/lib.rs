@@ -25,6 +25,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod transport;
+mod util;
 
 pub use config::Config;
 pub use server::{run, Listeners, ServerError};

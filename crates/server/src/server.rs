@@ -101,10 +101,6 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         () = shutdown => {}
     }
     drain(&hub, &tracker, &stop, config.shutdown.drain_timeout).await;
-    let closing = Arc::clone(&hub);
-    if tokio::task::spawn_blocking(move || closing.close_storage()).await.is_err() {
-        tracing::error!("closing storage panicked");
-    }
     Ok(())
 }
 
@@ -131,9 +127,20 @@ fn log_listeners(listeners: &Listeners, open_files: u64, max_connections: usize)
 
 /// Stops accepting, closes every client with 1001 after what is queued for
 /// it, and waits up to `limit` for every connection task.
-async fn drain(hub: &Hub, tracker: &TaskTracker, stop: &CancellationToken, limit: Duration) {
-    tracing::info!(open = hub.connection_count(), "shutting down: closing clients with 1001");
+async fn drain(hub: &Arc<Hub>, tracker: &TaskTracker, stop: &CancellationToken, limit: Duration) {
+    tracing::info!(
+        open = hub.connection_count(),
+        "shutting down: storing what is queued, then closing clients with 1001"
+    );
     stop.cancel();
+    // Store and acknowledge every accepted message while its sender is
+    // still connected; later sends are answered `shutting_down`.
+    let closing = Arc::clone(hub);
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || closing.close_storage())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => tracing::error!("closing storage panicked"),
+        Err(_) => tracing::error!("storage did not finish within the drain timeout; closing clients anyway"),
+    }
     hub.begin_shutdown();
     tracker.close();
     if tokio::time::timeout(limit, tracker.wait()).await.is_err() {

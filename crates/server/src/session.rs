@@ -82,6 +82,10 @@ impl Session {
         if !self.rooms.is_empty() {
             return Err("leave your rooms before changing your name");
         }
+        if self.conn.has_pending_requests() {
+            // Their answers are addressed to the connection as it is named now.
+            return Err("wait for the answers to your messages before changing your name");
+        }
         self.conn = self.hub.rename(&self.conn, user, transport);
         Ok(())
     }
@@ -132,10 +136,7 @@ impl Session {
             Command::History { room, before, limit } => {
                 self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit)
             }
-            Command::Inbox { since, epoch } => {
-                self.inbox(id, since.unwrap_or(0), epoch);
-                Ok(())
-            }
+            Command::Inbox { since, epoch } => self.inbox(id, since.unwrap_or(0), epoch),
             Command::Hello { .. } => {
                 let message = "hello is only valid as the first command of a TCP or UDP client";
                 self.reply_error(id, ErrorCode::BadRequest, message);
@@ -159,6 +160,9 @@ impl Session {
         }
     }
 
+    /// Joins `room`. With `since`, live frames are held from before the
+    /// connection becomes a member until the replay is queued ahead of them
+    /// (see `hub::replay`); what to replay is decided after joining.
     fn join(
         &mut self,
         id: Option<&RawValue>,
@@ -166,23 +170,18 @@ impl Session {
         since: Option<u64>,
         epoch: Option<u64>,
     ) -> Result<(), HubError> {
-        let plan = self.hub.recovery(LogKind::Room, room, since, epoch);
-        if plan.replay.is_some() {
-            // Before membership: every live message from now on is held.
-            self.conn.begin_replay();
+        if since.is_some() {
+            self.begin_recovery()?;
         }
-        let joined = match self.hub.join(&self.conn, room) {
-            Ok(joined) => joined,
-            Err(error) => {
-                if plan.replay.is_some() {
-                    self.conn.end_replay(0, 0);
-                }
-                return Err(error);
+        let joined = self.hub.join(&self.conn, room).inspect_err(|_| {
+            if since.is_some() {
+                self.end_recovery();
             }
-        };
+        })?;
         if let Some(room) = joined.room {
             self.rooms.push(room);
         }
+        let plan = self.hub.recovery(LogKind::Room, room, since, epoch);
         let reply = JoinReply {
             room,
             epoch: plan.epoch,
@@ -190,32 +189,53 @@ impl Session {
             recovered: plan.recovered,
             presence_events: joined.presence_events,
         };
-        self.reply_then_replay(id, reply, LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan);
+        match since {
+            Some(_) => self.reply_then_replay(id, reply, LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan),
+            None => self.reply_ok(id, reply),
+        }
         Ok(())
     }
 
-    /// Answers `inbox`: the reply, then the user's DMs after `since`.
-    fn inbox(&mut self, id: Option<&RawValue>, since: u64, epoch: Option<u64>) {
+    /// Answers `inbox`: the reply, then the user's DMs after `since`. The
+    /// user's connections receive DMs live all along, so holding starts now.
+    fn inbox(&mut self, id: Option<&RawValue>, since: u64, epoch: Option<u64>) -> Result<(), HubError> {
+        self.begin_recovery()?;
         let user = Arc::clone(&self.conn.user);
         let plan = self.hub.recovery(LogKind::Inbox, &user, Some(since), epoch);
-        if plan.replay.is_some() {
-            self.conn.begin_replay();
-        }
         let reply = InboxReply { epoch: plan.epoch, seq: plan.seq, recovered: plan.recovered.unwrap_or(false) };
         self.reply_then_replay(id, reply, LogKey { kind: LogKind::Inbox, name: user }, plan);
+        Ok(())
     }
 
-    /// Sends `reply`, then, if `plan` says so, the replay (the connection
-    /// is already holding live frames back).
+    /// Counts a recovery as a pending request and starts holding live frames.
+    fn begin_recovery(&self) -> Result<(), HubError> {
+        if !self.conn.begin_request(false) {
+            self.hub.metrics.dropped("too_many_pending", 1);
+            return Err(HubError::TooManyPending);
+        }
+        self.conn.begin_replay();
+        Ok(())
+    }
+
+    /// Ends a recovery that replays nothing: held frames follow the reply.
+    fn end_recovery(&self) {
+        let dropped = self.conn.end_replay(0, 0);
+        if dropped > 0 {
+            self.hub.metrics.dropped("closing", dropped);
+        }
+        self.conn.end_request();
+    }
+
+    /// Sends `reply` ahead of held frames, then the replay `plan` asks for
+    /// (which ends the recovery), or ends the recovery at once.
     fn reply_then_replay(&self, id: Option<&RawValue>, reply: impl Serialize, key: LogKey, plan: Recovery) {
-        let Some((log, after)) = plan.replay else {
-            self.reply_ok(id, reply);
-            return;
-        };
         if let Some(re) = id {
             self.hub.reply_before_replay(&self.conn, &event::Ok { re, ok: true, data: reply });
         }
-        self.hub.spawn_replay(Arc::clone(&self.conn), key, log, after);
+        match plan.replay {
+            Some(range) => self.hub.spawn_replay(Arc::clone(&self.conn), key, range),
+            None => self.end_recovery(),
+        }
     }
 
     fn leave(&mut self, id: Option<&RawValue>, room: &str) -> Result<(), HubError> {

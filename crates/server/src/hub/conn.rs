@@ -115,8 +115,8 @@ struct Hold {
     replays: u32,
     frames: VecDeque<HeldFrame>,
     bytes: u32,
-    /// A replay task waiting for the queue to drain.
-    replay_waker: Option<Waker>,
+    /// Replay tasks waiting for the queue to drain (one per replay).
+    replay_wakers: Vec<Waker>,
 }
 
 #[derive(Debug)]
@@ -131,6 +131,23 @@ impl Outbound {
     fn push(&mut self, frame: Bytes) {
         self.bytes = self.bytes.saturating_add(len32(&frame));
         self.frames.push_back(frame);
+    }
+
+    /// Removes `written` bytes from the front of the queue.
+    fn consume(&mut self, mut written: u32) {
+        self.bytes = self.bytes.saturating_sub(written);
+        while let Some(head) = self.frames.front() {
+            let left = len32(head) - self.head_written;
+            if written < left {
+                self.head_written += written;
+                return;
+            }
+            written -= left;
+            self.head_written = 0;
+            self.frames.pop_front();
+        }
+        // Give the queue's memory back while idle.
+        self.frames = VecDeque::new();
     }
 
     /// Bytes in the write queue proper (not held).
@@ -263,9 +280,12 @@ impl Conn {
         let waker = outbound.waker.take();
         // A replay waiting for room stops once the connection is closing.
         let closing = self.requested_close().is_some();
-        let replay = outbound.hold.as_mut().filter(|_| closing).and_then(|hold| hold.replay_waker.take());
+        let replays = match outbound.hold.as_mut() {
+            Some(hold) if closing => std::mem::take(&mut hold.replay_wakers),
+            _ => Vec::new(),
+        };
         drop(outbound);
-        for waker in [waker, replay].into_iter().flatten() {
+        for waker in waker.into_iter().chain(replays) {
             waker.wake();
         }
     }
@@ -355,7 +375,9 @@ impl Conn {
             return Poll::Ready(());
         }
         if let Some(hold) = outbound.hold.as_mut() {
-            hold.replay_waker = Some(cx.waker().clone());
+            if !hold.replay_wakers.iter().any(|waker| waker.will_wake(cx.waker())) {
+                hold.replay_wakers.push(cx.waker().clone());
+            }
         }
         Poll::Pending
     }
@@ -432,24 +454,12 @@ impl Conn {
 
     /// Removes `written` bytes from the front of the queue.
     pub(crate) fn consume(&self, written: usize) {
-        let mut written = u32::try_from(written).unwrap_or(u32::MAX);
         let mut outbound = self.lock();
-        if let Some(waker) = outbound.hold.as_mut().and_then(|hold| hold.replay_waker.take()) {
-            waker.wake();
-        }
-        outbound.bytes = outbound.bytes.saturating_sub(written);
-        while let Some(head) = outbound.frames.front() {
-            let left = len32(head) - outbound.head_written;
-            if written < left {
-                outbound.head_written += written;
-                return;
-            }
-            written -= left;
-            outbound.head_written = 0;
-            outbound.frames.pop_front();
-        }
-        // Give the queue's memory back while idle.
-        outbound.frames = VecDeque::new();
+        outbound.consume(u32::try_from(written).unwrap_or(u32::MAX));
+        // Replays paced on the queue look again.
+        let replays = outbound.hold.as_mut().map(|hold| std::mem::take(&mut hold.replay_wakers)).unwrap_or_default();
+        drop(outbound);
+        replays.into_iter().for_each(Waker::wake);
     }
 
     /// Whether nothing waits to be written.

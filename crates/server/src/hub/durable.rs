@@ -27,17 +27,20 @@ struct StoredReply {
     ts: u64,
 }
 
-/// What a `join` or `inbox` with `since` can recover.
+/// What a `join` or `inbox` with `since` can recover. Planned after the
+/// connection became a member, from the log's `fanned_out`: every message
+/// after it reaches the connection live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Recovery {
     /// The log's epoch (absent while it has no history).
     pub epoch: Option<u64>,
-    /// The newest stored `seq`.
+    /// Every message after this `seq` arrives live.
     pub seq: u64,
     /// `None` when no `since` was given.
     pub recovered: Option<bool>,
-    /// `(log, after)`: replay the messages of `log` with `seq > after`.
-    pub replay: Option<(u64, u64)>,
+    /// `(log, after, through)`: replay `log`'s messages with
+    /// `after < seq <= through`.
+    pub replay: Option<(u64, u64, u64)>,
 }
 
 impl Recovery {
@@ -49,23 +52,27 @@ impl Recovery {
             let recovered = since.map(|since| since == 0 && epoch.is_none());
             return Recovery { epoch: None, seq: 0, recovered, replay: None };
         };
-        let mut plan = Recovery { epoch: Some(meta.epoch), seq: meta.last_seq, recovered: None, replay: None };
+        let live_after = meta.fanned_out;
+        let mut plan = Recovery { epoch: Some(meta.epoch), seq: live_after, recovered: None, replay: None };
         let Some(since) = since else { return plan };
-        if epoch.is_some_and(|epoch| epoch != meta.epoch) || since > meta.last_seq {
+        // A `since` past what was fanned out was never seen in this epoch.
+        if epoch.is_some_and(|epoch| epoch != meta.epoch) || since > live_after {
             plan.recovered = Some(false);
             return plan;
         }
         plan.recovered = Some(since + 1 >= meta.first_seq);
-        if since < meta.last_seq && meta.retained() > 0 {
-            plan.replay = Some((meta.id, since.max(meta.first_seq - 1)));
+        let after = since.max(meta.first_seq - 1);
+        if after < live_after {
+            plan.replay = Some((meta.id, after, live_after));
         }
         plan
     }
 }
 
 impl Hub {
-    /// Queues `body` to be stored in `room`; the ack and the fan-out follow
-    /// the commit.
+    /// Queues `body` to be stored in `room`, of which `conn` is a member
+    /// (the session's own list of rooms says so); the ack and the fan-out
+    /// follow the commit.
     pub fn publish(
         &self,
         conn: &Arc<Conn>,
@@ -73,9 +80,6 @@ impl Hub {
         body: &RawValue,
         id: Option<&RawValue>,
     ) -> Result<(), HubError> {
-        if !room.lock().contains(conn) {
-            return Err(HubError::NotMember(room.name.to_string()));
-        }
         self.submit(LogKey { kind: LogKind::Room, name: Arc::clone(&room.name) }, conn, body, id)
     }
 
@@ -126,22 +130,42 @@ impl Hub {
         self.storage.mark_delivered(user, seq);
     }
 
+    /// Fans a stored message out to `room`'s members and records it as
+    /// fanned out under the same lock that orders joins (see
+    /// `docs/ARCHITECTURE.md`, "Recovery").
     fn fan_out_room(&self, room: Option<&Arc<Room>>, message: &Committed<Ticket>, encoded: &Encoded) {
+        self.metrics.messages_published.inc();
         if let Some(room) = room {
             let state = room.lock();
-            for member in state.members() {
-                self.deliver_stored(member, encoded, message.log, message.seq);
+            if !state.removed {
+                for member in state.members() {
+                    self.deliver_stored(member, encoded, message.log, message.seq);
+                }
+                self.storage.mark_fanned_out(LogKind::Room, &message.key.name, message.seq);
+                return;
             }
         }
-        self.metrics.messages_published.inc();
+        // No room, or it was removed since it was looked up: look again
+        // under the directory lock, which a joiner needs to create it.
+        let directory = lock(&self.rooms);
+        let current = directory.get(&message.key.name).map(|room| room.lock());
+        for member in current.iter().flat_map(|state| state.members()) {
+            self.deliver_stored(member, encoded, message.log, message.seq);
+        }
+        // Still under the room's lock (if any): a joiner cannot slip between.
+        self.storage.mark_fanned_out(LogKind::Room, &message.key.name, message.seq);
     }
 
     fn fan_out_inbox(&self, message: &Committed<Ticket>, encoded: &Encoded) {
-        let conns = lock(&self.users).get(&message.key.name).map(|entry| entry.conns.clone()).unwrap_or_default();
-        for conn in &conns {
+        let users = lock(&self.users);
+        let conns = users.get(&message.key.name).map(|entry| &entry.conns[..]).unwrap_or_default();
+        for conn in conns {
             self.deliver_stored(conn, encoded, message.log, message.seq);
         }
-        if !conns.is_empty() {
+        self.storage.mark_fanned_out(LogKind::Inbox, &message.key.name, message.seq);
+        let delivered = !conns.is_empty();
+        drop(users);
+        if delivered {
             self.inbox_delivered(&message.key.name, message.seq);
         }
     }
@@ -154,9 +178,8 @@ impl Sink<Ticket> for Hub {
         // message was sent still gets it (see `docs/ARCHITECTURE.md`).
         let rooms: HashMap<Arc<str>, Arc<Room>> = {
             let directory = lock(&self.rooms);
-            group
-                .iter()
-                .filter(|message| message.key.kind == LogKind::Room)
+            let rooms = group.iter().filter(|message| message.key.kind == LogKind::Room);
+            rooms
                 .filter_map(|message| {
                     directory.get(&message.key.name).map(|room| (Arc::clone(&room.name), Arc::clone(room)))
                 })
@@ -192,10 +215,9 @@ impl Sink<Ticket> for Hub {
             let id = submission.ticket.id.as_deref();
             let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
             self.metrics.command_errors.get_or_create(&label).inc();
-            self.deliver_event(
-                &submission.ticket.conn,
-                &Encoded::new(&event::Error::new(id, ErrorCode::StorageFailed, text)),
-            );
+            let conn = &submission.ticket.conn;
+            self.deliver_event(conn, &Encoded::new(&event::Error::new(id, ErrorCode::StorageFailed, text)));
+            conn.end_request();
         }
     }
 }
@@ -204,30 +226,34 @@ impl Sink<Ticket> for Hub {
 mod tests {
     use super::*;
 
-    fn meta(first_seq: u64, last_seq: u64) -> Option<LogMeta> {
-        Some(LogMeta { first_seq, last_seq, ..LogMeta::new(7, 42) })
+    /// A log with messages `first_seq..=last_seq` stored, of which those up
+    /// to `fanned_out` were fanned out.
+    fn meta(first_seq: u64, last_seq: u64, fanned_out: u64) -> Option<LogMeta> {
+        Some(LogMeta { first_seq, last_seq, fanned_out, ..LogMeta::new(7, 42) })
     }
 
     #[test]
-    fn since_inside_retention_replays_the_rest() {
-        let plan = Recovery::plan(meta(1, 10), Some(4), None);
-        assert_eq!((plan.recovered, plan.replay, plan.epoch, plan.seq), (Some(true), Some((7, 4)), Some(42), 10));
-        let caught_up = Recovery::plan(meta(1, 10), Some(10), Some(42));
+    fn since_inside_retention_replays_up_to_what_was_fanned_out() {
+        let plan = Recovery::plan(meta(1, 10, 10), Some(4), None);
+        assert_eq!((plan.recovered, plan.replay, plan.epoch, plan.seq), (Some(true), Some((7, 4, 10)), Some(42), 10));
+        let in_flight = Recovery::plan(meta(1, 12, 10), Some(4), None);
+        assert_eq!((in_flight.replay, in_flight.seq), (Some((7, 4, 10)), 10), "11 and 12 will arrive live");
+        let caught_up = Recovery::plan(meta(1, 10, 10), Some(10), Some(42));
         assert_eq!((caught_up.recovered, caught_up.replay), (Some(true), None));
     }
 
     #[test]
     fn retention_gaps_epochs_and_the_future_are_not_recovered() {
-        let trimmed = Recovery::plan(meta(6, 10), Some(2), None);
-        assert_eq!((trimmed.recovered, trimmed.replay), (Some(false), Some((7, 5))), "what is left is still sent");
-        let edge = Recovery::plan(meta(6, 10), Some(5), None);
+        let trimmed = Recovery::plan(meta(6, 10, 10), Some(2), None);
+        assert_eq!((trimmed.recovered, trimmed.replay), (Some(false), Some((7, 5, 10))), "what is left is still sent");
+        let edge = Recovery::plan(meta(6, 10, 10), Some(5), None);
         assert_eq!(edge.recovered, Some(true));
-        let other_epoch = Recovery::plan(meta(1, 10), Some(3), Some(41));
+        let other_epoch = Recovery::plan(meta(1, 10, 10), Some(3), Some(41));
         assert_eq!((other_epoch.recovered, other_epoch.replay), (Some(false), None));
-        let ahead = Recovery::plan(meta(1, 10), Some(11), None);
+        let ahead = Recovery::plan(meta(1, 10, 10), Some(11), None);
         assert_eq!(ahead.recovered, Some(false));
         assert_eq!(Recovery::plan(None, Some(0), None).recovered, Some(true));
         assert_eq!(Recovery::plan(None, Some(3), None).recovered, Some(false));
-        assert_eq!(Recovery::plan(meta(1, 10), None, None).recovered, None);
+        assert_eq!(Recovery::plan(meta(1, 10, 10), None, None).recovered, None);
     }
 }

@@ -3,9 +3,10 @@
 //! commands to a [`crate::session::Session`], which calls the hub.
 //!
 //! Locks and their order (always acquired left to right, never held across
-//! an await): `rooms` directory → a room's state → a connection's queue.
-//! `users` is taken alone. Each is a `std::sync::Mutex` held
-//! for map operations or one fan-out, never for IO.
+//! an await): `rooms` directory → a room's state → a connection's queue, and
+//! `users` → a connection's queue. The storage catalog comes last, inside
+//! either (recording `fanned_out`), or alone. Each is a `std::sync::Mutex`
+//! held for map operations or one fan-out, never for IO.
 
 mod address;
 pub mod conn;
@@ -17,6 +18,7 @@ pub use durable::{Recovery, Ticket};
 
 use crate::metrics::{Metrics, TransportLabel};
 use crate::store::{self, Storage, StoreError, WriterOptions};
+use crate::util::{lock, unix_ms};
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use room::{Room, RoomState};
@@ -24,8 +26,8 @@ use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use switchboard_protocol::event::{Encoded, Framing};
 use switchboard_protocol::{event, text, ws, CloseCode};
 
@@ -86,15 +88,6 @@ pub struct Hub {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     users: Mutex<HashMap<Arc<str>, UserEntry>>,
     storage: Storage<Ticket>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Wall-clock milliseconds since the Unix epoch, for message `ts`.
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Hub {

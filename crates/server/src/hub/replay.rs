@@ -81,26 +81,23 @@ impl Hub {
         }
     }
 
-    /// Replays `key`'s messages with `seq > after` to `conn`, which must
-    /// have called [`Conn::begin_replay`], then a `replayed` event, then
-    /// releases live frames. Runs as its own task.
-    pub fn spawn_replay(self: &Arc<Self>, conn: Arc<Conn>, key: LogKey, log: u64, after: u64) {
+    /// Replays `key`'s messages with `after < seq <= through` to `conn`,
+    /// then a `replayed` event, then releases live frames. The connection
+    /// has called [`Conn::begin_replay`] and counted the request
+    /// ([`Conn::begin_request`]); both end here. Runs as its own task.
+    pub fn spawn_replay(self: &Arc<Self>, conn: Arc<Conn>, key: LogKey, range: (u64, u64, u64)) {
         let hub = Arc::clone(self);
-        // Always counted: the join it follows has succeeded.
-        conn.begin_request(true);
         tokio::spawn(async move {
-            hub.replay(&conn, key, log, after).await;
+            hub.replay(&conn, key, range).await;
             conn.end_request();
         });
     }
 
-    async fn replay(&self, conn: &Conn, key: LogKey, log: u64, after: u64) {
+    async fn replay(&self, conn: &Conn, key: LogKey, (log, after, through): (u64, u64, u64)) {
         let (mut last, mut count, mut whole) = (after, 0u64, true);
-        loop {
-            if conn.is_closing() {
-                break;
-            }
-            let page = match self.read_after(log, last, REPLAY_PAGE).await {
+        while last < through && !conn.is_closing() {
+            let limit = REPLAY_PAGE.min(usize::try_from(through - last).unwrap_or(REPLAY_PAGE));
+            let page = match self.read_after(log, last, limit).await {
                 Ok(page) => page,
                 Err(error) => {
                     tracing::error!(%error, conn = conn.id, log, "replay read failed; recovered:false");
@@ -108,7 +105,7 @@ impl Hub {
                     break;
                 }
             };
-            for message in &page {
+            for message in page.iter().take_while(|message| message.seq <= through) {
                 if message.seq != last + 1 {
                     // Retention overtook a slow replay.
                     whole = false;
@@ -116,7 +113,9 @@ impl Hub {
                 self.queue_replayed(conn, &stored_event(&key, message)).await;
                 (last, count) = (message.seq, count + 1);
             }
-            if page.len() < REPLAY_PAGE {
+            if page.len() < limit {
+                // Retention removed the rest of the range.
+                whole &= last >= through;
                 break;
             }
         }
@@ -193,7 +192,9 @@ impl Hub {
     fn reply_history(&self, conn: &Conn, id: &RawValue, room: &str, log: Option<(u64, u64)>, page: &[StoredMessage]) {
         let budget = self.limits.outbound_queue_bytes / 2;
         let (mut used, mut start) = (0, page.len());
-        while start > 0 && used + page[start - 1].body.get().len() + room.len() + 96 <= budget {
+        // The newest message always goes, so paging always moves on.
+        while start > 0 && (start == page.len() || used + page[start - 1].body.get().len() + room.len() + 96 <= budget)
+        {
             start -= 1;
             used += page[start].body.get().len() + room.len() + 96;
         }

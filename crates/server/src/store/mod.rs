@@ -19,13 +19,14 @@ pub mod memory;
 pub mod sqlite;
 mod writer;
 
+use crate::util::lock;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -80,12 +81,16 @@ pub struct LogMeta {
     pub last_ts: u64,
     /// Inboxes: the newest `seq` queued to one of the user's connections.
     pub delivered: u64,
+    /// The newest `seq` the hub has fanned out. Every message up to it
+    /// reached the members of that moment; every later one will reach the
+    /// members of when it is fanned out. A replay stops here.
+    pub fanned_out: u64,
 }
 
 impl LogMeta {
     /// A new, empty log.
     pub fn new(id: u64, epoch: u64) -> Self {
-        LogMeta { id, epoch, first_seq: 1, first_ts: 0, last_seq: 0, last_ts: 0, delivered: 0 }
+        LogMeta { id, epoch, first_seq: 1, first_ts: 0, last_seq: 0, last_ts: 0, delivered: 0, fanned_out: 0 }
     }
 
     /// How many messages are retained.
@@ -255,7 +260,8 @@ impl Catalog {
 pub struct Storage<T: Send + 'static> {
     catalog: Arc<Mutex<Catalog>>,
     reader: Arc<dyn Reader>,
-    sender: Mutex<Option<SyncSender<writer::Input<T>>>>,
+    /// Read-locked by every submit, write-locked once to close.
+    sender: RwLock<Option<SyncSender<writer::Input<T>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     /// Body bytes queued for the writer, and their bound.
     queued_bytes: Arc<AtomicUsize>,
@@ -269,10 +275,6 @@ pub enum SubmitError {
     Busy,
     #[error("storage is closed")]
     Closed,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A backend whose catalog is loaded, ready to start its writer.
@@ -314,7 +316,7 @@ impl Loaded {
                 (None, None)
             }
         };
-        Storage { catalog, reader, sender: Mutex::new(sender), thread: Mutex::new(thread), queued_bytes, queue_bytes }
+        Storage { catalog, reader, sender: RwLock::new(sender), thread: Mutex::new(thread), queued_bytes, queue_bytes }
     }
 }
 
@@ -326,7 +328,7 @@ impl<T: Send + 'static> Storage<T> {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(SubmitError::Busy);
         }
-        let sender = lock(&self.sender);
+        let sender = self.sender.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = match sender.as_ref() {
             Some(sender) => sender.try_send(writer::Input::Append(submission)).map_err(|error| match error {
                 TrySendError::Full(_) => SubmitError::Busy,
@@ -345,6 +347,15 @@ impl<T: Send + 'static> Storage<T> {
         lock(&self.catalog).get(kind, name)
     }
 
+    /// Records that messages of a log through `seq` were fanned out. The
+    /// caller holds the lock that orders fan-out with membership (the room's
+    /// or the directory's, the users directory for inboxes).
+    pub fn mark_fanned_out(&self, kind: LogKind, name: &str, seq: u64) {
+        if let Some(meta) = lock(&self.catalog).get_mut(kind, name) {
+            meta.fanned_out = meta.fanned_out.max(seq);
+        }
+    }
+
     /// Records that an inbox's messages through `seq` were queued to one of
     /// its user's connections (persisted with the next group).
     pub fn mark_delivered(&self, user: &str, seq: u64) {
@@ -353,7 +364,7 @@ impl<T: Send + 'static> Storage<T> {
             if meta.delivered < seq {
                 meta.delivered = seq;
                 drop(catalog);
-                if let Some(sender) = lock(&self.sender).as_ref() {
+                if let Some(sender) = self.sender.read().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
                     // A full queue only delays persisting the cursor.
                     let _ = sender.try_send(writer::Input::Cursor(Arc::from(user)));
                 }
@@ -373,7 +384,7 @@ impl<T: Send + 'static> Storage<T> {
     /// Commits what is queued, syncs, and stops the writer. Later
     /// submissions fail with [`SubmitError::Closed`].
     pub fn close(&self) {
-        drop(lock(&self.sender).take());
+        drop(self.sender.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
         if let Some(thread) = lock(&self.thread).take() {
             if thread.join().is_err() {
                 tracing::error!("the storage writer panicked");

@@ -1,6 +1,6 @@
 //! The embedded SQLite backend (the default): one database file in WAL
 //! mode inside the data directory, written by the writer thread alone and
-//! read by a small pool of read-only connections.
+//! read by a small pool of reading connections (`query_only`).
 //!
 //! Durability per sync mode (the promises are in `docs/ARCHITECTURE.md`):
 //! `always` runs with `synchronous=FULL`, so every commit fsyncs the WAL;
@@ -8,6 +8,7 @@
 //! WAL file itself every `batch_interval`.
 
 use super::{Backend, Group, LogKey, LogKind, LogMeta, Reader, StoreError, StoredMessage, SyncMode};
+use crate::util::lock;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::value::RawValue;
 use std::fs::File;
@@ -240,6 +241,7 @@ impl Backend for Sqlite {
                 last_seq: row.get::<_, i64>(4)? as u64,
                 last_ts: row.get::<_, i64>(5)? as u64,
                 delivered: row.get::<_, i64>(6)? as u64,
+                fanned_out: 0,
             };
             logs.push((LogKey { kind, name: Arc::from(name) }, meta));
         }
@@ -253,6 +255,8 @@ impl Backend for Sqlite {
             let (first_seq, first_ts) = self.first_of(meta.id)?.unwrap_or((meta.last_seq + 1, 0));
             meta.first_seq = first_seq;
             meta.first_ts = first_ts;
+            // Stored before this start: nothing of it is still on its way.
+            meta.fanned_out = meta.last_seq;
         }
         Ok(logs)
     }
@@ -339,7 +343,7 @@ pub struct SqliteReader {
 
 impl SqliteReader {
     fn with<R>(&self, read: impl FnOnce(&Connection) -> Result<R, StoreError>) -> Result<R, StoreError> {
-        let pooled = super::lock(&self.idle).pop();
+        let pooled = lock(&self.idle).pop();
         let db = match pooled {
             Some(db) => db,
             // Read-write, though only ever used to read: a read-only
@@ -351,7 +355,7 @@ impl SqliteReader {
             }
         };
         let result = read(&db);
-        let mut idle = super::lock(&self.idle);
+        let mut idle = lock(&self.idle);
         if idle.len() < READER_POOL {
             idle.push(db);
         }

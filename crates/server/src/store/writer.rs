@@ -13,12 +13,13 @@
 //! [`TRIM_STEP`] messages, so a large trim never stalls publishers for long.
 
 use super::{Backend, Catalog, Group, LogKey, LogKind, LogMeta, NewMessage, StoreError, SyncMode, WriterOptions};
+use crate::util::{lock, unix_ms};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Most messages in one group commit.
 const MAX_GROUP: usize = 4096;
@@ -80,10 +81,6 @@ pub(super) struct Writer<T> {
     queued_bytes: Arc<AtomicUsize>,
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 impl<T: Send + 'static> Writer<T> {
     pub(super) fn new(
         backend: Box<dyn Backend>,
@@ -92,7 +89,7 @@ impl<T: Send + 'static> Writer<T> {
         sink: Weak<dyn Sink<T>>,
         queued_bytes: Arc<AtomicUsize>,
     ) -> Self {
-        let next_log_id = super::lock(&catalog).iter().map(|(_, _, meta)| meta.id).max().unwrap_or(0) + 1;
+        let next_log_id = lock(&catalog).iter().map(|(_, _, meta)| meta.id).max().unwrap_or(0) + 1;
         Writer {
             backend,
             options,
@@ -160,7 +157,7 @@ impl<T: Send + 'static> Writer<T> {
     fn commit(&mut self, group: Vec<Submission<T>>) {
         let (touched, new_logs, assigned) = self.assign(&group);
         let cursors: Vec<(u64, u64)> = {
-            let catalog = super::lock(&self.catalog);
+            let catalog = lock(&self.catalog);
             let metas = self.dirty_cursors.iter().filter_map(|user| catalog.get(LogKind::Inbox, user));
             metas.map(|meta| (meta.id, meta.delivered)).collect()
         };
@@ -201,7 +198,7 @@ impl<T: Send + 'static> Writer<T> {
         let mut touched: HashMap<LogKey, LogMeta> = HashMap::new();
         let mut new_logs = Vec::new();
         let mut assigned = Vec::with_capacity(group.len());
-        let catalog = super::lock(&self.catalog);
+        let catalog = lock(&self.catalog);
         for submission in group {
             let meta = touched.entry(submission.key.clone()).or_insert_with(|| {
                 catalog.get(submission.key.kind, &submission.key.name).unwrap_or_else(|| {
@@ -232,10 +229,12 @@ impl<T: Send + 'static> Writer<T> {
             self.unsynced_since = Some(Instant::now());
         }
         {
-            let mut catalog = super::lock(&self.catalog);
+            let mut catalog = lock(&self.catalog);
             for (key, meta) in &touched {
-                let delivered = catalog.get(key.kind, &key.name).map_or(0, |current| current.delivered);
-                catalog.insert(key, LogMeta { delivered: delivered.max(meta.delivered), ..*meta });
+                // The hub moves these two; keep what it set.
+                let (delivered, fanned_out) =
+                    catalog.get(key.kind, &key.name).map_or((0, 0), |current| (current.delivered, current.fanned_out));
+                catalog.insert(key, LogMeta { delivered: delivered.max(meta.delivered), fanned_out, ..*meta });
                 if meta.retained() > self.max_messages(key.kind) {
                     self.over_count.insert(key.clone());
                 }
@@ -286,7 +285,7 @@ impl<T: Send + 'static> Writer<T> {
             }
         }
         for key in std::mem::take(&mut self.over_count) {
-            let Some(meta) = super::lock(&self.catalog).get(key.kind, &key.name) else { continue };
+            let Some(meta) = lock(&self.catalog).get(key.kind, &key.name) else { continue };
             let excess = meta.retained().saturating_sub(self.max_messages(key.kind));
             if excess > 0 {
                 let through = meta.first_seq - 1 + excess.min(TRIM_STEP);
@@ -310,7 +309,7 @@ impl<T: Send + 'static> Writer<T> {
     /// Age retention: one step for every log whose oldest message expired.
     fn sweep_expired(&mut self) {
         let now = unix_ms();
-        let expired: Vec<(LogKey, LogMeta, u64)> = super::lock(&self.catalog)
+        let expired: Vec<(LogKey, LogMeta, u64)> = lock(&self.catalog)
             .iter()
             .filter_map(|(kind, name, meta)| {
                 let cutoff = now.saturating_sub(self.max_age(kind).as_millis() as u64);
@@ -330,7 +329,7 @@ impl<T: Send + 'static> Writer<T> {
     fn trim(&mut self, key: &LogKey, log: u64, through: u64) {
         match self.backend.trim(log, through) {
             Ok(oldest) => {
-                let mut catalog = super::lock(&self.catalog);
+                let mut catalog = lock(&self.catalog);
                 if let Some(meta) = catalog.get_mut(key.kind, &key.name) {
                     let (first_seq, first_ts) = oldest.unwrap_or((meta.last_seq + 1, 0));
                     meta.first_seq = meta.first_seq.max(first_seq);

@@ -17,7 +17,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use switchboard_protocol::event::{self, Encoded, Framing};
 use tokio::io::Interest;
@@ -36,9 +36,7 @@ pub(crate) struct Outbox {
     sender: Mutex<Option<Waker>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::util::lock;
 
 impl Outbox {
     /// Marks `conn` as having something to send.

@@ -94,10 +94,7 @@ fn on_message(message: Message, session: &mut Session) -> Result<(), CloseCode> 
         Message::Pong(_) => {}
         Message::Close(frame) => {
             // Echo the peer's code, as RFC 6455 suggests; 1000 for none.
-            return Err(frame.map_or(CloseCode::Normal, |frame| match frame.code {
-                1000 => CloseCode::Normal,
-                other => CloseCode::Other(other),
-            }));
+            return Err(frame.map_or(CloseCode::Normal, |frame| CloseCode::from_u16(frame.code)));
         }
     }
     Ok(())
