@@ -265,3 +265,41 @@ async fn an_unusable_data_directory_is_reported_and_left_alone() {
     let error = within(run_on(used.path())).await.expect_err("a second server on the same directory");
     assert!(error.to_string().contains("in use by another switchboard process"), "{error}");
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_acks_every_message_it_stored() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::with(on_disk(dir.path())).await;
+    let mut writer = server.client("writer").await;
+    request(&mut writer, json!({"op": "join", "room": "r"})).await;
+    let (mut sink, mut stream) = writer.socket().split();
+    for n in 1..=300 {
+        let send = json!({"op": "send", "room": "r", "id": n, "body": n});
+        sink.send(Message::text(send.to_string())).await.expect("send");
+    }
+    let stopped = server.shutdown();
+    let (mut acked, mut refused) = (0, 0);
+    within(async {
+        while let Some(Ok(frame)) = stream.next().await {
+            let Message::Text(text) = frame else { continue };
+            let reply: Value = serde_json::from_str(&text).expect("json");
+            match (reply["re"].is_u64(), reply["ok"].as_bool()) {
+                (true, Some(true)) => acked += 1,
+                (true, Some(false)) => {
+                    assert_eq!(reply["code"], json!("shutting_down"), "{reply}");
+                    refused += 1;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    within(stopped).await.expect("server stopped");
+    let server = TestServer::with(on_disk(dir.path())).await;
+    let mut reader = server.client("reader").await;
+    let history = request(&mut reader, json!({"op": "history", "room": "r", "limit": 500})).await;
+    let stored = history["messages"].as_array().expect("messages").len();
+    assert_eq!(stored, acked, "every stored message was acked before the close ({refused} refused)");
+}
