@@ -44,18 +44,10 @@ impl Backend for Memory {
     }
 
     fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError> {
-        let mut bodies = Vec::with_capacity(group.messages.len());
-        for message in group.messages {
-            let body = RawValue::from_string(message.body.to_owned()).map_err(|error| StoreError::BadRow {
-                log: message.log,
-                seq: message.seq,
-                why: error.to_string(),
-            })?;
-            bodies.push(body);
-        }
         let mut logs = self.write();
-        for (message, body) in group.messages.iter().zip(bodies) {
-            let row = Row { seq: message.seq, ts: message.ts, from: Arc::from(message.from), body };
+        for message in group.messages {
+            let row =
+                Row { seq: message.seq, ts: message.ts, from: Arc::from(message.from), body: message.body.to_owned() };
             logs.entry(message.log).or_default().push_back(row);
         }
         Ok(())

@@ -115,7 +115,8 @@ pub struct NewMessage<'a> {
     pub seq: u64,
     pub ts: u64,
     pub from: &'a str,
-    pub body: &'a str,
+    /// The body as the client sent it (valid JSON).
+    pub body: &'a RawValue,
 }
 
 /// Everything one group commit writes, atomically.

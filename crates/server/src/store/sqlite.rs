@@ -278,7 +278,7 @@ impl Backend for Sqlite {
                     message.seq as i64,
                     message.ts as i64,
                     message.from,
-                    message.body
+                    message.body.get()
                 ])?;
             }
             // A log's newest seq is its newest row's; `logs.last_seq` only

@@ -169,7 +169,7 @@ impl<T: Send + 'static> Writer<T> {
                 seq,
                 ts,
                 from: &submission.from,
-                body: submission.body.get(),
+                body: &submission.body,
             })
             .collect();
         let result = self.backend.commit(&Group { new_logs: &new_logs, messages: &messages, cursors: &cursors });
