@@ -193,19 +193,20 @@ impl Sqlite {
         Ok(Some(epoch))
     }
 
+    /// `(seq, ts)` of `log`'s newest message.
     fn last_of(&self, log: u64) -> Result<Option<(u64, u64)>, StoreError> {
-        let row = self
-            .db
-            .prepare_cached("SELECT seq, ts FROM messages WHERE log = ?1 ORDER BY seq DESC LIMIT 1")?
-            .query_row([log as i64], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))
-            .optional()?;
-        Ok(row)
+        self.edge_of("SELECT seq, ts FROM messages WHERE log = ?1 ORDER BY seq DESC LIMIT 1", log)
     }
 
+    /// `(seq, ts)` of `log`'s oldest message.
     fn first_of(&self, log: u64) -> Result<Option<(u64, u64)>, StoreError> {
+        self.edge_of("SELECT seq, ts FROM messages WHERE log = ?1 ORDER BY seq LIMIT 1", log)
+    }
+
+    fn edge_of(&self, query: &str, log: u64) -> Result<Option<(u64, u64)>, StoreError> {
         let row = self
             .db
-            .prepare_cached("SELECT seq, ts FROM messages WHERE log = ?1 ORDER BY seq LIMIT 1")?
+            .prepare_cached(query)?
             .query_row([log as i64], |row| Ok((row.get::<_, i64>(0)? as u64, row.get::<_, i64>(1)? as u64)))
             .optional()?;
         Ok(row)

@@ -157,6 +157,16 @@ fn sqlite_keeps_seq_epoch_and_bodies_across_reopening() {
     storage.close();
 }
 
+/// Waits (at most 10 s) until age retention emptied room `name`. Retention
+/// reports nothing, so this watches the catalog.
+fn wait_until_emptied(storage: &Storage<u32>, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while storage.meta(LogKind::Room, name).is_some_and(|meta| meta.retained() > 0) {
+        assert!(std::time::Instant::now() < deadline, "expired messages were never removed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn age_retention_removes_expired_messages_without_new_sends() {
     let (storage, _sink, outcomes) = start_with(Box::new(Memory::new()), options(100, Duration::from_millis(100)));
@@ -164,12 +174,7 @@ fn age_retention_removes_expired_messages_without_new_sends() {
         submit(&storage, LogKind::Room, "r", ticket);
         next(&outcomes).expect("stored");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    // Retention reports nothing, so watch the catalog.
-    while storage.meta(LogKind::Room, "r").is_some_and(|meta| meta.retained() > 0) {
-        assert!(std::time::Instant::now() < deadline, "expired messages were never removed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_emptied(&storage, "r");
     let meta = storage.meta(LogKind::Room, "r").expect("the log itself stays");
     assert_eq!((meta.first_seq, meta.last_seq), (4, 3), "seq continues after the log emptied");
     assert!(storage.reader().after(meta.id, 0, 10).expect("read").is_empty());
@@ -221,11 +226,7 @@ fn sqlite_remembers_seq_when_retention_removed_every_row() {
         submit(&storage, LogKind::Room, "r", ticket);
         next(&outcomes).expect("stored");
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while storage.meta(LogKind::Room, "r").is_some_and(|meta| meta.retained() > 0) {
-        assert!(std::time::Instant::now() < deadline, "expired messages were never removed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_emptied(&storage, "r");
     storage.close();
     drop(storage);
     let (storage, _sink, outcomes) = start(Box::new(Sqlite::open(dir.path(), SyncMode::None).expect("reopen")), 100);
