@@ -71,7 +71,8 @@ fuzz_target!(|data: &[u8]| {
                         }
                     }
                 }
-                Command::Ping => {}
+                // Numbers only: serde has already checked their range.
+                Command::Inbox { .. } | Command::Ping => {}
             }
         }
         Err(error) => {
