@@ -15,6 +15,7 @@
 //! which a Redis backend maps onto one `MULTI`/`EXEC` pipeline, and reads
 //! are ranges by `seq` (`XRANGE`/`XREVRANGE`).
 
+mod deliver;
 pub mod memory;
 pub mod sqlite;
 mod writer;
@@ -263,7 +264,8 @@ pub struct Storage<T: Send + 'static> {
     reader: Arc<dyn Reader>,
     /// Read-locked by every submit, write-locked once to close.
     sender: RwLock<Option<SyncSender<writer::Input<T>>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer, then the delivering thread: joined in that order.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// Body bytes queued for the writer, and their bound.
     queued_bytes: Arc<AtomicUsize>,
     queue_bytes: usize,
@@ -308,16 +310,28 @@ impl Loaded {
         let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let queue_bytes = options.queue_bytes;
-        let writer = writer::Writer::new(self.backend, options, Arc::clone(&catalog), sink, Arc::clone(&queued_bytes));
-        let thread = std::thread::Builder::new().name("storage-writer".into()).spawn(move || writer.run(receiver));
-        let (sender, thread) = match thread {
-            Ok(thread) => (Some(sender), Some(thread)),
+        let threads = deliver::Forward::start(sink).and_then(|(forward, deliverer)| {
+            let writer =
+                writer::Writer::new(self.backend, options, Arc::clone(&catalog), forward, Arc::clone(&queued_bytes));
+            let name = "storage-writer".to_owned();
+            let writer = std::thread::Builder::new().name(name).spawn(move || writer.run(receiver))?;
+            Ok(vec![writer, deliverer])
+        });
+        let (sender, threads) = match threads {
+            Ok(threads) => (Some(sender), threads),
             Err(error) => {
-                tracing::error!(%error, "cannot start the storage writer; every send will fail");
-                (None, None)
+                tracing::error!(%error, "cannot start the storage threads; every send will fail");
+                (None, Vec::new())
             }
         };
-        Storage { catalog, reader, sender: RwLock::new(sender), thread: Mutex::new(thread), queued_bytes, queue_bytes }
+        Storage {
+            catalog,
+            reader,
+            sender: RwLock::new(sender),
+            threads: Mutex::new(threads),
+            queued_bytes,
+            queue_bytes,
+        }
     }
 }
 
@@ -386,9 +400,11 @@ impl<T: Send + 'static> Storage<T> {
     /// submissions fail with [`SubmitError::Closed`].
     pub fn close(&self) {
         drop(self.sender.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
-        if let Some(thread) = lock(&self.thread).take() {
+        // The writer commits what is queued and drops its end of the
+        // delivery channel; the delivering thread then hands over the rest.
+        for thread in std::mem::take(&mut *lock(&self.threads)) {
             if thread.join().is_err() {
-                tracing::error!("the storage writer panicked");
+                tracing::error!("a storage thread panicked");
             }
         }
     }

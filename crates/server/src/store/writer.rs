@@ -12,13 +12,14 @@
 //! Retention runs here too, between groups, in steps of at most
 //! [`TRIM_STEP`] messages, so a large trim never stalls publishers for long.
 
+use super::deliver::{Forward, Outcome};
 use super::{Backend, Catalog, Group, LogKey, LogKind, LogMeta, NewMessage, StoreError, SyncMode, WriterOptions};
 use crate::util::{lock, unix_ms};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Most messages in one group commit.
@@ -70,7 +71,7 @@ pub(super) struct Writer<T> {
     backend: Box<dyn Backend>,
     options: WriterOptions,
     catalog: Arc<Mutex<Catalog>>,
-    sink: Weak<dyn Sink<T>>,
+    sink: Forward<T>,
     next_log_id: u64,
     /// Logs over their count bound after a commit, still to be trimmed.
     over_count: HashSet<LogKey>,
@@ -86,7 +87,7 @@ impl<T: Send + 'static> Writer<T> {
         backend: Box<dyn Backend>,
         options: WriterOptions,
         catalog: Arc<Mutex<Catalog>>,
-        sink: Weak<dyn Sink<T>>,
+        sink: Forward<T>,
         queued_bytes: Arc<AtomicUsize>,
     ) -> Self {
         let next_log_id = lock(&catalog).iter().map(|(_, _, meta)| meta.id).max().unwrap_or(0) + 1;
@@ -179,9 +180,7 @@ impl<T: Send + 'static> Writer<T> {
             Err(error) => {
                 tracing::error!(%error, messages = group.len(), "storage commit failed; the group is refused");
                 // Logs created by the failed group do not exist: reuse nothing.
-                if let Some(sink) = self.sink.upgrade() {
-                    sink.failed(group, &error);
-                }
+                self.sink.send(Outcome::Failed(group, error));
             }
         }
     }
@@ -254,8 +253,8 @@ impl<T: Send + 'static> Writer<T> {
                 ticket: submission.ticket,
             })
             .collect::<Vec<_>>();
-        if let (false, Some(sink)) = (committed.is_empty(), self.sink.upgrade()) {
-            sink.committed(committed);
+        if !committed.is_empty() {
+            self.sink.send(Outcome::Committed(committed));
         }
     }
 
