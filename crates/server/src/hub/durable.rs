@@ -138,10 +138,7 @@ impl Hub {
         if let Some(room) = room {
             let state = room.lock();
             if !state.removed {
-                for member in state.members() {
-                    self.deliver_stored(member, encoded, message.log, message.seq);
-                }
-                self.storage.mark_fanned_out(LogKind::Room, &message.key.name, message.seq);
+                self.deliver_and_mark(state.members(), message, encoded);
                 return;
             }
         }
@@ -149,25 +146,36 @@ impl Hub {
         // under the directory lock, which a joiner needs to create it.
         let directory = lock(&self.rooms);
         let current = directory.get(&message.key.name).map(|room| room.lock());
-        for member in current.iter().flat_map(|state| state.members()) {
-            self.deliver_stored(member, encoded, message.log, message.seq);
-        }
-        // Still under the room's lock (if any): a joiner cannot slip between.
-        self.storage.mark_fanned_out(LogKind::Room, &message.key.name, message.seq);
+        self.deliver_and_mark(current.iter().flat_map(|state| state.members()), message, encoded);
     }
 
     fn fan_out_inbox(&self, message: &Committed<Ticket>, encoded: &Encoded) {
         let users = lock(&self.users);
         let conns = users.get(&message.key.name).map(|entry| &entry.conns[..]).unwrap_or_default();
-        for conn in conns {
-            self.deliver_stored(conn, encoded, message.log, message.seq);
-        }
-        self.storage.mark_fanned_out(LogKind::Inbox, &message.key.name, message.seq);
-        let delivered = !conns.is_empty();
+        let delivered = self.deliver_and_mark(conns.iter(), message, encoded);
         drop(users);
         if delivered {
             self.inbox_delivered(&message.key.name, message.seq);
         }
+    }
+
+    /// Queues a stored message for `members` and records it as fanned out.
+    /// The caller holds the lock that orders this with joining (the room's,
+    /// the directory's, or the users directory's), so no joiner slips
+    /// between the two. Returns whether anyone got it.
+    fn deliver_and_mark<'a>(
+        &self,
+        members: impl Iterator<Item = &'a Arc<Conn>>,
+        message: &Committed<Ticket>,
+        encoded: &Encoded,
+    ) -> bool {
+        let mut delivered = false;
+        for member in members {
+            self.deliver_stored(member, encoded, message.log, message.seq);
+            delivered = true;
+        }
+        self.storage.mark_fanned_out(message.key.kind, &message.key.name, message.seq);
+        delivered
     }
 }
 

@@ -69,14 +69,16 @@ impl Hub {
     async fn queue_replayed(&self, conn: &Conn, event: &Encoded) {
         let below = self.limits.outbound_queue_bytes / 2;
         std::future::poll_fn(|cx| conn.poll_replay_room(cx, below)).await;
-        if let Some(frame) = self.frame_for(conn, event) {
-            self.account(conn, conn.enqueue_replayed(frame, self.limits.outbound_queue_bytes));
-        }
+        self.deliver_replayed(conn, event);
     }
 
     /// Queues `reply` (the join or inbox answer) ahead of held frames.
     pub fn reply_before_replay(&self, conn: &Conn, reply: &impl Serialize) {
-        if let Some(frame) = self.frame_for(conn, &Encoded::new(reply)) {
+        self.deliver_replayed(conn, &Encoded::new(reply));
+    }
+
+    fn deliver_replayed(&self, conn: &Conn, event: &Encoded) {
+        if let Some(frame) = self.frame_for(conn, event) {
             self.account(conn, conn.enqueue_replayed(frame, self.limits.outbound_queue_bytes));
         }
     }
