@@ -17,8 +17,19 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Top-level keys the environment may set; other `SWITCHBOARD_*` variables
 /// (such as `SWITCHBOARD_REQUIRE_EXTERNAL` for the test suite) are ignored.
-const ENV_KEYS: [&str; 10] =
-    ["http", "tcp", "udp", "data", "storage", "limits", "websocket", "tcp_options", "udp_options", "shutdown"];
+const ENV_KEYS: [&str; 11] = [
+    "http",
+    "tcp",
+    "udp",
+    "data",
+    "storage",
+    "limits",
+    "websocket",
+    "tcp_options",
+    "udp_options",
+    "delivery",
+    "shutdown",
+];
 
 /// Everything the server can be told. See `default.toml` for meanings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +44,7 @@ pub struct Config {
     pub websocket: WebSocket,
     pub tcp_options: TcpOptions,
     pub udp_options: UdpOptions,
+    pub delivery: Delivery,
     pub shutdown: Shutdown,
 }
 
@@ -148,6 +160,22 @@ pub struct WebSocket {
     pub close_timeout: Duration,
 }
 
+/// How frames reach sockets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// A connection that already wrote in the current window of this length
+    /// writes what others published to it at the start of the next one.
+    #[serde(with = "humantime_serde")]
+    pub write_window: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery { write_window: Duration::from_millis(5) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Shutdown {
@@ -167,6 +195,7 @@ impl Default for Config {
             websocket: WebSocket::default(),
             tcp_options: TcpOptions::default(),
             udp_options: UdpOptions::default(),
+            delivery: Delivery::default(),
             shutdown: Shutdown::default(),
         }
     }

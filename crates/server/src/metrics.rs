@@ -49,6 +49,7 @@ pub struct Metrics {
     pub dropped: Family<ReasonLabel, Counter>,
     pub slow_consumers: Counter,
     pub bytes_written: Counter,
+    pub socket_writes: Counter,
     pub udp_datagrams: Counter,
 }
 
@@ -92,6 +93,11 @@ impl Metrics {
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());
         r.register("bytes_written", "Bytes written to client sockets", self.bytes_written.clone());
+        r.register(
+            "socket_writes",
+            "Write system calls on client stream sockets (frames per write = deliveries / writes)",
+            self.socket_writes.clone(),
+        );
         r.register("udp_datagrams_received", "UDP datagrams received", self.udp_datagrams.clone());
         registry
     }

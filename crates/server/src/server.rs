@@ -82,6 +82,14 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         stop: stop.clone(),
     });
     tracker.spawn(keepalive(Arc::clone(&hub), config.websocket.clone(), stop.clone()));
+    // Not tracked: it must outlive every connection task, which may park on it
+    // until the drain ends.
+    let clock_stop = CancellationToken::new();
+    let clock = Arc::clone(hub.flush_clock());
+    let clock_task = tokio::spawn({
+        let stopped = clock_stop.clone().cancelled_owned();
+        async move { clock.run(stopped).await }
+    });
     if let Some(socket) = listeners.udp {
         let settings = UdpSettings {
             session_timeout: config.udp_options.session_timeout,
@@ -101,6 +109,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         () = shutdown => {}
     }
     drain(&hub, &tracker, &stop, config.shutdown.drain_timeout).await;
+    clock_stop.cancel();
+    if clock_task.await.is_err() {
+        tracing::error!("the flush clock task panicked");
+    }
     Ok(())
 }
 
@@ -112,6 +124,7 @@ fn hub_limits(config: &Config) -> HubLimits {
         max_message_size: config.limits.max_message_size,
         close_timeout: config.websocket.close_timeout,
         partial_line_pause: config.tcp_options.partial_line_pause,
+        write_window: config.delivery.write_window,
     }
 }
 

@@ -11,6 +11,7 @@
 mod address;
 pub mod conn;
 mod durable;
+pub mod flush;
 mod replay;
 pub mod room;
 
@@ -21,6 +22,7 @@ use crate::store::{self, Storage, StoreError, WriterOptions};
 use crate::util::{lock, unix_ms};
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
+use flush::FlushClock;
 use room::{Room, RoomState};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -45,6 +47,8 @@ pub struct HubLimits {
     pub close_timeout: Duration,
     /// How long an unterminated TCP line waits before it counts as a line.
     pub partial_line_pause: Duration,
+    /// The flush clock's window (see [`flush`]).
+    pub write_window: Duration,
 }
 
 /// A successful join.
@@ -88,6 +92,7 @@ pub struct Hub {
     rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
     users: Mutex<HashMap<Arc<str>, UserEntry>>,
     storage: Storage<Ticket>,
+    flush_clock: Arc<FlushClock>,
 }
 
 impl Hub {
@@ -102,6 +107,7 @@ impl Hub {
         Ok(Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
             let sink: std::sync::Weak<dyn store::Sink<Ticket>> = hub.clone();
             Hub {
+                flush_clock: Arc::new(FlushClock::new(limits.write_window)),
                 limits,
                 metrics,
                 open: AtomicUsize::new(0),
@@ -124,6 +130,11 @@ impl Hub {
     /// after the last connection is gone).
     pub fn close_storage(&self) {
         self.storage.close();
+    }
+
+    /// The clock that coalesces fan-out writes; its task runs in the server.
+    pub fn flush_clock(&self) -> &Arc<FlushClock> {
+        &self.flush_clock
     }
 
     /// The limits every connection shares (kept here, not per connection).

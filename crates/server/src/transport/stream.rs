@@ -99,11 +99,21 @@ pub(crate) struct Connection<C> {
     state: State,
     write_blocked: bool,
     close_code: Option<CloseCode>,
+    /// The flush clock's window of the last write (see `hub::flush`).
+    wrote_in: u32,
 }
 
 impl<C: Codec> Connection<C> {
     pub fn new(stream: TcpStream, session: Session, codec: C) -> Self {
-        Connection { stream, session, codec, state: State::Open, write_blocked: false, close_code: None }
+        Connection {
+            stream,
+            session,
+            codec,
+            state: State::Open,
+            write_blocked: false,
+            close_code: None,
+            wrote_in: u32::MAX,
+        }
     }
 
     /// The future that drives the connection until it is closed. `early`
@@ -154,6 +164,7 @@ impl<C: Codec> Connection<C> {
             events.writable = self.stream.poll_write_ready(cx).is_ready();
         } else if !matches!(self.state, State::Closing { sent: true, .. }) {
             match self.session.conn().poll_outgoing(cx) {
+                Poll::Ready(Outgoing::Frames) if !events.readable && self.coalesce(cx) => {}
                 Poll::Ready(outgoing) => events.outgoing = Some(outgoing),
                 // The waker is registered: the last answer will wake us.
                 Poll::Pending => events.drained = draining && !self.session.conn().has_pending_requests(),
@@ -176,6 +187,21 @@ impl<C: Codec> Connection<C> {
         } else {
             Poll::Pending
         }
+    }
+
+    /// Whether frames others queued for this connection wait for the flush
+    /// clock's next window, because it already wrote in this one; if so the
+    /// clock will wake the task. Only while open and not closing.
+    fn coalesce(&mut self, cx: &mut Context<'_>) -> bool {
+        let clock = self.session.hub().flush_clock();
+        let wait = clock.enabled()
+            && matches!(self.state, State::Open)
+            && self.wrote_in == clock.window()
+            && !self.session.conn().is_closing();
+        if wait {
+            clock.park(cx.waker());
+        }
+        wait
     }
 
     fn on_events(&mut self, events: Events) -> Step {
@@ -295,7 +321,10 @@ impl<C: Codec> Connection<C> {
             match self.stream.try_write_vectored(&slices[..count]) {
                 Ok(written) => {
                     conn.consume(written);
-                    self.session.hub().metrics.bytes_written.inc_by(written as u64);
+                    let hub = self.session.hub();
+                    hub.metrics.bytes_written.inc_by(written as u64);
+                    hub.metrics.socket_writes.inc();
+                    self.wrote_in = hub.flush_clock().window();
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
                 Err(error) => {
