@@ -50,6 +50,21 @@ pub fn stamp(data: &[u8]) -> Option<(u64, u64)> {
     Some((n, t))
 }
 
+/// Calls `found(n, t)` for every payload in `data` (a server may put
+/// several messages in one frame).
+pub fn each_stamp(mut data: &[u8], mut found: impl FnMut(u64, u64)) {
+    while let Some(at) = PAYLOAD_N.find(data) {
+        let Some((n, rest)) = number(&data[at + 5..]) else {
+            data = &data[at + 5..];
+            continue;
+        };
+        let Some(t_at) = PAYLOAD_T.find(rest) else { return };
+        let Some((t, after)) = number(&rest[t_at + 4..]) else { return };
+        found(n, t);
+        data = after;
+    }
+}
+
 fn number(data: &[u8]) -> Option<(u64, &[u8])> {
     let end = data.iter().position(|byte| !byte.is_ascii_digit()).unwrap_or(data.len());
     if end == 0 || end > 19 {

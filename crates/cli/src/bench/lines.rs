@@ -32,7 +32,13 @@ pub struct Lines<S> {
 
 impl<S: AsyncRead + Unpin> Lines<S> {
     pub fn new(stream: S) -> Self {
-        Lines { stream, buffer: vec![0; INITIAL_BUFFER], start: 0, end: 0 }
+        Self::with_capacity(stream, INITIAL_BUFFER)
+    }
+
+    /// A reader whose buffer starts at `capacity` bytes (at least 1 KiB) and
+    /// grows for large frames.
+    pub fn with_capacity(stream: S, capacity: usize) -> Self {
+        Lines { stream, buffer: vec![0; capacity.max(1024)], start: 0, end: 0 }
     }
 
     pub fn into_inner(self) -> S {
@@ -44,7 +50,7 @@ impl<S: AsyncRead + Unpin> Lines<S> {
     pub async fn fill(&mut self) -> std::io::Result<usize> {
         if self.start == self.end {
             (self.start, self.end) = (0, 0);
-        } else if self.buffer.len() - self.end < MIN_READ {
+        } else if self.buffer.len() - self.end < MIN_READ.min(self.buffer.len() / 4) {
             if self.start > 0 {
                 self.buffer.copy_within(self.start..self.end, 0);
                 (self.start, self.end) = (0, self.end - self.start);

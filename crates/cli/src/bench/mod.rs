@@ -11,9 +11,12 @@ mod lines;
 mod measure;
 mod replay;
 mod stored;
+mod target;
 #[cfg(test)]
 mod tests;
 mod udp;
+mod wsclient;
+mod wsfanout;
 
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
@@ -27,6 +30,10 @@ pub enum Scenario {
     /// Open N connections, join each to a room, hold them, and report the
     /// connect rate and (given --pid) the server's resident memory per connection.
     Idle(IdleArgs),
+    /// S subscribers in one room over WebSocket, P publishers at a total
+    /// rate: deliveries/s, loss, latency and (given --pid) server CPU, against
+    /// Switchboard or a peer server (--target).
+    Fanout(wsfanout::WsFanoutArgs),
     /// N subscribers on raw TCP, one publisher at a fixed rate: deliveries/s,
     /// loss, publish-to-receive latency and (given --pid) server CPU.
     TcpFanout(fanout::FanoutArgs),
@@ -80,11 +87,23 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match scenario {
         Scenario::Idle(args) => runtime.block_on(idle(args)),
+        Scenario::Fanout(args) => runtime.block_on(wsfanout::run(&args))?.print(args.json),
         Scenario::TcpFanout(args) => runtime.block_on(fanout::run(&args))?.print(args.json),
         Scenario::UdpRelay(args) => runtime.block_on(udp::run(&args))?.print(args.json),
         Scenario::Stored(args) => runtime.block_on(stored::run_stored(&args))?.print(args.json),
         Scenario::Replay(args) => runtime.block_on(replay::run_replay(&args))?.print(args.json),
     }
+}
+
+/// A progress bar on standard error for `len` items called `what`; hidden
+/// when the report is JSON or standard error is not a terminal.
+fn progress(len: u64, what: &str, json: bool) -> anyhow::Result<indicatif::ProgressBar> {
+    if json {
+        return Ok(indicatif::ProgressBar::hidden());
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(indicatif::ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}}"))?);
+    Ok(bar)
 }
 
 /// A process's resident memory in bytes, from /proc/PID/status.

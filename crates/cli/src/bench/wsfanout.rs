@@ -1,0 +1,240 @@
+//! `switchboard bench fanout`: S subscribers in one room over WebSocket and
+//! P publishers sharing a total rate R, against Switchboard or any peer in
+//! `bench/peers/` (see [`Target`]). Every subscriber counts, checks and times
+//! what it receives; the report has deliveries/s, loss and publish-to-receive
+//! latency, and given the server's pid its CPU-seconds.
+
+use super::common::{each_stamp, now_micros, payload, source_ip, Pacer, Tally, ERROR_EVENT};
+use super::measure::{measure, Errors, Feed, LoadArgs, Members, Published, Report};
+use super::target::Target;
+use super::wsclient::{self, close_reason, Kind, WsConn};
+use anyhow::Context;
+use futures_util::{StreamExt, TryStreamExt};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Subscribers connecting at once.
+const CONCURRENCY: usize = 128;
+/// A subscriber's read buffer to start with.
+const READ_BUFFER: usize = 16 * 1024;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct WsFanoutArgs {
+    /// Server address (host:port of its WebSocket listener).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub server: SocketAddr,
+    /// Which server that is: how to join and publish.
+    #[arg(long, value_enum, default_value_t = Target::Switchboard)]
+    pub target: Target,
+    /// The room (Switchboard) or subject (NATS); the other peers have one.
+    #[arg(long, default_value = "fan")]
+    pub room: String,
+    /// Subscriber connections.
+    #[arg(long, short = 's', default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Publisher connections (they share the rate, and are not counted as
+    /// subscribers even where the server sends them every message too).
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub publishers: usize,
+    /// Messages published per second, by all publishers together.
+    #[arg(long, short = 'r', default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Ask Switchboard to store every message (by default messages are
+    /// `volatile`, since no peer stores anything).
+    #[arg(long)]
+    pub stored: bool,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Connects everyone, publishes on schedule, and reports.
+pub async fn run(args: &WsFanoutArgs) -> anyhow::Result<Report> {
+    let spec = args.load.spec("fanout", args.target.name(), args.server, args.rate);
+    let progress = super::progress(args.subscribers as u64, "subscribers", args.json)?;
+    let connections: Vec<WsConn> = futures_util::stream::iter(0..args.subscribers)
+        .map(|index| {
+            let progress = progress.clone();
+            async move {
+                let conn = connect(args, index, &format!("sub{index}")).await;
+                progress.inc(1);
+                conn
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    progress.finish_and_clear();
+    let publishers: Vec<WsConn> = futures_util::stream::iter(0..args.publishers.max(1))
+        .then(|index| async move { connect(args, args.subscribers + index, &format!("pub{index}")).await })
+        .try_collect()
+        .await?;
+    let mut members = Members::new()?;
+    for conn in connections {
+        let target = args.target;
+        members.spawn(move |feed| subscriber(conn, target, feed));
+    }
+    measure(&spec, members, publish(args, publishers)).await
+}
+
+/// One connection, opened and in the room, named `name`.
+async fn connect(args: &WsFanoutArgs, index: usize, name: &str) -> anyhow::Result<WsConn> {
+    let source = source_ip(args.server, index, args.load.sources);
+    let mut conn = wsclient::open(args.server, source, &args.target.path(name), READ_BUFFER)
+        .await
+        .with_context(|| format!("{name}: connecting"))?;
+    args.target.join(&mut conn, name, &args.room).await.with_context(|| format!("{name}: joining"))?;
+    Ok(conn)
+}
+
+/// Reads until told to stop or closed, counting every message.
+async fn subscriber(mut conn: WsConn, target: Target, feed: Feed) -> Tally {
+    let Feed { received, mut stop, mut tally } = feed;
+    let mut answers: Vec<&'static [u8]> = Vec::new();
+    loop {
+        let read = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            read = conn.fill() => read,
+        };
+        match read {
+            Ok(0) => {
+                tally.close("connection closed by the server");
+                break;
+            }
+            Err(error) => {
+                tally.close(error.to_string());
+                break;
+            }
+            Ok(_) => {}
+        }
+        let before = tally.received;
+        let now = now_micros();
+        let drained = conn.drain(|kind, data| match kind {
+            Kind::Close => tally.close(close_reason(data)),
+            Kind::Text | Kind::Binary => {
+                each_stamp(data, |n, t| tally.record(n, t, now));
+                answers.extend(target.keepalive(data));
+                if let Some(reason) = target.closing(data) {
+                    tally.close(reason);
+                }
+            }
+        });
+        received.fetch_add(tally.received - before, Ordering::Relaxed);
+        tally.flush();
+        if let Err(error) = drained {
+            tally.close(format!("unreadable data: {error:#}"));
+            break;
+        }
+        if let Err(error) = answer(&mut conn, &mut answers).await {
+            tally.close(format!("answering a keepalive: {error:#}"));
+            break;
+        }
+    }
+    tally
+}
+
+/// Sends the owed pongs and keepalive answers.
+async fn answer(conn: &mut WsConn, answers: &mut Vec<&'static [u8]>) -> anyhow::Result<()> {
+    conn.flush().await?;
+    if !answers.is_empty() {
+        conn.send_texts(answers.drain(..)).await?;
+    }
+    Ok(())
+}
+
+/// Runs every publisher on its share of the schedule.
+async fn publish(args: &WsFanoutArgs, publishers: Vec<WsConn>) -> anyhow::Result<Published> {
+    let count = publishers.len();
+    let errors = Arc::new(Errors::default());
+    let numbers = Arc::new(AtomicU64::new(0));
+    let duration = Duration::from_secs_f64(args.load.duration.max(0.0));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = publishers
+        .into_iter()
+        .map(|conn| {
+            let job = PublishJob {
+                target: args.target,
+                room: args.room.clone(),
+                size: args.load.size,
+                volatile: !args.stored,
+                errors: Arc::clone(&errors),
+                numbers: Arc::clone(&numbers),
+            };
+            tokio::spawn(job.run(conn, Pacer::new(args.rate / count as f64, duration)))
+        })
+        .collect();
+    for task in tasks {
+        task.await.context("a publisher task failed")??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Published { sent: numbers.load(Ordering::Relaxed), seconds, errors, reader: None })
+}
+
+/// What one publisher needs.
+struct PublishJob {
+    target: Target,
+    room: String,
+    size: usize,
+    volatile: bool,
+    errors: Arc<Errors>,
+    /// The last message number handed out (messages are numbered from 1
+    /// across all publishers).
+    numbers: Arc<AtomicU64>,
+}
+
+impl PublishJob {
+    /// Publishes each tick's batch in one write, and meanwhile reads (and
+    /// drops) what the server sends this connection, answering keepalives
+    /// and noting errors.
+    async fn run(self, mut conn: WsConn, mut pacer: Pacer) -> anyhow::Result<()> {
+        let (mut frames, mut body, mut message) = (Vec::new(), Vec::new(), Vec::new());
+        let mut answers: Vec<&'static [u8]> = Vec::new();
+        loop {
+            tokio::select! {
+                due = pacer.next_batch() => {
+                    let Some(due) = due else { break };
+                    if due == 0 {
+                        continue;
+                    }
+                    let first = self.numbers.fetch_add(due, Ordering::Relaxed) + 1;
+                    let t = now_micros();
+                    frames.clear();
+                    for n in first..first + due {
+                        body.clear();
+                        message.clear();
+                        payload(&mut body, n, t, self.size);
+                        self.target.publish(&mut message, &self.room, &body, self.volatile);
+                        wsclient::encode_masked(&mut frames, 0x1, &message);
+                    }
+                    conn.send_raw(&frames).await.context("publishing")?;
+                }
+                read = conn.fill() => {
+                    if read.context("publisher reading")? == 0 {
+                        anyhow::bail!("the server closed a publisher's connection");
+                    }
+                    conn.drain(|kind, data| self.note(kind, data, &mut answers))?;
+                    answer(&mut conn, &mut answers).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn note(&self, kind: Kind, data: &[u8], answers: &mut Vec<&'static [u8]>) {
+        match kind {
+            Kind::Close => self.errors.note(close_reason(data).as_bytes()),
+            Kind::Text | Kind::Binary => {
+                answers.extend(self.target.keepalive(data));
+                let error = self.target == Target::Switchboard && ERROR_EVENT.find(data).is_some();
+                if error || self.target.closing(data).is_some() {
+                    self.errors.note(data);
+                }
+            }
+        }
+    }
+}
