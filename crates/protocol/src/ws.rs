@@ -3,11 +3,13 @@
 //!
 //! The decoder never owns a read buffer: the caller hands it whatever bytes it
 //! has and it reports how many it consumed. It keeps state only while a
-//! fragmented message is being assembled. Server frames are unmasked, so a
-//! frame built once by [`encode_with`] is byte-for-byte the same for every
-//! subscriber and can be shared as [`Bytes`].
+//! fragmented message is being assembled (and, with permessage-deflate, the
+//! inflate state of a client that keeps context). Server frames are
+//! unmasked, so a frame built once by [`encode_with`] is byte-for-byte the
+//! same for every subscriber and can be shared as [`Bytes`].
 
 use crate::codes::CloseCode;
+use crate::deflate::{InflateError, Inflater};
 use bytes::{Bytes, BytesMut};
 
 /// Largest header a server frame needs: 2 bytes plus an 8-byte length.
@@ -102,14 +104,22 @@ pub enum FrameError {
     InvalidCloseCode(u16),
     #[error("close reason is not valid UTF-8")]
     InvalidCloseReason,
+    #[error("control frames must not be compressed (RSV1 set)")]
+    CompressedControl,
+    #[error("RSV1 set on a continuation frame: only a message's first frame says it is compressed")]
+    CompressedContinuation,
+    #[error(transparent)]
+    Inflate(#[from] InflateError),
 }
 
 impl FrameError {
     /// The close code the server answers this error with.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            FrameError::TooBig { .. } => CloseCode::TooBig,
-            FrameError::InvalidUtf8 | FrameError::InvalidCloseReason => CloseCode::InvalidPayload,
+            FrameError::TooBig { .. } | FrameError::Inflate(InflateError::TooBig { .. }) => CloseCode::TooBig,
+            FrameError::InvalidUtf8
+            | FrameError::InvalidCloseReason
+            | FrameError::Inflate(InflateError::Invalid(_)) => CloseCode::InvalidPayload,
             _ => CloseCode::Protocol,
         }
     }
@@ -127,6 +137,8 @@ pub struct Decoded {
 
 struct Header {
     fin: bool,
+    /// RSV1: with permessage-deflate, the message is compressed.
+    compressed: bool,
     opcode: OpCode,
     mask: [u8; 4],
     header_len: usize,
@@ -137,6 +149,8 @@ struct Header {
 #[derive(Debug)]
 struct Fragmented {
     is_text: bool,
+    /// Compressed: `data` is deflate data, inflated when the message ends.
+    compressed: bool,
     data: BytesMut,
     /// Prefix of `data` already checked as UTF-8 (text only), for fail-fast.
     utf8_checked: usize,
@@ -148,12 +162,26 @@ pub struct Decoder {
     max_message: usize,
     /// Boxed so an idle connection's decoder costs one pointer for it.
     fragmented: Option<Box<Fragmented>>,
+    /// Present when permessage-deflate was negotiated: RSV1 is allowed.
+    inflater: Option<Inflater>,
 }
 
 impl Decoder {
     /// A decoder that rejects messages over `max_message` bytes (after reassembly).
     pub fn new(max_message: usize) -> Self {
-        Decoder { max_message, fragmented: None }
+        Decoder { max_message, fragmented: None, inflater: None }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated). Both
+    /// their compressed and their inflated size must fit `max_message`.
+    pub fn with_deflate(mut self, inflater: Inflater) -> Self {
+        self.inflater = Some(inflater);
+        self
+    }
+
+    /// The inflater, when permessage-deflate was negotiated.
+    pub fn inflater(&self) -> Option<&Inflater> {
+        self.inflater.as_ref()
     }
 
     /// Decodes at most one frame from the front of `input`.
@@ -162,7 +190,7 @@ impl Decoder {
     /// oversized or malformed frame is refused before its payload arrives.
     pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, FrameError> {
         const INCOMPLETE: Decoded = Decoded { consumed: 0, message: None };
-        let Some(header) = parse_header(input)? else {
+        let Some(header) = parse_header(input, self.inflater.is_some())? else {
             return Ok(INCOMPLETE);
         };
         self.check_header(&header)?;
@@ -184,6 +212,12 @@ impl Decoder {
     }
 
     fn check_header(&self, header: &Header) -> Result<(), FrameError> {
+        if header.compressed && header.opcode.is_control() {
+            return Err(FrameError::CompressedControl);
+        }
+        if header.compressed && header.opcode == OpCode::Continuation {
+            return Err(FrameError::CompressedContinuation);
+        }
         if header.opcode.is_control() {
             if !header.fin {
                 return Err(FrameError::FragmentedControl);
@@ -212,11 +246,15 @@ impl Decoder {
             OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
             OpCode::Close => parse_close(&payload).map(|close| Some(Message::Close(close))),
             OpCode::Text | OpCode::Binary if header.fin => {
-                Ok(Some(finish_message(header.opcode == OpCode::Text, payload)?))
+                Ok(Some(self.finish_message(header.opcode == OpCode::Text, header.compressed, payload)?))
             }
             OpCode::Text | OpCode::Binary => {
-                let mut fragmented =
-                    Box::new(Fragmented { is_text: header.opcode == OpCode::Text, data: payload, utf8_checked: 0 });
+                let mut fragmented = Box::new(Fragmented {
+                    is_text: header.opcode == OpCode::Text,
+                    compressed: header.compressed,
+                    data: payload,
+                    utf8_checked: 0,
+                });
                 fragmented.check_utf8_prefix()?;
                 self.fragmented = Some(fragmented);
                 Ok(None)
@@ -233,17 +271,32 @@ impl Decoder {
                 let Some(done) = self.fragmented.take() else {
                     return Err(FrameError::UnexpectedContinuation);
                 };
-                Ok(Some(finish_message(done.is_text, done.data)?))
+                Ok(Some(self.finish_message(done.is_text, done.compressed, done.data)?))
             }
+        }
+    }
+
+    /// A complete data message: inflated if compressed, then UTF-8 checked if text.
+    fn finish_message(&mut self, is_text: bool, compressed: bool, payload: BytesMut) -> Result<Message, FrameError> {
+        let payload = match (&mut self.inflater, compressed) {
+            (Some(inflater), true) => Bytes::from(inflater.inflate(&payload, self.max_message)?),
+            _ => payload.freeze(),
+        };
+        if is_text {
+            std::str::from_utf8(&payload).map_err(|_| FrameError::InvalidUtf8)?;
+            Ok(Message::Text(payload))
+        } else {
+            Ok(Message::Binary(payload))
         }
     }
 }
 
 impl Fragmented {
     /// Fails fast on bytes that can never become valid UTF-8, while allowing
-    /// a code point split across fragments.
+    /// a code point split across fragments. Compressed text is checked once
+    /// inflated.
     fn check_utf8_prefix(&mut self) -> Result<(), FrameError> {
-        if !self.is_text {
+        if !self.is_text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.data[self.utf8_checked..]) {
@@ -255,22 +308,19 @@ impl Fragmented {
     }
 }
 
-fn finish_message(is_text: bool, payload: BytesMut) -> Result<Message, FrameError> {
-    if is_text {
-        std::str::from_utf8(&payload).map_err(|_| FrameError::InvalidUtf8)?;
-        Ok(Message::Text(payload.freeze()))
-    } else {
-        Ok(Message::Binary(payload.freeze()))
-    }
-}
+/// RSV1, which permessage-deflate uses to mark a compressed message.
+const RSV1: u8 = 0x40;
 
-fn parse_header(input: &[u8]) -> Result<Option<Header>, FrameError> {
+/// Parses a frame header; `deflate` allows RSV1 (its placement is checked by
+/// [`Decoder::check_header`]).
+fn parse_header(input: &[u8], deflate: bool) -> Result<Option<Header>, FrameError> {
     let [first, second, rest @ ..] = input else {
         return Ok(None);
     };
-    let rsv = first & 0x70;
+    let allowed = if deflate { RSV1 } else { 0 };
+    let rsv = first & 0x70 & !allowed;
     if rsv != 0 {
-        return Err(FrameError::ReservedBits(rsv >> 4));
+        return Err(FrameError::ReservedBits((first & 0x70) >> 4));
     }
     let opcode = OpCode::from_u8(first & 0x0F)?;
     if second & 0x80 == 0 {
@@ -299,7 +349,8 @@ fn parse_header(input: &[u8]) -> Result<Option<Header>, FrameError> {
     };
     let mut mask = [0u8; 4];
     mask.copy_from_slice(mask_bytes);
-    Ok(Some(Header { fin: first & 0x80 != 0, opcode, mask, header_len: 2 + len_bytes + 4, payload_len }))
+    let header_len = 2 + len_bytes + 4;
+    Ok(Some(Header { fin: first & 0x80 != 0, compressed: first & RSV1 != 0, opcode, mask, header_len, payload_len }))
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -356,11 +407,22 @@ pub(crate) fn server_header(opcode: OpCode, payload_len: usize) -> ([u8; MAX_SER
 /// without copying the payload: the header is placed in room reserved in
 /// front of it. The result can be cloned cheaply for every subscriber.
 pub fn encode_with(opcode: OpCode, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    frame_around(opcode, 0, write_payload)
+}
+
+/// Like [`encode_with`], for a payload that `write_payload` compresses:
+/// the frame has RSV1 set (permessage-deflate).
+pub fn encode_compressed(opcode: OpCode, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    frame_around(opcode, RSV1, write_payload)
+}
+
+fn frame_around(opcode: OpCode, rsv: u8, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     let mut buffer = Vec::with_capacity(MAX_SERVER_HEADER + 128);
     buffer.resize(MAX_SERVER_HEADER, 0);
     write_payload(&mut buffer);
     let payload_len = buffer.len() - MAX_SERVER_HEADER;
-    let (header, used) = server_header(opcode, payload_len);
+    let (mut header, used) = server_header(opcode, payload_len);
+    header[0] |= rsv;
     let start = MAX_SERVER_HEADER - used;
     buffer[start..MAX_SERVER_HEADER].copy_from_slice(&header[..used]);
     Bytes::from(buffer).slice(start..)

@@ -84,7 +84,7 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<Ht
                 let answer = handshake::refusal(503, "Service Unavailable", "server is shutting down");
                 return refuse(stream, &answer).await;
             }
-            let answer = handshake::switching_protocols(&upgrade.accept);
+            let answer = handshake::switching_protocols(&upgrade.accept, None);
             if let Err(error) = stream.write_all(answer.as_bytes()).await {
                 tracing::debug!(%peer, %error, "could not answer the upgrade");
                 return;
