@@ -9,7 +9,7 @@
 //! same for every subscriber and can be shared as [`Bytes`].
 
 use crate::codes::CloseCode;
-use crate::deflate::{InflateError, Inflater};
+use crate::deflate::{self, InflateError, Window};
 use bytes::{Bytes, BytesMut};
 
 /// Largest header a server frame needs: 2 bytes plus an 8-byte length.
@@ -156,32 +156,58 @@ struct Fragmented {
     utf8_checked: usize,
 }
 
-/// Server-side decoder for client frames. Holds state only mid-fragmentation.
+/// What a decoder holds beyond its settings, only while it needs it.
+#[derive(Debug, Default)]
+struct Extra {
+    /// A message being assembled from fragments.
+    fragmented: Option<Fragmented>,
+    /// The inflate window of a client that keeps context between its
+    /// compressed messages: from its first one until the connection ends.
+    window: Option<Window>,
+}
+
+/// How compressed messages (RSV1, permessage-deflate) are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deflate {
+    /// Not negotiated: RSV1 is a protocol error.
+    Off,
+    /// Each message compressed on its own: the thread's inflater serves.
+    Alone,
+    /// The client keeps context: the connection needs a window of its own.
+    Context,
+}
+
+/// Server-side decoder for client frames. Holds state only mid-fragmentation
+/// and, for a client that compresses with context, its inflate window.
 #[derive(Debug)]
 pub struct Decoder {
-    max_message: usize,
-    /// Boxed so an idle connection's decoder costs one pointer for it.
-    fragmented: Option<Box<Fragmented>>,
-    /// Present when permessage-deflate was negotiated: RSV1 is allowed.
-    inflater: Option<Inflater>,
+    /// 32 bits (the server's limit is under 2 GiB), so that with the mode
+    /// beside it an idle decoder is two words.
+    max_message: u32,
+    deflate: Deflate,
+    /// Boxed and absent while idle: an idle connection pays one pointer.
+    extra: Option<Box<Extra>>,
 }
 
 impl Decoder {
-    /// A decoder that rejects messages over `max_message` bytes (after reassembly).
+    /// A decoder that rejects messages over `max_message` bytes (after
+    /// reassembly; at most `u32::MAX`).
     pub fn new(max_message: usize) -> Self {
-        Decoder { max_message, fragmented: None, inflater: None }
+        let max_message = u32::try_from(max_message).unwrap_or(u32::MAX);
+        Decoder { max_message, deflate: Deflate::Off, extra: None }
     }
 
-    /// Accepts compressed messages (permessage-deflate was negotiated). Both
-    /// their compressed and their inflated size must fit `max_message`.
-    pub fn with_deflate(mut self, inflater: Inflater) -> Self {
-        self.inflater = Some(inflater);
+    /// Accepts compressed messages (permessage-deflate was negotiated), whose
+    /// compressed and inflated sizes must both fit the message limit. A client
+    /// that offered `client_no_context_takeover` needs no window of its own.
+    pub fn with_deflate(mut self, client_no_context_takeover: bool) -> Self {
+        self.deflate = if client_no_context_takeover { Deflate::Alone } else { Deflate::Context };
         self
     }
 
-    /// The inflater, when permessage-deflate was negotiated.
-    pub fn inflater(&self) -> Option<&Inflater> {
-        self.inflater.as_ref()
+    /// Whether this decoder holds a client's inflate window.
+    pub fn holds_inflate_window(&self) -> bool {
+        self.extra.as_ref().is_some_and(|extra| extra.window.is_some())
     }
 
     /// Decodes at most one frame from the front of `input`.
@@ -190,7 +216,7 @@ impl Decoder {
     /// oversized or malformed frame is refused before its payload arrives.
     pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, FrameError> {
         const INCOMPLETE: Decoded = Decoded { consumed: 0, message: None };
-        let Some(header) = parse_header(input, self.inflater.is_some())? else {
+        let Some(header) = parse_header(input, self.deflate != Deflate::Off)? else {
             return Ok(INCOMPLETE);
         };
         self.check_header(&header)?;
@@ -208,7 +234,18 @@ impl Decoder {
     /// Whether a fragmented message is being assembled (the fuzz targets
     /// compare this with a reference decoder).
     pub fn in_message(&self) -> bool {
-        self.fragmented.is_some()
+        self.fragmented().is_some()
+    }
+
+    fn fragmented(&self) -> Option<&Fragmented> {
+        self.extra.as_ref().and_then(|extra| extra.fragmented.as_ref())
+    }
+
+    /// Drops the extra state once it holds nothing.
+    fn release(&mut self) {
+        if self.extra.as_ref().is_some_and(|extra| extra.fragmented.is_none() && extra.window.is_none()) {
+            self.extra = None;
+        }
     }
 
     fn check_header(&self, header: &Header) -> Result<(), FrameError> {
@@ -227,15 +264,15 @@ impl Decoder {
             }
             return Ok(());
         }
-        let already = match (&self.fragmented, header.opcode) {
+        let already = match (self.fragmented(), header.opcode) {
             (None, OpCode::Continuation) => return Err(FrameError::UnexpectedContinuation),
             (Some(_), OpCode::Text | OpCode::Binary) => return Err(FrameError::ExpectedContinuation),
             (Some(fragmented), _) => fragmented.data.len() as u64,
             (None, _) => 0,
         };
         let size = already + header.payload_len;
-        if size > self.max_message as u64 {
-            return Err(FrameError::TooBig { size, limit: self.max_message });
+        if size > u64::from(self.max_message) {
+            return Err(FrameError::TooBig { size, limit: self.max_message as usize });
         }
         Ok(())
     }
@@ -249,18 +286,18 @@ impl Decoder {
                 Ok(Some(self.finish_message(header.opcode == OpCode::Text, header.compressed, payload)?))
             }
             OpCode::Text | OpCode::Binary => {
-                let mut fragmented = Box::new(Fragmented {
+                let mut fragmented = Fragmented {
                     is_text: header.opcode == OpCode::Text,
                     compressed: header.compressed,
                     data: payload,
                     utf8_checked: 0,
-                });
+                };
                 fragmented.check_utf8_prefix()?;
-                self.fragmented = Some(fragmented);
+                self.extra.get_or_insert_with(Box::default).fragmented = Some(fragmented);
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some(fragmented) = self.fragmented.as_mut() else {
+                let Some(fragmented) = self.extra.as_mut().and_then(|extra| extra.fragmented.as_mut()) else {
                     return Err(FrameError::UnexpectedContinuation);
                 };
                 fragmented.data.extend_from_slice(&payload);
@@ -268,9 +305,10 @@ impl Decoder {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Some(done) = self.fragmented.take() else {
+                let Some(done) = self.extra.as_mut().and_then(|extra| extra.fragmented.take()) else {
                     return Err(FrameError::UnexpectedContinuation);
                 };
+                self.release();
                 Ok(Some(self.finish_message(done.is_text, done.compressed, done.data)?))
             }
         }
@@ -278,8 +316,13 @@ impl Decoder {
 
     /// A complete data message: inflated if compressed, then UTF-8 checked if text.
     fn finish_message(&mut self, is_text: bool, compressed: bool, payload: BytesMut) -> Result<Message, FrameError> {
-        let payload = match (&mut self.inflater, compressed) {
-            (Some(inflater), true) => Bytes::from(inflater.inflate(&payload, self.max_message)?),
+        let limit = self.max_message as usize;
+        let payload = match (self.deflate, compressed) {
+            (Deflate::Alone, true) => Bytes::from(deflate::inflate_alone(&payload, limit)?),
+            (Deflate::Context, true) => {
+                let extra = self.extra.get_or_insert_with(Box::default);
+                Bytes::from(extra.window.get_or_insert_with(Window::new).inflate(&payload, limit)?)
+            }
             _ => payload.freeze(),
         };
         if is_text {
@@ -401,6 +444,11 @@ pub(crate) fn server_header(opcode: OpCode, payload_len: usize) -> ([u8; MAX_SER
         }
     };
     (header, used)
+}
+
+/// The length of a server frame with a `payload_len`-byte payload.
+pub fn frame_len(payload_len: usize) -> usize {
+    server_header(OpCode::Text, payload_len).1 + payload_len
 }
 
 /// Builds one server frame whose payload is written by `write_payload`,

@@ -189,7 +189,7 @@ fn deflated(text: &[u8]) -> Vec<u8> {
 }
 
 fn deflate_decoder(max: usize) -> Decoder {
-    Decoder::new(max).with_deflate(crate::deflate::Inflater::new(true))
+    Decoder::new(max).with_deflate(true)
 }
 
 #[test]
@@ -253,4 +253,26 @@ fn inflated_text_is_checked_for_utf8_and_size() {
     let error = deflate_decoder(1000).decode(&garbage).expect_err("not deflate");
     assert!(matches!(error, FrameError::Inflate(crate::deflate::InflateError::Invalid(_))), "{error:?}");
     assert_eq!(error.close_code(), CloseCode::InvalidPayload);
+}
+
+#[test]
+fn only_a_client_that_keeps_context_gets_a_window_of_its_own() {
+    let text = br#"{"op":"send","room":"lobby","body":"hello hello hello hello hello hello"}"#;
+    let mut frame = client_frame(true, 1, &deflated(text), MASK);
+    frame[0] |= 0x40;
+    let mut alone = deflate_decoder(1024);
+    alone.decode(&frame).expect("valid");
+    assert!(!alone.holds_inflate_window());
+    let mut context = Decoder::new(1024).with_deflate(false);
+    assert!(!context.holds_inflate_window(), "nothing before the first compressed message");
+    context.decode(&client_frame(true, 1, b"plain", MASK)).expect("valid");
+    assert!(!context.holds_inflate_window(), "nor for plain messages");
+    context.decode(&frame).expect("valid");
+    assert!(context.holds_inflate_window(), "kept for the client's next message");
+    assert!(!context.in_message());
+}
+
+#[test]
+fn an_idle_decoder_is_two_words() {
+    assert_eq!(std::mem::size_of::<Decoder>(), 16);
 }

@@ -3,8 +3,9 @@
 //!
 //! Compressors: one per thread and window size, created on first use and
 //! reset before every message (we never take context over). Inflaters: one
-//! per thread for clients that compress every message on its own, and one
-//! per connection, kept while it is open, for clients that keep context.
+//! per thread for clients that compress every message on its own
+//! ([`inflate_alone`]), and a [`Window`] per connection, kept while it is
+//! open, for clients that keep context.
 
 use super::{MAX_WINDOW_BITS, MIN_WINDOW_BITS, TAIL};
 use crate::ws::{self, OpCode};
@@ -55,8 +56,7 @@ pub fn compress_frame(opcode: OpCode, payload: &[u8], window_bits: u8) -> Option
     let frame = ws::encode_compressed(opcode, |out| {
         compressed = with_compressor(bits, |compressor| compress_into(compressor, payload, out)).is_ok();
     });
-    let plain_len = ws::server_header(opcode, payload.len()).1 + payload.len();
-    (compressed && frame.len() < plain_len).then_some(frame)
+    (compressed && frame.len() < ws::frame_len(payload.len())).then_some(frame)
 }
 
 fn with_compressor<T>(bits: u8, use_it: impl FnOnce(&mut Compress) -> T) -> T {
@@ -94,46 +94,42 @@ fn compress_into(compressor: &mut Compress, payload: &[u8], out: &mut Vec<u8>) -
     Ok(())
 }
 
-/// Inflates one client's compressed messages.
-#[derive(Debug)]
-pub struct Inflater {
-    keep_context: bool,
-    /// The client's LZ77 window between messages: only for a client that
-    /// keeps context, and only once it has sent a compressed message. Boxed
-    /// so an idle connection pays one pointer.
-    window: Option<Box<Decompress>>,
+/// Inflates one message that was compressed on its own (the client offered
+/// `client_no_context_takeover`), with the thread's inflater. `payload` is
+/// the message's frames' payloads joined; at most `limit` bytes once inflated.
+pub fn inflate_alone(payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
+    SHARED_INFLATER.with(|cell| {
+        let mut shared = cell.borrow_mut();
+        let inflater = shared.get_or_insert_with(|| Decompress::new(false));
+        inflater.reset(false);
+        inflate_message(inflater, payload, limit).map(|(data, _)| data)
+    })
 }
 
-impl Inflater {
-    /// An inflater for a client that did (`false`) or did not offer
-    /// `client_no_context_takeover`.
-    pub fn new(client_no_context_takeover: bool) -> Self {
-        Inflater { keep_context: !client_no_context_takeover, window: None }
+/// The inflate state of a client that keeps its LZ77 context between
+/// messages: its last 32 KiB, needed to read its next message.
+#[derive(Debug)]
+pub struct Window(Decompress);
+
+impl Window {
+    pub fn new() -> Self {
+        Window(Decompress::new(false))
     }
 
-    /// Whether this connection holds inflate state of its own.
-    pub fn holds_state(&self) -> bool {
-        self.window.is_some()
-    }
-
-    /// Inflates one message's payload (its frames' payloads joined), which
-    /// may be at most `limit` bytes once inflated.
+    /// Inflates the client's next message, as [`inflate_alone`] does.
     pub fn inflate(&mut self, payload: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
-        if !self.keep_context {
-            return SHARED_INFLATER.with(|cell| {
-                let mut shared = cell.borrow_mut();
-                let inflater = shared.get_or_insert_with(|| Decompress::new(false));
-                inflater.reset(false);
-                inflate_message(inflater, payload, limit).map(|(data, _)| data)
-            });
-        }
-        let inflater = self.window.get_or_insert_with(|| Box::new(Decompress::new(false)));
-        let (data, ended) = inflate_message(inflater, payload, limit)?;
+        let (data, ended) = inflate_message(&mut self.0, payload, limit)?;
         if ended {
             // A final block ends the client's stream; the next message starts a new one.
-            inflater.reset(false);
+            self.0.reset(false);
         }
         Ok(data)
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window::new()
     }
 }
 

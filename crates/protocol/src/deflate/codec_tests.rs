@@ -43,7 +43,7 @@ fn a_compressed_frame_has_rsv1_and_inflates_to_the_message() {
     assert_eq!(frame[0], 0x80 | 0x40 | 0x1, "FIN, RSV1, text");
     assert!(frame.len() < message.len() / 2, "{} bytes from {}", frame.len(), message.len());
     assert!(!payload_of(&frame).ends_with(&TAIL), "the sync tail is removed");
-    let inflated = Inflater::new(true).inflate(payload_of(&frame), 1 << 20).expect("valid deflate");
+    let inflated = inflate_alone(payload_of(&frame), 1 << 20).expect("valid deflate");
     assert_eq!(inflated, message);
 }
 
@@ -81,30 +81,29 @@ fn small_windows_only_matter_for_messages_longer_than_the_window() {
 #[test]
 fn a_client_keeping_context_is_inflated_with_its_own_window() {
     let mut client = Compress::new(Compression::default(), false);
-    let mut inflater = Inflater::new(false);
-    assert!(!inflater.holds_state(), "nothing is allocated before the first compressed message");
+    let mut inflater = Window::new();
     let first = json_like(5);
     let data = client_deflate(&mut client, &first);
     assert_eq!(inflater.inflate(&data, 4096).expect("first"), first);
-    assert!(inflater.holds_state());
     // The same message again is mostly back-references into the first.
     let again = client_deflate(&mut client, &first);
     assert!(again.len() < 20, "context taken over: {} bytes", again.len());
     assert_eq!(inflater.inflate(&again, 4096).expect("second"), first);
     // A thread-shared inflater would not know the first message.
-    assert!(Inflater::new(true).inflate(&again, 4096).is_err());
+    assert!(inflate_alone(&again, 4096).is_err());
 }
 
 #[test]
-fn a_client_without_context_uses_no_state_of_its_own() {
-    let mut inflater = Inflater::new(true);
+fn the_shared_inflater_starts_afresh_for_every_message() {
     for round in 0..3 {
         let message = json_like(round + 1);
         let mut client = Compress::new(Compression::default(), false);
         let data = client_deflate(&mut client, &message);
-        assert_eq!(inflater.inflate(&data, 4096).expect("inflates"), message);
-        assert!(!inflater.holds_state());
+        assert_eq!(inflate_alone(&data, 4096).expect("inflates"), message);
     }
+    assert!(matches!(inflate_alone(&[0xff], 4096), Err(InflateError::Invalid(_))));
+    let mut client = Compress::new(Compression::default(), false);
+    assert_eq!(inflate_alone(&client_deflate(&mut client, b"after an error"), 4096).expect("fresh"), b"after an error");
 }
 
 #[test]
@@ -115,25 +114,25 @@ fn a_compression_bomb_stops_at_the_limit() {
     };
     assert!(bomb.len() < 20_000, "10 MiB of one byte deflates to {} bytes", bomb.len());
     let limit = 64 * 1024;
-    assert_eq!(Inflater::new(true).inflate(&bomb, limit), Err(InflateError::TooBig { limit }));
-    assert_eq!(Inflater::new(false).inflate(&bomb, limit), Err(InflateError::TooBig { limit }));
+    assert_eq!(inflate_alone(&bomb, limit), Err(InflateError::TooBig { limit }));
+    assert_eq!(Window::new().inflate(&bomb, limit), Err(InflateError::TooBig { limit }));
     // Exactly at the limit is fine; one byte over is not.
     let mut client = Compress::new(Compression::best(), false);
     let exact = client_deflate(&mut client, &vec![b'a'; limit]);
-    assert_eq!(Inflater::new(true).inflate(&exact, limit).map(|data| data.len()), Ok(limit));
-    assert_eq!(Inflater::new(true).inflate(&exact, limit - 1), Err(InflateError::TooBig { limit: limit - 1 }));
+    assert_eq!(inflate_alone(&exact, limit).map(|data| data.len()), Ok(limit));
+    assert_eq!(inflate_alone(&exact, limit - 1), Err(InflateError::TooBig { limit: limit - 1 }));
 }
 
 #[test]
 fn garbage_is_invalid_deflate_data() {
     // BTYPE 11 is reserved: an invalid block from the first byte.
-    assert!(matches!(Inflater::new(true).inflate(&[0xff, 0xff, 0xff], 1024), Err(InflateError::Invalid(_))));
-    assert!(matches!(Inflater::new(false).inflate(&[0x07, 0x00], 1024), Err(InflateError::Invalid(_))));
+    assert!(matches!(inflate_alone(&[0xff, 0xff, 0xff], 1024), Err(InflateError::Invalid(_))));
+    assert!(matches!(Window::new().inflate(&[0x07, 0x00], 1024), Err(InflateError::Invalid(_))));
 }
 
 #[test]
 fn a_final_block_ends_the_stream_and_the_next_message_starts_anew() {
-    let mut inflater = Inflater::new(false);
+    let mut inflater = Window::new();
     for message in [json_like(2), json_like(3)] {
         let mut client = Compress::new(Compression::default(), false);
         let mut data = Vec::with_capacity(message.len() + 64);
@@ -158,7 +157,7 @@ proptest! {
             inflater.decompress_vec(payload_of(&frame), &mut out, FlushDecompress::Sync).expect("payload");
             inflater.decompress_vec(&TAIL, &mut out, FlushDecompress::Sync).expect("tail");
             prop_assert_eq!(&out, &message);
-            prop_assert_eq!(Inflater::new(true).inflate(payload_of(&frame), message.len()).expect("inflater"), message);
+            prop_assert_eq!(inflate_alone(payload_of(&frame), message.len()).expect("inflater"), message);
         }
     }
 }

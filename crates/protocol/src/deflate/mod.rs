@@ -17,7 +17,7 @@
 mod codec;
 mod offer;
 
-pub use codec::{compress_frame, effective_window, InflateError, Inflater};
+pub use codec::{compress_frame, effective_window, inflate_alone, InflateError, Window};
 pub use offer::{negotiate, parse_offer, Agreed, OfferError};
 
 /// The extension's registered name.
