@@ -30,8 +30,18 @@ pub struct Outcome {
 /// each read to a pending buffer, decode while frames complete, drain what
 /// was consumed, stop at the first error. `next_read` gives each read's
 /// length (clamped to 1..=remaining). Every decode result is checked.
-pub fn feed(max_message: usize, input: &[u8], mut next_read: impl FnMut() -> usize) -> Outcome {
-    let mut decoder = Decoder::new(max_message);
+pub fn feed(max_message: usize, input: &[u8], next_read: impl FnMut() -> usize) -> Outcome {
+    feed_decoder(Decoder::new(max_message), max_message, input, next_read)
+}
+
+/// [`feed`] with a decoder of the caller's (one that accepts compressed
+/// messages, say) whose limit is `max_message`.
+pub fn feed_decoder(
+    mut decoder: Decoder,
+    max_message: usize,
+    input: &[u8],
+    mut next_read: impl FnMut() -> usize,
+) -> Outcome {
     let mut pending: Vec<u8> = Vec::new();
     let mut messages = Vec::new();
     let mut rest = input;

@@ -1,11 +1,14 @@
 //! Server events and replies, written as JSON into a caller's buffer so the
-//! caller can frame them once (see [`crate::ws::encode_with`]).
+//! caller can frame them once (see [`crate::ws::encode_with`]), and
+//! compressed at most once per window size (see [`Encoded::deflated`]).
 
 use crate::codes::{CloseCode, ErrorCode};
+use crate::deflate::{self, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
 use crate::ws::{self, OpCode, MAX_SERVER_HEADER};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::sync::OnceLock;
 
 /// How a connection wants its events framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,10 +24,15 @@ pub enum Framing {
 /// One event serialized once, laid out in a single allocation as
 /// `[WebSocket header][JSON]['\n']`, so every framing is a view of the
 /// same bytes: recipients on different transports share one encoding.
+/// Its permessage-deflate frames are built on first use, one per window
+/// size, and shared the same way.
 #[derive(Debug, Clone)]
 pub struct Encoded {
     bytes: Bytes,
     header_len: usize,
+    /// The compressed frame per window size (index: bits - 9); `None`
+    /// inside when compressing did not make the frame smaller.
+    deflated: [OnceLock<Option<Bytes>>; (MAX_WINDOW_BITS - MIN_WINDOW_BITS + 1) as usize],
 }
 
 impl Encoded {
@@ -38,7 +46,18 @@ impl Encoded {
         let (header, header_len) = ws::server_header(OpCode::Text, json_len);
         let start = MAX_SERVER_HEADER - header_len;
         buffer[start..MAX_SERVER_HEADER].copy_from_slice(&header[..header_len]);
-        Encoded { bytes: Bytes::from(buffer).slice(start..), header_len }
+        Encoded { bytes: Bytes::from(buffer).slice(start..), header_len, deflated: Default::default() }
+    }
+
+    /// The WebSocket frame compressed for a client that agreed to
+    /// `window_bits`, or `None` when compression would not make it smaller.
+    /// Compressed on the first call for a window and shared after that; most
+    /// events fit every window (see [`deflate::effective_window`]), so one
+    /// compression usually serves every compressing subscriber.
+    pub fn deflated(&self, window_bits: u8) -> Option<Bytes> {
+        let bits = deflate::effective_window(self.json().len(), window_bits);
+        let slot = &self.deflated[usize::from(bits - MIN_WINDOW_BITS)];
+        slot.get_or_init(|| deflate::compress_frame(OpCode::Text, self.json(), bits)).clone()
     }
 
     /// The event framed for `framing` (a cheap view, no copy).

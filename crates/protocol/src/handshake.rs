@@ -7,6 +7,7 @@
 //! caller can hand them, untouched, to a general HTTP server.
 
 use crate::command;
+use crate::deflate::{self, Agreed};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha1::{Digest, Sha1};
@@ -37,6 +38,9 @@ pub struct Upgrade {
     pub name: Option<String>,
     /// Length of the request head; bytes after it are WebSocket frames.
     pub head_len: usize,
+    /// The permessage-deflate offer we would accept, if the client made
+    /// one; the server uses it only when compression is enabled.
+    pub deflate: Option<Agreed>,
 }
 
 /// What the bytes received so far amount to.
@@ -114,7 +118,8 @@ pub fn parse_request(input: &[u8], max_head: usize) -> Result<Parsed, HandshakeE
     let key = header_values(headers, "sec-websocket-key").next().filter(|key| is_valid_key(key));
     let accept = accept_key(key.ok_or(HandshakeError::Key)?);
     let name = requested_name(request.path.unwrap_or_default())?;
-    Ok(Parsed::Upgrade(Upgrade { endpoint, accept, name, head_len }))
+    let deflate = deflate::negotiate(header_values(headers, "sec-websocket-extensions"));
+    Ok(Parsed::Upgrade(Upgrade { endpoint, accept, name, head_len, deflate }))
 }
 
 fn header_values<'a>(headers: &'a [httparse::Header<'a>], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -158,11 +163,16 @@ pub fn accept_key(key: &[u8]) -> String {
     STANDARD.encode(hasher.finalize())
 }
 
-/// The `101 Switching Protocols` answer.
-pub fn switching_protocols(accept: &str) -> String {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
+/// The `101 Switching Protocols` answer, accepting `deflate` if given.
+pub fn switching_protocols(accept: &str, deflate: Option<&Agreed>) -> String {
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(agreed) = deflate {
+        let _ = write!(out, "Sec-WebSocket-Extensions: {}\r\n", agreed.response());
+    }
+    out.push_str("\r\n");
+    out
 }
 
 /// A complete plain-text HTTP answer that closes the connection.
@@ -205,6 +215,25 @@ mod tests {
         assert_eq!(upgrade.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         assert_eq!(upgrade.name.as_deref(), Some("alice"));
         assert_eq!(upgrade.head_len, GOOD.len(), "frames after the head are left alone");
+        assert_eq!(upgrade.deflate, None, "no extension offered");
+    }
+
+    #[test]
+    fn a_deflate_offer_is_read_from_any_extensions_header_and_answered() {
+        let offered = GOOD.replacen(
+            "\r\n",
+            "\r\nSec-WebSocket-Extensions: foo, permessage-deflate; server_max_window_bits=8\r\n\
+             sec-websocket-extensions: permessage-deflate; client_no_context_takeover\r\n",
+            1,
+        );
+        let Ok(Parsed::Upgrade(upgrade)) = parse_request(offered.as_bytes(), 8192) else { panic!("not an upgrade") };
+        let agreed = upgrade.deflate.expect("the second header's offer");
+        assert!(agreed.client_no_context_takeover);
+        let answer = switching_protocols(&upgrade.accept, Some(&agreed));
+        assert!(answer.ends_with(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"
+        ));
+        assert!(!switching_protocols(&upgrade.accept, None).contains("Extensions"));
     }
 
     #[test]

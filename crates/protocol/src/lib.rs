@@ -6,7 +6,10 @@
 //!   (masking, reserved bits, control frames, fragmentation, UTF-8, size limit)
 //!   and an encoder that frames a payload once so many sockets can share it.
 //! - [`handshake`]: the pieces of the HTTP/1.1 Upgrade that are not HTTP parsing
-//!   (key validation, the accept hash).
+//!   (key validation, the accept hash, the extension offer).
+//! - [`deflate`]: permessage-deflate (RFC 7692): choosing an offer, compressing
+//!   a server message once for every subscriber, inflating a client message
+//!   under the size limit.
 //! - [`command`]: client commands (`join`, `send`, ...) parsed from JSON with a
 //!   clear error for each way they can be wrong.
 //! - [`event`]: server events and replies, serialized straight into a frame.
@@ -16,6 +19,7 @@
 
 pub mod codes;
 pub mod command;
+pub mod deflate;
 pub mod event;
 pub mod handshake;
 pub mod text;

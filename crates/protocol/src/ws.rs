@@ -3,11 +3,13 @@
 //!
 //! The decoder never owns a read buffer: the caller hands it whatever bytes it
 //! has and it reports how many it consumed. It keeps state only while a
-//! fragmented message is being assembled. Server frames are unmasked, so a
-//! frame built once by [`encode_with`] is byte-for-byte the same for every
-//! subscriber and can be shared as [`Bytes`].
+//! fragmented message is being assembled (and, with permessage-deflate, the
+//! inflate state of a client that keeps context). Server frames are
+//! unmasked, so a frame built once by [`encode_with`] is byte-for-byte the
+//! same for every subscriber and can be shared as [`Bytes`].
 
 use crate::codes::CloseCode;
+use crate::deflate::{self, InflateError, Window};
 use bytes::{Bytes, BytesMut};
 
 /// Largest header a server frame needs: 2 bytes plus an 8-byte length.
@@ -102,14 +104,22 @@ pub enum FrameError {
     InvalidCloseCode(u16),
     #[error("close reason is not valid UTF-8")]
     InvalidCloseReason,
+    #[error("control frames must not be compressed (RSV1 set)")]
+    CompressedControl,
+    #[error("RSV1 set on a continuation frame: only a message's first frame says it is compressed")]
+    CompressedContinuation,
+    #[error(transparent)]
+    Inflate(#[from] InflateError),
 }
 
 impl FrameError {
     /// The close code the server answers this error with.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            FrameError::TooBig { .. } => CloseCode::TooBig,
-            FrameError::InvalidUtf8 | FrameError::InvalidCloseReason => CloseCode::InvalidPayload,
+            FrameError::TooBig { .. } | FrameError::Inflate(InflateError::TooBig { .. }) => CloseCode::TooBig,
+            FrameError::InvalidUtf8
+            | FrameError::InvalidCloseReason
+            | FrameError::Inflate(InflateError::Invalid(_)) => CloseCode::InvalidPayload,
             _ => CloseCode::Protocol,
         }
     }
@@ -127,6 +137,8 @@ pub struct Decoded {
 
 struct Header {
     fin: bool,
+    /// RSV1: with permessage-deflate, the message is compressed.
+    compressed: bool,
     opcode: OpCode,
     mask: [u8; 4],
     header_len: usize,
@@ -137,23 +149,65 @@ struct Header {
 #[derive(Debug)]
 struct Fragmented {
     is_text: bool,
+    /// Compressed: `data` is deflate data, inflated when the message ends.
+    compressed: bool,
     data: BytesMut,
     /// Prefix of `data` already checked as UTF-8 (text only), for fail-fast.
     utf8_checked: usize,
 }
 
-/// Server-side decoder for client frames. Holds state only mid-fragmentation.
+/// What a decoder holds beyond its settings, only while it needs it.
+#[derive(Debug, Default)]
+struct Extra {
+    /// A message being assembled from fragments.
+    fragmented: Option<Fragmented>,
+    /// The inflate window of a client that keeps context between its
+    /// compressed messages: from its first one until the connection ends.
+    window: Option<Window>,
+}
+
+/// How compressed messages (RSV1, permessage-deflate) are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deflate {
+    /// Not negotiated: RSV1 is a protocol error.
+    Off,
+    /// Each message compressed on its own: the thread's inflater serves.
+    Alone,
+    /// The client keeps context: the connection needs a window of its own.
+    Context,
+}
+
+/// Server-side decoder for client frames. Holds state only mid-fragmentation
+/// and, for a client that compresses with context, its inflate window.
 #[derive(Debug)]
 pub struct Decoder {
-    max_message: usize,
-    /// Boxed so an idle connection's decoder costs one pointer for it.
-    fragmented: Option<Box<Fragmented>>,
+    /// 32 bits (the server's limit is under 2 GiB), so that with the mode
+    /// beside it an idle decoder is two words.
+    max_message: u32,
+    deflate: Deflate,
+    /// Boxed and absent while idle: an idle connection pays one pointer.
+    extra: Option<Box<Extra>>,
 }
 
 impl Decoder {
-    /// A decoder that rejects messages over `max_message` bytes (after reassembly).
+    /// A decoder that rejects messages over `max_message` bytes (after
+    /// reassembly; at most `u32::MAX`).
     pub fn new(max_message: usize) -> Self {
-        Decoder { max_message, fragmented: None }
+        let max_message = u32::try_from(max_message).unwrap_or(u32::MAX);
+        Decoder { max_message, deflate: Deflate::Off, extra: None }
+    }
+
+    /// Accepts compressed messages (permessage-deflate was negotiated), whose
+    /// compressed and inflated sizes must both fit the message limit. A client
+    /// that offered `client_no_context_takeover` needs no window of its own.
+    pub fn with_deflate(mut self, client_no_context_takeover: bool) -> Self {
+        self.deflate = if client_no_context_takeover { Deflate::Alone } else { Deflate::Context };
+        self
+    }
+
+    /// Whether this decoder holds a client's inflate window.
+    pub fn holds_inflate_window(&self) -> bool {
+        self.extra.as_ref().is_some_and(|extra| extra.window.is_some())
     }
 
     /// Decodes at most one frame from the front of `input`.
@@ -162,7 +216,7 @@ impl Decoder {
     /// oversized or malformed frame is refused before its payload arrives.
     pub fn decode(&mut self, input: &[u8]) -> Result<Decoded, FrameError> {
         const INCOMPLETE: Decoded = Decoded { consumed: 0, message: None };
-        let Some(header) = parse_header(input)? else {
+        let Some(header) = parse_header(input, self.deflate != Deflate::Off)? else {
             return Ok(INCOMPLETE);
         };
         self.check_header(&header)?;
@@ -180,10 +234,27 @@ impl Decoder {
     /// Whether a fragmented message is being assembled (the fuzz targets
     /// compare this with a reference decoder).
     pub fn in_message(&self) -> bool {
-        self.fragmented.is_some()
+        self.fragmented().is_some()
+    }
+
+    fn fragmented(&self) -> Option<&Fragmented> {
+        self.extra.as_ref().and_then(|extra| extra.fragmented.as_ref())
+    }
+
+    /// Drops the extra state once it holds nothing.
+    fn release(&mut self) {
+        if self.extra.as_ref().is_some_and(|extra| extra.fragmented.is_none() && extra.window.is_none()) {
+            self.extra = None;
+        }
     }
 
     fn check_header(&self, header: &Header) -> Result<(), FrameError> {
+        if header.compressed && header.opcode.is_control() {
+            return Err(FrameError::CompressedControl);
+        }
+        if header.compressed && header.opcode == OpCode::Continuation {
+            return Err(FrameError::CompressedContinuation);
+        }
         if header.opcode.is_control() {
             if !header.fin {
                 return Err(FrameError::FragmentedControl);
@@ -193,15 +264,15 @@ impl Decoder {
             }
             return Ok(());
         }
-        let already = match (&self.fragmented, header.opcode) {
+        let already = match (self.fragmented(), header.opcode) {
             (None, OpCode::Continuation) => return Err(FrameError::UnexpectedContinuation),
             (Some(_), OpCode::Text | OpCode::Binary) => return Err(FrameError::ExpectedContinuation),
             (Some(fragmented), _) => fragmented.data.len() as u64,
             (None, _) => 0,
         };
         let size = already + header.payload_len;
-        if size > self.max_message as u64 {
-            return Err(FrameError::TooBig { size, limit: self.max_message });
+        if size > u64::from(self.max_message) {
+            return Err(FrameError::TooBig { size, limit: self.max_message as usize });
         }
         Ok(())
     }
@@ -212,17 +283,21 @@ impl Decoder {
             OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
             OpCode::Close => parse_close(&payload).map(|close| Some(Message::Close(close))),
             OpCode::Text | OpCode::Binary if header.fin => {
-                Ok(Some(finish_message(header.opcode == OpCode::Text, payload)?))
+                Ok(Some(self.finish_message(header.opcode == OpCode::Text, header.compressed, payload)?))
             }
             OpCode::Text | OpCode::Binary => {
-                let mut fragmented =
-                    Box::new(Fragmented { is_text: header.opcode == OpCode::Text, data: payload, utf8_checked: 0 });
+                let mut fragmented = Fragmented {
+                    is_text: header.opcode == OpCode::Text,
+                    compressed: header.compressed,
+                    data: payload,
+                    utf8_checked: 0,
+                };
                 fragmented.check_utf8_prefix()?;
-                self.fragmented = Some(fragmented);
+                self.extra.get_or_insert_with(Box::default).fragmented = Some(fragmented);
                 Ok(None)
             }
             OpCode::Continuation => {
-                let Some(fragmented) = self.fragmented.as_mut() else {
+                let Some(fragmented) = self.extra.as_mut().and_then(|extra| extra.fragmented.as_mut()) else {
                     return Err(FrameError::UnexpectedContinuation);
                 };
                 fragmented.data.extend_from_slice(&payload);
@@ -230,20 +305,41 @@ impl Decoder {
                 if !header.fin {
                     return Ok(None);
                 }
-                let Some(done) = self.fragmented.take() else {
+                let Some(done) = self.extra.as_mut().and_then(|extra| extra.fragmented.take()) else {
                     return Err(FrameError::UnexpectedContinuation);
                 };
-                Ok(Some(finish_message(done.is_text, done.data)?))
+                self.release();
+                Ok(Some(self.finish_message(done.is_text, done.compressed, done.data)?))
             }
+        }
+    }
+
+    /// A complete data message: inflated if compressed, then UTF-8 checked if text.
+    fn finish_message(&mut self, is_text: bool, compressed: bool, payload: BytesMut) -> Result<Message, FrameError> {
+        let limit = self.max_message as usize;
+        let payload = match (self.deflate, compressed) {
+            (Deflate::Alone, true) => Bytes::from(deflate::inflate_alone(&payload, limit)?),
+            (Deflate::Context, true) => {
+                let extra = self.extra.get_or_insert_with(Box::default);
+                Bytes::from(extra.window.get_or_insert_with(Window::new).inflate(&payload, limit)?)
+            }
+            _ => payload.freeze(),
+        };
+        if is_text {
+            std::str::from_utf8(&payload).map_err(|_| FrameError::InvalidUtf8)?;
+            Ok(Message::Text(payload))
+        } else {
+            Ok(Message::Binary(payload))
         }
     }
 }
 
 impl Fragmented {
     /// Fails fast on bytes that can never become valid UTF-8, while allowing
-    /// a code point split across fragments.
+    /// a code point split across fragments. Compressed text is checked once
+    /// inflated.
     fn check_utf8_prefix(&mut self) -> Result<(), FrameError> {
-        if !self.is_text {
+        if !self.is_text || self.compressed {
             return Ok(());
         }
         match std::str::from_utf8(&self.data[self.utf8_checked..]) {
@@ -255,22 +351,19 @@ impl Fragmented {
     }
 }
 
-fn finish_message(is_text: bool, payload: BytesMut) -> Result<Message, FrameError> {
-    if is_text {
-        std::str::from_utf8(&payload).map_err(|_| FrameError::InvalidUtf8)?;
-        Ok(Message::Text(payload.freeze()))
-    } else {
-        Ok(Message::Binary(payload.freeze()))
-    }
-}
+/// RSV1, which permessage-deflate uses to mark a compressed message.
+const RSV1: u8 = 0x40;
 
-fn parse_header(input: &[u8]) -> Result<Option<Header>, FrameError> {
+/// Parses a frame header; `deflate` allows RSV1 (its placement is checked by
+/// [`Decoder::check_header`]).
+fn parse_header(input: &[u8], deflate: bool) -> Result<Option<Header>, FrameError> {
     let [first, second, rest @ ..] = input else {
         return Ok(None);
     };
-    let rsv = first & 0x70;
+    let allowed = if deflate { RSV1 } else { 0 };
+    let rsv = first & 0x70 & !allowed;
     if rsv != 0 {
-        return Err(FrameError::ReservedBits(rsv >> 4));
+        return Err(FrameError::ReservedBits((first & 0x70) >> 4));
     }
     let opcode = OpCode::from_u8(first & 0x0F)?;
     if second & 0x80 == 0 {
@@ -299,7 +392,8 @@ fn parse_header(input: &[u8]) -> Result<Option<Header>, FrameError> {
     };
     let mut mask = [0u8; 4];
     mask.copy_from_slice(mask_bytes);
-    Ok(Some(Header { fin: first & 0x80 != 0, opcode, mask, header_len: 2 + len_bytes + 4, payload_len }))
+    let header_len = 2 + len_bytes + 4;
+    Ok(Some(Header { fin: first & 0x80 != 0, compressed: first & RSV1 != 0, opcode, mask, header_len, payload_len }))
 }
 
 fn unmask(payload: &mut [u8], mask: [u8; 4]) {
@@ -352,15 +446,31 @@ pub(crate) fn server_header(opcode: OpCode, payload_len: usize) -> ([u8; MAX_SER
     (header, used)
 }
 
+/// The length of a server frame with a `payload_len`-byte payload.
+pub fn frame_len(payload_len: usize) -> usize {
+    server_header(OpCode::Text, payload_len).1 + payload_len
+}
+
 /// Builds one server frame whose payload is written by `write_payload`,
 /// without copying the payload: the header is placed in room reserved in
 /// front of it. The result can be cloned cheaply for every subscriber.
 pub fn encode_with(opcode: OpCode, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    frame_around(opcode, 0, write_payload)
+}
+
+/// Like [`encode_with`], for a payload that `write_payload` compresses:
+/// the frame has RSV1 set (permessage-deflate).
+pub fn encode_compressed(opcode: OpCode, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
+    frame_around(opcode, RSV1, write_payload)
+}
+
+fn frame_around(opcode: OpCode, rsv: u8, write_payload: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     let mut buffer = Vec::with_capacity(MAX_SERVER_HEADER + 128);
     buffer.resize(MAX_SERVER_HEADER, 0);
     write_payload(&mut buffer);
     let payload_len = buffer.len() - MAX_SERVER_HEADER;
-    let (header, used) = server_header(opcode, payload_len);
+    let (mut header, used) = server_header(opcode, payload_len);
+    header[0] |= rsv;
     let start = MAX_SERVER_HEADER - used;
     buffer[start..MAX_SERVER_HEADER].copy_from_slice(&header[..used]);
     Bytes::from(buffer).slice(start..)

@@ -180,3 +180,99 @@ proptest! {
         let _ = decode_all(&mut decoder, &input);
     }
 }
+
+/// A text message compressed by a client that keeps no context.
+fn deflated(text: &[u8]) -> Vec<u8> {
+    let frame = crate::deflate::compress_frame(OpCode::Text, text, 15).expect("compressible");
+    let header = if frame[1] & 0x7F == 126 { 4 } else { 2 };
+    frame[header..].to_vec()
+}
+
+fn deflate_decoder(max: usize) -> Decoder {
+    Decoder::new(max).with_deflate(true)
+}
+
+#[test]
+fn compressed_messages_are_inflated_whole_or_in_fragments() {
+    let text = br#"{"op":"send","room":"lobby","body":"hello hello hello hello hello hello"}"#;
+    let data = deflated(text);
+    let mut single = client_frame(true, 1, &data, MASK);
+    single[0] |= 0x40;
+    assert_eq!(deflate_decoder(1024).decode(&single).expect("valid").message, Some(Message::Text(text[..].into())));
+
+    let (head, tail) = data.split_at(data.len() / 2);
+    let mut stream = client_frame(false, 1, head, MASK);
+    stream[0] |= 0x40;
+    stream.extend(client_frame(true, 9, b"ping in between", MASK));
+    stream.extend(client_frame(true, 0, tail, MASK));
+    let messages = decode_all(&mut deflate_decoder(1024), &stream).expect("valid");
+    assert_eq!(messages, vec![Message::Ping("ping in between"[..].into()), Message::Text(text[..].into())]);
+    // Uncompressed messages still pass on a compressing connection.
+    let plain = client_frame(true, 1, b"plain", MASK);
+    assert_eq!(deflate_decoder(1024).decode(&plain).expect("valid").message, Some(Message::Text("plain".into())));
+}
+
+#[test]
+fn rsv1_is_refused_where_rfc_7692_forbids_it() {
+    let mut compressed = client_frame(true, 1, &deflated(b"hello hello hello hello"), MASK);
+    compressed[0] |= 0x40;
+    assert_eq!(Decoder::new(1024).decode(&compressed), Err(FrameError::ReservedBits(4)), "not negotiated");
+    let mut ping = client_frame(true, 9, b"", MASK);
+    ping[0] |= 0x40;
+    assert_eq!(deflate_decoder(1024).decode(&ping), Err(FrameError::CompressedControl));
+    let mut stream = client_frame(false, 1, b"abc", MASK);
+    let mut continuation = client_frame(true, 0, b"def", MASK);
+    continuation[0] |= 0x40;
+    stream.extend(continuation);
+    assert_eq!(decode_all(&mut deflate_decoder(1024), &stream), Err(FrameError::CompressedContinuation));
+    let mut rsv2 = client_frame(true, 1, b"x", MASK);
+    rsv2[0] |= 0x60;
+    assert_eq!(deflate_decoder(1024).decode(&rsv2), Err(FrameError::ReservedBits(6)));
+    for error in [FrameError::CompressedControl, FrameError::CompressedContinuation, FrameError::ReservedBits(4)] {
+        assert_eq!(error.close_code(), CloseCode::Protocol);
+    }
+}
+
+#[test]
+fn inflated_text_is_checked_for_utf8_and_size() {
+    let invalid = [&[b'a'; 40][..], &[0xff], &[b'a'; 40]].concat();
+    let mut bad_utf8 = client_frame(true, 1, &deflated(&invalid), MASK);
+    bad_utf8[0] |= 0x40;
+    let error = deflate_decoder(1024).decode(&bad_utf8).expect_err("not UTF-8");
+    assert_eq!((error.clone(), error.close_code()), (FrameError::InvalidUtf8, CloseCode::InvalidPayload));
+
+    let mut bomb = client_frame(true, 1, &deflated(&[b'a'; 5000]), MASK);
+    bomb[0] |= 0x40;
+    assert!(bomb.len() < 100);
+    let error = deflate_decoder(1000).decode(&bomb).expect_err("over the limit once inflated");
+    assert_eq!(error, FrameError::Inflate(crate::deflate::InflateError::TooBig { limit: 1000 }));
+    assert_eq!(error.close_code(), CloseCode::TooBig);
+
+    let mut garbage = client_frame(true, 2, &[0xff, 0xee, 0xdd], MASK);
+    garbage[0] |= 0x40;
+    let error = deflate_decoder(1000).decode(&garbage).expect_err("not deflate");
+    assert!(matches!(error, FrameError::Inflate(crate::deflate::InflateError::Invalid(_))), "{error:?}");
+    assert_eq!(error.close_code(), CloseCode::InvalidPayload);
+}
+
+#[test]
+fn only_a_client_that_keeps_context_gets_a_window_of_its_own() {
+    let text = br#"{"op":"send","room":"lobby","body":"hello hello hello hello hello hello"}"#;
+    let mut frame = client_frame(true, 1, &deflated(text), MASK);
+    frame[0] |= 0x40;
+    let mut alone = deflate_decoder(1024);
+    alone.decode(&frame).expect("valid");
+    assert!(!alone.holds_inflate_window());
+    let mut context = Decoder::new(1024).with_deflate(false);
+    assert!(!context.holds_inflate_window(), "nothing before the first compressed message");
+    context.decode(&client_frame(true, 1, b"plain", MASK)).expect("valid");
+    assert!(!context.holds_inflate_window(), "nor for plain messages");
+    context.decode(&frame).expect("valid");
+    assert!(context.holds_inflate_window(), "kept for the client's next message");
+    assert!(!context.in_message());
+}
+
+#[test]
+fn an_idle_decoder_is_two_words() {
+    assert_eq!(std::mem::size_of::<Decoder>(), 16);
+}

@@ -158,6 +158,10 @@ pub struct WebSocket {
     pub idle_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub close_timeout: Duration,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it.
+    pub compression: bool,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    pub compression_threshold: usize,
 }
 
 /// How frames reach sockets.
@@ -219,6 +223,8 @@ impl Default for WebSocket {
             ping_interval: Duration::from_secs(25),
             idle_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
+            compression: false,
+            compression_threshold: 256,
         }
     }
 }
@@ -315,9 +321,11 @@ mod tests {
             jail.set_env("SWITCHBOARD_LIMITS__MAX_MESSAGE_SIZE", "20");
             jail.set_env("SWITCHBOARD_HTTP", "127.0.0.1:2");
             jail.set_env("SWITCHBOARD_REQUIRE_EXTERNAL", "1");
+            jail.set_env("SWITCHBOARD_WEBSOCKET__COMPRESSION", "true");
             let path = Path::new("s.toml");
             let config = Config::load(Some(path), Flags { http: None }).map_err(|e| e.to_string())?;
             assert_eq!(config.limits.max_message_size, 20);
+            assert!(config.websocket.compression, "what .ci/autobahn.sh relies on");
             assert_eq!(config.http, SocketAddr::from(([127, 0, 0, 1], 2)));
             let flags = Flags { http: Some(SocketAddr::from(([127, 0, 0, 1], 3))) };
             let config = Config::load(Some(path), flags).map_err(|e| e.to_string())?;

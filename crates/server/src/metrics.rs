@@ -51,6 +51,8 @@ pub struct Metrics {
     pub bytes_written: Counter,
     pub socket_writes: Counter,
     pub udp_datagrams: Counter,
+    pub compressed_frames: Counter,
+    pub compression_saved_bytes: Counter,
 }
 
 impl Metrics {
@@ -88,7 +90,9 @@ impl Metrics {
              already closing; udp_oversize: event over the UDP size; udp_too_large: datagram over the message \
              limit; udp_rate_limited: source over its rate; udp_receive_buffer: dropped by the kernel, server \
              socket buffer full; storage_busy: refused, storage queue full; too_many_pending: refused, the connection has too \
-             many requests waiting; storage_error: refused, commit failed)",
+             many requests waiting; storage_error: refused, commit failed; ws_inflated_too_large: a compressed \
+             WebSocket message over the message limit once inflated, closed with 1009; ws_inflate_failed: invalid \
+             deflate data, closed with 1007)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());
@@ -99,6 +103,16 @@ impl Metrics {
             self.socket_writes.clone(),
         );
         r.register("udp_datagrams_received", "UDP datagrams received", self.udp_datagrams.clone());
+        r.register(
+            "ws_compressed_frames",
+            "WebSocket frames queued compressed (permessage-deflate), counted per recipient",
+            self.compressed_frames.clone(),
+        );
+        r.register(
+            "ws_compression_saved_bytes",
+            "Bytes that compressed WebSocket frames saved against their plain size, per recipient",
+            self.compression_saved_bytes.clone(),
+        );
         registry
     }
 

@@ -72,6 +72,9 @@ pub struct Conn {
     pub user: Arc<str>,
     peer: PackedAddr,
     pub transport: Transport,
+    /// The window (bits) of the permessage-deflate agreed with this
+    /// WebSocket client; 0 when none was.
+    deflate: u8,
     outbound: Mutex<Outbound>,
     /// Milliseconds since the hub's start when the peer was last heard
     /// from, truncated to 32 bits (compared with wrapping arithmetic, which
@@ -218,12 +221,25 @@ impl Conn {
             user,
             peer: PackedAddr::from(peer),
             transport,
+            deflate: 0,
             outbound: Mutex::new(Outbound::default()),
             last_heard_ms: AtomicU32::new(now_ms as u32),
             pinged: AtomicBool::new(false),
             close: AtomicU16::new(0),
             pending: AtomicU16::new(0),
         }
+    }
+
+    /// The same connection, sending compressed frames with a window of
+    /// `window_bits` (permessage-deflate was agreed).
+    pub(crate) fn with_deflate(mut self, window_bits: u8) -> Self {
+        self.deflate = window_bits;
+        self
+    }
+
+    /// The window of the permessage-deflate agreed with this client, if any.
+    pub fn deflate_window(&self) -> Option<u8> {
+        (self.deflate != 0).then_some(self.deflate)
     }
 
     /// Counts a request that will be answered later; false (and not

@@ -67,7 +67,8 @@ impl FlushClock {
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut woken = Vec::new();
-        loop {
+        // `stop` must not be polled again once it fired: leave both loops.
+        'run: loop {
             tokio::select! {
                 _ = &mut stop => break,
                 _ = self.first_parked.notified() => {}
@@ -75,7 +76,7 @@ impl FlushClock {
             loop {
                 let next = self.start + self.window * (self.window() + 1);
                 tokio::select! {
-                    _ = &mut stop => break,
+                    _ = &mut stop => break 'run,
                     _ = tokio::time::sleep_until(next.into()) => {}
                 }
                 std::mem::swap(&mut *lock(&self.parked), &mut woken);

@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_protocol::event::{Encoded, Framing};
-use switchboard_protocol::{event, text, ws, CloseCode};
+use switchboard_protocol::{deflate, event, text, ws, CloseCode};
 
 /// Hub-wide limits, taken from the config.
 #[derive(Debug, Clone)]
@@ -49,6 +49,10 @@ pub struct HubLimits {
     pub partial_line_pause: Duration,
     /// The flush clock's window (see [`flush`]).
     pub write_window: Duration,
+    /// Whether WebSocket clients may negotiate permessage-deflate.
+    pub compression: bool,
+    /// Frames to compressing clients shorter than this stay uncompressed.
+    pub compression_threshold: usize,
 }
 
 /// A successful join.
@@ -154,17 +158,39 @@ impl Hub {
 
     /// Registers an open connection under `user`.
     pub fn register(&self, id: ConnId, user: Arc<str>, peer: SocketAddr, transport: Transport) -> Arc<Conn> {
-        self.open.fetch_add(1, Ordering::Relaxed);
-        let label = TransportLabel { transport: transport.as_str() };
-        self.metrics.connections_open.get_or_create(&label).inc();
-        self.metrics.connections_accepted.get_or_create(&label).inc();
-        self.add(id, user, peer, transport)
+        self.register_conn(Conn::new(id, user, peer, transport, self.now_ms()))
     }
 
-    /// Creates a connection and enters it in the users directory; closes it
-    /// at once (1001) if the server is shutting down.
-    fn add(&self, id: ConnId, user: Arc<str>, peer: SocketAddr, transport: Transport) -> Arc<Conn> {
-        let conn = Arc::new(Conn::new(id, Arc::clone(&user), peer, transport, self.now_ms()));
+    /// Registers a WebSocket connection that agreed to permessage-deflate
+    /// with a window of `window_bits` (none: `None`).
+    pub fn register_websocket(
+        &self,
+        id: ConnId,
+        user: Arc<str>,
+        peer: SocketAddr,
+        transport: Transport,
+        window_bits: Option<u8>,
+    ) -> Arc<Conn> {
+        let conn = Conn::new(id, user, peer, transport, self.now_ms());
+        self.register_conn(match window_bits {
+            Some(bits) => conn.with_deflate(bits),
+            None => conn,
+        })
+    }
+
+    fn register_conn(&self, conn: Conn) -> Arc<Conn> {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        let label = TransportLabel { transport: conn.transport.as_str() };
+        self.metrics.connections_open.get_or_create(&label).inc();
+        self.metrics.connections_accepted.get_or_create(&label).inc();
+        self.add(conn)
+    }
+
+    /// Enters a new connection in the users directory; closes it at once
+    /// (1001) if the server is shutting down.
+    fn add(&self, conn: Conn) -> Arc<Conn> {
+        let conn = Arc::new(conn);
+        let user = Arc::clone(&conn.user);
         lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
         if self.is_shutting_down() {
             conn.close(CloseCode::GoingAway, false);
@@ -198,7 +224,7 @@ impl Hub {
     /// transport, keeping its id; the old `Conn` is forgotten.
     pub fn rename(&self, old: &Conn, user: Arc<str>, transport: Transport) -> Arc<Conn> {
         self.forget(old);
-        let conn = self.add(old.id, user, old.peer(), transport);
+        let conn = self.add(Conn::new(old.id, user, old.peer(), transport, self.now_ms()));
         let gauge = &self.metrics.connections_open;
         gauge.get_or_create(&TransportLabel { transport: old.transport.as_str() }).dec();
         gauge.get_or_create(&TransportLabel { transport: transport.as_str() }).inc();
@@ -339,8 +365,41 @@ impl Hub {
                 tracing::debug!(conn = conn.id, bytes = event.json().len(), "event too large for a UDP member");
                 None
             }
+            Transport::WebSocket | Transport::Echo => Some(self.websocket_frame(conn, event)),
             transport => Some(event.framed(transport.framing())),
         }
+    }
+
+    /// An event's WebSocket frame: compressed when `conn` agreed to
+    /// permessage-deflate, the event reaches the threshold and compression
+    /// makes it smaller. The compressed frame is shared like the plain one.
+    fn websocket_frame(&self, conn: &Conn, event: &Encoded) -> Bytes {
+        let plain = event.framed(Framing::WebSocket);
+        let compressed = conn
+            .deflate_window()
+            .filter(|_| event.json().len() >= self.limits.compression_threshold)
+            .and_then(|bits| event.deflated(bits));
+        self.count_compressed(plain.len(), compressed).unwrap_or(plain)
+    }
+
+    /// A message's frame for `conn` (the echo endpoint), compressed on the
+    /// same terms as events, but for this connection alone.
+    pub fn message_frame(&self, conn: &Conn, opcode: ws::OpCode, payload: &[u8]) -> Bytes {
+        let compressed = conn
+            .deflate_window()
+            .filter(|_| payload.len() >= self.limits.compression_threshold)
+            .and_then(|bits| deflate::compress_frame(opcode, payload, deflate::effective_window(payload.len(), bits)));
+        let plain_len = ws::frame_len(payload.len());
+        self.count_compressed(plain_len, compressed).unwrap_or_else(|| ws::encode(opcode, payload))
+    }
+
+    /// Counts a compressed frame, if there is one, and the bytes it saved
+    /// against a plain frame of `plain_len` bytes.
+    fn count_compressed(&self, plain_len: usize, compressed: Option<Bytes>) -> Option<Bytes> {
+        let frame = compressed?;
+        self.metrics.compressed_frames.inc();
+        self.metrics.compression_saved_bytes.inc_by(plain_len.saturating_sub(frame.len()) as u64);
+        Some(frame)
     }
 
     /// Queues a frame for one connection, accounting for what cannot be.

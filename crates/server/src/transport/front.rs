@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_protocol::deflate::Agreed;
 use switchboard_protocol::handshake::{self, Endpoint, HandshakeError, Parsed, Upgrade};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -84,12 +85,13 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<Ht
                 let answer = handshake::refusal(503, "Service Unavailable", "server is shutting down");
                 return refuse(stream, &answer).await;
             }
-            let answer = handshake::switching_protocols(&upgrade.accept);
+            let deflate = upgrade.deflate.filter(|_| state.hub.limits().compression);
+            let answer = handshake::switching_protocols(&upgrade.accept, deflate.as_ref());
             if let Err(error) = stream.write_all(answer.as_bytes()).await {
                 tracing::debug!(%peer, %error, "could not answer the upgrade");
                 return;
             }
-            start_session(stream, early, peer, upgrade, &state);
+            start_session(stream, early, peer, upgrade, deflate, &state);
         }
         Start::Http(prefix) => http::serve(Rewind::new(prefix, stream), peer, state.clone()).await,
         Start::Refuse(error) => {
@@ -146,7 +148,16 @@ async fn refuse(mut stream: TcpStream, answer: &str) {
     .await;
 }
 
-fn start_session(stream: TcpStream, early: Bytes, peer: SocketAddr, upgrade: Upgrade, state: &HttpState) {
+/// Starts the connection's task; `deflate` is the permessage-deflate agreed
+/// in our answer, if any.
+fn start_session(
+    stream: TcpStream,
+    early: Bytes,
+    peer: SocketAddr,
+    upgrade: Upgrade,
+    deflate: Option<Agreed>,
+    state: &HttpState,
+) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
@@ -157,12 +168,13 @@ fn start_session(stream: TcpStream, early: Bytes, peer: SocketAddr, upgrade: Upg
         Endpoint::Protocol => Transport::WebSocket,
         Endpoint::Echo => Transport::Echo,
     };
-    let conn = hub.register(id, user, peer, transport);
-    tracing::debug!(conn = id, %peer, user = %conn.user, transport = transport.as_str(), "websocket open");
+    let conn = hub.register_websocket(id, user, peer, transport, deflate.map(|agreed| agreed.server_window_bits));
+    let compression = deflate.is_some();
+    tracing::debug!(conn = id, %peer, user = %conn.user, transport = transport.as_str(), compression, "websocket open");
     let session = match transport {
         Transport::Echo => Session::silent(hub, conn),
         _ => Session::start(hub, conn),
     };
-    let codec = WsCodec::new(state.hub.limits().max_message_size);
+    let codec = WsCodec::new(state.hub.limits().max_message_size, deflate.as_ref());
     state.tracker.spawn(Connection::new(stream, session, codec).run(early));
 }

@@ -1,12 +1,14 @@
 //! The WebSocket codec: RFC 6455 frames in (decoded by
-//! `switchboard_protocol::ws`), JSON commands to the session or messages
-//! straight back on the echo endpoint. The connection itself is driven by
+//! `switchboard_protocol::ws`, inflated there when permessage-deflate was
+//! agreed), JSON commands to the session or messages straight back on the
+//! echo endpoint. The connection itself is driven by
 //! [`super::stream::Connection`].
 
 use super::stream::Codec;
 use crate::hub::conn::Transport;
 use crate::session::Session;
 use bytes::{Buf, Bytes, BytesMut};
+use switchboard_protocol::deflate::{Agreed, InflateError};
 use switchboard_protocol::ws::{self, Decoder, FrameError, Message, OpCode};
 use switchboard_protocol::{CloseCode, ErrorCode};
 
@@ -20,8 +22,15 @@ pub(crate) struct WsCodec {
 }
 
 impl WsCodec {
-    pub fn new(max_message_size: usize) -> Self {
-        WsCodec { decoder: Decoder::new(max_message_size), partial: None }
+    /// A codec for messages of at most `max_message_size` bytes (inflated,
+    /// when `deflate` was agreed).
+    pub fn new(max_message_size: usize, deflate: Option<&Agreed>) -> Self {
+        let decoder = Decoder::new(max_message_size);
+        let decoder = match deflate {
+            Some(agreed) => decoder.with_deflate(agreed.client_no_context_takeover),
+            None => decoder,
+        };
+        WsCodec { decoder, partial: None }
     }
 
     /// Decodes every complete frame in `input`; returns the bytes used.
@@ -76,6 +85,11 @@ impl Codec for WsCodec {
 fn protocol_error(error: &FrameError, session: &Session) -> CloseCode {
     let conn = session.conn();
     tracing::info!(conn = conn.id, user = %conn.user, peer = %conn.peer(), %error, "closing on protocol error");
+    match error {
+        FrameError::Inflate(InflateError::TooBig { .. }) => session.hub().metrics.dropped("ws_inflated_too_large", 1),
+        FrameError::Inflate(InflateError::Invalid(_)) => session.hub().metrics.dropped("ws_inflate_failed", 1),
+        _ => {}
+    }
     error.close_code()
 }
 
@@ -83,9 +97,10 @@ fn protocol_error(error: &FrameError, session: &Session) -> CloseCode {
 fn on_message(message: Message, session: &mut Session) -> Result<(), CloseCode> {
     let echo = session.conn().transport == Transport::Echo;
     let queue = |frame| session.hub().deliver(session.conn(), frame);
+    let echoed = |opcode, payload: &[u8]| session.hub().message_frame(session.conn(), opcode, payload);
     match message {
-        Message::Text(text) if echo => queue(ws::encode(OpCode::Text, &text)),
-        Message::Binary(data) if echo => queue(ws::encode(OpCode::Binary, &data)),
+        Message::Text(text) if echo => queue(echoed(OpCode::Text, &text)),
+        Message::Binary(data) if echo => queue(echoed(OpCode::Binary, &data)),
         Message::Text(text) | Message::Binary(text) => match std::str::from_utf8(&text) {
             Ok(text) => session.handle(text),
             Err(_) => session.error_event(ErrorCode::BadJson, "binary frame is not UTF-8 JSON"),

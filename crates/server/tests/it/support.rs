@@ -132,16 +132,22 @@ pub struct RawClient {
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        RawClient::connect_with(addr, path, "").await.0
+    }
+
+    /// Connects with `headers` (each line ending in CRLF) added to the
+    /// upgrade request; returns the client and the answer's head.
+    pub async fn connect_with(addr: SocketAddr, path: &str, headers: &str) -> (RawClient, String) {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         );
         stream.write_all(request.as_bytes()).await.expect("write upgrade");
         let mut client = RawClient { stream, buffer: Vec::new() };
         let head = client.read_until_blank_line().await;
         assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
-        client
+        (client, head)
     }
 
     async fn read_until_blank_line(&mut self) -> String {
@@ -181,6 +187,12 @@ impl RawClient {
 
     /// Reads one server frame: (opcode, payload). Panics at end of stream.
     pub async fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        let (first, payload) = self.read_frame_whole().await;
+        (first & 0x0F, payload)
+    }
+
+    /// Reads one server frame: (first header byte, payload).
+    pub async fn read_frame_whole(&mut self) -> (u8, Vec<u8>) {
         within(async {
             loop {
                 if let Some(frame) = self.take_frame() {
@@ -204,7 +216,7 @@ impl RawClient {
         }
         let payload = self.buffer[header..header + len].to_vec();
         self.buffer.drain(..header + len);
-        Some((first & 0x0F, payload))
+        Some((first, payload))
     }
 
     /// Reads frames until a close frame and returns its status code.
