@@ -47,22 +47,34 @@ pub struct ChurnArgs {
     pub json: bool,
 }
 
-/// What one loop did.
-struct Cycles {
-    done: u64,
-    failed: u64,
-    first_failure: Option<String>,
+/// What the loops did.
+#[derive(Debug)]
+pub struct Cycles {
+    pub done: u64,
+    pub failed: u64,
+    pub first_failure: Option<String>,
     /// Connect to joined, in microseconds.
-    joined: hdrhistogram::Histogram<u64>,
+    pub joined: hdrhistogram::Histogram<u64>,
+    pub seconds: f64,
 }
 
 pub async fn run(args: &ChurnArgs) -> anyhow::Result<()> {
     let cpu_before = args.pid.map(super::common::cpu_seconds).transpose()?;
+    let total = cycles(args).await?;
+    let cpu = match (args.pid, cpu_before) {
+        (Some(pid), Some(before)) => Some(super::common::cpu_seconds(pid)? - before),
+        _ => None,
+    };
+    print(args, &total, cpu)
+}
+
+/// Runs the loops for the duration and adds up what they did.
+pub async fn cycles(args: &ChurnArgs) -> anyhow::Result<Cycles> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.duration.max(0.0));
     let tasks: Vec<_> =
         (0..args.concurrency.max(1)).map(|index| tokio::spawn(cycle(args.clone(), index, deadline))).collect();
-    let mut total = Cycles { done: 0, failed: 0, first_failure: None, joined: histogram()? };
+    let mut total = Cycles { done: 0, failed: 0, first_failure: None, joined: histogram()?, seconds: 0.0 };
     for task in tasks {
         let cycles = task.await.context("a churn task failed")??;
         total.done += cycles.done;
@@ -70,17 +82,13 @@ pub async fn run(args: &ChurnArgs) -> anyhow::Result<()> {
         total.first_failure = total.first_failure.or(cycles.first_failure);
         total.joined.add(&cycles.joined)?;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let cpu = match (args.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(super::common::cpu_seconds(pid)? - before),
-        _ => None,
-    };
-    print(args, &total, seconds, cpu)
+    total.seconds = started.elapsed().as_secs_f64();
+    Ok(total)
 }
 
 /// One loop: connect, join, close, again, until `deadline`.
 async fn cycle(args: ChurnArgs, index: usize, deadline: Instant) -> anyhow::Result<Cycles> {
-    let mut cycles = Cycles { done: 0, failed: 0, first_failure: None, joined: histogram()? };
+    let mut cycles = Cycles { done: 0, failed: 0, first_failure: None, joined: histogram()?, seconds: 0.0 };
     let room = format!("{}-{}", args.room, index % args.rooms.max(1));
     let mut round = 0usize;
     while Instant::now() < deadline {
@@ -128,7 +136,8 @@ async fn close(conn: &mut WsConn) -> anyhow::Result<()> {
     tokio::time::timeout(CLOSE_WAIT, wait).await.context("no close from the server")?
 }
 
-fn print(args: &ChurnArgs, total: &Cycles, seconds: f64, cpu: Option<f64>) -> anyhow::Result<()> {
+fn print(args: &ChurnArgs, total: &Cycles, cpu: Option<f64>) -> anyhow::Result<()> {
+    let seconds = total.seconds;
     let rate = total.done as f64 / seconds;
     let latency = Latency::from_micros(&total.joined);
     if args.json {

@@ -19,6 +19,8 @@ mod stored;
 mod target;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ws;
 mod udp;
 mod wsclient;
 mod wsfanout;
