@@ -30,6 +30,8 @@ async fn serve(listener: TcpListener, fake: Arc<FakeBroadcast>) {
     }
 }
 
+// tungstenite's handshake callback type has a large error variant.
+#[allow(clippy::result_large_err)]
 async fn broadcast_conn(stream: TcpStream, fake: Arc<FakeBroadcast>) {
     let (outbox, mut queue) = mpsc::unbounded_channel();
     // Registered before the handshake's answer goes out, so a client that
