@@ -120,7 +120,8 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     // Let the server's allocator settle after the burst before reading RSS.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = args.pid.map(resident).transpose()?;
-    report(&args, workers, opened, elapsed, before.zip(after))?;
+    let counts = Counts { workers, opened, closed: holders.closed(), elapsed };
+    report(&args, &counts, before.zip(after))?;
     tokio::time::sleep(Duration::from_secs(args.hold)).await;
     holders.release();
     Ok(())
@@ -133,6 +134,14 @@ enum Holders {
 }
 
 impl Holders {
+    /// Connections the server has closed so far (known in this process only).
+    fn closed(&self) -> Option<usize> {
+        match self {
+            Holders::InProcess(tasks) => Some(tasks.iter().filter(|task| task.is_finished()).count()),
+            Holders::Workers(_) => None,
+        }
+    }
+
     fn release(self) {
         match self {
             Holders::InProcess(tasks) => tasks.iter().for_each(tokio::task::JoinHandle::abort),
@@ -250,13 +259,16 @@ fn worker_report(stdout: ChildStdout) -> anyhow::Result<usize> {
     report["opened"].as_u64().map(|n| n as usize).context("a worker's report has no `opened`")
 }
 
-fn report(
-    args: &IdleArgs,
+/// What the run opened, and how many of those the server closed again.
+struct Counts {
     workers: usize,
     opened: usize,
+    closed: Option<usize>,
     elapsed: Duration,
-    memory: Option<(Resident, Resident)>,
-) -> anyhow::Result<()> {
+}
+
+fn report(args: &IdleArgs, counts: &Counts, memory: Option<(Resident, Resident)>) -> anyhow::Result<()> {
+    let Counts { workers, opened, closed, elapsed } = *counts;
     let rate = opened as f64 / elapsed.as_secs_f64();
     let per_conn = |pick: fn(&Resident) -> u64| {
         memory.map(|(before, after)| pick(&after).saturating_sub(pick(&before)) as f64 / opened as f64)
@@ -269,6 +281,7 @@ fn report(
             "connections": opened,
             "rooms": args.rooms,
             "workers": workers,
+            "closed_by_server": closed,
             "connect_seconds": elapsed.as_secs_f64(),
             "connects_per_second": rate,
             "server_resident_before": memory.map(|m| m.0),
@@ -281,6 +294,9 @@ fn report(
     }
     let processes = if workers > 1 { format!(" from {workers} processes") } else { String::new() };
     println!("opened {opened} connections{processes} in {:.2}s ({rate:.0}/s)", elapsed.as_secs_f64());
+    if let Some(closed) = closed.filter(|&closed| closed > 0) {
+        println!("the server closed {closed} of them before the memory was read: the figure below is not per open connection");
+    }
     if let (Some((before, after)), Some(anon), Some(total)) = (memory, anon_per_conn, total_per_conn) {
         let mib = |bytes: u64| bytes as f64 / 1048576.0;
         println!(

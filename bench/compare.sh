@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Switchboard and every peer in bench/peers/ through the same scenarios, in
+# one run; each server pinned to core 0 with taskset, the load generator to
+# core 1. Writes the table into docs/BENCHMARKS.md (between the compare
+# markers) with the command, the date and the machine.
+#
+#   bash bench/compare.sh
+#
+# Env: SERVERS   which servers (default: switchboard node-ws socketio
+#                python-websockets axum-chat nats)
+#      IDLE_N    idle connections (default 15000)
+#      DURATION  seconds of each fan-out run (default 10)
+#      OUT       raw JSON reports (default target/compare)
+#      NO_WRITE  set to 1 to leave docs/BENCHMARKS.md alone
+# Each server is restarted for every scenario, so one scenario's leftovers
+# (memory, rooms) cannot colour the next.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SERVERS=${SERVERS:-"switchboard node-ws socketio python-websockets axum-chat nats"}
+IDLE_N=${IDLE_N:-15000}
+DURATION=${DURATION:-10}
+OUT=${OUT:-target/compare}
+BIN=$(realpath -m "${SWITCHBOARD_BIN:-target/release/switchboard}")
+SERVER_CORE=0
+LOAD_CORE=1
+
+[ "$(nproc)" -ge 2 ] || { echo "compare: needs two cores (server and load apart)" >&2; exit 1; }
+[ -n "${SWITCHBOARD_BIN:-}" ] || cargo build --release -q -p switchboard
+bash bench/peers/setup.sh >&2
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+SERVER_PID=
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+trap stop_server EXIT
+
+# start_server NAME PORT: the server on core 0, listening before this returns.
+start_server() {
+    local name=$1 port=$2 log="$OUT/$1.server.log"
+    if [ "$name" = switchboard ]; then
+        # Memory storage: every scenario here is volatile, as no peer stores anything.
+        taskset -c "$SERVER_CORE" "$BIN" serve --storage memory --http "127.0.0.1:$port" \
+            --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >>"$log" 2>&1 &
+    else
+        bash bench/peers/start.sh "$name" "$port" "$SERVER_CORE" >>"$log" 2>&1 &
+    fi
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "compare: $name did not start (see $log)" >&2
+    return 1
+}
+
+# run NAME SCENARIO BENCH-ARGS...: one scenario against a fresh server; the
+# JSON report (or the error) goes to $OUT/NAME.SCENARIO.json.
+run() {
+    local name=$1 scenario=$2 port report
+    shift 2
+    port=$(free_port)
+    report="$OUT/$name.$scenario.json"
+    echo "compare: $name $scenario" >&2
+    if ! start_server "$name" "$port"; then
+        echo '{"error":"the server did not start"}' >"$report"
+        return 0
+    fi
+    if ! taskset -c "$LOAD_CORE" "$BIN" bench "$@" --server "127.0.0.1:$port" --target "$name" \
+        --pid "$SERVER_PID" --json >"$report" 2>"$OUT/$name.$scenario.err"; then
+        python3 -c 'import json,sys; print(json.dumps({"error": open(sys.argv[1]).read().strip()[-300:]}))' \
+            "$OUT/$name.$scenario.err" >"$report"
+    fi
+    stop_server
+}
+
+export RUST_BACKTRACE=0
+for name in $SERVERS; do
+    # The axum chat example broadcasts "NAME joined." to everyone and drops a
+    # client that falls 100 messages behind: opened 256 at a time, its
+    # clients are dropped mid-join. 16 at a time it holds them.
+    concurrency=256
+    [ "$name" = axum-chat ] && concurrency=16
+    run "$name" idle idle -n "$IDLE_N" --concurrency "$concurrency"
+    for rate in 1000 300 100; do
+        run "$name" "fanout-$rate" fanout -s 1000 -r "$rate" --duration "$DURATION" --server-core "$SERVER_CORE"
+    done
+    run "$name" churn churn --duration 5
+    run "$name" echo echo -c 1 --duration 5
+done
+
+COMMAND="SERVERS=\"$SERVERS\" IDLE_N=$IDLE_N DURATION=$DURATION bash bench/compare.sh"
+python3 bench/compare_table.py "$OUT" "$COMMAND" "${NO_WRITE:+-}" docs/BENCHMARKS.md

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Turns bench/compare.sh's JSON reports into the comparison table.
+
+    compare_table.py OUT_DIR COMMAND [-] BENCHMARKS_MD
+
+Prints the section; unless the third argument is "-", also writes it into
+BENCHMARKS_MD between the compare markers (appended if they are missing).
+Every figure comes from a report file; a scenario that failed shows its
+error instead of a number, and a missed target says so with the figure.
+"""
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+SERVERS = ["switchboard", "node-ws", "socketio", "python-websockets", "axum-chat", "nats"]
+
+
+def load(out, name, scenario):
+    path = os.path.join(out, f"{name}.{scenario}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        text = f.read().strip()
+    try:
+        return json.loads(text.splitlines()[-1]) if text else {"error": "no report"}
+    except json.JSONDecodeError:
+        return {"error": text[-200:]}
+
+
+def num(value, digits=0):
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def fanout_cells(report):
+    if report is None:
+        return ["–"] * 3
+    if "error" in report:
+        return ["failed", "", ""]
+    latency = report.get("latency_ms") or {}
+    per_cpu = report.get("deliveries_per_server_cpu_second")
+    loss = f'{report["loss_percent"]:.2f}%' if report["lost"] else "0"
+    return [num(per_cpu), num(latency.get("p99"), 1), loss]
+
+
+def row(out, name):
+    idle = load(out, name, "idle") or {}
+    cells = [name]
+    if "error" in idle:
+        cells += ["failed", "failed"]
+    else:
+        cells += [num(idle.get("server_anon_bytes_per_connection")), num(idle.get("connects_per_second"))]
+        if idle.get("closed_by_server"):
+            cells[-2] += f' ({idle["closed_by_server"]} closed)'
+    for rate in (1000, 300, 100):
+        cells += fanout_cells(load(out, name, f"fanout-{rate}"))
+    churn = load(out, name, "churn") or {}
+    cells.append("failed" if "error" in churn else num(churn.get("cycles_per_second")))
+    echo = load(out, name, "echo") or {}
+    cells.append("failed" if "error" in echo else num(echo.get("round_trips_per_second")))
+    return cells
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} × {cpu}, Linux {platform.release()}, Switchboard at {rev or '?'}"
+
+
+def verdicts(out):
+    """The issue's targets, each met or missed with its figure."""
+    lines = []
+    sb = lambda scenario: load(out, "switchboard", scenario) or {}
+    idle = sb("idle").get("server_anon_bytes_per_connection")
+    if idle is not None:
+        lines.append(f"- Idle memory ≤ 1 KB per connection: {'met' if idle <= 1024 else 'missed'} ({idle:,.0f} B).")
+    connects = sb("idle").get("connects_per_second")
+    if connects is not None:
+        state = "met" if connects >= 15000 else "missed"
+        lines.append(f"- Connect rate ≥ 15,000/s (idle, each joined): {state} ({connects:,.0f}/s).")
+    mine = sb("fanout-1000")
+    for peer in ("axum-chat", "nats"):
+        theirs = load(out, peer, "fanout-1000") or {}
+        a, b = mine.get("deliveries_per_server_cpu_second"), theirs.get("deliveries_per_server_cpu_second")
+        if a and b:
+            state = "met" if a >= 3 * b else "missed"
+            lines.append(f"- Deliveries per CPU-second ≥ 3× {peer} at 1,000 × 1,000: {state} ({a / b:.2f}×).")
+    p99 = (mine.get("latency_ms") or {}).get("p99")
+    axum = ((load(out, "axum-chat", "fanout-1000") or {}).get("latency_ms") or {}).get("p99")
+    if p99 is not None and axum is not None:
+        state = "met" if p99 <= axum else "missed"
+        lines.append(f"- p99 no worse than axum-chat's at 1,000 × 1,000: {state} ({p99:.1f} ms against {axum:.1f} ms).")
+    if mine and mine.get("lost"):
+        lines.append(f"- No loss at 1,000 × 1,000: missed ({mine['lost']} lost).")
+    for rate, bound in ((100, 5), (300, 10)):
+        p99 = (sb(f"fanout-{rate}").get("latency_ms") or {}).get("p99")
+        if p99 is not None:
+            state = "met" if p99 <= bound else "missed"
+            lines.append(f"- p99 ≤ {bound} ms at {rate} msg/s to 1,000: {state} ({p99:.1f} ms).")
+    return lines
+
+
+def section(out, command):
+    header = [
+        "server", "idle B/conn", "connects/s",
+        "1k×1000: deliveries/CPU-s", "p99 ms", "loss",
+        "1k×300: deliveries/CPU-s", "p99 ms", "loss",
+        "1k×100: deliveries/CPU-s", "p99 ms", "loss",
+        "churn/s", "echo round trips/s",
+    ]
+    rows = [row(out, name) for name in SERVERS if any(
+        os.path.exists(os.path.join(out, f"{name}.{s}.json")) for s in ("idle", "fanout-1000", "churn"))]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table += ["| " + " | ".join(cells) + " |" for cells in rows]
+    today = datetime.date.today().isoformat()
+    lines = [
+        BEGIN,
+        f"Generated by `{command}` on {today}; {machine()}.",
+        "",
+        *table,
+        "",
+        "Targets (issue 5), from this run:",
+        *verdicts(out),
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    out, command, mode, doc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+    text = section(out, command)
+    print(text)
+    if mode == "-":
+        return
+    with open(doc) as f:
+        current = f.read()
+    if BEGIN in current and END in current:
+        before, rest = current.split(BEGIN, 1)
+        after = rest.split(END, 1)[1].lstrip("\n")
+        updated = before + text + after
+    else:
+        updated = current.rstrip("\n") + "\n\n" + text
+    with open(doc, "w") as f:
+        f.write(updated)
+
+
+if __name__ == "__main__":
+    main()
