@@ -82,6 +82,7 @@ async fn websocket_fanout_counts_exactly_the_dropped_deliveries() {
         publishers: 2,
         rate: 400.0,
         stored: false,
+        concurrency: 4,
         load: LoadArgs { duration: 1.0, size: 100, pid: None, server_core: None, sources: 2, drain: 2.0 },
         json: false,
     };

@@ -15,8 +15,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Subscribers connecting at once.
-const CONCURRENCY: usize = 128;
 /// A subscriber's read buffer to start with.
 const READ_BUFFER: usize = 16 * 1024;
 
@@ -45,6 +43,9 @@ pub struct WsFanoutArgs {
     /// `volatile`, since no peer stores anything).
     #[arg(long)]
     pub stored: bool,
+    /// Subscribers connecting at once.
+    #[arg(long, default_value_t = 128)]
+    pub concurrency: usize,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Print the report as JSON.
@@ -65,7 +66,7 @@ pub async fn run(args: &WsFanoutArgs) -> anyhow::Result<Report> {
                 conn
             }
         })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(args.concurrency.max(1))
         .try_collect()
         .await?;
     progress.finish_and_clear();

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Scaling curves for Switchboard, printed as two Markdown tables:
+#  - server memory per idle, joined WebSocket at 1,000, 5,000 and 15,000
+#    connections (100 rooms), each on a fresh server;
+#  - fan-out cost against room size: one room of 10, 100, 1,000 and 10,000
+#    subscribers at RATE messages/s (default 100) of 100 bytes.
+# Server on core 0, load on core 1.
+#
+#   bash bench/scaling.sh
+#
+# Env: RATE (default 100), DURATION (default 10), SWITCHBOARD_BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATE=${RATE:-100}
+DURATION=${DURATION:-10}
+BIN=$(realpath -m "${SWITCHBOARD_BIN:-target/release/switchboard}")
+OUT=$(mktemp -d)
+[ -n "${SWITCHBOARD_BIN:-}" ] || cargo build --release -q -p switchboard
+
+SERVER_PID=
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+}
+trap 'stop_server; rm -rf "$OUT"' EXIT
+
+start_server() {
+    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    taskset -c 0 "$BIN" serve --storage memory --http "127.0.0.1:$PORT" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 \
+        >>"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "scaling: the server did not start" >&2
+    exit 1
+}
+
+field() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, r))" "$@"; }
+
+echo "| connections | bytes per connection (RssAnon) | all resident (VmRSS) | connects/s |"
+echo "|---|---|---|---|"
+for n in 1000 5000 15000; do
+    start_server
+    taskset -c 1 "$BIN" bench idle --server "127.0.0.1:$PORT" -n "$n" --pid "$SERVER_PID" --json >"$OUT/idle.json"
+    stop_server
+    printf '| %s | %s | %s | %s |\n' "$n" \
+        "$(field "$OUT/idle.json" 'f"{server_anon_bytes_per_connection:,.0f}"')" \
+        "$(field "$OUT/idle.json" 'f"{server_rss_bytes_per_connection:,.0f}"')" \
+        "$(field "$OUT/idle.json" 'f"{connects_per_second:,.0f}"')"
+done
+
+echo
+echo "| subscribers | deliveries/s | server CPU µs per delivery | deliveries per CPU-second | p50 ms | p99 ms | lost |"
+echo "|---|---|---|---|---|---|---|"
+for s in 10 100 1000 10000; do
+    start_server
+    taskset -c 1 "$BIN" bench fanout --server "127.0.0.1:$PORT" -s "$s" -r "$RATE" --duration "$DURATION" \
+        --pid "$SERVER_PID" --server-core 0 --json >"$OUT/fan.json"
+    stop_server
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$s" \
+        "$(field "$OUT/fan.json" 'f"{deliveries_per_second:,.0f}"')" \
+        "$(field "$OUT/fan.json" 'f"{1e6 / deliveries_per_server_cpu_second:.2f}"')" \
+        "$(field "$OUT/fan.json" 'f"{deliveries_per_server_cpu_second:,.0f}"')" \
+        "$(field "$OUT/fan.json" 'f"{latency_ms[\"p50\"]:.2f}"')" \
+        "$(field "$OUT/fan.json" 'f"{latency_ms[\"p99\"]:.2f}"')" \
+        "$(field "$OUT/fan.json" 'lost')"
+done
