@@ -5,7 +5,7 @@
 
 use super::common::{now_micros, payload, source_ip, stamp, Pacer, Tally, CLOSE_EVENT, MSG_EVENT};
 use super::lines::{connect, hello, is_error_line, join, parse_resp, Lines, HANDSHAKE_TIMEOUT};
-use super::measure::{measure, Errors, Feed, LoadArgs, Members, Published, Report, Spec};
+use super::measure::{measure, next_read, Errors, Feed, LoadArgs, Members, Published, Report, Spec};
 use anyhow::{bail, Context};
 use futures_util::{StreamExt, TryStreamExt};
 use std::net::SocketAddr;
@@ -113,21 +113,8 @@ async fn subscribe_redis(lines: &mut Lines<TcpStream>) -> anyhow::Result<()> {
 async fn subscriber(mut lines: Lines<TcpStream>, protocol: Protocol, feed: Feed) -> Tally {
     let Feed { received, mut stop, mut tally } = feed;
     loop {
-        let read = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            read = lines.fill() => read,
-        };
-        match read {
-            Ok(0) => {
-                tally.close("connection closed by the server");
-                break;
-            }
-            Err(error) => {
-                tally.close(error.to_string());
-                break;
-            }
-            Ok(_) => {}
+        if !next_read(&mut stop, &mut tally, lines.fill()).await {
+            break;
         }
         let before = tally.received;
         let decoded = match protocol {

@@ -111,6 +111,26 @@ pub struct Feed {
     pub tally: Tally,
 }
 
+/// Waits for a member's next read or the stop signal. False when the
+/// member is done: told to stop, or its connection ended (noted in `tally`).
+pub async fn next_read(
+    stop: &mut watch::Receiver<bool>,
+    tally: &mut Tally,
+    read: impl Future<Output = std::io::Result<usize>>,
+) -> bool {
+    let read = tokio::select! {
+        biased;
+        _ = stop.changed() => return false,
+        read = read => read,
+    };
+    match read {
+        Ok(0) => tally.close("connection closed by the server"),
+        Err(error) => tally.close(error.to_string()),
+        Ok(_) => return true,
+    }
+    false
+}
+
 /// The member tasks of a run.
 #[derive(Debug)]
 pub struct Members {

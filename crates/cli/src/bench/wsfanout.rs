@@ -5,7 +5,7 @@
 //! latency, and given the server's pid its CPU-seconds.
 
 use super::common::{each_stamp, now_micros, payload, source_ip, Pacer, Tally, ERROR_EVENT};
-use super::measure::{measure, Errors, Feed, LoadArgs, Members, Published, Report};
+use super::measure::{measure, next_read, Errors, Feed, LoadArgs, Members, Published, Report};
 use super::target::Target;
 use super::wsclient::{self, close_reason, Kind, WsConn};
 use anyhow::Context;
@@ -97,21 +97,8 @@ async fn subscriber(mut conn: WsConn, target: Target, feed: Feed) -> Tally {
     let Feed { received, mut stop, mut tally } = feed;
     let mut answers: Vec<&'static [u8]> = Vec::new();
     loop {
-        let read = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            read = conn.fill() => read,
-        };
-        match read {
-            Ok(0) => {
-                tally.close("connection closed by the server");
-                break;
-            }
-            Err(error) => {
-                tally.close(error.to_string());
-                break;
-            }
-            Ok(_) => {}
+        if !next_read(&mut stop, &mut tally, conn.fill()).await {
+            break;
         }
         let before = tally.received;
         let now = now_micros();
