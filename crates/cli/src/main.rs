@@ -1,6 +1,7 @@
 //! The `switchboard` command. It parses flags, sets up logging and binds;
 //! everything else lives in `switchboard-server` and `switchboard-client`.
 
+mod alloc;
 mod bench;
 
 use anyhow::Context;
@@ -132,6 +133,7 @@ fn init_logging() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    switchboard_server::trim::set_release(alloc::purge);
     let config = Config::load(args.config.as_deref(), args.overrides())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {

@@ -11,6 +11,7 @@
 //!   writer thread with group commit, and retention.
 //! - [`metrics`]: counters and gauges for `/metrics`.
 //! - [`limits`]: the open-files limit and the connection limit it implies.
+//! - [`trim`]: returns the heap's free pages to the system after a burst.
 //!
 //! One message's path: socket → `transport::websocket` (decode) →
 //! `session` (parse command) → `hub::Hub::publish` (frame once, queue the
@@ -25,6 +26,7 @@ pub mod server;
 pub mod session;
 pub mod store;
 pub mod transport;
+pub mod trim;
 mod util;
 
 pub use config::Config;

@@ -82,6 +82,7 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
         stop: stop.clone(),
     });
     tracker.spawn(keepalive(Arc::clone(&hub), config.websocket.clone(), stop.clone()));
+    tracker.spawn(crate::trim::run(Arc::clone(&hub), stop.clone()));
     // Not tracked: it must outlive every connection task, which may park on it
     // until the drain ends.
     let clock_stop = CancellationToken::new();

@@ -58,6 +58,11 @@ pub struct IdleArgs {
     /// Seconds to hold the connections after measuring.
     #[arg(long, default_value_t = 0)]
     pub hold: u64,
+    /// Seconds between the last join and reading the server's memory: the
+    /// server trims its heap once connections stop changing (within about
+    /// a second), and that is the steady state an idle server lives in.
+    #[arg(long, default_value_t = 3.0)]
+    pub settle: f64,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -118,7 +123,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         (opened, elapsed, Holders::Workers(children))
     };
     // Let the server's allocator settle after the burst before reading RSS.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::try_from_secs_f64(args.settle).context("--settle")?).await;
     let after = args.pid.map(resident).transpose()?;
     let counts = Counts { workers, opened, closed: holders.closed(), elapsed };
     report(&args, &counts, before.zip(after))?;

@@ -151,7 +151,7 @@ impl Hub {
 
     fn fan_out_inbox(&self, message: &Committed<Ticket>, encoded: &Encoded) {
         let users = lock(&self.users);
-        let conns = users.get(&message.key.name).map(|entry| &entry.conns[..]).unwrap_or_default();
+        let conns = users.get(&message.key.name);
         let delivered = self.deliver_and_mark(conns.iter(), message, encoded);
         drop(users);
         if delivered {

@@ -14,6 +14,7 @@ mod durable;
 pub mod flush;
 mod replay;
 pub mod room;
+mod tabs;
 
 pub use durable::{Recovery, Ticket};
 
@@ -23,15 +24,14 @@ use crate::util::{lock, unix_ms};
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use flush::FlushClock;
-use room::{Room, RoomState};
-use smallvec::SmallVec;
-use std::collections::HashMap;
+use room::{Directory, Room, RoomState};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_protocol::event::{Encoded, Framing};
 use switchboard_protocol::{deflate, event, text, ws, CloseCode};
+use tabs::TabSet;
 
 /// Hub-wide limits, taken from the config.
 #[derive(Debug, Clone)]
@@ -77,12 +77,6 @@ pub enum HubError {
     TooManyPending,
 }
 
-#[derive(Debug, Default)]
-struct UserEntry {
-    /// Inline for the usual one connection per user: no allocation.
-    conns: SmallVec<[Arc<Conn>; 1]>,
-}
-
 /// Rooms, users and connections of one server.
 #[derive(Debug)]
 pub struct Hub {
@@ -93,8 +87,9 @@ pub struct Hub {
     started: Instant,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
-    rooms: Mutex<HashMap<Arc<str>, Arc<Room>>>,
-    users: Mutex<HashMap<Arc<str>, UserEntry>>,
+    rooms: Mutex<Directory>,
+    /// Every open connection by user name (DMs, keepalive, shutdown).
+    users: Mutex<TabSet>,
     storage: Storage<Ticket>,
     flush_clock: Arc<FlushClock>,
 }
@@ -190,8 +185,7 @@ impl Hub {
     /// (1001) if the server is shutting down.
     fn add(&self, conn: Conn) -> Arc<Conn> {
         let conn = Arc::new(conn);
-        let user = Arc::clone(&conn.user);
-        lock(&self.users).entry(user).or_default().conns.push(Arc::clone(&conn));
+        lock(&self.users).add(&conn);
         if self.is_shutting_down() {
             conn.close(CloseCode::GoingAway, false);
         }
@@ -209,15 +203,7 @@ impl Hub {
 
     /// Removes `conn` from the users directory; false if it was not there.
     fn forget(&self, conn: &Conn) -> bool {
-        let mut users = lock(&self.users);
-        let Some(entry) = users.get_mut(&conn.user) else { return false };
-        let before = entry.conns.len();
-        entry.conns.retain(|other| other.id != conn.id);
-        let removed = entry.conns.len() < before;
-        if entry.conns.is_empty() {
-            users.remove(&conn.user);
-        }
-        removed
+        lock(&self.users).remove(conn).is_some()
     }
 
     /// Re-registers a connection that is in no room under a new name and
@@ -259,7 +245,7 @@ impl Hub {
             return Arc::clone(room);
         }
         let room = Arc::new(Room::new(Arc::from(name)));
-        rooms.insert(Arc::clone(&room.name), Arc::clone(&room));
+        rooms.insert(Arc::clone(&room));
         self.metrics.rooms.inc();
         room
     }
@@ -430,14 +416,20 @@ impl Hub {
 
     /// The names of every room, sorted.
     pub fn room_names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<Arc<str>> = lock(&self.rooms).keys().cloned().collect();
+        let mut names: Vec<Arc<str>> = lock(&self.rooms).names().cloned().collect();
         names.sort();
         names
     }
 
     /// Every open connection (for keepalive sweeps and shutdown).
     pub fn connections(&self) -> Vec<Arc<Conn>> {
-        lock(&self.users).values().flat_map(|entry| entry.conns.iter().cloned()).collect()
+        lock(&self.users).conns().cloned().collect()
+    }
+
+    /// Connections accepted so far (ids handed out) and open now: when
+    /// either changes, connections came or went.
+    pub fn connection_counters(&self) -> (u64, usize) {
+        (self.next_conn.load(Ordering::Relaxed), self.open.load(Ordering::Relaxed))
     }
 
     /// How many connections are registered.

@@ -4,8 +4,10 @@
 //! messages in `seq` order: the storage writer hands them over in order).
 
 use super::conn::{Conn, ConnId};
-use smallvec::SmallVec;
-use std::collections::HashMap;
+use super::tabs::TabSet;
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A named room. Created on first join, removed when its last member leaves.
@@ -21,7 +23,7 @@ pub(crate) struct RoomState {
     /// tabs joins with the first and leaves with the last. One map serves
     /// both fan-out and presence; the usual one connection per user is
     /// stored inline.
-    users: HashMap<Arc<str>, SmallVec<[Arc<Conn>; 1]>>,
+    users: TabSet,
     connections: usize,
     /// Set when the room was removed from the directory; a joiner that finds
     /// it set looks the room up again.
@@ -45,31 +47,21 @@ impl RoomState {
     /// Adds a member; returns whether it is the user's first connection here,
     /// or `None` if the connection was already a member.
     pub fn add(&mut self, conn: &Arc<Conn>) -> Option<bool> {
-        let tabs = self.users.entry(Arc::clone(&conn.user)).or_default();
-        if tabs.iter().any(|member| member.id == conn.id) {
-            return None;
-        }
-        tabs.push(Arc::clone(conn));
+        let first = self.users.add(conn)?;
         self.connections += 1;
-        Some(tabs.len() == 1)
+        Some(first)
     }
 
     /// Removes a member; returns whether it was the user's last connection
     /// here, or `None` if it was not a member.
     pub fn remove(&mut self, conn: &Conn) -> Option<bool> {
-        let tabs = self.users.get_mut(&conn.user)?;
-        let index = tabs.iter().position(|member| member.id == conn.id)?;
-        tabs.swap_remove(index);
+        let last = self.users.remove(conn)?;
         self.connections -= 1;
-        if !tabs.is_empty() {
-            return Some(false);
-        }
-        self.users.remove(&conn.user);
-        Some(true)
+        Some(last)
     }
 
     pub fn contains(&self, conn: &Conn) -> bool {
-        self.users.get(&conn.user).is_some_and(|tabs| tabs.iter().any(|member| member.id == conn.id))
+        self.users.contains(conn)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -78,12 +70,12 @@ impl RoomState {
 
     /// Users present (a user with several tabs counts once).
     pub fn user_count(&self) -> usize {
-        self.users.len()
+        self.users.user_count()
     }
 
     /// Every member connection.
     pub fn members(&self) -> impl Iterator<Item = &Arc<Conn>> + '_ {
-        self.users.values().flatten()
+        self.users.conns()
     }
 
     /// Members other than `except`, for presence events.
@@ -93,8 +85,60 @@ impl RoomState {
 
     /// The users present, sorted for stable output.
     pub fn user_names(&self) -> Vec<Arc<str>> {
-        let mut names: Vec<Arc<str>> = self.users.keys().cloned().collect();
+        let mut names: Vec<Arc<str>> = self.users.names().cloned().collect();
         names.sort();
         names
+    }
+}
+
+/// The rooms by name: a set of `Arc<Room>` looked up by the name each room
+/// holds (8 bytes a slot, where a map from a second copy of the name took 24).
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    rooms: HashSet<Listed>,
+}
+
+/// A room in the directory, hashed and compared by its name.
+#[derive(Debug)]
+struct Listed(Arc<Room>);
+
+impl Borrow<str> for Listed {
+    fn borrow(&self) -> &str {
+        &self.0.name
+    }
+}
+
+impl Hash for Listed {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The same as hashing the `&str` a lookup borrows.
+        self.0.name.hash(state);
+    }
+}
+
+impl PartialEq for Listed {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Listed {}
+
+impl Directory {
+    pub fn get(&self, name: &str) -> Option<&Arc<Room>> {
+        self.rooms.get(name).map(|listed| &listed.0)
+    }
+
+    /// Adds `room`, replacing any room of the same name.
+    pub fn insert(&mut self, room: Arc<Room>) {
+        self.rooms.replace(Listed(room));
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        self.rooms.remove(name);
+    }
+
+    /// Every room's name, unsorted.
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.rooms.iter().map(|listed| &listed.0.name)
     }
 }
