@@ -43,6 +43,10 @@ def fanout_cells(report):
     latency = report.get("latency_ms") or {}
     per_cpu = report.get("deliveries_per_server_cpu_second")
     loss = f'{report["loss_percent"]:.2f}%' if report["lost"] else "0"
+    if report.get("members_closed"):
+        loss += f' ({report["members_closed"]} dropped)'
+    if report.get("publisher_errors"):
+        loss += " (publisher dropped)" if report["sent"] < report["rate"] * report["duration_s"] * 0.99 else " (errors)"
     return [num(per_cpu), num(latency.get("p99"), 1), loss]
 
 

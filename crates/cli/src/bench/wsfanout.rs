@@ -140,6 +140,7 @@ async fn publish(args: &WsFanoutArgs, publishers: Vec<WsConn>) -> anyhow::Result
     let count = publishers.len();
     let errors = Arc::new(Errors::default());
     let numbers = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
     let duration = Duration::from_secs_f64(args.load.duration.max(0.0));
     let started = std::time::Instant::now();
     let tasks: Vec<_> = publishers
@@ -152,6 +153,7 @@ async fn publish(args: &WsFanoutArgs, publishers: Vec<WsConn>) -> anyhow::Result
                 volatile: !args.stored,
                 errors: Arc::clone(&errors),
                 numbers: Arc::clone(&numbers),
+                sent: Arc::clone(&sent),
             };
             tokio::spawn(job.run(conn, Pacer::new(args.rate / count as f64, duration)))
         })
@@ -160,7 +162,7 @@ async fn publish(args: &WsFanoutArgs, publishers: Vec<WsConn>) -> anyhow::Result
         task.await.context("a publisher task failed")??;
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Published { sent: numbers.load(Ordering::Relaxed), seconds, errors, reader: None })
+    Ok(Published { sent: sent.load(Ordering::Relaxed), seconds, errors, reader: None })
 }
 
 /// What one publisher needs.
@@ -173,13 +175,28 @@ struct PublishJob {
     /// The last message number handed out (messages are numbered from 1
     /// across all publishers).
     numbers: Arc<AtomicU64>,
+    /// Messages written to the server. A publisher the server disconnects
+    /// stops, and what it could not send is not counted as sent (its
+    /// numbers show as gaps, not as loss).
+    sent: Arc<AtomicU64>,
 }
 
 impl PublishJob {
+    /// Publishes on schedule until the run ends or the server drops this
+    /// publisher; the latter is reported as a publisher error, and the run
+    /// goes on with the other publishers.
+    async fn run(self, conn: WsConn, pacer: Pacer) -> anyhow::Result<()> {
+        if let Err(error) = self.publish(conn, pacer).await {
+            let sent = self.sent.load(Ordering::Relaxed);
+            self.errors.note(format!("a publisher stopped after {sent} messages in all: {error:#}").as_bytes());
+        }
+        Ok(())
+    }
+
     /// Publishes each tick's batch in one write, and meanwhile reads (and
     /// drops) what the server sends this connection, answering keepalives
     /// and noting errors.
-    async fn run(self, mut conn: WsConn, mut pacer: Pacer) -> anyhow::Result<()> {
+    async fn publish(&self, mut conn: WsConn, mut pacer: Pacer) -> anyhow::Result<()> {
         let (mut frames, mut body, mut message) = (Vec::new(), Vec::new(), Vec::new());
         let mut answers: Vec<&'static [u8]> = Vec::new();
         loop {
@@ -200,6 +217,7 @@ impl PublishJob {
                         wsclient::encode_masked(&mut frames, 0x1, &message);
                     }
                     conn.send_raw(&frames).await.context("publishing")?;
+                    self.sent.fetch_add(due, Ordering::Relaxed);
                 }
                 read = conn.fill() => {
                     if read.context("publisher reading")? == 0 {

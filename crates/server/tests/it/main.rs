@@ -2,6 +2,7 @@
 //! One test binary with shared helpers in `support`.
 
 mod chat;
+mod coalesce;
 mod compression;
 mod history;
 mod lifecycle;
