@@ -66,7 +66,7 @@ for s in 10 100 1000 10000; do
         "$(field "$OUT/fan.json" 'f"{deliveries_per_second:,.0f}"')" \
         "$(field "$OUT/fan.json" 'f"{1e6 / deliveries_per_server_cpu_second:.2f}"')" \
         "$(field "$OUT/fan.json" 'f"{deliveries_per_server_cpu_second:,.0f}"')" \
-        "$(field "$OUT/fan.json" 'f"{latency_ms[\"p50\"]:.2f}"')" \
-        "$(field "$OUT/fan.json" 'f"{latency_ms[\"p99\"]:.2f}"')" \
+        "$(field "$OUT/fan.json" '"%.2f" % latency_ms["p50"]')" \
+        "$(field "$OUT/fan.json" '"%.2f" % latency_ms["p99"]')" \
         "$(field "$OUT/fan.json" 'lost')"
 done

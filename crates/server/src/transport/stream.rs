@@ -28,7 +28,7 @@ use tokio::time::Sleep;
 const READS_PER_WAKE: usize = 4;
 /// Read/write rounds in one poll before yielding to other tasks.
 const ROUNDS_PER_POLL: usize = 16;
-/// Frames per `writev` call.
+/// Frames per vectored write.
 const MAX_IOVECS: usize = 64;
 
 /// What differs between stream transports: how bytes become commands, and
