@@ -30,17 +30,7 @@ LOAD_CORE=1
 bash bench/peers/setup.sh >&2
 rm -rf "$OUT" && mkdir -p "$OUT"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-SERVER_PID=
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
+. bench/lib.sh
 trap stop_server EXIT
 
 # start_server NAME PORT: the server on core 0, listening before this returns.
@@ -54,11 +44,7 @@ start_server() {
         bash bench/peers/start.sh "$name" "$port" "$SERVER_CORE" >>"$log" 2>&1 &
     fi
     SERVER_PID=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_listening "$port" && return 0
     echo "compare: $name did not start (see $log)" >&2
     return 1
 }

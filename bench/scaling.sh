@@ -18,24 +18,15 @@ BIN=$(realpath -m "${SWITCHBOARD_BIN:-target/release/switchboard}")
 OUT=$(mktemp -d)
 [ -n "${SWITCHBOARD_BIN:-}" ] || cargo build --release -q -p switchboard
 
-SERVER_PID=
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
+. bench/lib.sh
 trap 'stop_server; rm -rf "$OUT"' EXIT
 
 start_server() {
-    PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PORT=$(free_port)
     taskset -c 0 "$BIN" serve --storage memory --http "127.0.0.1:$PORT" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 \
         >>"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
-        sleep 0.1
-    done
+    wait_listening "$PORT" && return 0
     echo "scaling: the server did not start" >&2
     exit 1
 }

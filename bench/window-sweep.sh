@@ -18,24 +18,18 @@ BIN=$(realpath -m "${SWITCHBOARD_BIN:-target/release/switchboard}")
 OUT=$(mktemp -d)
 [ -n "${SWITCHBOARD_BIN:-}" ] || cargo build --release -q -p switchboard
 
-SERVER_PID=
-stop_server() {
-    [ -n "$SERVER_PID" ] || return 0
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=
-}
+. bench/lib.sh
 trap 'stop_server; rm -rf "$OUT"' EXIT
 
 echo "| window | msg/s | deliveries per CPU-second | socket writes | frames per write | p50 ms | p99 ms | lost |"
 echo "|---|---|---|---|---|---|---|---|"
 for window in $WINDOWS; do
     for rate in $RATES; do
-        port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+        port=$(free_port)
         SWITCHBOARD_DELIVERY__WRITE_WINDOW=$window taskset -c 0 "$BIN" serve --storage memory \
             --http "127.0.0.1:$port" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >>"$OUT/server.log" 2>&1 &
         SERVER_PID=$!
-        for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+        wait_listening "$port" || { echo "window-sweep: the server did not start" >&2; exit 1; }
         taskset -c 1 "$BIN" bench fanout --server "127.0.0.1:$port" -s 1000 -r "$rate" --duration "$DURATION" \
             --pid "$SERVER_PID" --server-core 0 --json >"$OUT/fan.json"
         writes=$(curl -s "127.0.0.1:$port/metrics" | awk '/^switchboard_socket_writes_total/ {print $2}')
