@@ -494,8 +494,16 @@ impl Conn {
     }
 
     /// Milliseconds since the peer was last heard from.
+    /// A read on another thread may record a time after the caller's
+    /// `now_ms` (the keepalive sweep reads the clock once, then walks every
+    /// connection): that is no silence at all, not a wrapped-around 49 days.
     pub(crate) fn silent_for_ms(&self, now_ms: u64) -> u64 {
-        u64::from((now_ms as u32).wrapping_sub(self.last_heard_ms.load(Ordering::Relaxed)))
+        let silent = (now_ms as u32).wrapping_sub(self.last_heard_ms.load(Ordering::Relaxed));
+        if silent > u32::MAX / 2 {
+            0
+        } else {
+            u64::from(silent)
+        }
     }
 
     /// Whether a ping is due: silent for `interval_ms` and not pinged since

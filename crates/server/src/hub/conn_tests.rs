@@ -113,3 +113,14 @@ fn graceful_close_keeps_queued_frames() {
     conn.consume(10);
     assert_eq!(poll(&conn), Poll::Ready(Outgoing::Close(CloseCode::GoingAway)));
 }
+
+#[test]
+fn a_connection_heard_after_the_sweep_read_the_clock_is_not_silent() {
+    let conn = conn();
+    conn.heard(10_005);
+    assert_eq!(conn.silent_for_ms(10_000), 0, "heard 5 ms after `now`: no silence");
+    assert_eq!(conn.silent_for_ms(10_105), 100);
+    // Across the u32 wrap of the millisecond clock too.
+    conn.heard(u64::from(u32::MAX) - 10);
+    assert_eq!(conn.silent_for_ms(u64::from(u32::MAX) + 20), 30);
+}
