@@ -5,7 +5,7 @@
 
 use super::common::source_ip;
 use super::latency::histogram;
-use super::measure::Latency;
+use super::measure::{Latency, Usage};
 use super::target::Target;
 use super::wsclient::{self, Kind, WsConn};
 use anyhow::Context;
@@ -59,12 +59,9 @@ pub struct Cycles {
 }
 
 pub async fn run(args: &ChurnArgs) -> anyhow::Result<()> {
-    let cpu_before = args.pid.map(super::common::cpu_seconds).transpose()?;
+    let before = Usage::read(args.pid, None)?;
     let total = cycles(args).await?;
-    let cpu = match (args.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(super::common::cpu_seconds(pid)? - before),
-        _ => None,
-    };
+    let cpu = Usage::read(args.pid, None)?.since(before).process;
     print(args, &total, cpu)
 }
 
@@ -160,7 +157,7 @@ fn print(args: &ChurnArgs, total: &Cycles, cpu: Option<f64>) -> anyhow::Result<(
     println!("churn ({}) against {}: {} loops", args.target.name(), args.server, args.concurrency);
     println!("{} connections opened, joined and closed in {seconds:.2}s: {rate:.0}/s", total.done);
     if let Some(l) = latency {
-        println!("connect to joined ms: p50 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}", l.p50, l.p99, l.p999, l.max);
+        println!("connect to joined ms: {l}");
     }
     if total.failed > 0 {
         println!("failed {} (first: {})", total.failed, total.first_failure.as_deref().unwrap_or("?"));

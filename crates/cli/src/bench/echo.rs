@@ -11,7 +11,7 @@
 
 use super::common::{now_micros, payload, source_ip, stamp, ERROR_EVENT};
 use super::latency::histogram;
-use super::measure::Latency;
+use super::measure::{Latency, Usage};
 use super::target::Target;
 use super::wsclient::{self, close_reason, Kind, WsConn};
 use anyhow::{bail, Context};
@@ -74,7 +74,7 @@ pub async fn run(args: &EchoArgs) -> anyhow::Result<()> {
         .buffer_unordered(64)
         .try_collect()
         .await?;
-    let cpu_before = args.pid.map(super::common::cpu_seconds).transpose()?;
+    let before = Usage::read(args.pid, None)?;
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration.max(0.0));
     let started = Instant::now();
     let tasks: Vec<_> =
@@ -86,10 +86,7 @@ pub async fn run(args: &EchoArgs) -> anyhow::Result<()> {
         total.histogram.add(&trips.histogram)?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let cpu = match (args.pid, cpu_before) {
-        (Some(pid), Some(before)) => Some(super::common::cpu_seconds(pid)? - before),
-        _ => None,
-    };
+    let cpu = Usage::read(args.pid, None)?.since(before).process;
     print(args, &total, seconds, cpu)
 }
 
@@ -193,7 +190,7 @@ fn print(args: &EchoArgs, total: &Trips, seconds: f64, cpu: Option<f64>) -> anyh
     );
     println!("{} round trips in {seconds:.2}s: {rate:.0}/s", total.count);
     if let Some(l) = latency {
-        println!("round trip ms: p50 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}", l.p50, l.p99, l.p999, l.max);
+        println!("round trip ms: {l}");
     }
     if let (Some(cpu), Some(per_cpu)) = (cpu, per_cpu) {
         println!("server CPU {cpu:.2}s, {per_cpu:.0} round trips per CPU-second");

@@ -238,6 +238,13 @@ impl Latency {
     }
 }
 
+impl std::fmt::Display for Latency {
+    /// The percentiles as the text reports print them, in milliseconds.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p50 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}", self.p50, self.p99, self.p999, self.max)
+    }
+}
+
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct KernelDrops {
     /// At the members' sockets (the bench client did not read fast enough).
@@ -329,7 +336,7 @@ fn report(
 /// CPU seconds: the server's (given its pid), its core's busy time (given
 /// the core) and this process's; used so far, or over a window.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Usage {
+pub struct Usage {
     pub(super) process: Option<f64>,
     pub(super) core: Option<f64>,
     pub(super) bench: Option<f64>,
@@ -337,7 +344,7 @@ pub(super) struct Usage {
 
 impl Usage {
     /// What has been used so far.
-    pub(super) fn read(pid: Option<u32>, core: Option<usize>) -> anyhow::Result<Usage> {
+    pub fn read(pid: Option<u32>, core: Option<usize>) -> anyhow::Result<Usage> {
         Ok(Usage {
             process: pid.map(cpu_seconds).transpose()?,
             core: core.map(core_busy_seconds).transpose()?,
@@ -346,7 +353,7 @@ impl Usage {
     }
 
     /// What was used between `before` and this reading.
-    pub(super) fn since(self, before: Usage) -> Usage {
+    pub fn since(self, before: Usage) -> Usage {
         let minus = |after: Option<f64>, before: Option<f64>| after.zip(before).map(|(a, b)| a - b);
         Usage {
             process: minus(self.process, before.process),
@@ -388,7 +395,7 @@ impl Report {
             self.publisher_first_error.as_deref().map(|first| format!(" (first: {first})")).unwrap_or_default()
         );
         if let Some(l) = self.latency_ms {
-            println!("latency ms: p50 {:.3}, p99 {:.3}, p99.9 {:.3}, max {:.3}", l.p50, l.p99, l.p999, l.max);
+            println!("latency ms: {l}");
         }
         if let Some(cpu) = self.server_cpu_seconds {
             let per = self.deliveries_per_server_cpu_second.unwrap_or(0.0);
