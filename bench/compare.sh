@@ -12,6 +12,9 @@
 #      DURATION  seconds of each fan-out run (default 10)
 #      OUT       raw JSON reports (default target/compare)
 #      NO_WRITE  set to 1 to leave docs/BENCHMARKS.md alone
+#      WIDE_WINDOW  Switchboard's 1,000 × 1,000 run is repeated with
+#                `delivery.write_window_max` at this (default 40ms), to show
+#                what a longer window buys and costs; "none" skips it
 # Each server is restarted for every scenario, so one scenario's leftovers
 # (memory, rooms) cannot colour the next.
 set -euo pipefail
@@ -21,6 +24,7 @@ SERVERS=${SERVERS:-"switchboard node-ws socketio python-websockets axum-chat nat
 IDLE_N=${IDLE_N:-15000}
 DURATION=${DURATION:-10}
 OUT=${OUT:-target/compare}
+WIDE_WINDOW=${WIDE_WINDOW:-40ms}
 BIN=$(realpath -m "${SWITCHBOARD_BIN:-target/release/switchboard}")
 SERVER_CORE=0
 LOAD_CORE=1
@@ -83,9 +87,13 @@ for name in $SERVERS; do
         run "$name" "fanout-$rate" fanout -s 1000 -r "$rate" --duration "$DURATION" --server-core "$SERVER_CORE" \
             --concurrency "$concurrency"
     done
+    if [ "$name" = switchboard ] && [ "$WIDE_WINDOW" != none ]; then
+        SWITCHBOARD_DELIVERY__WRITE_WINDOW_MAX=$WIDE_WINDOW run "$name" fanout-1000-wide fanout -s 1000 -r 1000 \
+            --duration "$DURATION" --server-core "$SERVER_CORE" --concurrency "$concurrency"
+    fi
     run "$name" churn churn --duration 5
     run "$name" echo echo -c 1 --duration 5
 done
 
-COMMAND="SERVERS=\"$SERVERS\" IDLE_N=$IDLE_N DURATION=$DURATION bash bench/compare.sh"
-python3 bench/compare_table.py "$OUT" "$COMMAND" "${NO_WRITE:+-}" docs/BENCHMARKS.md
+COMMAND="SERVERS=\"$SERVERS\" IDLE_N=$IDLE_N DURATION=$DURATION WIDE_WINDOW=$WIDE_WINDOW bash bench/compare.sh"
+WIDE_WINDOW=$WIDE_WINDOW python3 bench/compare_table.py "$OUT" "$COMMAND" "${NO_WRITE:+-}" docs/BENCHMARKS.md

@@ -172,11 +172,16 @@ pub struct Delivery {
     /// writes what others published to it at the start of the next one.
     #[serde(with = "humantime_serde")]
     pub write_window: Duration,
+    /// How far a connection's window may grow while it receives more than
+    /// about 800 frames a second (see `hub::flush`); at or below
+    /// `write_window` windows never grow.
+    #[serde(with = "humantime_serde")]
+    pub write_window_max: Duration,
 }
 
 impl Default for Delivery {
     fn default() -> Self {
-        Delivery { write_window: Duration::from_millis(5) }
+        Delivery { write_window: Duration::from_millis(5), write_window_max: Duration::from_millis(20) }
     }
 }
 

@@ -126,6 +126,7 @@ fn hub_limits(config: &Config) -> HubLimits {
         close_timeout: config.websocket.close_timeout,
         partial_line_pause: config.tcp_options.partial_line_pause,
         write_window: config.delivery.write_window,
+        write_window_max: config.delivery.write_window_max,
         compression: config.websocket.compression,
         compression_threshold: config.websocket.compression_threshold,
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 /// A connection's read buffer to start with: idle clients receive little.
 const READ_BUFFER: usize = 1024;
 /// File descriptors a bench process keeps back for itself.
-const RESERVED_FDS: u64 = 100;
+pub(super) const RESERVED_FDS: u64 = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct IdleArgs {

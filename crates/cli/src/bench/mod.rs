@@ -55,6 +55,18 @@ pub enum Scenario {
 }
 
 pub fn run(scenario: Scenario) -> anyhow::Result<()> {
+    // Every scenario holds sockets: take the whole allowance, and refuse at
+    // once (not after connecting thousands) what one process cannot hold.
+    // Only `idle` spreads its connections over worker processes.
+    let open_files = switchboard_server::limits::raise_open_files_limit();
+    if let Some(sockets) = scenario.sockets_in_one_process() {
+        let room = open_files.saturating_sub(idle::RESERVED_FDS) as usize;
+        anyhow::ensure!(
+            sockets <= room,
+            "{sockets} connections exceed what one process may open here ({room} with an open-files limit of \
+             {open_files}); only `bench idle` spreads connections over worker processes"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match scenario {
         Scenario::Idle(args) => runtime.block_on(idle::run(args)),
@@ -65,6 +77,21 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::UdpRelay(args) => runtime.block_on(udp::run(&args))?.print(args.json),
         Scenario::Stored(args) => runtime.block_on(stored::run_stored(&args))?.print(args.json),
         Scenario::Replay(args) => runtime.block_on(replay::run_replay(&args))?.print(args.json),
+    }
+}
+
+impl Scenario {
+    /// The sockets a scenario that runs in one process holds at once.
+    fn sockets_in_one_process(&self) -> Option<usize> {
+        match self {
+            Scenario::Fanout(args) => Some(args.subscribers + args.publishers),
+            Scenario::Echo(args) => Some(args.connections),
+            Scenario::Churn(args) => Some(args.concurrency),
+            Scenario::TcpFanout(args) => Some(args.subscribers + 1),
+            Scenario::UdpRelay(args) => Some(args.receivers + 1),
+            Scenario::Stored(args) => Some(args.publishers),
+            Scenario::Idle(_) | Scenario::Replay(_) => None,
+        }
     }
 }
 

@@ -3,13 +3,22 @@
 //! Time is cut into windows (`[delivery] write_window`, 5 ms by default). A
 //! connection that has frames others published to it, and already wrote in
 //! the current window, does not write again at once: it parks its waker here
-//! and the clock wakes every parked connection together at the start of the
-//! next window. Under load each write then carries every frame of a window,
-//! so the system calls per delivery fall with the rate instead of rising
-//! with it; after a quiet spell (no write yet in this window) a frame goes
-//! out at once, so light traffic gets no added latency. A connection's own
-//! replies never wait: they are written right after the read that caused
-//! them (see `transport::stream`).
+//! and the clock wakes it at the start of a later window, together with every
+//! other connection due then. Under load each write then carries every frame
+//! of its windows, so the system calls per delivery fall with the rate
+//! instead of rising with it; after a quiet spell (no write yet in this
+//! window) a frame goes out at once, so light traffic gets no added latency.
+//! A connection's own replies never wait: they are written right after the
+//! read that caused them (see `transport::stream`).
+//!
+//! How many windows a connection waits between writes is its *span*, kept
+//! by the connection and adjusted here after each write ([`FlushClock::next_span`]):
+//! a write that carried at least [`GROW_FRAMES_PER_WINDOW`] frames per window
+//! of span doubles it, up to `write_window_max`; one that carried fewer than
+//! [`SHRINK_FRAMES_PER_WINDOW`] per window halves it. So only a connection
+//! receiving more than about 800 frames a second (with 5 ms windows) waits
+//! longer than one window, and it falls back as soon as its traffic does, the
+//! way network cards moderate interrupts only under load.
 //!
 //! One clock task serves the whole hub and runs only while connections are
 //! parked, so an idle server has no timer running and idle connections hold
@@ -21,20 +30,39 @@ use std::task::Waker;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
-/// Hands out window numbers and wakes parked connections when one ends.
+/// A write carrying at least this many frames per window of its span
+/// doubles the span.
+pub const GROW_FRAMES_PER_WINDOW: usize = 4;
+/// A write carrying fewer than this many frames per window of its span
+/// halves the span.
+pub const SHRINK_FRAMES_PER_WINDOW: usize = 2;
+/// The longest span, in windows: a write takes at most 64 frames (see
+/// `transport::stream`), which is what growing past 16 windows would need.
+const MAX_SPAN: u8 = 16;
+
+/// Hands out window numbers and wakes parked connections when their window
+/// comes.
 #[derive(Debug)]
 pub struct FlushClock {
     start: Instant,
     window: Duration,
-    parked: Mutex<Vec<Waker>>,
+    /// The longest span a connection may grow to (1: spans never grow).
+    max_span: u8,
+    /// Parked wakers with the window each waits for.
+    parked: Mutex<Vec<(u32, Waker)>>,
     /// Tells the clock task that the first connection parked.
     first_parked: Notify,
 }
 
 impl FlushClock {
-    /// A clock with windows of `window`; zero turns coalescing off.
-    pub fn new(window: Duration) -> Self {
-        FlushClock { start: Instant::now(), window, parked: Mutex::default(), first_parked: Notify::new() }
+    /// A clock with windows of `window` (zero turns coalescing off) that
+    /// lets a busy connection's span grow to `window_max`.
+    pub fn new(window: Duration, window_max: Duration) -> Self {
+        let max_span = match window.as_nanos() {
+            0 => 1,
+            nanos => (window_max.as_nanos() / nanos).clamp(1, u128::from(MAX_SPAN)) as u8,
+        };
+        FlushClock { start: Instant::now(), window, max_span, parked: Mutex::default(), first_parked: Notify::new() }
     }
 
     /// Whether writes are coalesced at all.
@@ -42,7 +70,8 @@ impl FlushClock {
         !self.window.is_zero()
     }
 
-    /// The current window's number (wrapping; compared only for equality).
+    /// The current window's number (wrapping; compared with wrapping
+    /// arithmetic only).
     pub fn window(&self) -> u32 {
         if self.window.is_zero() {
             return 0;
@@ -50,20 +79,41 @@ impl FlushClock {
         (self.start.elapsed().as_nanos() / self.window.as_nanos()) as u32
     }
 
-    /// Parks `waker` until the current window ends.
-    pub fn park(&self, waker: &Waker) {
+    /// The span a connection keeps after a write that carried `frames`
+    /// frames with span `span` (see the module docs).
+    pub fn next_span(&self, span: u8, frames: usize) -> u8 {
+        let windows = usize::from(span);
+        if frames >= GROW_FRAMES_PER_WINDOW * windows {
+            span.saturating_mul(2).min(self.max_span)
+        } else if frames < SHRINK_FRAMES_PER_WINDOW * windows {
+            (span / 2).max(1)
+        } else {
+            span
+        }
+    }
+
+    /// Parks `waker` until window `until` starts.
+    pub fn park(&self, waker: &Waker, until: u32) {
         let mut parked = lock(&self.parked);
         let first = parked.is_empty();
-        parked.push(waker.clone());
+        parked.push((until, waker.clone()));
         drop(parked);
         if first {
             self.first_parked.notify_one();
         }
     }
 
-    /// The clock task: while anything is parked, wakes it all at the start
-    /// of each window. Returns when `stop` fires (parked connections are
-    /// woken then too, so none waits for a clock that is gone).
+    /// When the next window starts.
+    fn next_window_start(&self) -> Instant {
+        let window = self.window.as_nanos().max(1);
+        let next = (self.start.elapsed().as_nanos() / window + 1) * window;
+        self.start + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+    }
+
+    /// The clock task: while anything is parked, wakes at the start of each
+    /// window whatever waits for it. Returns when `stop` fires (parked
+    /// connections are woken then too, so none waits for a clock that is
+    /// gone).
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) {
         tokio::pin!(stop);
         let mut woken = Vec::new();
@@ -74,19 +124,23 @@ impl FlushClock {
                 _ = self.first_parked.notified() => {}
             }
             loop {
-                let next = self.start + self.window * (self.window() + 1);
                 tokio::select! {
                     _ = &mut stop => break 'run,
-                    _ = tokio::time::sleep_until(next.into()) => {}
+                    _ = tokio::time::sleep_until(self.next_window_start().into()) => {}
                 }
-                std::mem::swap(&mut *lock(&self.parked), &mut woken);
-                if woken.is_empty() {
+                let now = self.window();
+                let mut parked = lock(&self.parked);
+                // Due: `until` is `now` or earlier (wrapping; a span is short).
+                woken.extend(parked.extract_if(.., |(until, _)| now.wrapping_sub(*until) < u32::MAX / 2));
+                let rest = parked.is_empty();
+                drop(parked);
+                woken.drain(..).for_each(|(_, waker)| waker.wake());
+                if rest {
                     break;
                 }
-                woken.drain(..).for_each(Waker::wake);
             }
         }
-        std::mem::take(&mut *lock(&self.parked)).into_iter().for_each(Waker::wake);
+        std::mem::take(&mut *lock(&self.parked)).into_iter().for_each(|(_, waker)| waker.wake());
     }
 }
 
@@ -104,36 +158,107 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn parked_wakers_are_woken_in_the_next_window_and_the_clock_then_rests() {
-        let clock = Arc::new(FlushClock::new(Duration::from_millis(5)));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn({
-            let clock = Arc::clone(&clock);
-            async move { clock.run(async { drop(stop_rx.await) }).await }
-        });
+    fn counting_waker() -> (Arc<Count>, Waker) {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
+        (count, waker)
+    }
+
+    fn running(clock: &Arc<FlushClock>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let clock = Arc::clone(clock);
+            async move { clock.run(async { drop(stop_rx.await) }).await }
+        });
+        (stop_tx, task)
+    }
+
+    #[tokio::test]
+    async fn parked_wakers_are_woken_in_the_next_window_and_the_clock_then_rests() {
+        let clock = Arc::new(FlushClock::new(Duration::from_millis(5), Duration::from_millis(5)));
+        let (stop, task) = running(&clock);
+        let (count, waker) = counting_waker();
         let parked_in = clock.window();
-        clock.park(&waker);
-        clock.park(&waker);
+        clock.park(&waker, parked_in.wrapping_add(1));
+        clock.park(&waker, parked_in.wrapping_add(1));
         while count.0.load(Ordering::SeqCst) < 2 {
             tokio::task::yield_now().await;
         }
         assert_ne!(clock.window(), parked_in, "woken only once the window ended");
         assert!(lock(&clock.parked).is_empty());
         // Parking again after a rest works too.
-        clock.park(&waker);
+        clock.park(&waker, clock.window().wrapping_add(1));
         while count.0.load(Ordering::SeqCst) < 3 {
             tokio::task::yield_now().await;
         }
-        drop(stop_tx);
+        drop(stop);
         task.await.expect("the clock stops");
+    }
+
+    #[tokio::test]
+    async fn a_waker_parked_for_a_later_window_waits_for_it() {
+        let clock = Arc::new(FlushClock::new(Duration::from_millis(20), Duration::from_millis(80)));
+        let (stop, task) = running(&clock);
+        let (soon, soon_waker) = counting_waker();
+        let (later, later_waker) = counting_waker();
+        let parked_in = clock.window();
+        clock.park(&later_waker, parked_in.wrapping_add(4));
+        clock.park(&soon_waker, parked_in.wrapping_add(1));
+        while soon.0.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Woken at the start of window +1: window +4 is 60 ms away.
+        assert_eq!(later.0.load(Ordering::SeqCst), 0, "woken three windows early");
+        while later.0.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(clock.window().wrapping_sub(parked_in) >= 4, "woken before its window");
+        drop(stop);
+        task.await.expect("the clock stops");
+    }
+
+    #[tokio::test]
+    async fn stopping_the_clock_wakes_what_is_parked() {
+        let clock = Arc::new(FlushClock::new(Duration::from_secs(60), Duration::from_secs(60)));
+        let (stop, task) = running(&clock);
+        let (count, waker) = counting_waker();
+        clock.park(&waker, clock.window().wrapping_add(1));
+        drop(stop);
+        task.await.expect("the clock stops");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_busy_connection_s_span_doubles_up_to_the_most_and_halves_when_traffic_falls() {
+        let clock = FlushClock::new(Duration::from_millis(5), Duration::from_millis(20));
+        // 1,000 frames a second: 5 per 5 ms window, then 10 per two, 20 per four.
+        assert_eq!(clock.next_span(1, 5), 2);
+        assert_eq!(clock.next_span(2, 10), 4);
+        assert_eq!(clock.next_span(4, 20), 4, "20 ms is the most");
+        // 300 frames a second: 1 or 2 per window, no growth.
+        assert_eq!(clock.next_span(1, 2), 1);
+        assert_eq!(clock.next_span(1, 3), 1);
+        // Traffic falls to 300 a second: 6 frames in four windows.
+        assert_eq!(clock.next_span(4, 6), 2);
+        assert_eq!(clock.next_span(2, 3), 1);
+        // Between the two lines the span stays.
+        assert_eq!(clock.next_span(4, 8), 4);
+        assert_eq!(clock.next_span(2, 7), 2);
+    }
+
+    #[test]
+    fn spans_do_not_grow_when_the_most_is_one_window() {
+        let clock = FlushClock::new(Duration::from_millis(5), Duration::from_millis(5));
+        assert_eq!(clock.next_span(1, 64), 1);
+        let below = FlushClock::new(Duration::from_millis(5), Duration::ZERO);
+        assert_eq!(below.next_span(1, 64), 1);
+        let far = FlushClock::new(Duration::from_millis(1), Duration::from_secs(1));
+        assert_eq!(far.max_span, MAX_SPAN);
     }
 
     #[test]
     fn a_zero_window_is_off() {
-        let clock = FlushClock::new(Duration::ZERO);
+        let clock = FlushClock::new(Duration::ZERO, Duration::from_millis(20));
         assert!(!clock.enabled());
         assert_eq!(clock.window(), 0);
     }

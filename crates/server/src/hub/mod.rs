@@ -49,6 +49,8 @@ pub struct HubLimits {
     pub partial_line_pause: Duration,
     /// The flush clock's window (see [`flush`]).
     pub write_window: Duration,
+    /// The longest window a busy connection's may grow to.
+    pub write_window_max: Duration,
     /// Whether WebSocket clients may negotiate permessage-deflate.
     pub compression: bool,
     /// Frames to compressing clients shorter than this stay uncompressed.
@@ -106,7 +108,7 @@ impl Hub {
         Ok(Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
             let sink: std::sync::Weak<dyn store::Sink<Ticket>> = hub.clone();
             Hub {
-                flush_clock: Arc::new(FlushClock::new(limits.write_window)),
+                flush_clock: Arc::new(FlushClock::new(limits.write_window, limits.write_window_max)),
                 limits,
                 metrics,
                 open: AtomicUsize::new(0),

@@ -101,6 +101,8 @@ pub(crate) struct Connection<C> {
     close_code: Option<CloseCode>,
     /// The flush clock's window of the last write (see `hub::flush`).
     wrote_in: u32,
+    /// Windows between fan-out writes: 1, more while traffic is heavy.
+    span: u8,
 }
 
 impl<C: Codec> Connection<C> {
@@ -113,6 +115,7 @@ impl<C: Codec> Connection<C> {
             write_blocked: false,
             close_code: None,
             wrote_in: u32::MAX,
+            span: 1,
         }
     }
 
@@ -190,16 +193,18 @@ impl<C: Codec> Connection<C> {
     }
 
     /// Whether frames others queued for this connection wait for the flush
-    /// clock's next window, because it already wrote in this one; if so the
+    /// clock, because it wrote less than its span of windows ago; if so the
     /// clock will wake the task. Only while open and not closing.
     fn coalesce(&mut self, cx: &mut Context<'_>) -> bool {
         let clock = self.session.hub().flush_clock();
-        let wait = clock.enabled()
-            && matches!(self.state, State::Open)
-            && self.wrote_in == clock.window()
-            && !self.session.conn().is_closing();
+        if !clock.enabled() || !matches!(self.state, State::Open) || self.session.conn().is_closing() {
+            return false;
+        }
+        // Wrapping: a connection quiet for longer than the u32 of windows
+        // may wait one span once, which is harmless.
+        let wait = clock.window().wrapping_sub(self.wrote_in) < u32::from(self.span);
         if wait {
-            clock.park(cx.waker());
+            clock.park(cx.waker(), self.wrote_in.wrapping_add(u32::from(self.span)));
         }
         wait
     }
@@ -308,10 +313,13 @@ impl<C: Codec> Connection<C> {
         self.state = State::Closing { deadline, sent: false };
     }
 
-    /// Writes queued frames with as few system calls as the socket allows.
+    /// Writes queued frames with as few system calls as the socket allows,
+    /// then sets the span from how many frames the first write carried.
     fn write_queued(&mut self) -> Step {
         let conn = self.session.conn();
+        let hub = self.session.hub();
         let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
+        let mut first_write = None;
         while !self.write_blocked {
             let count = conn.peek(&mut frames);
             if count == 0 {
@@ -321,10 +329,9 @@ impl<C: Codec> Connection<C> {
             match self.send_vectored(&slices[..count]) {
                 Ok(written) => {
                     conn.consume(written);
-                    let hub = self.session.hub();
                     hub.metrics.bytes_written.inc_by(written as u64);
                     hub.metrics.socket_writes.inc();
-                    self.wrote_in = hub.flush_clock().window();
+                    first_write.get_or_insert(count);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
                 Err(error) => {
@@ -332,6 +339,11 @@ impl<C: Codec> Connection<C> {
                     return Step::Done;
                 }
             }
+        }
+        if let Some(frames) = first_write {
+            let clock = hub.flush_clock();
+            self.wrote_in = clock.window();
+            self.span = clock.next_span(self.span, frames);
         }
         if let State::Closing { sent: sent @ false, .. } = &mut self.state {
             if conn.is_drained() {

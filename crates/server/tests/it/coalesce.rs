@@ -1,7 +1,10 @@
 //! The flush clock over real sockets: frames others publish to a connection
 //! that already wrote in the current window wait for the next window and go
-//! out together; with the window at zero, each goes out on its own.
+//! out together; with the window at zero, each goes out on its own; and a
+//! connection receiving a steady stream writes less often still when its
+//! window may grow.
 
+use crate::raw::Datagrams;
 use crate::support::{is_msg, request, wait_for, TestServer};
 use serde_json::json;
 use std::time::Duration;
@@ -43,4 +46,51 @@ async fn fan_out_frames_wait_for_the_next_window_and_go_out_together() {
     assert!(coalesced <= 10.0 + 2.0 * 2.0 + 1.0, "{coalesced} writes with a 1 s window");
     let uncoalesced = writes_for_paced_messages(Duration::ZERO).await;
     assert!(uncoalesced >= 10.0 + 2.0 * 9.0, "{uncoalesced} writes with no window");
+}
+
+/// Socket writes the server made to three WebSocket subscribers while a UDP
+/// member (whose datagrams are not counted as socket writes) published 240
+/// messages about 5 ms apart, with 40 ms windows that may grow to
+/// `window_max`. Everything is delivered.
+async fn subscriber_writes_for_a_steady_stream(window_max: Duration) -> f64 {
+    let server = TestServer::with(|config| {
+        config.delivery.write_window = Duration::from_millis(40);
+        config.delivery.write_window_max = window_max;
+    })
+    .await;
+    let mut subscribers: Vec<Client> = Vec::new();
+    for name in ["bob", "carol", "dave"] {
+        let mut client = server.client(name).await;
+        assert_eq!(request(&mut client, json!({"op": "join", "room": "feed"})).await["ok"], json!(true));
+        subscribers.push(client);
+    }
+    let publisher = Datagrams::hello(server.udp, "sensor").await;
+    publisher.send(json!({"op": "join", "room": "feed", "id": 1})).await;
+    assert_eq!(publisher.until(|v| v["re"] == json!(1)).await["ok"], json!(true));
+    for subscriber in &mut subscribers {
+        wait_for(subscriber, |event| event["ev"] == json!("join") && event["user"] == json!("sensor")).await;
+    }
+    let before = server.metric("switchboard_socket_writes_total").await;
+    const MESSAGES: u64 = 240;
+    for n in 0..MESSAGES {
+        publisher.send(json!({"op": "send", "room": "feed", "volatile": true, "body": {"n": n}})).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for subscriber in &mut subscribers {
+        wait_for(subscriber, |event| is_msg(event) && event["body"]["n"] == json!(MESSAGES - 1)).await;
+    }
+    // Less the write that answers this /metrics request.
+    server.metric("switchboard_socket_writes_total").await - before - 1.0
+}
+
+#[tokio::test]
+async fn a_steady_stream_is_written_less_often_when_windows_may_grow() {
+    // About 8 messages per 40 ms window: each subscriber writes once a
+    // window (about 30 times in 1.2 s) when windows stay at 40 ms, and about
+    // once every 160 ms (about 10 times, ramp included) when they may grow
+    // to four windows.
+    let fixed = subscriber_writes_for_a_steady_stream(Duration::from_millis(40)).await;
+    let growing = subscriber_writes_for_a_steady_stream(Duration::from_millis(160)).await;
+    assert!(fixed >= 3.0 * 20.0, "{fixed} writes with fixed 40 ms windows");
+    assert!(growing <= 3.0 * 15.0, "{growing} writes with windows growing to 160 ms");
 }

@@ -59,14 +59,14 @@ impl Lines {
 }
 
 /// A UDP client with a session.
-struct Datagrams {
+pub(crate) struct Datagrams {
     socket: UdpSocket,
     server: SocketAddr,
     token: String,
 }
 
 impl Datagrams {
-    async fn hello(server: SocketAddr, name: &str) -> Datagrams {
+    pub(crate) async fn hello(server: SocketAddr, name: &str) -> Datagrams {
         let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
         let mut client = Datagrams { socket, server, token: String::new() };
         client.send_raw(&json!({"op": "hello", "name": name})).await;
@@ -80,7 +80,7 @@ impl Datagrams {
         self.socket.send_to(value.to_string().as_bytes(), self.server).await.expect("send");
     }
 
-    async fn send(&self, mut value: Value) {
+    pub(crate) async fn send(&self, mut value: Value) {
         value["session"] = json!(self.token);
         self.send_raw(&value).await;
     }
@@ -91,7 +91,7 @@ impl Datagrams {
         serde_json::from_slice(&buffer[..count]).expect("a JSON datagram")
     }
 
-    async fn until(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&self, wanted: impl Fn(&Value) -> bool) -> Value {
         loop {
             let value = self.next().await;
             if wanted(&value) {
