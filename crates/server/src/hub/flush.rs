@@ -15,7 +15,8 @@
 //! by the connection and adjusted here after each write ([`FlushClock::next_span`]):
 //! a write that carried at least [`GROW_FRAMES_PER_WINDOW`] frames per window
 //! of span doubles it, up to `write_window_max`; one that carried fewer than
-//! [`SHRINK_FRAMES_PER_WINDOW`] per window halves it. So only a connection
+//! [`SHRINK_FRAMES_PER_WINDOW`] per window halves it, and a connection that
+//! was quiet for two spans starts again from one window. So only a connection
 //! receiving more than about 800 frames a second (with 5 ms windows) waits
 //! longer than one window, and it falls back as soon as its traffic does, the
 //! way network cards moderate interrupts only under load.
@@ -80,8 +81,13 @@ impl FlushClock {
     }
 
     /// The span a connection keeps after a write that carried `frames`
-    /// frames with span `span` (see the module docs).
-    pub fn next_span(&self, span: u8, frames: usize) -> u8 {
+    /// frames with span `span`, `since` windows after its previous write
+    /// (see the module docs). A connection quiet for two spans or more
+    /// starts again from one window: its traffic fell.
+    pub fn next_span(&self, span: u8, frames: usize, since: u32) -> u8 {
+        if since >= 2 * u32::from(span) {
+            return if frames >= GROW_FRAMES_PER_WINDOW { 2.min(self.max_span) } else { 1 };
+        }
         let windows = usize::from(span);
         if frames >= GROW_FRAMES_PER_WINDOW * windows {
             span.saturating_mul(2).min(self.max_span)
@@ -231,27 +237,40 @@ mod tests {
     #[test]
     fn a_busy_connection_s_span_doubles_up_to_the_most_and_halves_when_traffic_falls() {
         let clock = FlushClock::new(Duration::from_millis(5), Duration::from_millis(20));
-        // 1,000 frames a second: 5 per 5 ms window, then 10 per two, 20 per four.
-        assert_eq!(clock.next_span(1, 5), 2);
-        assert_eq!(clock.next_span(2, 10), 4);
-        assert_eq!(clock.next_span(4, 20), 4, "20 ms is the most");
+        // 1,000 frames a second: 5 per 5 ms window, then 10 per two, 20 per four
+        // (each write one span, or a window more, after the last).
+        assert_eq!(clock.next_span(1, 5, 1), 2);
+        assert_eq!(clock.next_span(2, 10, 3), 4);
+        assert_eq!(clock.next_span(4, 20, 4), 4, "20 ms is the most");
         // 300 frames a second: 1 or 2 per window, no growth.
-        assert_eq!(clock.next_span(1, 2), 1);
-        assert_eq!(clock.next_span(1, 3), 1);
+        assert_eq!(clock.next_span(1, 2, 1), 1);
+        assert_eq!(clock.next_span(1, 3, 1), 1);
         // Traffic falls to 300 a second: 6 frames in four windows.
-        assert_eq!(clock.next_span(4, 6), 2);
-        assert_eq!(clock.next_span(2, 3), 1);
+        assert_eq!(clock.next_span(4, 6, 4), 2);
+        assert_eq!(clock.next_span(2, 3, 2), 1);
         // Between the two lines the span stays.
-        assert_eq!(clock.next_span(4, 8), 4);
-        assert_eq!(clock.next_span(2, 7), 2);
+        assert_eq!(clock.next_span(4, 8, 5), 4);
+        assert_eq!(clock.next_span(2, 7, 2), 2);
+    }
+
+    #[test]
+    fn a_connection_quiet_for_two_spans_starts_again_from_one_window() {
+        let clock = FlushClock::new(Duration::from_millis(5), Duration::from_millis(20));
+        assert_eq!(clock.next_span(4, 1, 8), 1);
+        assert_eq!(clock.next_span(4, 1, 1_000), 1);
+        // A burst after the pause still counts, from one window.
+        assert_eq!(clock.next_span(4, 30, 8), 2);
+        // The clock's wrapping window numbers: a write "before" the last is long ago.
+        assert_eq!(clock.next_span(4, 1, u32::MAX), 1);
     }
 
     #[test]
     fn spans_do_not_grow_when_the_most_is_one_window() {
         let clock = FlushClock::new(Duration::from_millis(5), Duration::from_millis(5));
-        assert_eq!(clock.next_span(1, 64), 1);
+        assert_eq!(clock.next_span(1, 64, 1), 1);
+        assert_eq!(clock.next_span(1, 64, 100), 1);
         let below = FlushClock::new(Duration::from_millis(5), Duration::ZERO);
-        assert_eq!(below.next_span(1, 64), 1);
+        assert_eq!(below.next_span(1, 64, 1), 1);
         let far = FlushClock::new(Duration::from_millis(1), Duration::from_secs(1));
         assert_eq!(far.max_span, MAX_SPAN);
     }

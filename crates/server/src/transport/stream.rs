@@ -342,8 +342,9 @@ impl<C: Codec> Connection<C> {
         }
         if let Some(frames) = first_write {
             let clock = hub.flush_clock();
-            self.wrote_in = clock.window();
-            self.span = clock.next_span(self.span, frames);
+            let now = clock.window();
+            self.span = clock.next_span(self.span, frames, now.wrapping_sub(self.wrote_in));
+            self.wrote_in = now;
         }
         if let State::Closing { sent: sent @ false, .. } = &mut self.state {
             if conn.is_drained() {
