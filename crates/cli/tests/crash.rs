@@ -4,15 +4,13 @@
 //! in order, and `seq` has no gaps. One test per sync mode: each promises
 //! to survive a crash of the process (they differ on power loss).
 
+mod support;
+
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
+use support::Server;
 use switchboard_client::Client;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,54 +21,9 @@ const KILL_AFTER: usize = 3_000;
 const WINDOW: u64 = 200;
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The `switchboard` binary serving on ephemeral ports.
-struct Server {
-    child: Child,
-    http: SocketAddr,
-}
-
-impl Server {
-    fn start(data: &Path, sync: &str) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
-            .arg("--data")
-            .arg(data)
-            .args(["--sync", sync])
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start switchboard");
-        let stdout = child.stdout.take().expect("stdout");
-        let (found, address) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("switchboard listening") {
-                    let field = line.split_whitespace().find_map(|word| word.strip_prefix("address="));
-                    let _ = found.send(field.and_then(|text| text.parse::<SocketAddr>().ok()));
-                }
-            }
-        });
-        let http = address.recv_timeout(PATIENCE).expect("server logged its address").expect("address parses");
-        Server { child, http }
-    }
-
-    fn url(&self, name: &str) -> String {
-        format!("ws://{}/ws?name={name}", self.http)
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Storage on `data` with `sync`.
+fn server_flags(data: &std::path::Path, sync: &str) -> Vec<std::ffi::OsString> {
+    vec!["--data".into(), data.into(), "--sync".into(), sync.into()]
 }
 
 /// Sends every message (ids 1..=MESSAGES) with a window of outstanding
@@ -135,11 +88,11 @@ async fn whole_history(client: &mut Client, room: &str) -> Vec<Value> {
 
 async fn crash_and_check(sync: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start(dir.path(), sync);
+    let mut server = Server::start(server_flags(dir.path(), sync));
     let acked = send_until_killed(&mut server).await;
     assert!(acked.len() >= KILL_AFTER && (acked.len() as u64) < MESSAGES, "killed mid-stream: {}", acked.len());
 
-    let server = Server::start(dir.path(), sync);
+    let server = Server::start(server_flags(dir.path(), sync));
     let mut reader = Client::connect(&server.url("auditor")).await.expect("connect after restart");
     let history = tokio::time::timeout(PATIENCE, whole_history(&mut reader, "ledger")).await.expect("history in time");
     let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().expect("seq")).collect();

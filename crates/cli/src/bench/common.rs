@@ -4,6 +4,7 @@
 use super::latency::Latencies;
 use anyhow::Context;
 use memchr::memmem::Finder;
+use nix::time::{clock_gettime, ClockId};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
@@ -17,12 +18,21 @@ pub static ERROR_EVENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new
 static PAYLOAD_N: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"{\"n\":"));
 static PAYLOAD_T: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"t\":"));
 
-/// Microseconds on this process's monotonic clock. The publisher stamps each
-/// message with it and the members, in the same process, subtract it from
+/// Microseconds on the machine's monotonic clock (`CLOCK_MONOTONIC`), which
+/// every process reads alike. The publisher stamps each message with it and
+/// the members, in this process or in a worker process, subtract it from
 /// their own reading: publish-to-receive latency with no clock skew.
 pub fn now_micros() -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+        Ok(now) => {
+            let seconds = u64::try_from(now.tv_sec()).unwrap_or(0);
+            let nanos = u64::try_from(now.tv_nsec()).unwrap_or(0);
+            seconds * 1_000_000 + nanos / 1_000
+        }
+        // Linux always has this clock; should it ever fail, this process's
+        // own clock still serves members in this process.
+        Err(_) => u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX),
+    }
 }
 
 /// Appends the body every scenario publishes, `{"n":N,"t":MICROS,"pad":"xx.."}`,
@@ -123,7 +133,7 @@ impl Tally {
 }
 
 /// Every member's tally, merged.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     pub received: u64,
     pub gaps: u64,
@@ -134,6 +144,18 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// Adds another set of members' totals (a worker process's).
+    pub fn merge(&mut self, other: Totals) {
+        self.received += other.received;
+        self.gaps += other.gaps;
+        self.out_of_order += other.out_of_order;
+        self.members_with_loss += other.members_with_loss;
+        self.members_closed += other.members_closed;
+        if self.close_reason.is_none() {
+            self.close_reason = other.close_reason;
+        }
+    }
+
     /// Merges one member's tally; `sent` is how many it should have seen.
     pub fn add(&mut self, mut tally: Tally, sent: u64) {
         tally.flush();
@@ -302,5 +324,16 @@ mod tests {
         tally.flush();
         let histogram = latencies.merged();
         assert_eq!((histogram.len(), histogram.min(), histogram.max()), (6, 1, 10));
+    }
+
+    /// Worker processes compare their readings with the parent's, so the
+    /// clock must be the machine's, not one that starts with the process
+    /// (which would read less than this process's age, far below uptime).
+    #[test]
+    fn message_stamps_use_the_machine_s_monotonic_clock() {
+        let machine = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+        let machine_micros = machine.tv_sec() as u64 * 1_000_000 + machine.tv_nsec() as u64 / 1_000;
+        let ours = now_micros();
+        assert!(ours >= machine_micros && ours - machine_micros < 1_000_000, "{ours} against {machine_micros}");
     }
 }

@@ -71,7 +71,7 @@ pub struct IdleArgs {
     pub worker: Option<(usize, usize)>,
 }
 
-fn parse_share(text: &str) -> Result<(usize, usize), String> {
+pub(super) fn parse_share(text: &str) -> Result<(usize, usize), String> {
     let (first, count) = text.split_once(':').ok_or("expected FIRST:COUNT")?;
     Ok((first.parse().map_err(|_| "bad FIRST")?, count.parse().map_err(|_| "bad COUNT")?))
 }

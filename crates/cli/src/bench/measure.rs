@@ -164,8 +164,13 @@ impl Members {
         self.tasks.len()
     }
 
+    /// Deliveries so far across all members.
+    pub fn received(&self) -> &Arc<AtomicU64> {
+        &self.received
+    }
+
     /// Stops every member and merges their tallies and latencies.
-    async fn finish(self, sent: u64) -> (Totals, Histogram<u64>) {
+    pub async fn finish(self, sent: u64) -> (Totals, Histogram<u64>) {
         let _ = self.stop.send(true);
         let mut totals = Totals::default();
         for task in self.tasks {
@@ -175,6 +180,43 @@ impl Members {
             }
         }
         (totals, self.latencies.merged())
+    }
+}
+
+/// The members of a run, wherever they read: tasks in this process
+/// ([`Members`]) or worker processes (`bench::workers`).
+pub trait MemberSet {
+    /// How many members there are.
+    fn count(&self) -> usize;
+    /// Deliveries so far across all members, kept current while they read.
+    fn received(&self) -> &AtomicU64;
+    /// Stops every member and merges their tallies and latencies; `sent` is
+    /// how many messages each should have seen.
+    fn finish(self, sent: u64) -> impl Future<Output = anyhow::Result<Merged>>;
+}
+
+/// Every member's tallies and latencies, merged.
+#[derive(Debug)]
+pub struct Merged {
+    pub totals: Totals,
+    pub latency: Histogram<u64>,
+    /// CPU seconds the worker processes used while reading (0 when the
+    /// members read in this process, whose own CPU is measured anyway).
+    pub worker_cpu_seconds: f64,
+}
+
+impl MemberSet for Members {
+    fn count(&self) -> usize {
+        self.len()
+    }
+
+    fn received(&self) -> &AtomicU64 {
+        &self.received
+    }
+
+    async fn finish(self, sent: u64) -> anyhow::Result<Merged> {
+        let (totals, latency) = Members::finish(self, sent).await;
+        Ok(Merged { totals, latency, worker_cpu_seconds: 0.0 })
     }
 }
 
@@ -188,6 +230,8 @@ pub struct Report {
     pub rate: f64,
     pub duration_s: f64,
     pub size: usize,
+    /// Processes the members read in (1: this one; more: worker processes).
+    pub member_processes: usize,
     pub sent: u64,
     pub send_seconds: f64,
     /// sent × members.
@@ -210,7 +254,8 @@ pub struct Report {
     pub deliveries_per_server_cpu_second: Option<f64>,
     /// Busy seconds of the server's core (its softirq work included).
     pub server_core_busy_seconds: Option<f64>,
-    /// CPU time of this load generator over the same window.
+    /// CPU time of this load generator over the same window (its worker
+    /// processes' included, from when they were ready to their report).
     pub bench_cpu_seconds: Option<f64>,
     /// Datagrams the kernel dropped for full receive buffers (UDP only).
     pub kernel_drops: Option<KernelDrops>,
@@ -254,21 +299,23 @@ pub struct KernelDrops {
 }
 
 /// Runs the publisher, waits for the deliveries to settle, and reports.
-pub async fn measure<P>(spec: &Spec, members: Members, publisher: P) -> anyhow::Result<Report>
+pub async fn measure<M, P>(spec: &Spec, members: M, publisher: P) -> anyhow::Result<Report>
 where
+    M: MemberSet,
     P: Future<Output = anyhow::Result<Published>>,
 {
     let before = Usage::read(spec.pid, spec.core)?;
     let start = Instant::now();
     let published = publisher.await?;
-    let count = members.len();
+    let count = members.count();
     let expected = published.sent * count as u64;
-    let last_delivery = drain(&members.received, expected, spec.drain).await;
+    let last_delivery = drain(members.received(), expected, spec.drain).await;
     let used = Usage::read(spec.pid, spec.core)?.since(before);
     if let Some(reader) = &published.reader {
         reader.abort();
     }
-    let (totals, latency) = members.finish(published.sent).await;
+    let Merged { totals, latency, worker_cpu_seconds } = members.finish(published.sent).await?;
+    let used = Usage { bench: used.bench.map(|bench| bench + worker_cpu_seconds), ..used };
     let window = last_delivery.duration_since(start);
     Ok(report(spec, &published, count, totals, &latency, window, used))
 }
@@ -310,6 +357,7 @@ fn report(
         rate: spec.rate,
         duration_s: spec.duration.as_secs_f64(),
         size: spec.size,
+        member_processes: 1,
         sent: published.sent,
         send_seconds: published.seconds,
         expected,
@@ -374,6 +422,9 @@ impl Report {
             "{} ({}) against {}: {} members, {} msg/s for {}s, {} B",
             self.scenario, self.protocol, self.server, self.members, self.rate, self.duration_s, self.size
         );
+        if self.member_processes > 1 {
+            println!("members read in {} worker processes", self.member_processes);
+        }
         println!(
             "sent {} in {:.2}s; deliveries expected {}, received {}, lost {} ({:.3}%), {:.0}/s",
             self.sent,

@@ -22,6 +22,7 @@ mod tests;
 #[cfg(test)]
 mod tests_ws;
 mod udp;
+mod workers;
 mod wsclient;
 mod wsfanout;
 
@@ -57,14 +58,14 @@ pub enum Scenario {
 pub fn run(scenario: Scenario) -> anyhow::Result<()> {
     // Every scenario holds sockets: take the whole allowance, and refuse at
     // once (not after connecting thousands) what one process cannot hold.
-    // Only `idle` spreads its connections over worker processes.
+    // `idle` and `fanout` spread their connections over worker processes.
     let open_files = switchboard_server::limits::raise_open_files_limit();
     if let Some(sockets) = scenario.sockets_in_one_process() {
         let room = open_files.saturating_sub(idle::RESERVED_FDS) as usize;
         anyhow::ensure!(
             sockets <= room,
             "{sockets} connections exceed what one process may open here ({room} with an open-files limit of \
-             {open_files}); only `bench idle` spreads connections over worker processes"
+             {open_files}); `bench idle` and `bench fanout` spread connections over worker processes"
         );
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -72,7 +73,10 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Idle(args) => runtime.block_on(idle::run(args)),
         Scenario::Echo(args) => runtime.block_on(echo::run(&args)),
         Scenario::Churn(args) => runtime.block_on(churn::run(&args)),
-        Scenario::Fanout(args) => runtime.block_on(wsfanout::run(&args))?.print(args.json),
+        Scenario::Fanout(args) => match args.worker {
+            Some((first, count)) => runtime.block_on(workers::serve(&args, first, count)),
+            None => runtime.block_on(wsfanout::run(&args))?.print(args.json),
+        },
         Scenario::TcpFanout(args) => runtime.block_on(fanout::run(&args))?.print(args.json),
         Scenario::UdpRelay(args) => runtime.block_on(udp::run(&args))?.print(args.json),
         Scenario::Stored(args) => runtime.block_on(stored::run_stored(&args))?.print(args.json),
@@ -84,13 +88,12 @@ impl Scenario {
     /// The sockets a scenario that runs in one process holds at once.
     fn sockets_in_one_process(&self) -> Option<usize> {
         match self {
-            Scenario::Fanout(args) => Some(args.subscribers + args.publishers),
             Scenario::Echo(args) => Some(args.connections),
             Scenario::Churn(args) => Some(args.concurrency),
             Scenario::TcpFanout(args) => Some(args.subscribers + 1),
             Scenario::UdpRelay(args) => Some(args.receivers + 1),
             Scenario::Stored(args) => Some(args.publishers),
-            Scenario::Idle(_) | Scenario::Replay(_) => None,
+            Scenario::Idle(_) | Scenario::Fanout(_) | Scenario::Replay(_) => None,
         }
     }
 }

@@ -84,7 +84,9 @@ async fn websocket_fanout_counts_exactly_the_dropped_deliveries() {
         stored: false,
         concurrency: 4,
         load: LoadArgs { duration: 1.0, size: 100, pid: None, server_core: None, sources: 2, drain: 2.0 },
+        workers: 1,
         json: false,
+        worker: None,
     };
     let report = wsfanout::run(&args).await.expect("the bench runs");
     assert_eq!(fake.messages.load(Ordering::SeqCst), 400, "{report:?}");

@@ -2,11 +2,15 @@
 //! P publishers sharing a total rate R, against Switchboard or any peer in
 //! `bench/peers/` (see [`Target`]). Every subscriber counts, checks and times
 //! what it receives; the report has deliveries/s, loss and publish-to-receive
-//! latency, and given the server's pid its CPU-seconds.
+//! latency, and given the server's pid its CPU-seconds. When this process
+//! may not open every subscriber's socket, the subscribers run in worker
+//! processes (see `bench::workers`).
 
 use super::common::{each_stamp, now_micros, payload, source_ip, Pacer, Tally, ERROR_EVENT};
+use super::idle::RESERVED_FDS;
 use super::measure::{measure, next_read, Errors, Feed, LoadArgs, Members, Published, Report};
 use super::target::Target;
+use super::workers::RemoteMembers;
 use super::wsclient::{self, close_reason, Kind, WsConn};
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
@@ -48,16 +52,64 @@ pub struct WsFanoutArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub load: LoadArgs,
+    /// Processes the subscribers read in: 0 picks this one when it may open
+    /// every socket, else as few worker processes as the open-files limit
+    /// allows; 1 is this one; more are worker processes (the publishers
+    /// stay here).
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Internal: run as a worker reading for subscribers FIRST..FIRST+COUNT.
+    #[arg(long, hide = true, value_parser = super::idle::parse_share)]
+    pub worker: Option<(usize, usize)>,
 }
 
 /// Connects everyone, publishes on schedule, and reports.
 pub async fn run(args: &WsFanoutArgs) -> anyhow::Result<Report> {
     let spec = args.load.spec("fanout", args.target.name(), args.server, args.rate);
-    let progress = super::progress(args.subscribers as u64, "subscribers", args.json)?;
-    let connections: Vec<WsConn> = futures_util::stream::iter(0..args.subscribers)
+    let processes = member_processes(args)?;
+    if processes == 1 {
+        let progress = super::progress(args.subscribers as u64, "subscribers", args.json)?;
+        let members = subscribe(args, 0, args.subscribers, progress).await?;
+        return measure(&spec, members, publish(args, connect_publishers(args).await?)).await;
+    }
+    let members = RemoteMembers::start(args, processes).await?;
+    let processes = members.processes();
+    let mut report = measure(&spec, members, publish(args, connect_publishers(args).await?)).await?;
+    report.member_processes = processes;
+    Ok(report)
+}
+
+/// How many processes the subscribers read in (see `--workers`).
+fn member_processes(args: &WsFanoutArgs) -> anyhow::Result<usize> {
+    let open_files = switchboard_server::limits::raise_open_files_limit();
+    let per_process = open_files.saturating_sub(RESERVED_FDS).max(1) as usize;
+    let here = args.subscribers + args.publishers.max(1);
+    let processes = match args.workers {
+        0 if here <= per_process => 1,
+        0 => args.subscribers.div_ceil(per_process),
+        workers => workers,
+    };
+    let most = if processes == 1 { here } else { args.subscribers.div_ceil(processes).max(args.publishers) };
+    anyhow::ensure!(
+        most <= per_process,
+        "{most} connections in one process exceed what it may open here ({per_process} with an open-files limit \
+         of {open_files}); use more --workers"
+    );
+    Ok(processes)
+}
+
+/// Connects subscribers `first..first + count` and starts their reading
+/// tasks.
+pub async fn subscribe(
+    args: &WsFanoutArgs,
+    first: usize,
+    count: usize,
+    progress: indicatif::ProgressBar,
+) -> anyhow::Result<Members> {
+    let connections: Vec<WsConn> = futures_util::stream::iter(first..first + count)
         .map(|index| {
             let progress = progress.clone();
             async move {
@@ -70,16 +122,20 @@ pub async fn run(args: &WsFanoutArgs) -> anyhow::Result<Report> {
         .try_collect()
         .await?;
     progress.finish_and_clear();
-    let publishers: Vec<WsConn> = futures_util::stream::iter(0..args.publishers.max(1))
-        .then(|index| async move { connect(args, args.subscribers + index, &format!("pub{index}")).await })
-        .try_collect()
-        .await?;
     let mut members = Members::new()?;
     for conn in connections {
         let target = args.target;
         members.spawn(move |feed| subscriber(conn, target, feed));
     }
-    measure(&spec, members, publish(args, publishers)).await
+    Ok(members)
+}
+
+/// Connects the publishers (named after the subscribers' numbers).
+async fn connect_publishers(args: &WsFanoutArgs) -> anyhow::Result<Vec<WsConn>> {
+    futures_util::stream::iter(0..args.publishers.max(1))
+        .then(|index| async move { connect(args, args.subscribers + index, &format!("pub{index}")).await })
+        .try_collect()
+        .await
 }
 
 /// One connection, opened and in the room, named `name`.

@@ -1,0 +1,68 @@
+//! The `switchboard` binary as the tests start it: serving on ephemeral
+//! ports, its address read from its log.
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long the server may take to say where it listens.
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The `switchboard` binary serving on ephemeral ports, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub http: SocketAddr,
+}
+
+impl Server {
+    /// `switchboard serve` on port 0 with `flags` added.
+    pub fn start<I, S>(flags: I) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+            .args(flags)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start switchboard");
+        let stdout = child.stdout.take().expect("stdout");
+        let (found, address) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("switchboard listening") {
+                    let field = line.split_whitespace().find_map(|word| word.strip_prefix("address="));
+                    let _ = found.send(field.and_then(|text| text.parse::<SocketAddr>().ok()));
+                }
+            }
+        });
+        let http = address.recv_timeout(STARTUP).expect("server logged its address").expect("address parses");
+        Server { child, http }
+    }
+
+    #[allow(dead_code)] // Not every test binary opens a client.
+    pub fn url(&self, name: &str) -> String {
+        format!("ws://{}/ws?name={name}", self.http)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    #[allow(dead_code)] // Only the crash tests kill.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
