@@ -10,6 +10,8 @@ use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
+/// File descriptors a bench process keeps back for itself.
+const RESERVED_FDS: u64 = 100;
 
 /// Substring searchers, built once (building one costs more than a search).
 pub static MSG_EVENT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"ev\":\"msg\""));
@@ -33,6 +35,13 @@ pub fn now_micros() -> u64 {
         // own clock still serves members in this process.
         Err(_) => u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX),
     }
+}
+
+/// This process's open-files limit, raised to its hard limit, and how many
+/// connections that leaves it.
+pub fn socket_allowance() -> (u64, usize) {
+    let open_files = switchboard_server::limits::raise_open_files_limit();
+    (open_files, open_files.saturating_sub(RESERVED_FDS).max(1) as usize)
 }
 
 /// Appends the body every scenario publishes, `{"n":N,"t":MICROS,"pad":"xx.."}`,

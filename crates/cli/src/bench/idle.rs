@@ -9,7 +9,7 @@
 //! line when they are all open, and holds them until its standard input
 //! closes.
 
-use super::common::source_ip;
+use super::common::{socket_allowance, source_ip};
 use super::target::Target;
 use super::wsclient::{self, Kind, WsConn};
 use anyhow::{bail, Context};
@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 
 /// A connection's read buffer to start with: idle clients receive little.
 const READ_BUFFER: usize = 1024;
-/// File descriptors a bench process keeps back for itself.
-pub(super) const RESERVED_FDS: u64 = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct IdleArgs {
@@ -101,8 +99,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     if let Some((first, count)) = args.worker {
         return worker(&args, first, count).await;
     }
-    let open_files = switchboard_server::limits::raise_open_files_limit();
-    let per_process = open_files.saturating_sub(RESERVED_FDS).max(1) as usize;
+    let (open_files, per_process) = socket_allowance();
     let workers = match args.workers {
         0 => args.connections.div_ceil(per_process).max(1),
         workers => workers,
@@ -217,7 +214,6 @@ async fn hold(mut conn: WsConn, target: Target) {
 /// A worker: opens its share, says so on standard output, and holds the
 /// connections until standard input closes.
 async fn worker(args: &IdleArgs, first: usize, count: usize) -> anyhow::Result<()> {
-    switchboard_server::limits::raise_open_files_limit();
     let (conns, elapsed) = open_all(args, first, count).await?;
     let holders: Vec<_> = conns.into_iter().map(|conn| tokio::spawn(hold(conn, args.target))).collect();
     println!("{}", serde_json::json!({"opened": holders.len(), "seconds": elapsed.as_secs_f64()}));

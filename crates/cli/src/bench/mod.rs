@@ -59,9 +59,8 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
     // Every scenario holds sockets: take the whole allowance, and refuse at
     // once (not after connecting thousands) what one process cannot hold.
     // `idle` and `fanout` spread their connections over worker processes.
-    let open_files = switchboard_server::limits::raise_open_files_limit();
+    let (open_files, room) = common::socket_allowance();
     if let Some(sockets) = scenario.sockets_in_one_process() {
-        let room = open_files.saturating_sub(idle::RESERVED_FDS) as usize;
         anyhow::ensure!(
             sockets <= room,
             "{sockets} connections exceed what one process may open here ({room} with an open-files limit of \

@@ -170,7 +170,6 @@ impl MemberSet for RemoteMembers {
 /// ready, reports its deliveries until told how many were sent, then
 /// reports its totals.
 pub async fn serve(args: &WsFanoutArgs, first: usize, count: usize) -> anyhow::Result<()> {
-    switchboard_server::limits::raise_open_files_limit();
     let members = wsfanout::subscribe(args, first, count, indicatif::ProgressBar::hidden()).await?;
     println!("{}", serde_json::json!({ "ready": members.len() }));
     let own_cpu = || cpu_seconds(std::process::id()).unwrap_or(0.0);

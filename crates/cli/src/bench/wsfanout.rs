@@ -6,8 +6,7 @@
 //! may not open every subscriber's socket, the subscribers run in worker
 //! processes (see `bench::workers`).
 
-use super::common::{each_stamp, now_micros, payload, source_ip, Pacer, Tally, ERROR_EVENT};
-use super::idle::RESERVED_FDS;
+use super::common::{each_stamp, now_micros, payload, socket_allowance, source_ip, Pacer, Tally, ERROR_EVENT};
 use super::measure::{measure, next_read, Errors, Feed, LoadArgs, Members, Published, Report};
 use super::target::Target;
 use super::workers::RemoteMembers;
@@ -84,12 +83,11 @@ pub async fn run(args: &WsFanoutArgs) -> anyhow::Result<Report> {
 
 /// How many processes the subscribers read in (see `--workers`).
 fn member_processes(args: &WsFanoutArgs) -> anyhow::Result<usize> {
-    let open_files = switchboard_server::limits::raise_open_files_limit();
-    let per_process = open_files.saturating_sub(RESERVED_FDS).max(1) as usize;
+    let (open_files, per_process) = socket_allowance();
     let here = args.subscribers + args.publishers.max(1);
     let processes = match args.workers {
         0 if here <= per_process => 1,
-        0 => args.subscribers.div_ceil(per_process),
+        0 => args.subscribers.div_ceil(per_process).max(2),
         workers => workers,
     };
     let most = if processes == 1 { here } else { args.subscribers.div_ceil(processes).max(args.publishers) };
