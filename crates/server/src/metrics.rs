@@ -50,6 +50,7 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     pub bytes_written: Counter,
     pub socket_writes: Counter,
+    pub write_windows_grown: Counter,
     pub udp_datagrams: Counter,
     pub compressed_frames: Counter,
     pub compression_saved_bytes: Counter,
@@ -101,6 +102,11 @@ impl Metrics {
             "socket_writes",
             "Write system calls on client stream sockets (frames per write = deliveries / writes)",
             self.socket_writes.clone(),
+        );
+        r.register(
+            "write_windows_grown",
+            "Times a busy connection's write window doubled (delivery.write_window_max)",
+            self.write_windows_grown.clone(),
         );
         r.register("udp_datagrams_received", "UDP datagrams received", self.udp_datagrams.clone());
         r.register(

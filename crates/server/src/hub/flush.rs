@@ -47,6 +47,8 @@ const MAX_SPAN: u8 = 16;
 pub struct FlushClock {
     start: Instant,
     window: Duration,
+    /// `window` in nanoseconds (1 when zero, never divided by then).
+    window_nanos: u64,
     /// The longest span a connection may grow to (1: spans never grow).
     max_span: u8,
     /// Parked wakers with the window each waits for.
@@ -63,7 +65,15 @@ impl FlushClock {
             0 => 1,
             nanos => (window_max.as_nanos() / nanos).clamp(1, u128::from(MAX_SPAN)) as u8,
         };
-        FlushClock { start: Instant::now(), window, max_span, parked: Mutex::default(), first_parked: Notify::new() }
+        let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
+        FlushClock {
+            start: Instant::now(),
+            window,
+            window_nanos,
+            max_span,
+            parked: Mutex::default(),
+            first_parked: Notify::new(),
+        }
     }
 
     /// Whether writes are coalesced at all.
@@ -77,7 +87,10 @@ impl FlushClock {
         if self.window.is_zero() {
             return 0;
         }
-        (self.start.elapsed().as_nanos() / self.window.as_nanos()) as u32
+        // In u64 (584 years of nanoseconds): a u128 division is a libcall,
+        // and this runs on every write.
+        let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        (elapsed / self.window_nanos) as u32
     }
 
     /// The span a connection keeps after a write that carried `frames`
@@ -111,9 +124,9 @@ impl FlushClock {
 
     /// When the next window starts.
     fn next_window_start(&self) -> Instant {
-        let window = self.window.as_nanos().max(1);
-        let next = (self.start.elapsed().as_nanos() / window + 1) * window;
-        self.start + Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+        let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let next = (elapsed / self.window_nanos + 1).saturating_mul(self.window_nanos);
+        self.start + Duration::from_nanos(next)
     }
 
     /// The clock task: while anything is parked, wakes at the start of each

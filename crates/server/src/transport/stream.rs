@@ -343,8 +343,11 @@ impl<C: Codec> Connection<C> {
         if let Some(frames) = first_write {
             let clock = hub.flush_clock();
             let now = clock.window();
-            self.span = clock.next_span(self.span, frames, now.wrapping_sub(self.wrote_in));
-            self.wrote_in = now;
+            let span = clock.next_span(self.span, frames, now.wrapping_sub(self.wrote_in));
+            if span > self.span {
+                hub.metrics.write_windows_grown.inc();
+            }
+            (self.span, self.wrote_in) = (span, now);
         }
         if let State::Closing { sent: sent @ false, .. } = &mut self.state {
             if conn.is_drained() {

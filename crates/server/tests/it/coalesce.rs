@@ -52,7 +52,7 @@ async fn fan_out_frames_wait_for_the_next_window_and_go_out_together() {
 /// member (whose datagrams are not counted as socket writes) published 240
 /// messages about 5 ms apart, with 40 ms windows that may grow to
 /// `window_max`. Everything is delivered.
-async fn subscriber_writes_for_a_steady_stream(window_max: Duration) -> f64 {
+async fn subscriber_writes_for_a_steady_stream(window_max: Duration) -> Stream {
     let server = TestServer::with(|config| {
         config.delivery.write_window = Duration::from_millis(40);
         config.delivery.write_window_max = window_max;
@@ -72,6 +72,7 @@ async fn subscriber_writes_for_a_steady_stream(window_max: Duration) -> f64 {
     }
     let before = server.metric("switchboard_socket_writes_total").await;
     const MESSAGES: u64 = 240;
+    let started = std::time::Instant::now();
     for n in 0..MESSAGES {
         publisher.send(json!({"op": "send", "room": "feed", "volatile": true, "body": {"n": n}})).await;
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -79,8 +80,22 @@ async fn subscriber_writes_for_a_steady_stream(window_max: Duration) -> f64 {
     for subscriber in &mut subscribers {
         wait_for(subscriber, |event| is_msg(event) && event["body"]["n"] == json!(MESSAGES - 1)).await;
     }
+    let rate = MESSAGES as f64 / started.elapsed().as_secs_f64();
     // Less the write that answers this /metrics request.
-    server.metric("switchboard_socket_writes_total").await - before - 1.0
+    let writes = server.metric("switchboard_socket_writes_total").await - before - 1.0;
+    Stream { rate, writes, grown: server.metric("switchboard_write_windows_grown_total").await }
+}
+
+/// What one steady stream did.
+#[derive(Debug)]
+struct Stream {
+    /// Messages a second the publisher managed (about 200 unless the
+    /// machine starved the test).
+    rate: f64,
+    /// Socket writes to the subscribers.
+    writes: f64,
+    /// Times a window grew (`/metrics`).
+    grown: f64,
 }
 
 #[tokio::test]
@@ -88,9 +103,22 @@ async fn a_steady_stream_is_written_less_often_when_windows_may_grow() {
     // About 8 messages per 40 ms window: each subscriber writes once a
     // window (about 30 times in 1.2 s) when windows stay at 40 ms, and about
     // once every 160 ms (about 10 times, ramp included) when they may grow
-    // to four windows.
-    let fixed = subscriber_writes_for_a_steady_stream(Duration::from_millis(40)).await;
-    let growing = subscriber_writes_for_a_steady_stream(Duration::from_millis(160)).await;
-    assert!(fixed >= 3.0 * 20.0, "{fixed} writes with fixed 40 ms windows");
-    assert!(growing <= 3.0 * 15.0, "{growing} writes with windows growing to 160 ms");
+    // to four windows. That holds only for a steady stream: a machine too
+    // busy to send 150 messages a second here gets two more tries.
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let fixed = subscriber_writes_for_a_steady_stream(Duration::from_millis(40)).await;
+        let growing = subscriber_writes_for_a_steady_stream(Duration::from_millis(160)).await;
+        if fixed.rate < 150.0 || growing.rate < 150.0 {
+            rates.push((fixed.rate, growing.rate));
+            continue;
+        }
+        assert!(fixed.writes >= 3.0 * 20.0, "{fixed:?} with fixed 40 ms windows");
+        assert!(growing.writes <= 3.0 * 15.0, "{growing:?} with windows growing to 160 ms");
+        // Each subscriber's window doubles twice (40 → 80 → 160 ms) and stays.
+        assert_eq!(fixed.grown, 0.0, "{fixed:?}");
+        assert!((6.0..=12.0).contains(&growing.grown), "{growing:?}");
+        return;
+    }
+    panic!("no steady stream of 150 messages a second in three tries (fixed, growing): {rates:?}");
 }
