@@ -7,19 +7,22 @@
 #   bash bench/idle-memory.sh [CONNECTIONS] [REPEATS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONNECTIONS=${1:-10000}
+CONNECTIONS=${1:-15000}
 REPEATS=${2:-3}
 BIN=target/release/switchboard
 cargo build --release -q -p switchboard
 
+. bench/lib.sh
+trap stop_server EXIT
+
 run_case() {
-    local rooms=$1 port pid
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    local rooms=$1 port
+    port=$(free_port)
     RUST_LOG=warn taskset -c 0 "$BIN" serve --http "127.0.0.1:$port" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >/dev/null 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
-    taskset -c 1 "$BIN" bench idle --server "127.0.0.1:$port" -n "$CONNECTIONS" --rooms "$rooms" --pid "$pid" --json
-    kill "$pid"; wait "$pid" 2>/dev/null || true
+    SERVER_PID=$!
+    wait_listening "$port" || { echo "idle-memory: the server did not start" >&2; exit 1; }
+    taskset -c 1 "$BIN" bench idle --server "127.0.0.1:$port" -n "$CONNECTIONS" --rooms "$rooms" --pid "$SERVER_PID" --json
+    stop_server
 }
 
 SUMMARY='
