@@ -46,8 +46,7 @@ const MAX_SPAN: u8 = 16;
 #[derive(Debug)]
 pub struct FlushClock {
     start: Instant,
-    window: Duration,
-    /// `window` in nanoseconds (1 when zero, never divided by then).
+    /// The window's length in nanoseconds; 0 turns coalescing off.
     window_nanos: u64,
     /// The longest span a connection may grow to (1: spans never grow).
     max_span: u8,
@@ -61,14 +60,13 @@ impl FlushClock {
     /// A clock with windows of `window` (zero turns coalescing off) that
     /// lets a busy connection's span grow to `window_max`.
     pub fn new(window: Duration, window_max: Duration) -> Self {
-        let max_span = match window.as_nanos() {
+        let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        let max_span = match window_nanos {
             0 => 1,
-            nanos => (window_max.as_nanos() / nanos).clamp(1, u128::from(MAX_SPAN)) as u8,
+            nanos => (window_max.as_nanos() / u128::from(nanos)).clamp(1, u128::from(MAX_SPAN)) as u8,
         };
-        let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
         FlushClock {
             start: Instant::now(),
-            window,
             window_nanos,
             max_span,
             parked: Mutex::default(),
@@ -78,19 +76,16 @@ impl FlushClock {
 
     /// Whether writes are coalesced at all.
     pub fn enabled(&self) -> bool {
-        !self.window.is_zero()
+        self.window_nanos != 0
     }
 
     /// The current window's number (wrapping; compared with wrapping
     /// arithmetic only).
     pub fn window(&self) -> u32 {
-        if self.window.is_zero() {
-            return 0;
-        }
         // In u64 (584 years of nanoseconds): a u128 division is a libcall,
         // and this runs on every write.
         let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        (elapsed / self.window_nanos) as u32
+        elapsed.checked_div(self.window_nanos).unwrap_or(0) as u32
     }
 
     /// The span a connection keeps after a write that carried `frames`
@@ -125,7 +120,9 @@ impl FlushClock {
     /// When the next window starts.
     fn next_window_start(&self) -> Instant {
         let elapsed = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let next = (elapsed / self.window_nanos + 1).saturating_mul(self.window_nanos);
+        // Only ticks while something is parked, which needs a window.
+        let window = self.window_nanos.max(1);
+        let next = (elapsed / window + 1).saturating_mul(window);
         self.start + Duration::from_nanos(next)
     }
 
