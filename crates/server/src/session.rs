@@ -274,7 +274,7 @@ impl Session {
     }
 
     fn queue(&self, value: &impl Serialize) {
-        self.hub.deliver_event(&self.conn, &Encoded::new(value));
+        self.hub.reply(&self.conn, &Encoded::new(value));
     }
 
     /// Leaves every room (announcing departures) and unregisters. Called

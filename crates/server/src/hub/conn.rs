@@ -83,6 +83,10 @@ pub struct Conn {
     last_heard_ms: AtomicU32,
     /// Whether a ping went out since the peer was last heard from.
     pinged: AtomicBool,
+    /// Whether an answer to one of the connection's own requests was queued
+    /// since its task last took frames: it is written without waiting for
+    /// the flush clock. Written only under the queue's lock.
+    reply_queued: AtomicBool,
     /// The close code requested (0: none). Written only under the queue's
     /// lock; outside the `Outbound` so that it stays in a 64-byte size.
     close: AtomicU16,
@@ -93,8 +97,9 @@ pub struct Conn {
 }
 
 /// Frames wait here until they are written: the connection's task copies
-/// handles to the front frames, writes them without holding the lock, then
-/// consumes what the socket took. No second buffer exists per connection.
+/// the front frames into its thread's write buffer (or handles to them, when
+/// large), writes them without holding the lock, then consumes what the
+/// socket took. No second buffer exists per connection.
 #[derive(Debug, Default)]
 struct Outbound {
     frames: VecDeque<Bytes>,
@@ -183,6 +188,22 @@ fn len32(frame: &Bytes) -> u32 {
     u32::try_from(frame.len()).unwrap_or(u32::MAX)
 }
 
+/// Larger frames are written by reference ([`Conn::peek`]), not copied by
+/// [`Conn::gather`]: past this the kernel's per-frame cost is small beside a copy.
+pub const GATHER_FRAME_MAX: usize = 1024;
+
+/// What [`Conn::gather`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Gathered {
+    /// The queue is empty.
+    Nothing,
+    /// This many frames were copied.
+    Copied { frames: usize },
+    /// The head is larger than [`GATHER_FRAME_MAX`] or the buffer: write it
+    /// from the queue.
+    HeadTooLarge,
+}
+
 /// What happened to a frame offered to [`Conn::enqueue`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Enqueued {
@@ -203,6 +224,8 @@ enum Route {
     Live(Option<(u64, u64)>),
     /// History being replayed: ahead of held frames.
     Replayed,
+    /// An answer to the connection's own request.
+    Reply,
 }
 
 /// What the connection's task found when it looked at its queue.
@@ -225,6 +248,7 @@ impl Conn {
             outbound: Mutex::new(Outbound::default()),
             last_heard_ms: AtomicU32::new(now_ms as u32),
             pinged: AtomicBool::new(false),
+            reply_queued: AtomicBool::new(false),
             close: AtomicU16::new(0),
             pending: AtomicU16::new(0),
         }
@@ -290,8 +314,9 @@ impl Conn {
     }
 
     /// Releases the lock, then wakes the task if it was waiting. The waker
-    /// is present only when the task saw an empty queue, so this wakes it
-    /// once per batch, not once per frame.
+    /// is present only when the task saw an empty queue or waits for the
+    /// flush clock, and it is taken here, so this wakes the task once per
+    /// batch, not once per frame.
     fn unlock_and_wake(&self, mut outbound: MutexGuard<'_, Outbound>) {
         let waker = outbound.waker.take();
         // A replay waiting for room stops once the connection is closing.
@@ -309,6 +334,28 @@ impl Conn {
     /// Queues `frame` unless that would pass `limit` bytes.
     pub fn enqueue(&self, frame: Bytes, limit: usize) -> Enqueued {
         self.offer(frame, limit, Route::Live(None))
+    }
+
+    /// Queues an answer to one of this connection's requests (an ack, a
+    /// reply, an error): like [`Conn::enqueue`], but written without
+    /// waiting for the flush clock.
+    pub fn enqueue_reply(&self, frame: Bytes, limit: usize) -> Enqueued {
+        self.offer(frame, limit, Route::Reply)
+    }
+
+    /// Before the task waits for the flush clock with frames queued: returns
+    /// false if an answer is queued (write now), else keeps `waker` so that
+    /// an answer queued during the wait wakes the task at once.
+    pub(crate) fn wait_unless_reply(&self, waker: &Waker) -> bool {
+        let mut outbound = self.lock();
+        if self.reply_queued.load(Ordering::Relaxed) {
+            return false;
+        }
+        match &outbound.waker {
+            Some(kept) if kept.will_wake(waker) => {}
+            _ => outbound.waker = Some(waker.clone()),
+        }
+        true
     }
 
     /// Queues the frame of stored message `(log, seq)`; while a replay runs
@@ -334,16 +381,25 @@ impl Conn {
             return Enqueued::Overflow { dropped };
         }
         let state = &mut *outbound;
-        match (route, state.hold.as_mut()) {
-            (Route::Live(tag), Some(hold)) => {
-                hold.bytes = hold.bytes.saturating_add(len32(&frame));
-                state.bytes = state.bytes.saturating_add(len32(&frame));
-                hold.frames.push_back(HeldFrame { frame, tag });
-                return Enqueued::Queued;
-            }
-            _ => state.push(frame),
+        // While a replay runs, everything but the replay itself is held.
+        if let (Route::Live(_) | Route::Reply, Some(hold)) = (route, state.hold.as_mut()) {
+            let tag = if let Route::Live(tag) = route { tag } else { None };
+            hold.bytes = hold.bytes.saturating_add(len32(&frame));
+            state.bytes = state.bytes.saturating_add(len32(&frame));
+            hold.frames.push_back(HeldFrame { frame, tag });
+            return Enqueued::Queued;
         }
-        self.unlock_and_wake(outbound);
+        let was_empty = state.frames.is_empty();
+        state.push(frame);
+        let reply = matches!(route, Route::Reply);
+        if reply {
+            self.reply_queued.store(true, Ordering::Relaxed);
+        }
+        // A task that already knows frames wait is woken again only for an
+        // answer: it may be waiting for the flush clock (see `wait_unless_reply`).
+        if was_empty || reply {
+            self.unlock_and_wake(outbound);
+        }
         Enqueued::Queued
     }
 
@@ -460,12 +516,38 @@ impl Conn {
     /// written prefix) and returns how many. Cheap: `Bytes` clones.
     pub(crate) fn peek(&self, out: &mut [Bytes]) -> usize {
         let outbound = self.lock();
+        self.reply_queued.store(false, Ordering::Relaxed);
         let mut count = 0;
         for (slot, frame) in out.iter_mut().zip(outbound.frames.iter()) {
             *slot = if count == 0 { frame.slice(outbound.head_written as usize..) } else { frame.clone() };
             count += 1;
         }
         count
+    }
+
+    /// Copies the front frames (the head without its written prefix) into
+    /// `out`, which is cleared first: at most `max_frames`, each at most
+    /// [`GATHER_FRAME_MAX`] bytes, while they fit in `out`'s capacity. One
+    /// contiguous buffer costs the kernel one copy per write instead of one
+    /// per frame, and takes no `Bytes` handle.
+    pub(crate) fn gather(&self, out: &mut Vec<u8>, max_frames: usize) -> Gathered {
+        out.clear();
+        let outbound = self.lock();
+        self.reply_queued.store(false, Ordering::Relaxed);
+        let mut frames = 0;
+        for frame in outbound.frames.iter().take(max_frames) {
+            let part = if frames == 0 { &frame[outbound.head_written as usize..] } else { &frame[..] };
+            if part.len() > GATHER_FRAME_MAX || out.len() + part.len() > out.capacity() {
+                break;
+            }
+            out.extend_from_slice(part);
+            frames += 1;
+        }
+        match (frames, outbound.frames.is_empty()) {
+            (0, true) => Gathered::Nothing,
+            (0, false) => Gathered::HeadTooLarge,
+            (frames, _) => Gathered::Copied { frames },
+        }
     }
 
     /// Removes `written` bytes from the front of the queue.

@@ -124,3 +124,68 @@ fn a_connection_heard_after_the_sweep_read_the_clock_is_not_silent() {
     conn.heard(u64::from(u32::MAX) - 10);
     assert_eq!(conn.silent_for_ms(u64::from(u32::MAX) + 20), 30);
 }
+
+#[test]
+fn gather_copies_small_frames_from_where_the_head_stopped() {
+    let conn = conn();
+    conn.enqueue(Bytes::from_static(b"abcdef"), 10_000);
+    conn.enqueue(Bytes::from_static(b"gh"), 10_000);
+    conn.consume(2);
+    let mut out = Vec::with_capacity(64);
+    assert_eq!(conn.gather(&mut out, 64), Gathered::Copied { frames: 2 });
+    assert_eq!(out, b"cdefgh");
+    conn.consume(out.len());
+    assert_eq!(conn.gather(&mut out, 64), Gathered::Nothing);
+    assert!(out.is_empty(), "the buffer is cleared even when nothing is copied");
+}
+
+#[test]
+fn gather_stops_at_the_buffer_the_frame_limit_and_a_large_frame() {
+    let conn = conn();
+    let large = Bytes::from(vec![7; GATHER_FRAME_MAX + 1]);
+    for frame in [&b"one"[..], b"two", b"three"] {
+        conn.enqueue(Bytes::copy_from_slice(frame), 10_000);
+    }
+    conn.enqueue(large.clone(), 10_000);
+    conn.enqueue(Bytes::from_static(b"after"), 10_000);
+    let mut small = Vec::with_capacity(8);
+    assert_eq!(conn.gather(&mut small, 64), Gathered::Copied { frames: 2 }, "a third frame would not fit");
+    assert_eq!(small, b"onetwo");
+    let mut out = Vec::with_capacity(16 * 1024);
+    assert_eq!(conn.gather(&mut out, 1), Gathered::Copied { frames: 1 });
+    assert_eq!(conn.gather(&mut out, 64), Gathered::Copied { frames: 3 }, "stops before the large frame");
+    assert_eq!(out, b"onetwothree");
+    conn.consume(out.len());
+    assert_eq!(conn.gather(&mut out, 64), Gathered::HeadTooLarge);
+    let mut handles = vec![Bytes::new(); 4];
+    assert_eq!(conn.peek(&mut handles), 2, "the large head is written by reference, with what follows");
+    assert_eq!(handles[0], large);
+}
+
+struct CountWakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountWakes {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_task_waiting_for_the_clock_is_woken_by_an_answer_only() {
+    let conn = conn();
+    let wakes = Arc::new(CountWakes(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = Waker::from(Arc::clone(&wakes));
+    conn.enqueue(Bytes::from_static(b"fan-out"), 100);
+    assert!(conn.wait_unless_reply(&waker), "only fan-out frames: wait for the clock");
+    conn.enqueue(Bytes::from_static(b"more"), 100);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 0, "more fan-out does not wake a waiting task");
+    conn.enqueue_reply(Bytes::from_static(b"ack"), 100);
+    assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "an answer does");
+    assert!(!conn.wait_unless_reply(&waker), "with an answer queued, write now");
+    let mut out = Vec::with_capacity(64);
+    assert_eq!(conn.gather(&mut out, 64), Gathered::Copied { frames: 3 });
+    assert_eq!(out, b"fan-outmoreack", "the answer keeps its place behind earlier frames");
+    conn.consume(out.len());
+    conn.enqueue(Bytes::from_static(b"next"), 100);
+    assert!(conn.wait_unless_reply(&waker), "the answer went out with that write");
+}

@@ -169,11 +169,12 @@ impl Hub {
         message: &Committed<Ticket>,
         encoded: &Encoded,
     ) -> bool {
-        let mut delivered = false;
+        let (mut delivered, mut queued) = (false, 0);
         for member in members {
-            self.deliver_stored(member, encoded, message.log, message.seq);
+            queued += self.deliver_stored(member, encoded, message.log, message.seq);
             delivered = true;
         }
+        self.metrics.deliveries.inc_by(queued);
         self.storage.mark_fanned_out(message.key.kind, &message.key.name, message.seq);
         delivered
     }
@@ -209,7 +210,7 @@ impl Sink<Ticket> for Hub {
             }
             if let Some(id) = &message.ticket.id {
                 let reply = event::Ok { re: id, ok: true, data: StoredReply { seq, ts } };
-                self.deliver_event(&message.ticket.conn, &Encoded::new(&reply));
+                self.reply(&message.ticket.conn, &Encoded::new(&reply));
             }
             message.ticket.conn.end_request();
         }
@@ -224,7 +225,7 @@ impl Sink<Ticket> for Hub {
             let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
             self.metrics.command_errors.get_or_create(&label).inc();
             let conn = &submission.ticket.conn;
-            self.deliver_event(conn, &Encoded::new(&event::Error::new(id, ErrorCode::StorageFailed, text)));
+            self.reply(conn, &Encoded::new(&event::Error::new(id, ErrorCode::StorageFailed, text)));
             conn.end_request();
         }
     }

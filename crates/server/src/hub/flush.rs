@@ -8,8 +8,10 @@
 //! of its windows, so the system calls per delivery fall with the rate
 //! instead of rising with it; after a quiet spell (no write yet in this
 //! window) a frame goes out at once, so light traffic gets no added latency.
-//! A connection's own replies never wait: they are written right after the
-//! read that caused them (see `transport::stream`).
+//! A connection's own answers never wait: those made while reading are
+//! written right after the read (see `transport::stream`), and those that
+//! come later (a stored message's ack, a history page) wake the task past
+//! the clock ([`crate::hub::conn::Conn::enqueue_reply`]).
 //!
 //! How many windows a connection waits between writes is its *span*, kept
 //! by the connection and adjusted here after each write ([`FlushClock::next_span`]):

@@ -287,9 +287,7 @@ impl Hub {
 
     fn presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
         let encoded = Encoded::new(&event::Presence { ev, room, user: &conn.user });
-        for member in state.others(conn.id) {
-            self.deliver_event(member, &encoded);
-        }
+        self.fan_out(state.others(conn.id), &encoded);
     }
 
     /// Delivers a volatile message to `room` at once, unstored and without
@@ -315,9 +313,7 @@ impl Hub {
             volatile: Some(true),
         };
         let encoded = Encoded::new(&message);
-        for member in state.members() {
-            self.deliver_event(member, &encoded);
-        }
+        self.fan_out(state.members(), &encoded);
         self.metrics.messages_published.inc();
         Ok(ts)
     }
@@ -335,12 +331,34 @@ impl Hub {
         }
     }
 
-    /// Queues stored message `(log, seq)`; held and deduplicated while the
-    /// connection is replaying.
-    fn deliver_stored(&self, conn: &Conn, event: &Encoded, log: u64, seq: u64) {
+    /// Queues an event for every connection in `members`, counting the
+    /// deliveries once rather than once each (a shared counter is a locked
+    /// instruction per delivery otherwise).
+    fn fan_out<'a>(&self, members: impl Iterator<Item = &'a Arc<Conn>>, event: &Encoded) {
+        let queued = members
+            .filter_map(|conn| {
+                let frame = self.frame_for(conn, event)?;
+                Some(self.settle(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes)))
+            })
+            .sum();
+        self.metrics.deliveries.inc_by(queued);
+    }
+
+    /// Queues an answer to one of `conn`'s own requests: written without
+    /// waiting for the flush clock, since the client may be waiting on it to
+    /// send its next request.
+    pub fn reply(&self, conn: &Conn, event: &Encoded) {
         if let Some(frame) = self.frame_for(conn, event) {
-            self.account(conn, conn.enqueue_stored(frame, self.limits.outbound_queue_bytes, log, seq));
+            self.account(conn, conn.enqueue_reply(frame, self.limits.outbound_queue_bytes));
         }
+    }
+
+    /// Queues stored message `(log, seq)`; held and deduplicated while the
+    /// connection is replaying. Returns the deliveries made (1 or 0), which
+    /// the caller counts.
+    fn deliver_stored(&self, conn: &Conn, event: &Encoded, log: u64, seq: u64) -> u64 {
+        let Some(frame) = self.frame_for(conn, event) else { return 0 };
+        self.settle(conn, conn.enqueue_stored(frame, self.limits.outbound_queue_bytes, log, seq))
     }
 
     /// The event framed for `conn`'s transport, or `None` if it cannot be
@@ -395,11 +413,16 @@ impl Hub {
         self.account(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes));
     }
 
+    /// Counts a delivery or what was dropped instead.
     fn account(&self, conn: &Conn, result: Enqueued) {
+        self.metrics.deliveries.inc_by(self.settle(conn, result));
+    }
+
+    /// Counts and logs what an enqueue dropped; returns the deliveries it
+    /// made (1 or 0) for the caller to count.
+    fn settle(&self, conn: &Conn, result: Enqueued) -> u64 {
         match result {
-            Enqueued::Queued => {
-                self.metrics.deliveries.inc();
-            }
+            Enqueued::Queued => return 1,
             Enqueued::Overflow { dropped } => {
                 self.metrics.slow_consumers.inc();
                 self.metrics.dropped("slow_consumer", dropped);
@@ -414,6 +437,7 @@ impl Hub {
             }
             Enqueued::Closed => self.metrics.dropped("closing", 1),
         }
+        0
     }
 
     /// The names of every room, sorted.

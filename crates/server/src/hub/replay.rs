@@ -186,7 +186,7 @@ impl Hub {
                 tracing::error!(%error, conn = conn.id, room, "history read failed");
                 let text = "history could not be read";
                 let reply = event::Error::new(Some(&id), switchboard_protocol::ErrorCode::StorageFailed, text);
-                self.deliver_event(conn, &Encoded::new(&reply));
+                self.reply(conn, &Encoded::new(&reply));
             }
         }
     }
@@ -218,6 +218,6 @@ impl Hub {
             _ => false,
         };
         let data = HistoryReply { room, epoch: log.map(|(epoch, _)| epoch), messages, more };
-        self.deliver_event(conn, &Encoded::new(&event::Ok { re: id, ok: true, data }));
+        self.reply(conn, &Encoded::new(&event::Ok { re: id, ok: true, data }));
     }
 }

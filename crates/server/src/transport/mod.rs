@@ -22,8 +22,12 @@ use std::cell::RefCell;
 /// Size of each worker thread's shared read buffer.
 pub(crate) const READ_BUFFER_SIZE: usize = 64 * 1024;
 
+/// Capacity of each worker thread's shared write buffer.
+pub(crate) const WRITE_BUFFER_SIZE: usize = 16 * 1024;
+
 thread_local! {
     static READ_BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_BUFFER_SIZE]);
+    static WRITE_BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(WRITE_BUFFER_SIZE));
 }
 
 /// Runs `f` with this thread's read buffer. Connections read into it and
@@ -31,4 +35,12 @@ thread_local! {
 /// no read buffer of its own. `f` must not call this function again.
 pub(crate) fn with_read_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     READ_BUFFER.with_borrow_mut(|buffer| f(buffer))
+}
+
+/// Runs `f` with this thread's write buffer (empty, [`WRITE_BUFFER_SIZE`]
+/// of capacity). Connections gather small queued frames into it for one
+/// write and keep nothing there between writes. `f` must not call this
+/// function again.
+pub(crate) fn with_write_buffer<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    WRITE_BUFFER.with_borrow_mut(|buffer| f(buffer))
 }

@@ -6,14 +6,16 @@
 //! Memory discipline, which is what lets one server hold many idle sockets:
 //! - reads go into a per-thread buffer; a codec keeps only the bytes of an
 //!   incomplete frame or line, and only until it completes;
-//! - frames are written straight from the connection's queue (shared
-//!   `Bytes`), so there is no per-connection write buffer;
+//! - small frames are gathered from the connection's queue into the
+//!   thread's write buffer for one write, larger ones are written straight
+//!   from the queue (shared `Bytes`), so there is no per-connection write
+//!   buffer;
 //! - no per-connection timer while idle: keepalive is a hub-wide sweep, and
 //!   timers exist only while a connection is closing or a codec waits;
 //! - the task's future is [`Connection`] and nothing else (see [`Connection::run`]).
 
-use super::{with_read_buffer, READ_BUFFER_SIZE};
-use crate::hub::conn::Outgoing;
+use super::{with_read_buffer, with_write_buffer, READ_BUFFER_SIZE};
+use crate::hub::conn::{Gathered, Outgoing};
 use crate::session::Session;
 use bytes::Bytes;
 use std::future::{poll_fn, Future};
@@ -194,15 +196,18 @@ impl<C: Codec> Connection<C> {
 
     /// Whether frames others queued for this connection wait for the flush
     /// clock, because it wrote less than its span of windows ago; if so the
-    /// clock will wake the task. Only while open and not closing.
+    /// clock will wake the task. Only while open and not closing, and never
+    /// when an answer to the connection's own request is queued.
     fn coalesce(&mut self, cx: &mut Context<'_>) -> bool {
         let clock = self.session.hub().flush_clock();
-        if !clock.enabled() || !matches!(self.state, State::Open) || self.session.conn().is_closing() {
+        let conn = self.session.conn();
+        if !clock.enabled() || !matches!(self.state, State::Open) || conn.is_closing() {
             return false;
         }
         // Wrapping: a connection quiet for longer than the u32 of windows
         // may wait one span once, which is harmless.
-        let wait = clock.window().wrapping_sub(self.wrote_in) < u32::from(self.span);
+        let wait =
+            clock.window().wrapping_sub(self.wrote_in) < u32::from(self.span) && conn.wait_unless_reply(cx.waker());
         if wait {
             clock.park(cx.waker(), self.wrote_in.wrapping_add(u32::from(self.span)));
         }
@@ -318,20 +323,17 @@ impl<C: Codec> Connection<C> {
     fn write_queued(&mut self) -> Step {
         let conn = self.session.conn();
         let hub = self.session.hub();
-        let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
         let mut first_write = None;
         while !self.write_blocked {
-            let count = conn.peek(&mut frames);
-            if count == 0 {
+            let Some((frames, sent)) = self.write_some() else {
                 break;
-            }
-            let slices: [IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|i| IoSlice::new(&frames[i]));
-            match self.send_vectored(&slices[..count]) {
+            };
+            match sent {
                 Ok(written) => {
                     conn.consume(written);
                     hub.metrics.bytes_written.inc_by(written as u64);
                     hub.metrics.socket_writes.inc();
-                    first_write.get_or_insert(count);
+                    first_write.get_or_insert(frames);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
                 Err(error) => {
@@ -356,6 +358,29 @@ impl<C: Codec> Connection<C> {
             }
         }
         Step::Continue
+    }
+
+    /// One write from the front of the queue: small frames copied into the
+    /// thread's write buffer and sent as one slice, or, when the head is
+    /// large, up to [`MAX_IOVECS`] frames sent by reference. Returns how
+    /// many frames were offered and what the socket took; `None` when
+    /// nothing is queued.
+    fn write_some(&self) -> Option<(usize, io::Result<usize>)> {
+        let conn = self.session.conn();
+        with_write_buffer(|buffer| match conn.gather(buffer, MAX_IOVECS) {
+            Gathered::Nothing => None,
+            Gathered::Copied { frames } => Some((frames, self.send_vectored(&[IoSlice::new(buffer)]))),
+            Gathered::HeadTooLarge => {
+                let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
+                // A discard from another task may have emptied the queue since.
+                let count = conn.peek(&mut frames);
+                if count == 0 {
+                    return None;
+                }
+                let slices: [IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|i| IoSlice::new(&frames[i]));
+                Some((count, self.send_vectored(&slices[..count])))
+            }
+        })
     }
 
     /// One `sendmsg` with every slice. Not `writev`: on a socket, `sendmsg`

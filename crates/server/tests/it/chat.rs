@@ -172,3 +172,24 @@ async fn rooms_over_the_presence_limit_stop_sending_join_and_leave_events() {
     let listed = request(&mut alice, json!({"op": "presence", "room": "big"})).await;
     assert_eq!(listed["users"], json!(["alice", "bob", "carol"]), "the presence query still lists everyone");
 }
+
+#[tokio::test]
+async fn every_frame_queued_for_a_member_is_counted_as_a_delivery() {
+    let server = TestServer::start().await;
+    let mut members = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let mut client = server.client(name).await;
+        request(&mut client, json!({"op": "join", "room": "lobby"})).await;
+        members.push(client);
+    }
+    let before = server.metric("switchboard_deliveries_total").await;
+    // Without ids: no replies, so only the two messages' copies count.
+    for volatile in [true, false] {
+        let send = json!({"op": "send", "room": "lobby", "volatile": volatile, "body": volatile});
+        members[0].send_text(send.to_string()).await.expect("send");
+        for member in &mut members {
+            wait_for(member, |e| is_msg(e) && e["body"] == json!(volatile)).await;
+        }
+    }
+    assert_eq!(server.metric("switchboard_deliveries_total").await - before, 6.0, "two messages, three members");
+}

@@ -2,7 +2,7 @@
 //! that already wrote in the current window wait for the next window and go
 //! out together; with the window at zero, each goes out on its own; and a
 //! connection receiving a steady stream writes less often still when its
-//! window may grow.
+//! window may grow; and answers to a connection's own requests never wait.
 
 use crate::raw::Datagrams;
 use crate::support::{is_msg, request, wait_for, TestServer};
@@ -121,4 +121,28 @@ async fn a_steady_stream_is_written_less_often_when_windows_may_grow() {
         return;
     }
     panic!("no steady stream of 150 messages a second in three tries (fixed, growing): {rates:?}");
+}
+
+#[tokio::test]
+async fn answers_to_a_connections_own_requests_do_not_wait_for_the_window() {
+    // With 1 s windows, an ack that waited for the clock would make each of
+    // these sends after the first take up to a second: about 20 s in all.
+    // The acks come from the storage thread, after the connection already
+    // wrote (its previous ack) in the same window, beside its own copy of
+    // each message, which does wait.
+    let server = TestServer::with(|config| config.delivery.write_window = Duration::from_secs(1)).await;
+    let mut alice = server.client("alice").await;
+    assert_eq!(request(&mut alice, json!({"op": "join", "room": "acks"})).await["ok"], json!(true));
+    let started = std::time::Instant::now();
+    for n in 0..20 {
+        let ack = request(&mut alice, json!({"op": "send", "room": "acks", "body": {"n": n}})).await;
+        assert_eq!(ack["seq"], json!(n + 1), "{ack}");
+    }
+    let history = request(&mut alice, json!({"op": "history", "room": "acks", "limit": 5})).await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(5), "{history}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(5), "20 acks and a history reply took {elapsed:?}");
+    for n in 0..20 {
+        wait_for(&mut alice, |event| is_msg(event) && event["body"]["n"] == json!(n)).await;
+    }
 }

@@ -67,6 +67,7 @@ async fn a_client_that_stops_reading_gets_4008_while_others_keep_receiving() {
     let mut publisher = server.client("publisher").await;
     request(&mut publisher, json!({"op": "join", "room": "feed"})).await;
 
+    let (progress, mut fast_received) = tokio::sync::watch::channel(0);
     let fast_reader = tokio::spawn(async move {
         let mut expected_seq = 1;
         loop {
@@ -75,17 +76,20 @@ async fn a_client_that_stops_reading_gets_4008_while_others_keep_receiving() {
             if message["body"]["last"] == json!(true) {
                 return expected_seq;
             }
+            progress.send_replace(expected_seq);
             expected_seq += 1;
         }
     });
     // Publish until the server gives up on the slow client: its socket
-    // buffers fill first, then its 64 KiB queue.
+    // buffers fill first, then its 64 KiB queue. The fast client is never
+    // let fall more than 8 messages (about 32 KiB) behind.
     let payload = "x".repeat(4000);
     let mut published = 0;
     while server.metric("switchboard_slow_consumer_disconnects_total").await == 0.0 {
         for _ in 0..100 {
             request(&mut publisher, json!({"op": "send", "room": "feed", "body": {"pad": payload}})).await;
             published += 1;
+            within(fast_received.wait_for(|received| received + 8 >= published)).await.expect("fast reader");
         }
         assert!(published < 50_000, "slow consumer never detected");
     }
@@ -107,6 +111,41 @@ async fn a_client_that_stops_reading_gets_4008_while_others_keep_receiving() {
     .await;
     let frame = close.expect("close frame has a code");
     assert_eq!((u16::from(frame.code), frame.reason.as_ref()), (4008, "slow consumer"));
+}
+
+#[tokio::test]
+async fn frames_of_every_size_reach_a_client_that_paused_whole_and_in_order() {
+    // Small frames are copied into one buffer per write and large ones are
+    // written from the queue: both, cut anywhere by a full socket, must
+    // join up again. The paused client reads nothing (no library reads
+    // ahead for it) while about 9 MB is published, more than its small
+    // receive buffer and the server's send buffer (4 MiB at most) hold, so
+    // writes stop partway through frames.
+    let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 32 * 1024 * 1024).await;
+    let mut paused = RawClient::connect_small(server.addr, "/ws?name=paused", 4096).await;
+    paused.send_frame(0x81, br#"{"op": "join", "room": "mix", "id": 1}"#).await;
+    while !paused.read_event().await.get("re").is_some_and(|re| re == &json!(1)) {}
+    let mut publisher = server.client("publisher").await;
+    request(&mut publisher, json!({"op": "join", "room": "mix"})).await;
+    let sizes = [10, 300, 40, 60, 700, 900, 1023, 1025, 3000];
+    let count = 12_000;
+    for i in 0..count {
+        let body = json!({"i": i, "pad": "x".repeat(sizes[i % sizes.len()])});
+        let send = json!({"op": "send", "room": "mix", "volatile": true, "body": body});
+        publisher.send_text(send.to_string()).await.expect("send");
+    }
+    let mut next = 0;
+    while next < count {
+        let event = paused.read_event().await;
+        if !is_msg(&event) || event["from"] != json!("publisher") {
+            continue;
+        }
+        assert_eq!(event["body"]["i"], json!(next), "in order, none missing");
+        let pad = event["body"]["pad"].as_str().expect("pad");
+        assert_eq!(pad.len(), sizes[next % sizes.len()], "message {next} arrived whole");
+        next += 1;
+    }
+    assert_eq!(server.metric("switchboard_slow_consumer_disconnects_total").await, 0.0);
 }
 
 #[tokio::test]

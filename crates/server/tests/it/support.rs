@@ -138,7 +138,21 @@ impl RawClient {
     /// Connects with `headers` (each line ending in CRLF) added to the
     /// upgrade request; returns the client and the answer's head.
     pub async fn connect_with(addr: SocketAddr, path: &str, headers: &str) -> (RawClient, String) {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        RawClient::handshake(stream, addr, path, headers).await
+    }
+
+    /// Connects with a receive buffer of `bytes` (which also stops the
+    /// kernel from growing it), so that a client that stops reading backs
+    /// the server's writes up quickly.
+    pub async fn connect_small(addr: SocketAddr, path: &str, bytes: u32) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("connect");
+        RawClient::handshake(stream, addr, path, "").await.0
+    }
+
+    async fn handshake(mut stream: TcpStream, addr: SocketAddr, path: &str, headers: &str) -> (RawClient, String) {
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
@@ -217,6 +231,13 @@ impl RawClient {
         let payload = self.buffer[header..header + len].to_vec();
         self.buffer.drain(..header + len);
         Some((first, payload))
+    }
+
+    /// Reads one text frame as a JSON event.
+    pub async fn read_event(&mut self) -> Value {
+        let (opcode, payload) = self.read_frame().await;
+        assert_eq!(opcode, 0x1, "expected a text frame");
+        serde_json::from_slice(&payload).expect("a JSON event")
     }
 
     /// Reads frames until a close frame and returns its status code.
