@@ -83,9 +83,9 @@ pub struct Conn {
     last_heard_ms: AtomicU32,
     /// Whether a ping went out since the peer was last heard from.
     pinged: AtomicBool,
-    /// Whether an answer to one of the connection's own requests was queued
-    /// since its task last took frames: it is written without waiting for
-    /// the flush clock. Written only under the queue's lock.
+    /// Whether an answer to one of the connection's own requests (a reply or
+    /// replayed history) was queued since its task last took frames: it is
+    /// written without waiting for the flush clock. Set under the queue's lock.
     reply_queued: AtomicBool,
     /// The close code requested (0: none). Written only under the queue's
     /// lock; outside the `Outbound` so that it stays in a 64-byte size.
@@ -364,7 +364,7 @@ impl Conn {
         self.offer(frame, limit, Route::Live(Some((log, seq))))
     }
 
-    /// Queues a replayed frame ahead of anything held.
+    /// Queues a replayed frame ahead of anything held; like an answer, it does not wait for the flush clock.
     pub(crate) fn enqueue_replayed(&self, frame: Bytes, limit: usize) -> Enqueued {
         self.offer(frame, limit, Route::Replayed)
     }
@@ -391,7 +391,7 @@ impl Conn {
         }
         let was_empty = state.frames.is_empty();
         state.push(frame);
-        let reply = matches!(route, Route::Reply);
+        let reply = matches!(route, Route::Reply | Route::Replayed);
         if reply {
             self.reply_queued.store(true, Ordering::Relaxed);
         }

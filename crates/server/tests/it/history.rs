@@ -303,3 +303,30 @@ async fn a_graceful_shutdown_acks_every_message_it_stored() {
     let stored = history["messages"].as_array().expect("messages").len();
     assert_eq!(stored, acked, "every stored message was acked before the close ({refused} refused)");
 }
+
+#[tokio::test]
+async fn a_replay_does_not_wait_for_the_flush_clock() {
+    // A replay waits for room in the queue (half of its 16 KiB bound here),
+    // so 500 messages of about 200 bytes go out in a dozen rounds or more.
+    // With 1 s windows, a replay whose writes waited for the clock would
+    // take about that many seconds.
+    let server = TestServer::with(|config| {
+        config.delivery.write_window = std::time::Duration::from_secs(1);
+        config.limits.outbound_queue_bytes = 16 * 1024;
+    })
+    .await;
+    let mut alice = server.client("alice").await;
+    request(&mut alice, json!({"op": "join", "room": "r"})).await;
+    let pad = "x".repeat(100);
+    for n in 0..500 {
+        request(&mut alice, json!({"op": "send", "room": "r", "body": {"n": n, "pad": pad}})).await;
+    }
+    let mut bob = server.client("bob").await;
+    let started = std::time::Instant::now();
+    let joined = request(&mut bob, json!({"op": "join", "room": "r", "since": 0})).await;
+    assert_eq!(joined["ok"], json!(true), "{joined}");
+    let done = wait_for(&mut bob, |e| e["ev"] == json!("replayed")).await;
+    assert_eq!((done["count"].clone(), done["recovered"].clone()), (json!(500), json!(true)), "{done}");
+    let elapsed = started.elapsed();
+    assert!(elapsed < std::time::Duration::from_secs(4), "500 replayed messages took {elapsed:?}");
+}
