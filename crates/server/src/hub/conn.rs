@@ -136,6 +136,14 @@ struct HeldFrame {
 }
 
 impl Outbound {
+    /// Keeps `waker` for the next push that needs the task (unless kept already).
+    fn keep_waker(&mut self, waker: &Waker) {
+        match &self.waker {
+            Some(kept) if kept.will_wake(waker) => {}
+            _ => self.waker = Some(waker.clone()),
+        }
+    }
+
     fn push(&mut self, frame: Bytes) {
         self.bytes = self.bytes.saturating_add(len32(&frame));
         self.frames.push_back(frame);
@@ -199,8 +207,7 @@ pub(crate) enum Gathered {
     Nothing,
     /// This many frames were copied.
     Copied { frames: usize },
-    /// The head is larger than [`GATHER_FRAME_MAX`] or the buffer: write it
-    /// from the queue.
+    /// The head is larger than [`GATHER_FRAME_MAX`] or the buffer: write it from the queue.
     HeadTooLarge,
 }
 
@@ -351,10 +358,7 @@ impl Conn {
         if self.reply_queued.load(Ordering::Relaxed) {
             return false;
         }
-        match &outbound.waker {
-            Some(kept) if kept.will_wake(waker) => {}
-            _ => outbound.waker = Some(waker.clone()),
-        }
+        outbound.keep_waker(waker);
         true
     }
 
@@ -505,10 +509,7 @@ impl Conn {
         if let Some(code) = self.requested_close() {
             return Poll::Ready(Outgoing::Close(code));
         }
-        match &outbound.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => outbound.waker = Some(cx.waker().clone()),
-        }
+        outbound.keep_waker(cx.waker());
         Poll::Pending
     }
 

@@ -326,21 +326,21 @@ impl Hub {
 
     /// Queues an event for one connection in that connection's framing.
     pub fn deliver_event(&self, conn: &Conn, event: &Encoded) {
-        if let Some(frame) = self.frame_for(conn, event) {
-            self.account(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes));
-        }
+        self.metrics.deliveries.inc_by(self.queue_event(conn, event));
+    }
+
+    /// Queues an event for `conn`; returns the deliveries made (1 or 0),
+    /// which the caller counts.
+    fn queue_event(&self, conn: &Conn, event: &Encoded) -> u64 {
+        let Some(frame) = self.frame_for(conn, event) else { return 0 };
+        self.settle(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes))
     }
 
     /// Queues an event for every connection in `members`, counting the
     /// deliveries once rather than once each (a shared counter is a locked
     /// instruction per delivery otherwise).
     fn fan_out<'a>(&self, members: impl Iterator<Item = &'a Arc<Conn>>, event: &Encoded) {
-        let queued = members
-            .filter_map(|conn| {
-                let frame = self.frame_for(conn, event)?;
-                Some(self.settle(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes)))
-            })
-            .sum();
+        let queued = members.map(|conn| self.queue_event(conn, event)).sum();
         self.metrics.deliveries.inc_by(queued);
     }
 
