@@ -15,8 +15,13 @@
 #      WIDE_WINDOW  Switchboard's 1,000 × 1,000 run is repeated with
 #                `delivery.write_window_max` at this (default 40ms), to show
 #                what a longer window buys and costs; "none" skips it
+#      ROUNDS    how many times the fan-out scenarios run (default 3)
 # Each server is restarted for every scenario, so one scenario's leftovers
-# (memory, rooms) cannot colour the next.
+# (memory, rooms) cannot colour the next. The fan-out scenarios run in
+# rounds, every server once per round, so that a change in the machine's
+# own delay during the run (it varies by the hour here) falls on every
+# server alike rather than on whichever ran in the bad minutes; the table
+# shows each figure's median over the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +30,7 @@ IDLE_N=${IDLE_N:-15000}
 DURATION=${DURATION:-10}
 OUT=${OUT:-target/compare}
 WIDE_WINDOW=${WIDE_WINDOW:-40ms}
+ROUNDS=${ROUNDS:-3}
 BIN=$(realpath -m "${SWITCHBOARD_BIN:-target/release/switchboard}")
 SERVER_CORE=0
 LOAD_CORE=1
@@ -75,34 +81,39 @@ run() {
 }
 
 # The machine's own delay: Switchboard's p99 to 10 subscribers at 100 msg/s,
-# where the server's sweep takes about 0.05 ms, at the start and at the end.
+# where the server's sweep takes about 0.05 ms; before each round and at the end.
 floor() {
     run switchboard "floor-$1" fanout -s 10 -r 100 --duration "$DURATION" --server-core "$SERVER_CORE"
 }
 
+# The axum chat example broadcasts "NAME joined." to everyone and drops a
+# client that falls 100 messages behind: opened 128 at a time, its clients
+# are dropped mid-join; 16 at a time it keeps them. (Its idle figure
+# includes that join storm: n joins announced to up to n clients.)
+concurrency() { if [ "$1" = axum-chat ]; then echo 16; else echo 128; fi; }
+
 export RUST_BACKTRACE=0
-floor start
 for name in $SERVERS; do
-    # The axum chat example broadcasts "NAME joined." to everyone and drops a
-    # client that falls 100 messages behind: opened 128 at a time, its
-    # clients are dropped mid-join; 16 at a time it keeps them. (Its idle
-    # figure includes that join storm: n joins announced to up to n clients.)
-    concurrency=128
-    [ "$name" = axum-chat ] && concurrency=16
-    run "$name" idle idle -n "$IDLE_N" --concurrency "$concurrency"
-    for rate in 1000 300 100; do
-        run "$name" "fanout-$rate" fanout -s 1000 -r "$rate" --duration "$DURATION" --server-core "$SERVER_CORE" \
-            --concurrency "$concurrency"
+    run "$name" idle idle -n "$IDLE_N" --concurrency "$(concurrency "$name")"
+done
+for round in $(seq "$ROUNDS"); do
+    floor "r$round"
+    for name in $SERVERS; do
+        for rate in 1000 300 100; do
+            run "$name" "fanout-$rate.r$round" fanout -s 1000 -r "$rate" --duration "$DURATION" \
+                --server-core "$SERVER_CORE" --concurrency "$(concurrency "$name")"
+        done
+        if [ "$name" = switchboard ] && [ "$WIDE_WINDOW" != none ]; then
+            SWITCHBOARD_DELIVERY__WRITE_WINDOW_MAX=$WIDE_WINDOW run "$name" "fanout-1000-wide.r$round" fanout \
+                -s 1000 -r 1000 --duration "$DURATION" --server-core "$SERVER_CORE" --concurrency 128
+        fi
     done
-    if [ "$name" = switchboard ] && [ "$WIDE_WINDOW" != none ]; then
-        SWITCHBOARD_DELIVERY__WRITE_WINDOW_MAX=$WIDE_WINDOW run "$name" fanout-1000-wide fanout -s 1000 -r 1000 \
-            --duration "$DURATION" --server-core "$SERVER_CORE" --concurrency "$concurrency"
-    fi
+done
+for name in $SERVERS; do
     run "$name" churn churn --duration 5
     run "$name" echo echo -c 1 --duration 5
 done
-
 floor end
 
-COMMAND="SERVERS=\"$SERVERS\" IDLE_N=$IDLE_N DURATION=$DURATION WIDE_WINDOW=$WIDE_WINDOW bash bench/compare.sh"
+COMMAND="SERVERS=\"$SERVERS\" IDLE_N=$IDLE_N DURATION=$DURATION WIDE_WINDOW=$WIDE_WINDOW ROUNDS=$ROUNDS bash bench/compare.sh"
 WIDE_WINDOW=$WIDE_WINDOW python3 bench/compare_table.py "$OUT" "$COMMAND" "${NO_WRITE:+-}" docs/BENCHMARKS.md

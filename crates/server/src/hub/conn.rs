@@ -11,10 +11,10 @@
 //! few nanoseconds and a blocking mutex is cheaper than an async one.
 
 use super::address::PackedAddr;
+use super::outbound::{len32, HeldFrame, Outbound};
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
 
 /// Requests one connection may have in flight (waiting for storage or a
 /// read); more are answered `overloaded`.
@@ -94,106 +94,9 @@ pub struct Conn {
     /// replays, history reads); a half-closed raw TCP connection waits for
     /// them before it closes.
     pending: AtomicU16,
-}
-
-/// Frames wait here until they are written: the connection's task copies
-/// the front frames into its thread's write buffer (or handles to them, when
-/// large), writes them without holding the lock, then consumes what the
-/// socket took. No second buffer exists per connection.
-#[derive(Debug, Default)]
-struct Outbound {
-    frames: VecDeque<Bytes>,
-    /// Bytes in `frames` not yet written (the bound applies to this).
-    /// 32 bits: the configured bound is checked to fit (it keeps `Conn` in
-    /// a smaller allocation class).
-    bytes: u32,
-    /// Bytes of `frames[0]` already written. A partly written frame is
-    /// never dropped: the close frame must follow a whole frame.
-    head_written: u32,
-    waker: Option<Waker>,
-    /// Present only while a replay runs (boxed: idle connections pay 8 bytes).
-    hold: Option<Box<Hold>>,
-}
-
-/// Live frames held back while replayed history is queued ahead of them.
-/// Their bytes count in `Outbound::bytes` too, so the bound covers both.
-#[derive(Debug, Default)]
-struct Hold {
-    /// Replays running on this connection.
-    replays: u32,
-    frames: VecDeque<HeldFrame>,
-    bytes: u32,
-    /// Replay tasks waiting for the queue to drain (one per replay).
-    replay_wakers: Vec<Waker>,
-}
-
-#[derive(Debug)]
-struct HeldFrame {
-    frame: Bytes,
-    /// `(log, seq)` of a stored message, so a replay can drop the live copy
-    /// of a message it already sent.
-    tag: Option<(u64, u64)>,
-}
-
-impl Outbound {
-    /// Keeps `waker` for the next push that needs the task (unless kept already).
-    fn keep_waker(&mut self, waker: &Waker) {
-        match &self.waker {
-            Some(kept) if kept.will_wake(waker) => {}
-            _ => self.waker = Some(waker.clone()),
-        }
-    }
-
-    fn push(&mut self, frame: Bytes) {
-        self.bytes = self.bytes.saturating_add(len32(&frame));
-        self.frames.push_back(frame);
-    }
-
-    /// Removes `written` bytes from the front of the queue.
-    fn consume(&mut self, mut written: u32) {
-        self.bytes = self.bytes.saturating_sub(written);
-        while let Some(head) = self.frames.front() {
-            let left = len32(head) - self.head_written;
-            if written < left {
-                self.head_written += written;
-                return;
-            }
-            written -= left;
-            self.head_written = 0;
-            self.frames.pop_front();
-        }
-        // Give the queue's memory back while idle.
-        self.frames = VecDeque::new();
-    }
-
-    /// Bytes in the write queue proper (not held).
-    fn queued_bytes(&self) -> u32 {
-        self.bytes - self.hold.as_ref().map_or(0, |hold| hold.bytes)
-    }
-
-    /// Drops every queued frame except a partly written head; returns how
-    /// many were dropped.
-    fn discard(&mut self) -> usize {
-        let keep = usize::from(self.head_written > 0).min(self.frames.len());
-        let mut dropped = self.frames.len() - keep;
-        if let Some(hold) = &mut self.hold {
-            dropped += hold.frames.len();
-            hold.frames = VecDeque::new();
-            hold.bytes = 0;
-        }
-        self.frames.truncate(keep);
-        self.bytes = self.frames.front().map_or(0, |head| len32(head) - self.head_written);
-        if self.frames.is_empty() {
-            self.frames = VecDeque::new();
-        }
-        dropped
-    }
-}
-
-/// A frame's length as counted by the queue. Frames are bounded by the
-/// message size limit, far below 4 GiB; saturate rather than wrap if not.
-fn len32(frame: &Bytes) -> u32 {
-    u32::try_from(frame.len()).unwrap_or(u32::MAX)
+    /// How many frames the write that last emptied the queue took (see
+    /// [`Conn::offer`]). Written under the queue's lock.
+    last_drain: AtomicU8,
 }
 
 /// Larger frames are written by reference ([`Conn::peek`]), not copied by
@@ -258,6 +161,7 @@ impl Conn {
             reply_queued: AtomicBool::new(false),
             close: AtomicU16::new(0),
             pending: AtomicU16::new(0),
+            last_drain: AtomicU8::new(0),
         }
     }
 
@@ -394,6 +298,12 @@ impl Conn {
             return Enqueued::Queued;
         }
         let was_empty = state.frames.is_empty();
+        if state.frames.capacity() == 0 {
+            // Room for as many frames as the last write that emptied the
+            // queue took: a busy connection's queue is allocated once per
+            // write, not grown from four slots by doubling.
+            state.frames.reserve_exact(usize::from(self.last_drain.load(Ordering::Relaxed)).max(4));
+        }
         state.push(frame);
         let reply = matches!(route, Route::Reply | Route::Replayed);
         if reply {
@@ -435,6 +345,11 @@ impl Conn {
         if closing {
             // The close frame may already be queued: nothing may follow it.
             return hold.frames.len();
+        }
+        // What was held finishes the replay's answer (and may hold an ack):
+        // like the replay, it does not wait for the flush clock.
+        if !hold.frames.is_empty() {
+            self.reply_queued.store(true, Ordering::Relaxed);
         }
         for held in hold.frames {
             outbound.push(held.frame);
@@ -554,7 +469,9 @@ impl Conn {
     /// Removes `written` bytes from the front of the queue.
     pub(crate) fn consume(&self, written: usize) {
         let mut outbound = self.lock();
-        outbound.consume(u32::try_from(written).unwrap_or(u32::MAX));
+        if let Some(taken) = outbound.consume(u32::try_from(written).unwrap_or(u32::MAX)) {
+            self.last_drain.store(u8::try_from(taken).unwrap_or(u8::MAX), Ordering::Relaxed);
+        }
         // Replays paced on the queue look again.
         let replays = outbound.hold.as_mut().map(|hold| std::mem::take(&mut hold.replay_wakers)).unwrap_or_default();
         drop(outbound);

@@ -189,3 +189,32 @@ fn a_task_waiting_for_the_clock_is_woken_by_an_answer_only() {
     conn.enqueue(Bytes::from_static(b"next"), 100);
     assert!(conn.wait_unless_reply(&waker), "the answer went out with that write");
 }
+
+#[test]
+fn frames_held_during_a_replay_are_released_past_the_clock() {
+    let conn = conn();
+    let waker = Waker::noop();
+    conn.begin_replay();
+    conn.enqueue_replayed(Bytes::from_static(b"old"), 100);
+    conn.enqueue_reply(Bytes::from_static(b"ack"), 100);
+    let mut out = Vec::with_capacity(64);
+    assert_eq!(conn.gather(&mut out, 64), Gathered::Copied { frames: 1 }, "the ack is held behind the replay");
+    conn.consume(out.len());
+    assert!(conn.wait_unless_reply(waker), "nothing of the answer is queued now");
+    assert_eq!(conn.end_replay(1, 0), 0);
+    assert!(!conn.wait_unless_reply(waker), "the released ack is written at once, not at the next window");
+}
+
+#[test]
+fn a_drained_queue_gives_its_memory_back_and_next_time_reserves_what_the_last_write_took() {
+    let conn = conn();
+    for _ in 0..20 {
+        conn.enqueue(Bytes::from_static(b"x"), 100);
+    }
+    let mut out = Vec::with_capacity(64);
+    assert_eq!(conn.gather(&mut out, 64), Gathered::Copied { frames: 20 });
+    conn.consume(out.len());
+    assert_eq!(conn.lock().frames.capacity(), 0, "an idle connection holds no queue buffer");
+    conn.enqueue(Bytes::from_static(b"y"), 100);
+    assert!(conn.lock().frames.capacity() >= 20, "room for the next write's frames in one allocation");
+}

@@ -12,6 +12,7 @@ mod address;
 pub mod conn;
 mod durable;
 pub mod flush;
+mod outbound;
 mod replay;
 pub mod room;
 mod tabs;
