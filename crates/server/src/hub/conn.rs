@@ -95,7 +95,9 @@ pub struct Conn {
     /// them before it closes.
     pending: AtomicU16,
     /// How many frames the write that last emptied the queue took (see
-    /// [`Conn::offer`]). Written under the queue's lock.
+    /// [`Conn::offer`]). Written under the queue's lock; kept here, in
+    /// `Conn`'s padding, because a byte more in `Outbound` would grow it
+    /// past 64 bytes and `Conn` past its allocation class.
     last_drain: AtomicU8,
 }
 
