@@ -136,9 +136,9 @@ impl Hub {
     fn fan_out_room(&self, room: Option<&Arc<Room>>, message: &Committed<Ticket>, encoded: &Encoded) {
         self.metrics.messages_published.inc();
         if let Some(room) = room {
-            let state = room.lock();
+            let mut state = room.lock();
             if !state.removed {
-                self.deliver_and_mark(state.members(), message, encoded);
+                self.deliver_and_mark(state.members_in_address_order(), message, encoded);
                 return;
             }
         }

@@ -299,7 +299,7 @@ impl Hub {
         room: &Room,
         body: &serde_json::value::RawValue,
     ) -> Result<u64, HubError> {
-        let state = room.lock();
+        let mut state = room.lock();
         if !state.contains(conn) {
             return Err(HubError::NotMember(room.name.to_string()));
         }
@@ -314,7 +314,7 @@ impl Hub {
             volatile: Some(true),
         };
         let encoded = Encoded::new(&message);
-        self.fan_out(state.members(), &encoded);
+        self.fan_out(state.members_in_address_order(), &encoded);
         self.metrics.messages_published.inc();
         Ok(ts)
     }

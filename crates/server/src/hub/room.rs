@@ -10,6 +10,10 @@ use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// Rooms with at least this many members fan out in address order (see
+/// [`RoomState::members_in_address_order`]).
+const ADDRESS_ORDER_MIN_MEMBERS: usize = 64;
+
 /// A named room. Created on first join, removed when its last member leaves.
 #[derive(Debug)]
 pub struct Room {
@@ -25,6 +29,10 @@ pub(crate) struct RoomState {
     /// stored inline.
     users: TabSet,
     connections: usize,
+    /// The members in address order, for a large room's messages (see
+    /// [`RoomState::members_in_address_order`]); empty until the first
+    /// message after a join or a leave.
+    in_address_order: Vec<Arc<Conn>>,
     /// Set when the room was removed from the directory; a joiner that finds
     /// it set looks the room up again.
     pub removed: bool,
@@ -49,6 +57,7 @@ impl RoomState {
     pub fn add(&mut self, conn: &Arc<Conn>) -> Option<bool> {
         let first = self.users.add(conn)?;
         self.connections += 1;
+        self.in_address_order = Vec::new();
         Some(first)
     }
 
@@ -57,6 +66,7 @@ impl RoomState {
     pub fn remove(&mut self, conn: &Conn) -> Option<bool> {
         let last = self.users.remove(conn)?;
         self.connections -= 1;
+        self.in_address_order = Vec::new();
         Some(last)
     }
 
@@ -76,6 +86,29 @@ impl RoomState {
     /// Every member connection.
     pub fn members(&self) -> impl Iterator<Item = &Arc<Conn>> + '_ {
         self.users.conns()
+    }
+
+    /// Every member connection, in the order their `Conn`s lie in memory
+    /// when the room has at least [`ADDRESS_ORDER_MIN_MEMBERS`]: a message
+    /// to a large room then touches the members' memory front to back,
+    /// which the processor's prefetcher follows, instead of in the hash
+    /// set's order. The order is sorted on the first message after a join
+    /// or a leave and kept until the next (8 bytes a member, in rooms that
+    /// get messages). About 3% more deliveries per CPU-second at 1,000
+    /// members even when sorted for every message (docs/BENCHMARKS.md).
+    pub fn members_in_address_order(&mut self) -> impl Iterator<Item = &Arc<Conn>> + '_ {
+        if self.connections >= ADDRESS_ORDER_MIN_MEMBERS && self.in_address_order.len() != self.connections {
+            let mut order: Vec<Arc<Conn>> = self.users.conns().cloned().collect();
+            order.sort_unstable_by_key(|conn| Arc::as_ptr(conn) as usize);
+            self.in_address_order = order;
+        }
+        // Small rooms, and large ones while empty: the hash set's order.
+        let (ordered, hashed) = if self.in_address_order.is_empty() {
+            (None, Some(self.users.conns()))
+        } else {
+            (Some(self.in_address_order.iter()), None)
+        };
+        ordered.into_iter().flatten().chain(hashed.into_iter().flatten())
     }
 
     /// Members other than `except`, for presence events.
@@ -140,5 +173,56 @@ impl Directory {
     /// Every room's name, unsorted.
     pub fn names(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
         self.rooms.iter().map(|listed| &listed.0.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::conn::Transport;
+    use std::net::SocketAddr;
+
+    fn conn(id: ConnId) -> Arc<Conn> {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+        Arc::new(Conn::new(id, Arc::from(format!("user{id}")), peer, Transport::WebSocket, 0))
+    }
+
+    fn ids<'a>(members: impl Iterator<Item = &'a Arc<Conn>>) -> Vec<ConnId> {
+        let mut ids: Vec<ConnId> = members.map(|member| member.id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn a_large_room_fans_out_to_every_member_once_in_address_order_through_joins_and_leaves() {
+        let mut state = RoomState::default();
+        let conns: Vec<Arc<Conn>> = (0..ADDRESS_ORDER_MIN_MEMBERS as ConnId + 10).map(conn).collect();
+        for member in &conns {
+            assert_eq!(state.add(member), Some(true));
+        }
+        let addresses: Vec<usize> = state.members_in_address_order().map(|m| Arc::as_ptr(m) as usize).collect();
+        assert!(addresses.windows(2).all(|pair| pair[0] < pair[1]), "not in address order");
+        assert_eq!(ids(state.members_in_address_order()), ids(conns.iter()));
+
+        // A leave and a join after the order was built are seen at once.
+        assert_eq!(state.remove(&conns[3]), Some(true));
+        let late = conn(1_000);
+        assert_eq!(state.add(&late), Some(true));
+        let expected: Vec<Arc<Conn>> =
+            conns.iter().filter(|member| member.id != 3).cloned().chain(std::iter::once(late)).collect();
+        assert_eq!(ids(state.members_in_address_order()), ids(expected.iter()));
+        // A second message reuses the order and still reaches everyone.
+        assert_eq!(ids(state.members_in_address_order()), ids(expected.iter()));
+    }
+
+    #[test]
+    fn a_small_room_fans_out_to_every_member_without_keeping_an_order() {
+        let mut state = RoomState::default();
+        let conns: Vec<Arc<Conn>> = (0..3).map(conn).collect();
+        for member in &conns {
+            state.add(member);
+        }
+        assert_eq!(ids(state.members_in_address_order()), vec![0, 1, 2]);
+        assert!(state.in_address_order.is_empty());
     }
 }
