@@ -30,9 +30,11 @@ pub(crate) struct RoomState {
     users: TabSet,
     connections: usize,
     /// The members in address order, for a large room's messages (see
-    /// [`RoomState::members_in_address_order`]); empty until the first
+    /// [`RoomState::members_in_address_order`]); empty until the second
     /// message after a join or a leave.
     in_address_order: Vec<Arc<Conn>>,
+    /// Messages sent in the hash set's order since the last join or leave.
+    unordered_messages: u8,
     /// Set when the room was removed from the directory; a joiner that finds
     /// it set looks the room up again.
     pub removed: bool,
@@ -57,7 +59,7 @@ impl RoomState {
     pub fn add(&mut self, conn: &Arc<Conn>) -> Option<bool> {
         let first = self.users.add(conn)?;
         self.connections += 1;
-        self.in_address_order = Vec::new();
+        self.membership_changed();
         Some(first)
     }
 
@@ -66,7 +68,7 @@ impl RoomState {
     pub fn remove(&mut self, conn: &Conn) -> Option<bool> {
         let last = self.users.remove(conn)?;
         self.connections -= 1;
-        self.in_address_order = Vec::new();
+        self.membership_changed();
         Some(last)
     }
 
@@ -92,15 +94,19 @@ impl RoomState {
     /// when the room has at least [`ADDRESS_ORDER_MIN_MEMBERS`]: a message
     /// to a large room then touches the members' memory front to back,
     /// which the processor's prefetcher follows, instead of in the hash
-    /// set's order. The order is sorted on the first message after a join
+    /// set's order. The order is sorted on the second message after a join
     /// or a leave and kept until the next (8 bytes a member, in rooms that
-    /// get messages). About 3% more deliveries per CPU-second at 1,000
-    /// members even when sorted for every message (docs/BENCHMARKS.md).
+    /// get messages), so a room whose members change between every two
+    /// messages never pays for a sort.
     pub fn members_in_address_order(&mut self) -> impl Iterator<Item = &Arc<Conn>> + '_ {
-        if self.connections >= ADDRESS_ORDER_MIN_MEMBERS && self.in_address_order.len() != self.connections {
-            let mut order: Vec<Arc<Conn>> = self.users.conns().cloned().collect();
-            order.sort_unstable_by_key(|conn| Arc::as_ptr(conn) as usize);
-            self.in_address_order = order;
+        if self.connections >= ADDRESS_ORDER_MIN_MEMBERS && self.in_address_order.is_empty() {
+            if self.unordered_messages == 0 {
+                self.unordered_messages = 1;
+            } else {
+                let mut order: Vec<Arc<Conn>> = self.users.conns().cloned().collect();
+                order.sort_unstable_by_key(|conn| Arc::as_ptr(conn) as usize);
+                self.in_address_order = order;
+            }
         }
         // Small rooms, and large ones while empty: the hash set's order.
         let (ordered, hashed) = if self.in_address_order.is_empty() {
@@ -109,6 +115,11 @@ impl RoomState {
             (Some(self.in_address_order.iter()), None)
         };
         ordered.into_iter().flatten().chain(hashed.into_iter().flatten())
+    }
+
+    fn membership_changed(&mut self) {
+        self.in_address_order = Vec::new();
+        self.unordered_messages = 0;
     }
 
     /// Members other than `except`, for presence events.
@@ -200,6 +211,9 @@ mod tests {
         for member in &conns {
             assert_eq!(state.add(member), Some(true));
         }
+        // The first message after a change goes in the hash set's order.
+        assert_eq!(ids(state.members_in_address_order()), ids(conns.iter()));
+        assert!(state.in_address_order.is_empty());
         let addresses: Vec<usize> = state.members_in_address_order().map(|m| Arc::as_ptr(m) as usize).collect();
         assert!(addresses.windows(2).all(|pair| pair[0] < pair[1]), "not in address order");
         assert_eq!(ids(state.members_in_address_order()), ids(conns.iter()));
@@ -211,7 +225,10 @@ mod tests {
         let expected: Vec<Arc<Conn>> =
             conns.iter().filter(|member| member.id != 3).cloned().chain(std::iter::once(late)).collect();
         assert_eq!(ids(state.members_in_address_order()), ids(expected.iter()));
-        // A second message reuses the order and still reaches everyone.
+        assert!(state.in_address_order.is_empty());
+        // The second message sorts again; the third reuses that order.
+        assert_eq!(ids(state.members_in_address_order()), ids(expected.iter()));
+        assert_eq!(state.in_address_order.len(), expected.len());
         assert_eq!(ids(state.members_in_address_order()), ids(expected.iter()));
     }
 
