@@ -33,8 +33,9 @@ pub(crate) struct RoomState {
     /// [`RoomState::members_in_address_order`]); empty until the second
     /// message after a join or a leave.
     in_address_order: Vec<Arc<Conn>>,
-    /// Messages sent in the hash set's order since the last join or leave.
-    unordered_messages: u8,
+    /// Whether a message went out in the hash set's order since the last
+    /// join or leave (the next one sorts).
+    sent_unordered: bool,
     /// Set when the room was removed from the directory; a joiner that finds
     /// it set looks the room up again.
     pub removed: bool,
@@ -100,8 +101,8 @@ impl RoomState {
     /// messages never pays for a sort.
     pub fn members_in_address_order(&mut self) -> impl Iterator<Item = &Arc<Conn>> + '_ {
         if self.connections >= ADDRESS_ORDER_MIN_MEMBERS && self.in_address_order.is_empty() {
-            if self.unordered_messages == 0 {
-                self.unordered_messages = 1;
+            if !self.sent_unordered {
+                self.sent_unordered = true;
             } else {
                 let mut order: Vec<Arc<Conn>> = self.users.conns().cloned().collect();
                 order.sort_unstable_by_key(|conn| Arc::as_ptr(conn) as usize);
@@ -119,7 +120,7 @@ impl RoomState {
 
     fn membership_changed(&mut self) {
         self.in_address_order = Vec::new();
-        self.unordered_messages = 0;
+        self.sent_unordered = false;
     }
 
     /// Members other than `except`, for presence events.
