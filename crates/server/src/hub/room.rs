@@ -109,7 +109,7 @@ impl RoomState {
                 self.in_address_order = order;
             }
         }
-        // Small rooms, and large ones while empty: the hash set's order.
+        // Small rooms, and large ones until the order is sorted: the hash set's order.
         let (ordered, hashed) = if self.in_address_order.is_empty() {
             (None, Some(self.users.conns()))
         } else {
