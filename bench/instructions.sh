@@ -50,13 +50,29 @@ run() {
         taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$SWITCHBOARD_BIN" serve --storage memory --http "127.0.0.1:$port" >"$OUT/server.$seconds.log" 2>&1 &
     SERVER_PID=$!
-    # Valgrind takes a few seconds to start the server.
-    for _ in $(seq 30); do wait_listening "$port" && break; done
+    # Valgrind takes a few seconds to start the server (wait_listening gives 10 s a call).
+    local tries=0
+    until wait_listening "$port"; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 6 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "instructions: the server did not start under valgrind (see $OUT/server.$seconds.log)" >&2
+            exit 1
+        fi
+    done
     taskset -c 1 "$CLIENT_BIN" bench fanout --server "127.0.0.1:$port" -s "$SUBS" -r "$RATE" \
         --duration "$seconds" --json >"$report"
-    stop_server
-    # Callgrind writes its totals when the server exits.
-    echo "$(awk '/^totals:/{print $2}' "$out") $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["received"], r["lost"])' "$report")" \
+    # Callgrind writes its totals when the server exits, which takes longer
+    # than stop_server waits before its SIGKILL.
+    kill "$SERVER_PID"
+    wait "$SERVER_PID" || true
+    SERVER_PID=
+    local instructions
+    instructions=$(awk '/^totals:/{print $2}' "$out")
+    if [ -z "$instructions" ]; then
+        echo "instructions: callgrind wrote no totals to $out" >&2
+        exit 1
+    fi
+    echo "$instructions $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["received"], r["lost"])' "$report")" \
         >"$OUT/result.$seconds"
 }
 
