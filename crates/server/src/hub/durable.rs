@@ -5,7 +5,7 @@
 
 use super::conn::Conn;
 use super::room::Room;
-use super::{lock, FanOutFrames, Hub, HubError};
+use super::{lock, Hub, HubError};
 use crate::store::{Committed, LogKey, LogKind, LogMeta, Sink, StoreError, Submission, SubmitError};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -170,9 +170,8 @@ impl Hub {
         encoded: &Encoded,
     ) -> bool {
         let (mut delivered, mut queued) = (false, 0);
-        let frames = FanOutFrames::new(encoded);
         for member in members {
-            queued += self.deliver_stored(member, &frames, message.log, message.seq);
+            queued += self.deliver_stored(member, encoded, message.log, message.seq);
             delivered = true;
         }
         self.metrics.deliveries.inc_by(queued);

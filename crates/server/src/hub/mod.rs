@@ -34,22 +34,6 @@ use switchboard_protocol::event::{Encoded, Framing};
 use switchboard_protocol::{deflate, event, text, ws, CloseCode};
 use tabs::TabSet;
 
-/// An event on its way to many connections. Its plain WebSocket frame,
-/// which most members take, is cut out of the encoded buffer once per
-/// fan-out and the members share the handle: cutting it for each member
-/// was about 60 of the 820 user-space instructions per delivery at 20
-/// deliveries per write (`bench/instructions.sh 50 1000`).
-struct FanOutFrames<'a> {
-    event: &'a Encoded,
-    websocket: std::cell::OnceCell<Bytes>,
-}
-
-impl<'a> FanOutFrames<'a> {
-    fn new(event: &'a Encoded) -> Self {
-        FanOutFrames { event, websocket: std::cell::OnceCell::new() }
-    }
-}
-
 /// Hub-wide limits, taken from the config.
 #[derive(Debug, Clone)]
 pub struct HubLimits {
@@ -343,13 +327,13 @@ impl Hub {
 
     /// Queues an event for one connection in that connection's framing.
     pub fn deliver_event(&self, conn: &Conn, event: &Encoded) {
-        self.metrics.deliveries.inc_by(self.queue_event(conn, &FanOutFrames::new(event)));
+        self.metrics.deliveries.inc_by(self.queue_event(conn, event));
     }
 
     /// Queues an event for `conn`; returns the deliveries made (1 or 0),
     /// which the caller counts.
-    fn queue_event(&self, conn: &Conn, frames: &FanOutFrames<'_>) -> u64 {
-        let Some(frame) = self.fan_out_frame(conn, frames) else { return 0 };
+    fn queue_event(&self, conn: &Conn, event: &Encoded) -> u64 {
+        let Some(frame) = self.frame_for(conn, event) else { return 0 };
         self.settle(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes))
     }
 
@@ -357,18 +341,8 @@ impl Hub {
     /// deliveries once rather than once each (a shared counter is a locked
     /// instruction per delivery otherwise).
     fn fan_out<'a>(&self, members: impl Iterator<Item = &'a Arc<Conn>>, event: &Encoded) {
-        let frames = FanOutFrames::new(event);
-        let queued = members.map(|conn| self.queue_event(conn, &frames)).sum();
+        let queued = members.map(|conn| self.queue_event(conn, event)).sum();
         self.metrics.deliveries.inc_by(queued);
-    }
-
-    /// The event framed for `conn`: the plain WebSocket frame that most
-    /// members take, cut once per fan-out, or [`Hub::frame_for`].
-    fn fan_out_frame(&self, conn: &Conn, frames: &FanOutFrames<'_>) -> Option<Bytes> {
-        if conn.transport == Transport::WebSocket && conn.deflate_window().is_none() {
-            return Some(frames.websocket.get_or_init(|| frames.event.framed(Framing::WebSocket)).clone());
-        }
-        self.frame_for(conn, frames.event)
     }
 
     /// Queues an answer to one of `conn`'s own requests: written without
@@ -383,14 +357,27 @@ impl Hub {
     /// Queues stored message `(log, seq)`; held and deduplicated while the
     /// connection is replaying. Returns the deliveries made (1 or 0), which
     /// the caller counts.
-    fn deliver_stored(&self, conn: &Conn, frames: &FanOutFrames<'_>, log: u64, seq: u64) -> u64 {
-        let Some(frame) = self.fan_out_frame(conn, frames) else { return 0 };
+    fn deliver_stored(&self, conn: &Conn, event: &Encoded, log: u64, seq: u64) -> u64 {
+        let Some(frame) = self.frame_for(conn, event) else { return 0 };
         self.settle(conn, conn.enqueue_stored(frame, self.limits.outbound_queue_bytes, log, seq))
     }
 
     /// The event framed for `conn`'s transport, or `None` if it cannot be
-    /// sent there (counted).
+    /// sent there (counted). Inlined into fan-out loops: a plain WebSocket
+    /// member, the common case, costs a clone of the event's shared frame.
+    #[inline]
     fn frame_for(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
+        match (conn.transport, conn.deflate_window()) {
+            (Transport::WebSocket | Transport::Echo, None) => Some(event.framed(Framing::WebSocket)),
+            (Transport::WebSocket | Transport::Echo, Some(bits)) => Some(self.deflate_frame(event, bits)),
+            _ => self.stream_frame(conn, event),
+        }
+    }
+
+    /// The event framed for a TCP or UDP member, or `None` if it is too
+    /// large for a datagram (counted).
+    #[inline(never)]
+    fn stream_frame(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
         match conn.transport {
             Transport::TcpText => text::render(event.json()).map(Bytes::from),
             Transport::Udp if event.json().len() > self.limits.udp_max_event_bytes => {
@@ -398,21 +385,22 @@ impl Hub {
                 tracing::debug!(conn = conn.id, bytes = event.json().len(), "event too large for a UDP member");
                 None
             }
-            Transport::WebSocket | Transport::Echo => Some(self.websocket_frame(conn, event)),
             transport => Some(event.framed(transport.framing())),
         }
     }
 
-    /// An event's WebSocket frame: compressed when `conn` agreed to
-    /// permessage-deflate, the event reaches the threshold and compression
-    /// makes it smaller. The compressed frame is shared like the plain one.
-    fn websocket_frame(&self, conn: &Conn, event: &Encoded) -> Bytes {
-        let plain = event.framed(Framing::WebSocket);
-        let compressed = conn
-            .deflate_window()
-            .filter(|_| event.json().len() >= self.limits.compression_threshold)
-            .and_then(|bits| event.deflated(bits));
-        self.count_compressed(plain.len(), compressed).unwrap_or(plain)
+    /// An event's WebSocket frame for a member that agreed to
+    /// permessage-deflate with window `bits`: compressed when the event
+    /// reaches the threshold and compression makes it smaller. The
+    /// compressed frame is shared like the plain one.
+    #[inline(never)]
+    fn deflate_frame(&self, event: &Encoded, bits: u8) -> Bytes {
+        let json_len = event.json().len();
+        let compressed = (json_len >= self.limits.compression_threshold).then(|| event.deflated(bits)).flatten();
+        match compressed {
+            Some(frame) => self.count_compressed(ws::frame_len(json_len), frame),
+            None => event.framed(Framing::WebSocket),
+        }
     }
 
     /// A message's frame for `conn` (the echo endpoint), compressed on the
@@ -422,17 +410,18 @@ impl Hub {
             .deflate_window()
             .filter(|_| payload.len() >= self.limits.compression_threshold)
             .and_then(|bits| deflate::compress_frame(opcode, payload, deflate::effective_window(payload.len(), bits)));
-        let plain_len = ws::frame_len(payload.len());
-        self.count_compressed(plain_len, compressed).unwrap_or_else(|| ws::encode(opcode, payload))
+        match compressed {
+            Some(frame) => self.count_compressed(ws::frame_len(payload.len()), frame),
+            None => ws::encode(opcode, payload),
+        }
     }
 
-    /// Counts a compressed frame, if there is one, and the bytes it saved
-    /// against a plain frame of `plain_len` bytes.
-    fn count_compressed(&self, plain_len: usize, compressed: Option<Bytes>) -> Option<Bytes> {
-        let frame = compressed?;
+    /// Counts a compressed frame and the bytes it saved against a plain
+    /// frame of `plain_len` bytes.
+    fn count_compressed(&self, plain_len: usize, frame: Bytes) -> Bytes {
         self.metrics.compressed_frames.inc();
         self.metrics.compression_saved_bytes.inc_by(plain_len.saturating_sub(frame.len()) as u64);
-        Some(frame)
+        frame
     }
 
     /// Queues a frame for one connection, accounting for what cannot be.
