@@ -370,14 +370,14 @@ impl Hub {
         match (conn.transport, conn.deflate_window()) {
             (Transport::WebSocket | Transport::Echo, None) => Some(event.framed(Framing::WebSocket)),
             (Transport::WebSocket | Transport::Echo, Some(bits)) => Some(self.deflate_frame(event, bits)),
-            _ => self.stream_frame(conn, event),
+            _ => self.tcp_or_udp_frame(conn, event),
         }
     }
 
     /// The event framed for a TCP or UDP member, or `None` if it is too
     /// large for a datagram (counted).
     #[inline(never)]
-    fn stream_frame(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
+    fn tcp_or_udp_frame(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
         match conn.transport {
             Transport::TcpText => text::render(event.json()).map(Bytes::from),
             Transport::Udp if event.json().len() > self.limits.udp_max_event_bytes => {
