@@ -18,6 +18,7 @@
 #      CLIENT_BIN       the load generator (default: SWITCHBOARD_BIN)
 #      WINDOW, WINDOW_MAX  the flush clock's windows (default: 5ms, 20ms)
 #      OUT              where callgrind's files go (default: target/instructions)
+#      EXIT_WAIT        seconds the server may take to exit and write its totals (default: 120)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -29,6 +30,7 @@ LONG=${4:-12}
 OUT=${OUT:-target/instructions}
 WINDOW=${WINDOW:-5ms}
 WINDOW_MAX=${WINDOW_MAX:-20ms}
+EXIT_WAIT=${EXIT_WAIT:-120}
 command -v valgrind >/dev/null || { echo "instructions: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 if [ -z "${SWITCHBOARD_BIN:-}" ]; then
     cargo build --release --quiet
@@ -62,8 +64,12 @@ run() {
     taskset -c 1 "$CLIENT_BIN" bench fanout --server "127.0.0.1:$port" -s "$SUBS" -r "$RATE" \
         --duration "$seconds" --json >"$report"
     # Callgrind writes its totals when the server exits, which takes longer
-    # than stop_server waits before its SIGKILL.
+    # than stop_server waits before its SIGKILL: wait up to EXIT_WAIT.
     kill "$SERVER_PID"
+    if ! timeout "$EXIT_WAIT" tail --pid="$SERVER_PID" -f /dev/null; then
+        echo "instructions: the server did not exit within ${EXIT_WAIT}s of SIGTERM; killed, so callgrind's totals are lost (see $OUT/server.$seconds.log)" >&2
+        exit 1
+    fi
     wait "$SERVER_PID" || true
     SERVER_PID=
     local instructions
