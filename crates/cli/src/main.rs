@@ -136,16 +136,45 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     switchboard_server::trim::set_release(alloc::purge);
     let config = Config::load(args.config.as_deref(), args.overrides())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async {
+    runtime.block_on(async move {
         let http = TcpListener::bind(config.http).await.with_context(|| format!("binding {}", config.http))?;
         let tcp = TcpListener::bind(config.tcp).await.with_context(|| format!("binding tcp {}", config.tcp))?;
         let udp = UdpSocket::bind(config.udp).await.with_context(|| format!("binding udp {}", config.udp))?;
         let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(reload_on_sighup(args, reload));
         // On a worker thread, like every connection task: one allocator
         // arena instead of two interleaved ones.
-        tokio::spawn(switchboard_server::run(config, listeners, shutdown_signal())).await??;
+        let server = switchboard_server::run_with_reload(config, listeners, shutdown_signal(), Some(reloads));
+        tokio::spawn(server).await??;
         Ok(())
     })
+}
+
+/// On each SIGHUP, loads the configuration again (file, environment and
+/// flags, as at start) and hands it to the server, which applies what can
+/// change while serving. A file that does not load is reported and changes
+/// nothing.
+async fn reload_on_sighup(args: ServeArgs, reload: tokio::sync::mpsc::Sender<Config>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the configuration will not be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the configuration");
+        match Config::load(args.config.as_deref(), args.overrides()) {
+            Ok(config) => {
+                if reload.send(config).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => tracing::error!(%error, "configuration reload refused; the running configuration stays"),
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

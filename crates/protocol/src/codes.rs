@@ -28,8 +28,31 @@ pub enum ErrorCode {
     TooLarge,
     /// A UDP datagram without a valid session (send `hello` first).
     NoSession,
-    /// Too many datagrams from one address.
+    /// Too many commands, bytes or datagrams: slow down.
     RateLimited,
+    /// Token mode: no token was presented (or a name was, instead of one).
+    TokenRequired,
+    /// The token is not a JWT (three base64url parts of JSON).
+    TokenMalformed,
+    /// The token's signature does not verify with any configured key, or its
+    /// algorithm does not fit the key.
+    TokenInvalidSignature,
+    /// The token's `exp` has passed.
+    TokenExpired,
+    /// The token's `nbf` or `iat` lies in the future.
+    TokenNotYetValid,
+    /// The token's `aud` is not `auth.jwt_audience`.
+    TokenWrongAudience,
+    /// The token's `iss` is not `auth.jwt_issuer`.
+    TokenWrongIssuer,
+    /// A claim is missing or invalid (`sub`, `exp`, `info`, `rooms`).
+    TokenInvalidClaims,
+    /// A refreshed token names another user than the connection's.
+    TokenUserMismatch,
+    /// Token mode: names come from tokens, not from `?name=`, `/nick` or `hello`.
+    NameNotAllowed,
+    /// The token does not allow this command in this room.
+    Forbidden,
 }
 
 impl ErrorCode {
@@ -48,6 +71,17 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::NoSession => "no_session",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TokenRequired => "token_required",
+            ErrorCode::TokenMalformed => "token_malformed",
+            ErrorCode::TokenInvalidSignature => "token_invalid_signature",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::TokenWrongAudience => "token_wrong_audience",
+            ErrorCode::TokenWrongIssuer => "token_wrong_issuer",
+            ErrorCode::TokenInvalidClaims => "token_invalid_claims",
+            ErrorCode::TokenUserMismatch => "token_user_mismatch",
+            ErrorCode::NameNotAllowed => "name_not_allowed",
+            ErrorCode::Forbidden => "forbidden",
         }
     }
 }
@@ -75,6 +109,10 @@ pub enum CloseCode {
     Internal,
     /// 4001: nothing arrived within the idle timeout (pings went unanswered).
     IdleTimeout,
+    /// 4003: raw TCP or UDP: the first command did not authenticate.
+    Unauthorized,
+    /// 4005: the connection's token expired and was not refreshed.
+    TokenExpired,
     /// 4008: the outbound queue went over its byte bound. Reconnect and recover.
     SlowConsumer,
     /// Any other code, as received from a peer.
@@ -92,6 +130,8 @@ impl CloseCode {
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
             CloseCode::IdleTimeout => 4001,
+            CloseCode::Unauthorized => 4003,
+            CloseCode::TokenExpired => 4005,
             CloseCode::SlowConsumer => 4008,
             CloseCode::Other(code) => code,
         }
@@ -99,7 +139,7 @@ impl CloseCode {
 
     /// The code for a number: a named variant when there is one.
     pub fn from_u16(code: u16) -> CloseCode {
-        const NAMED: [CloseCode; 8] = [
+        const NAMED: [CloseCode; 10] = [
             CloseCode::Normal,
             CloseCode::GoingAway,
             CloseCode::Protocol,
@@ -107,6 +147,8 @@ impl CloseCode {
             CloseCode::TooBig,
             CloseCode::Internal,
             CloseCode::IdleTimeout,
+            CloseCode::Unauthorized,
+            CloseCode::TokenExpired,
             CloseCode::SlowConsumer,
         ];
         NAMED.into_iter().find(|named| named.as_u16() == code).unwrap_or(CloseCode::Other(code))
@@ -122,6 +164,8 @@ impl CloseCode {
             CloseCode::TooBig => "message too big",
             CloseCode::Internal => "internal error",
             CloseCode::IdleTimeout => "idle timeout",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::TokenExpired => "token expired",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::Other(_) => "",
         }

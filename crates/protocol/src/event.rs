@@ -166,12 +166,26 @@ pub struct DirectMessage<'a> {
     pub body: &'a RawValue,
 }
 
-/// `{"ev":"join"|"leave","room":R,"user":U}`, presence changes.
+/// `{"ev":"join"|"leave","room":R,"user":U,"info":I?}`, presence changes;
+/// `info` is the public part of the user's token, in token mode.
 #[derive(Debug, Serialize)]
 pub struct Presence<'a> {
     pub ev: &'static str,
     pub room: &'a str,
     pub user: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<&'a RawValue>,
+}
+
+/// `{"ev":"token_expiring","exp":E,"seconds_left":S}`: send
+/// `{"op":"auth","token":..}` with a fresh token before `exp`, or the
+/// connection is closed with 4005.
+#[derive(Debug, Serialize)]
+pub struct TokenExpiring {
+    pub ev: &'static str,
+    /// The token's `exp`, in Unix seconds.
+    pub exp: u64,
+    pub seconds_left: u64,
 }
 
 /// `{"re":id,"ok":true,...data}`: a successful reply; `data`'s fields are
@@ -235,7 +249,7 @@ mod tests {
 
     #[test]
     fn one_encoding_serves_every_framing() {
-        let encoded = Encoded::new(&Presence { ev: "join", room: "r", user: "bob" });
+        let encoded = Encoded::new(&Presence { ev: "join", room: "r", user: "bob", info: None });
         let json = br#"{"ev":"join","room":"r","user":"bob"}"#;
         assert_eq!(encoded.json(), json);
         assert_eq!(&encoded.framed(Framing::Datagram)[..], json);
@@ -244,7 +258,7 @@ mod tests {
         assert_eq!(&frame[..2], &[0x81, json.len() as u8]);
         assert_eq!(&frame[2..], json);
         let big = "x".repeat(300);
-        let long = Encoded::new(&Presence { ev: "join", room: &big, user: "bob" });
+        let long = Encoded::new(&Presence { ev: "join", room: &big, user: "bob", info: None });
         let frame = long.framed(Framing::WebSocket);
         assert_eq!(&frame[..2], &[0x81, 126]);
         assert_eq!(u16::from_be_bytes([frame[2], frame[3]]) as usize, long.json().len());

@@ -2,6 +2,9 @@
 //!
 //! # Layout
 //! - [`config`]: the configuration and its layered loading.
+//! - [`auth`]: identity: verifying tokens, room permissions, token expiry,
+//!   API keys and allowed origins.
+//! - [`policy`]: what SIGHUP may change while serving, swapped in whole.
 //! - [`server`]: [`run`], the accept loop, admission and shutdown.
 //! - [`transport`]: how bytes arrive: the HTTP front (hyper) and the
 //!   WebSocket connection driver.
@@ -18,10 +21,12 @@
 //! same `Bytes` for every member) → each member's `transport::websocket`
 //! task (one vectored write) → socket. `docs/ARCHITECTURE.md` draws it.
 
+pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod policy;
 pub mod server;
 pub mod session;
 pub mod store;
@@ -30,4 +35,4 @@ pub mod trim;
 mod util;
 
 pub use config::Config;
-pub use server::{run, Listeners, ServerError};
+pub use server::{run, run_with_reload, Listeners, ServerError};

@@ -6,6 +6,7 @@ use crate::hub::conn::Transport;
 use crate::hub::{Hub, HubLimits};
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::policy::{Policy, PolicyCell, PolicyError};
 use crate::session::Session;
 use crate::store::memory::Memory;
 use crate::store::sqlite::Sqlite;
@@ -42,7 +43,14 @@ pub enum ServerError {
     Listener(#[source] io::Error),
     #[error("storage: {0}")]
     Storage(#[from] StoreError),
+    #[error("{0}")]
+    Policy(#[from] PolicyError),
 }
+
+/// New configurations to apply while serving (the binary sends one on
+/// SIGHUP). What can change without a restart is the [`Policy`]; the rest
+/// is kept, with a log line naming it.
+pub type Reloads = tokio::sync::mpsc::Receiver<Config>;
 
 /// Opens the configured storage backend, reporting an unusable data
 /// directory instead of replacing it.
@@ -56,13 +64,25 @@ fn open_backend(config: &Config) -> Result<Box<dyn Backend>, StoreError> {
 /// Serves until `shutdown` completes, then stops accepting, closes every
 /// client with 1001 and waits up to the drain timeout for them.
 pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    run_with_reload(config, listeners, shutdown, None).await
+}
+
+/// [`run`], applying each configuration `reloads` delivers (see [`Reloads`]).
+pub async fn run_with_reload(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    reloads: Option<Reloads>,
+) -> Result<(), ServerError> {
     let open_files = limits::raise_open_files_limit();
     let max_connections = limits::max_connections(config.limits.max_connections, open_files);
-    log_listeners(&listeners, open_files, max_connections)?;
+    let listening = log_listeners(&listeners, open_files, max_connections)?;
+    let policy = Arc::new(PolicyCell::new(Policy::build(&config, &listening)?));
+    tracing::info!(mode = if policy.load().token_mode() { "token" } else { "open" }, "authentication");
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(max_connections as i64);
     let backend = open_backend(&config)?;
-    let hub = Hub::start(hub_limits(&config), Arc::clone(&metrics), backend, config.storage.writer_options())?;
+    let hub = Hub::start(hub_limits(&config), Arc::clone(&metrics), policy, backend, config.storage.writer_options())?;
     tracing::info!(
         backend = ?config.storage.backend,
         data = %config.data.display(),
@@ -83,6 +103,10 @@ pub async fn run(config: Config, listeners: Listeners, shutdown: impl Future<Out
     });
     tracker.spawn(keepalive(Arc::clone(&hub), config.websocket.clone(), stop.clone()));
     tracker.spawn(crate::trim::run(Arc::clone(&hub), stop.clone()));
+    tracker.spawn(Arc::clone(hub.expiries()).run(Arc::downgrade(&hub), stop.clone()));
+    if let Some(reloads) = reloads {
+        tracker.spawn(apply_reloads(Arc::clone(&hub), config.clone(), listening, reloads, stop.clone()));
+    }
     // Not tracked: it must outlive every connection task, which may park on it
     // until the drain ends.
     let clock_stop = CancellationToken::new();
@@ -132,14 +156,67 @@ fn hub_limits(config: &Config) -> HubLimits {
     }
 }
 
-fn log_listeners(listeners: &Listeners, open_files: u64, max_connections: usize) -> Result<(), ServerError> {
+/// Logs what the server listens on; returns the addresses.
+fn log_listeners(
+    listeners: &Listeners,
+    open_files: u64,
+    max_connections: usize,
+) -> Result<Vec<SocketAddr>, ServerError> {
     let address = listeners.http.local_addr().map_err(ServerError::Listener)?;
     let tcp = listeners.tcp.as_ref().map(TcpListener::local_addr).transpose().map_err(ServerError::Listener)?;
     let udp = listeners.udp.as_ref().map(UdpSocket::local_addr).transpose().map_err(ServerError::Listener)?;
-    let (tcp, udp) = (tcp.map(|a| a.to_string()), udp.map(|a| a.to_string()));
-    let (tcp, udp) = (tcp.as_deref().unwrap_or("off"), udp.as_deref().unwrap_or("off"));
-    tracing::info!(%address, tcp, udp, open_files, max_connections, "switchboard listening (WebSocket at /ws, echo at /ws/echo)");
-    Ok(())
+    let (tcp_shown, udp_shown) = (tcp.map(|a| a.to_string()), udp.map(|a| a.to_string()));
+    let (tcp_shown, udp_shown) = (tcp_shown.as_deref().unwrap_or("off"), udp_shown.as_deref().unwrap_or("off"));
+    tracing::info!(%address, tcp = tcp_shown, udp = udp_shown, open_files, max_connections, "switchboard listening (WebSocket at /ws, echo at /ws/echo)");
+    Ok([Some(address), tcp, udp].into_iter().flatten().collect())
+}
+
+/// Applies each new configuration's policy; a configuration that cannot be
+/// served is refused with a log line and the running one stays. Settings
+/// that need a restart are named when they differ.
+async fn apply_reloads(
+    hub: Arc<Hub>,
+    mut running: Config,
+    listening: Vec<SocketAddr>,
+    mut reloads: Reloads,
+    stop: CancellationToken,
+) {
+    loop {
+        let config = tokio::select! {
+            next = reloads.recv() => match next { Some(config) => config, None => return },
+            () = stop.cancelled() => return,
+        };
+        match Policy::build(&config, &listening) {
+            Ok(policy) => {
+                hub.policy_cell().replace(policy);
+                let restart = needs_restart(&running, &config);
+                tracing::info!(token_mode = hub.policy().token_mode(), "configuration reloaded");
+                if !restart.is_empty() {
+                    tracing::warn!(settings = %restart.join(", "), "changed settings that apply only after a restart");
+                }
+                running = config;
+            }
+            Err(error) => tracing::error!(%error, "configuration reload refused; the running configuration stays"),
+        }
+    }
+}
+
+/// The settings that differ between `old` and `new` and that a reload
+/// cannot apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let differs = [
+        ("http", old.http != new.http),
+        ("tcp", old.tcp != new.tcp),
+        ("udp", old.udp != new.udp),
+        ("data", old.data != new.data),
+        ("storage", old.storage != new.storage),
+        ("websocket", old.websocket != new.websocket),
+        ("tcp_options", old.tcp_options != new.tcp_options),
+        ("udp_options", old.udp_options != new.udp_options),
+        ("delivery", old.delivery != new.delivery),
+        ("shutdown", old.shutdown != new.shutdown),
+    ];
+    differs.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
 }
 
 /// Stops accepting, closes every client with 1001 after what is queued for

@@ -12,6 +12,8 @@
 
 use super::address::PackedAddr;
 use super::outbound::{len32, HeldFrame, Outbound};
+use crate::auth::Profile;
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
@@ -99,6 +101,9 @@ pub struct Conn {
     /// `Conn`'s padding, because a byte more in `Outbound` would grow it
     /// past 64 bytes and `Conn` past its allocation class.
     last_drain: AtomicU8,
+    /// What the connection's token says (token mode; `None` in open mode).
+    /// Swapped whole when the client sends a fresh token.
+    profile: ArcSwapOption<Profile>,
 }
 
 /// Larger frames are written by reference ([`Conn::peek`]), not copied by
@@ -164,7 +169,18 @@ impl Conn {
             close: AtomicU16::new(0),
             pending: AtomicU16::new(0),
             last_drain: AtomicU8::new(0),
+            profile: ArcSwapOption::empty(),
         }
+    }
+
+    /// What the connection's token says; `None` in open mode.
+    pub fn profile(&self) -> Option<Arc<Profile>> {
+        self.profile.load_full()
+    }
+
+    /// Installs the profile of a verified token (at the start, or a refresh).
+    pub(crate) fn set_profile(&self, profile: Arc<Profile>) {
+        self.profile.store(Some(profile));
     }
 
     /// The same connection, sending compressed frames with a window of

@@ -19,7 +19,10 @@ mod tabs;
 
 pub use durable::{Recovery, Ticket};
 
+use crate::auth::expiry::Expiries;
+use crate::auth::Profile;
 use crate::metrics::{Metrics, TransportLabel};
+use crate::policy::{Policy, PolicyCell};
 use crate::store::{self, Storage, StoreError, WriterOptions};
 use crate::util::{lock, unix_ms};
 use bytes::Bytes;
@@ -95,6 +98,10 @@ pub struct Hub {
     users: Mutex<TabSet>,
     storage: Storage<Ticket>,
     flush_clock: Arc<FlushClock>,
+    /// What SIGHUP may change: authentication, origins, API keys.
+    policy: Arc<PolicyCell>,
+    /// Connections whose tokens will run out.
+    expiries: Arc<Expiries>,
 }
 
 impl Hub {
@@ -102,6 +109,7 @@ impl Hub {
     pub fn start(
         limits: HubLimits,
         metrics: Arc<Metrics>,
+        policy: Arc<PolicyCell>,
         backend: Box<dyn store::Backend>,
         writer: WriterOptions,
     ) -> Result<Arc<Hub>, StoreError> {
@@ -119,6 +127,8 @@ impl Hub {
                 rooms: Mutex::default(),
                 users: Mutex::default(),
                 storage: loaded.start(writer, sink),
+                policy,
+                expiries: Arc::default(),
             }
         }))
     }
@@ -137,6 +147,34 @@ impl Hub {
     /// The clock that coalesces fan-out writes; its task runs in the server.
     pub fn flush_clock(&self) -> &Arc<FlushClock> {
         &self.flush_clock
+    }
+
+    /// The policy in force (see [`crate::policy`]); hold it only briefly.
+    pub fn policy(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.policy.load()
+    }
+
+    /// The cell the policy lives in, for reloads.
+    pub fn policy_cell(&self) -> &Arc<PolicyCell> {
+        &self.policy
+    }
+
+    /// Connections whose tokens run out; its task runs in the server.
+    pub fn expiries(&self) -> &Arc<Expiries> {
+        &self.expiries
+    }
+
+    /// Gives `conn` the profile of its verified token and watches the
+    /// token's expiry.
+    pub fn identify(&self, conn: &Arc<Conn>, profile: Arc<Profile>) {
+        let expires_at = profile.expires_at;
+        let had_expiry = conn.profile().is_some_and(|old| old.expires_at.is_some());
+        conn.set_profile(profile);
+        // A refresh of a watched connection is found by its armed entry.
+        if let (Some(expires_at), false) = (expires_at, had_expiry) {
+            let warning = self.policy().auth.as_ref().map_or(Duration::ZERO, |auth| auth.expiry_warning);
+            self.expiries.watch(conn, expires_at, warning, crate::auth::unix_now());
+        }
     }
 
     /// The limits every connection shares (kept here, not per connection).
@@ -287,7 +325,9 @@ impl Hub {
     }
 
     fn presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
-        let encoded = Encoded::new(&event::Presence { ev, room, user: &conn.user });
+        let profile = conn.profile();
+        let info = profile.as_ref().and_then(|profile| profile.info.as_deref());
+        let encoded = Encoded::new(&event::Presence { ev, room, user: &conn.user, info });
         self.fan_out(state.others(conn.id), &encoded);
     }
 

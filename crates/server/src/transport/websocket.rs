@@ -122,14 +122,16 @@ mod tests {
 
     /// What an idle connection's task holds is `Connection<WsCodec>` (the
     /// future returned by `run` adds nothing), and its shared state is
-    /// `Conn`. Both sit just under an allocation size step (tokio rounds
-    /// task cells to 128 bytes; `Arc<Conn>` fits a 160-byte malloc chunk):
-    /// growing either costs every idle socket a whole step.
+    /// `Conn`. Both sit just under an allocation size step: tokio's task
+    /// cell is 256 bytes for futures of 32 to 152 bytes (104 of them its
+    /// own), and `Arc<Conn>` (16 bytes of counts and `Conn`) fills
+    /// jemalloc's 160-byte class: growing either costs every idle socket a
+    /// whole step.
     #[test]
     fn idle_connection_state_stays_small() {
         let connection = std::mem::size_of::<Connection<WsCodec>>();
         let conn = std::mem::size_of::<crate::hub::conn::Conn>();
-        assert!(connection <= 136, "Connection<WsCodec> is {connection} bytes");
-        assert!(conn <= 136, "Conn is {conn} bytes");
+        assert!(connection <= 152, "Connection<WsCodec> is {connection} bytes");
+        assert!(conn <= 144, "Conn is {conn} bytes");
     }
 }

@@ -1,0 +1,90 @@
+//! The settings SIGHUP may change while the server runs: how clients prove
+//! who they are, which origins and API keys are accepted, who may read
+//! `/metrics`. They are built from a [`Config`] in one fallible step
+//! ([`Policy::build`]) and swapped in whole ([`PolicyCell::replace`]), so a
+//! broken file changes nothing: the server logs why and keeps the policy it
+//! runs with. Connections keep what they were admitted with; new
+//! connections and later commands see the new policy.
+//!
+//! Reading the policy is a lock-free load (`arc_swap`), cheap enough for a
+//! check on every command.
+
+use crate::auth::{ApiKeys, Authenticator, Origins};
+use crate::config::Config;
+use arc_swap::{ArcSwap, Guard};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Why a configuration cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error(
+        "open mode trusts every name as given, and {0} is not a loopback address: set a JWT key \
+         (auth.jwt_hmac_secret or auth.jwt_public_key) for token mode, or say auth.mode = \"open\" \
+         (SWITCHBOARD_AUTH__MODE=open) to serve open mode there on purpose"
+    )]
+    OpenModeNotLoopback(SocketAddr),
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthSetupError),
+}
+
+/// Everything a reload may change, built and checked as one.
+#[derive(Debug)]
+pub struct Policy {
+    /// Verifies tokens; `None` in open mode.
+    pub auth: Option<Authenticator>,
+    /// Keys for the HTTP API.
+    pub api_keys: ApiKeys,
+    /// Where browser upgrades may come from.
+    pub origins: Origins,
+    /// Whether `/metrics` is readable without an API key in token mode.
+    pub metrics_public: bool,
+}
+
+impl Policy {
+    /// Builds the policy `config` asks for, for a server listening on
+    /// `listening`. Fails, changing nothing, on a key that cannot be read or
+    /// on open mode where it was not asked for explicitly.
+    pub fn build(config: &Config, listening: &[SocketAddr]) -> Result<Policy, PolicyError> {
+        let auth = &config.auth;
+        let token_mode = auth.token_mode();
+        if !token_mode && auth.mode != crate::config::AuthMode::Open {
+            if let Some(exposed) = listening.iter().find(|address| !address.ip().is_loopback()) {
+                return Err(PolicyError::OpenModeNotLoopback(*exposed));
+            }
+        }
+        Ok(Policy {
+            auth: token_mode.then(|| Authenticator::build(auth)).transpose()?,
+            api_keys: ApiKeys::build(&auth.api_keys),
+            origins: Origins::build(&auth.allowed_origins).map_err(crate::auth::AuthSetupError::from)?,
+            metrics_public: config.metrics.public || !token_mode,
+        })
+    }
+
+    /// Whether clients must present tokens.
+    pub fn token_mode(&self) -> bool {
+        self.auth.is_some()
+    }
+}
+
+/// The policy in force, replaced whole on reload.
+#[derive(Debug)]
+pub struct PolicyCell {
+    current: ArcSwap<Policy>,
+}
+
+impl PolicyCell {
+    pub fn new(policy: Policy) -> Self {
+        PolicyCell { current: ArcSwap::from_pointee(policy) }
+    }
+
+    /// The policy now; hold the guard only briefly (never across an await).
+    pub fn load(&self) -> Guard<Arc<Policy>> {
+        self.current.load()
+    }
+
+    /// Puts `policy` in force for every later check.
+    pub fn replace(&self, policy: Policy) {
+        self.current.store(Arc::new(policy));
+    }
+}
