@@ -36,11 +36,29 @@ pub struct Upgrade {
     pub accept: String,
     /// The `name` query parameter, validated as a user name.
     pub name: Option<String>,
+    /// The token from `?token=` or `Authorization: Bearer` (the query wins).
+    pub token: Option<String>,
+    /// The `Origin` header: a browser names the page that opened the socket.
+    pub origin: Option<String>,
+    /// The `Host` header.
+    pub host: Option<String>,
+    /// The client as a proxy reports it: the `X-Forwarded-For` header, or
+    /// else `Forwarded`, as sent (believed only from trusted proxies).
+    pub forwarded: Option<Forwarded>,
     /// Length of the request head; bytes after it are WebSocket frames.
     pub head_len: usize,
     /// The permessage-deflate offer we would accept, if the client made
     /// one; the server uses it only when compression is enabled.
     pub deflate: Option<Agreed>,
+}
+
+/// A proxy's report of the client it forwards for, as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forwarded {
+    /// `X-Forwarded-For: client, proxy1, ...`
+    XForwardedFor(String),
+    /// RFC 7239 `Forwarded: for=client;proto=https, ...`
+    Forwarded(String),
 }
 
 /// What the bytes received so far amount to.
@@ -117,9 +135,29 @@ pub fn parse_request(input: &[u8], max_head: usize) -> Result<Parsed, HandshakeE
     }
     let key = header_values(headers, "sec-websocket-key").next().filter(|key| is_valid_key(key));
     let accept = accept_key(key.ok_or(HandshakeError::Key)?);
-    let name = requested_name(request.path.unwrap_or_default())?;
+    let path = request.path.unwrap_or_default();
+    let name = requested_name(path)?;
+    let token = query_value(path, "token").or_else(|| bearer(headers));
+    let text = |name| header_values(headers, name).next().and_then(|value| std::str::from_utf8(value).ok());
+    let (origin, host) = (text("origin").map(str::to_owned), text("host").map(str::to_owned));
+    let forwarded = text("x-forwarded-for")
+        .map(|value| Forwarded::XForwardedFor(value.to_owned()))
+        .or_else(|| text("forwarded").map(|value| Forwarded::Forwarded(value.to_owned())));
     let deflate = deflate::negotiate(header_values(headers, "sec-websocket-extensions"));
-    Ok(Parsed::Upgrade(Upgrade { endpoint, accept, name, head_len, deflate }))
+    Ok(Parsed::Upgrade(Upgrade { endpoint, accept, name, token, origin, host, forwarded, head_len, deflate }))
+}
+
+/// The value of query parameter `key` in `path`, decoded.
+fn query_value(path: &str, key: &str) -> Option<String> {
+    let (_, query) = path.split_once('?')?;
+    form_urlencoded::parse(query.as_bytes()).find(|(found, _)| found == key).map(|(_, value)| value.into_owned())
+}
+
+/// The credentials of `Authorization: Bearer TOKEN`.
+fn bearer(headers: &[httparse::Header<'_>]) -> Option<String> {
+    let value = std::str::from_utf8(header_values(headers, "authorization").next()?).ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 fn header_values<'a>(headers: &'a [httparse::Header<'a>], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -142,12 +180,9 @@ fn incomplete(input: &[u8], max_head: usize) -> Result<Parsed, HandshakeError> {
 
 /// The `name` query parameter, validated; `None` when absent.
 fn requested_name(path: &str) -> Result<Option<String>, HandshakeError> {
-    let Some((_, query)) = path.split_once('?') else { return Ok(None) };
-    let Some((_, name)) = form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "name") else {
-        return Ok(None);
-    };
+    let Some(name) = query_value(path, "name") else { return Ok(None) };
     command::validate_user(&name).map_err(HandshakeError::Name)?;
-    Ok(Some(name.into_owned()))
+    Ok(Some(name))
 }
 
 /// A `Sec-WebSocket-Key` must be 16 random bytes in base64.
@@ -216,6 +251,28 @@ mod tests {
         assert_eq!(upgrade.name.as_deref(), Some("alice"));
         assert_eq!(upgrade.head_len, GOOD.len(), "frames after the head are left alone");
         assert_eq!(upgrade.deflate, None, "no extension offered");
+        assert_eq!((upgrade.token, upgrade.origin, upgrade.host.as_deref()), (None, None, Some("x")));
+    }
+
+    #[test]
+    fn tokens_origins_and_proxies_are_read_from_the_request() {
+        let with = |extra: &str, path: &str| {
+            let request = GOOD.replace("/ws?name=alice", path).replacen("\r\n", &format!("\r\n{extra}"), 1);
+            let Ok(Parsed::Upgrade(upgrade)) = parse_request(request.as_bytes(), 8192) else {
+                panic!("not an upgrade")
+            };
+            upgrade
+        };
+        let bearer = with("Authorization: Bearer abc.def.ghi\r\nOrigin: https://app.test\r\n", "/ws");
+        assert_eq!(bearer.token.as_deref(), Some("abc.def.ghi"));
+        assert_eq!(bearer.origin.as_deref(), Some("https://app.test"));
+        let query = with("Authorization: Bearer header-token\r\n", "/ws?token=query%2Etoken");
+        assert_eq!(query.token.as_deref(), Some("query.token"), "the query wins");
+        assert_eq!(with("Authorization: Basic abc\r\n", "/ws").token, None);
+        let proxied = with("Forwarded: for=192.0.2.60\r\nX-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n", "/ws");
+        assert_eq!(proxied.forwarded, Some(Forwarded::XForwardedFor("203.0.113.7, 10.0.0.1".into())));
+        let rfc = with("Forwarded: for=192.0.2.60;proto=https\r\n", "/ws");
+        assert_eq!(rfc.forwarded, Some(Forwarded::Forwarded("for=192.0.2.60;proto=https".into())));
     }
 
     #[test]
