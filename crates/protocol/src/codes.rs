@@ -53,6 +53,12 @@ pub enum ErrorCode {
     NameNotAllowed,
     /// The token does not allow this command in this room.
     Forbidden,
+    /// A browser page from an origin `auth.allowed_origins` does not list.
+    OriginNotAllowed,
+    /// The HTTP API needs `Authorization: Bearer <API key>`.
+    ApiKeyRequired,
+    /// The presented API key is not one of `auth.api_keys`.
+    ApiKeyInvalid,
 }
 
 impl ErrorCode {
@@ -82,6 +88,9 @@ impl ErrorCode {
             ErrorCode::TokenUserMismatch => "token_user_mismatch",
             ErrorCode::NameNotAllowed => "name_not_allowed",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::OriginNotAllowed => "origin_not_allowed",
+            ErrorCode::ApiKeyRequired => "api_key_required",
+            ErrorCode::ApiKeyInvalid => "api_key_invalid",
         }
     }
 }

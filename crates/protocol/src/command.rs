@@ -60,9 +60,16 @@ pub enum Command<'a> {
         epoch: Option<u64>,
     },
     Ping,
-    /// Names a TCP or UDP client; only valid as its first command.
+    /// Names (open mode) or authenticates (token mode) a TCP or UDP
+    /// client; only valid as its first command.
     Hello {
         name: Option<String>,
+        token: Option<String>,
+    },
+    /// A fresh token for the connection's user, before the current one
+    /// expires.
+    Auth {
+        token: String,
     },
 }
 
@@ -99,6 +106,8 @@ struct Fields<'a> {
     volatile: Option<&'a RawValue>,
     #[serde(borrow)]
     name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
 }
 
 /// Parses one command. The input must be a single JSON object.
@@ -170,8 +179,9 @@ impl<'a> Fields<'a> {
                 if let Some(name) = &name {
                     validate_user(name).map_err(|m| (ErrorCode::BadUser, m))?;
                 }
-                Command::Hello { name }
+                Command::Hello { name, token: optional(self.token, "token").map_err(bad)? }
             }
+            "auth" => Command::Auth { token: required(self.token, "token").map_err(bad)? },
             other => {
                 let shown: String = other.chars().take(32).collect();
                 return Err((ErrorCode::UnknownOp, format!("unknown op `{shown}`")));
@@ -289,6 +299,12 @@ mod tests {
         assert!(matches!(leave, Command::Leave { ref room } if room == "r"));
         let presence = parse(r#"{"op":"presence","room":"r"}"#).expect("valid").command;
         assert!(matches!(presence, Command::Presence { ref room } if room == "r"));
+        let hello = parse(r#"{"op":"hello","token":"t.o.k"}"#).expect("valid").command;
+        assert!(matches!(hello, Command::Hello { name: None, token: Some(ref t) } if t == "t.o.k"));
+        let auth = parse(r#"{"op":"auth","token":"a.b.c","id":1}"#).expect("valid").command;
+        assert!(matches!(auth, Command::Auth { ref token } if token == "a.b.c"));
+        let missing = parse(r#"{"op":"auth","id":2}"#).expect_err("no token");
+        assert_eq!((missing.code, missing.message.contains("token")), (ErrorCode::BadRequest, true));
     }
 
     #[test]

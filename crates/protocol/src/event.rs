@@ -177,6 +177,16 @@ pub struct Presence<'a> {
     pub info: Option<&'a RawValue>,
 }
 
+/// `{"ev":"removed","room":R,"code":C,"reason":TEXT}`: the connection is no
+/// longer a member of `room` (its refreshed token does not allow it).
+#[derive(Debug, Serialize)]
+pub struct Removed<'a> {
+    pub ev: &'static str,
+    pub room: &'a str,
+    pub code: &'static str,
+    pub reason: &'a str,
+}
+
 /// `{"ev":"token_expiring","exp":E,"seconds_left":S}`: send
 /// `{"op":"auth","token":..}` with a fresh token before `exp`, or the
 /// connection is closed with 4005.

@@ -221,6 +221,17 @@ pub fn refusal(code: u16, reason: &str, body: &str) -> String {
     out
 }
 
+/// A complete HTTP answer with the body `{"code":CODE,"error":MESSAGE}`
+/// (the same shape as protocol errors) that closes the connection.
+pub fn refusal_json(status: u16, reason: &str, code: &str, message: &str) -> String {
+    let body = serde_json::json!({ "code": code, "error": message }).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +323,16 @@ mod tests {
         assert_eq!(status("GET /ws HTTP/1.1\r\nBad Header\r\n\r\n".into()), Err(400));
         let many: String = (0..40).map(|i| format!("X-{i}: y\r\n")).collect();
         assert_eq!(status(GOOD.replacen("\r\n", &format!("\r\n{many}"), 1)), Err(431));
+    }
+
+    #[test]
+    fn json_refusals_carry_a_code_and_an_escaped_message() {
+        let answer = refusal_json(401, "Unauthorized", "token_expired", "the \"token\" expired");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 401 Unauthorized\r\n") && head.contains("application/json"));
+        assert!(head.ends_with(&format!("Content-Length: {}", body.len())));
+        let parsed: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(parsed, serde_json::json!({"code": "token_expired", "error": "the \"token\" expired"}));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde_json::Value;
 /// The greeting and help, sent when a connection turns out to be human.
 pub const HELP: &str = "\
 * welcome to switchboard. commands:
-*   /nick NAME       choose your name (before joining rooms)
+*   /nick NAME       choose your name (before joining rooms; open mode)
+*   /auth TOKEN      present your token (first, on servers in token mode; again to refresh it)
 *   /join ROOM       join a room; plain lines are said there
 *   /leave           leave the current room
 *   /msg USER TEXT   direct message
@@ -25,6 +26,7 @@ pub const HELP: &str = "\
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input<'a> {
     Nick(&'a str),
+    Auth(&'a str),
     Join(&'a str),
     Leave,
     Msg {
@@ -57,6 +59,8 @@ pub fn parse_input(line: &str) -> Input<'_> {
     match (name, rest) {
         ("nick", "") => needs("NAME"),
         ("nick", name) => Input::Nick(name),
+        ("auth", "") => needs("TOKEN"),
+        ("auth", token) => Input::Auth(token),
         ("join", "") => needs("ROOM"),
         ("join", room) => Input::Join(room),
         ("leave", _) => Input::Leave,
@@ -119,6 +123,7 @@ pub fn render(json: &[u8]) -> Option<String> {
                 Some(format!("* in {}: {}\n", field("room"), users.join(", ")))
             }
             "t:msg" => Some("* sent\n".to_owned()),
+            "t:auth" => Some("* token accepted\n".to_owned()),
             "t:history" => {
                 let lines: String = event["messages"].as_array()?.iter().filter_map(message_line).collect();
                 Some(if lines.is_empty() { format!("* no stored messages in {}\n", field("room")) } else { lines })
@@ -134,6 +139,11 @@ pub fn render(json: &[u8]) -> Option<String> {
         "hello" => format!("* you are {}\n", field("user")),
         "error" => format!("! {}\n", field("error")),
         "close" => format!("* disconnected: {}\n", field("reason")),
+        "removed" => format!("* you were removed from {}: {}\n", field("room"), field("reason")),
+        "token_expiring" => {
+            let left = event["seconds_left"].as_u64().unwrap_or_default();
+            format!("* your token expires in {left} s: send /auth NEW_TOKEN\n")
+        }
         _ => return None,
     })
 }
@@ -149,6 +159,8 @@ mod tests {
         assert_eq!(parse_input("/msg bob see you at 5"), Input::Msg { to: "bob", text: "see you at 5" });
         assert_eq!(parse_input("/history 20"), Input::History(Some(20)));
         assert_eq!(parse_input("bye"), Input::Quit);
+        assert_eq!(parse_input("/auth ey.J.x"), Input::Auth("ey.J.x"));
+        assert!(matches!(parse_input("/auth"), Input::Invalid(usage) if usage.contains("TOKEN")));
         assert_eq!(parse_input("hello all"), Input::Say("hello all"));
         assert!(matches!(parse_input("/msg bob"), Input::Invalid(usage) if usage.contains("USER TEXT")));
         assert!(matches!(parse_input("/fly"), Input::Invalid(why) if why.contains("/help")));
@@ -173,5 +185,9 @@ mod tests {
         assert_eq!(render(history).as_deref(), Some("[r] a: one\n[r] b: two\n"));
         let empty = br#"{"re":"t:history","ok":true,"room":"r","messages":[]}"#;
         assert_eq!(render(empty).as_deref(), Some("* no stored messages in r\n"));
+        let expiring = br#"{"ev":"token_expiring","exp":100,"seconds_left":30}"#;
+        assert_eq!(render(expiring).as_deref(), Some("* your token expires in 30 s: send /auth NEW_TOKEN\n"));
+        let removed = br#"{"ev":"removed","room":"ops","code":"forbidden","reason":"not allowed"}"#;
+        assert_eq!(render(removed).as_deref(), Some("* you were removed from ops: not allowed\n"));
     }
 }

@@ -42,6 +42,7 @@ pub struct Metrics {
     pub rooms: Gauge,
     pub commands: Counter,
     pub command_errors: Family<ErrorLabel, Counter>,
+    pub auth_failures: Family<ErrorLabel, Counter>,
     pub messages_published: Counter,
     pub messages_stored: Counter,
     pub messages_replayed: Counter,
@@ -65,7 +66,8 @@ impl Metrics {
         r.register("connections_accepted", "Connections accepted", self.connections_accepted.clone());
         r.register(
             "connections_refused",
-            "Connections refused (limit: at max connections; handshake: bad upgrade request)",
+            "Connections refused (limit: at max connections; handshake: bad upgrade request; origin: a page \
+             from an origin not allowed; auth: no valid token)",
             self.connections_refused.clone(),
         );
         r.register("connections_closed", "Connections closed, by close code", self.connections_closed.clone());
@@ -73,6 +75,11 @@ impl Metrics {
         r.register("rooms", "Rooms with at least one member", self.rooms.clone());
         r.register("commands", "Client commands received", self.commands.clone());
         r.register("command_errors", "Commands answered with an error, by code", self.command_errors.clone());
+        r.register(
+            "auth_failures",
+            "Tokens and API keys refused (upgrades, hello, auth, HTTP), by wire code",
+            self.auth_failures.clone(),
+        );
         r.register("messages_published", "Messages published to rooms", self.messages_published.clone());
         r.register(
             "messages_stored",
@@ -128,6 +135,10 @@ impl Metrics {
 
     pub(crate) fn dropped(&self, reason: &'static str, frames: usize) {
         self.dropped.get_or_create(&ReasonLabel { reason }).inc_by(frames as u64);
+    }
+
+    pub(crate) fn auth_failed(&self, code: switchboard_protocol::ErrorCode) {
+        self.auth_failures.get_or_create(&ErrorLabel { code: code.as_str() }).inc();
     }
 
     pub(crate) fn refused(&self, reason: &'static str) {

@@ -9,7 +9,7 @@
 //! Reading the policy is a lock-free load (`arc_swap`), cheap enough for a
 //! check on every command.
 
-use crate::auth::{ApiKeys, Authenticator, Origins};
+use crate::auth::{ApiKeys, AuthError, Authenticator, Identity, Origins};
 use crate::config::Config;
 use arc_swap::{ArcSwap, Guard};
 use std::net::SocketAddr;
@@ -65,6 +65,26 @@ impl Policy {
     pub fn token_mode(&self) -> bool {
         self.auth.is_some()
     }
+
+    /// Who a new client is, from the name and token it presented: in token
+    /// mode the token's user (a name is refused), in open mode the name as
+    /// given (a token is not needed and not read).
+    pub fn admit(&self, name: Option<String>, token: Option<&str>) -> Result<Admission, AuthError> {
+        let Some(auth) = &self.auth else { return Ok(Admission::Named(name)) };
+        if name.is_some() {
+            return Err(AuthError::NameNotAllowed);
+        }
+        auth.verify(token.ok_or(AuthError::Missing)?).map(Admission::Verified)
+    }
+}
+
+/// A client let in by [`Policy::admit`].
+#[derive(Debug)]
+pub enum Admission {
+    /// Open mode: the name asked for, or none (a guest).
+    Named(Option<String>),
+    /// Token mode: the token's user and profile.
+    Verified(Identity),
 }
 
 /// The policy in force, replaced whole on reload.

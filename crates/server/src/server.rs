@@ -141,7 +141,7 @@ pub async fn run_with_reload(
     Ok(())
 }
 
-fn hub_limits(config: &Config) -> HubLimits {
+pub(crate) fn hub_limits(config: &Config) -> HubLimits {
     HubLimits {
         outbound_queue_bytes: config.limits.outbound_queue_bytes,
         presence_events_max_members: config.limits.presence_events_max_members,
@@ -274,8 +274,8 @@ async fn accept_http(listener: TcpListener, state: &Arc<HttpState>) {
 }
 
 /// Raw TCP: no handshake, so a connection is registered (as a guest in
-/// JSON-lines mode until its first line says otherwise) as soon as it is
-/// accepted.
+/// JSON-lines mode until its first line says otherwise, or authenticates
+/// in token mode) as soon as it is accepted.
 async fn accept_tcp(listener: TcpListener, state: &HttpState, keepalive: Duration) {
     const REFUSAL: &[u8] = b"{\"ev\":\"close\",\"code\":1013,\"reason\":\"server at connection limit\"}\n";
     loop {
@@ -287,7 +287,11 @@ async fn accept_tcp(listener: TcpListener, state: &HttpState, keepalive: Duratio
         }
         let hub = Arc::clone(&state.hub);
         let id = hub.next_conn_id();
-        let conn = hub.register(id, Arc::from(format!("guest-{id}")), peer, Transport::TcpJson);
+        // In token mode the first line must authenticate; until it does the
+        // connection has a name no token can have, so nothing addressed to a
+        // user ever reaches it.
+        let name = if hub.policy().token_mode() { format!("#pending-{id}") } else { format!("guest-{id}") };
+        let conn = hub.register(id, Arc::from(name), peer, Transport::TcpJson);
         tracing::debug!(conn = id, %peer, "raw tcp open");
         let session = Session::silent(hub, conn);
         state.tracker.spawn(Connection::new(stream, session, TcpCodec::new()).run(bytes::Bytes::new()));

@@ -3,10 +3,12 @@
 //! the connection joined. It knows nothing of sockets or framing, so every
 //! transport that speaks the JSON protocol shares it.
 
+use crate::auth::{AuthError, Permission, Profile};
 use crate::hub::conn::Conn;
 use crate::hub::conn::Transport;
 use crate::hub::room::Room;
 use crate::hub::{Hub, HubError, Recovery};
+use crate::policy::Admission;
 use crate::store::{LogKey, LogKind};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -57,6 +59,15 @@ struct VolatileReply {
 struct PresenceReply<'a> {
     room: &'a str,
     users: &'a [Arc<str>],
+    /// The public `info` of users whose token has one (token mode).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    info: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct AuthReply {
+    /// The new token's `exp`, if it has one.
+    exp: Option<u64>,
 }
 
 impl Session {
@@ -87,6 +98,34 @@ impl Session {
             return Err("wait for the answers to your messages before changing your name");
         }
         self.conn = self.hub.rename(&self.conn, user, transport);
+        Ok(())
+    }
+
+    /// Lets in a raw TCP or UDP client that presented `name` and `token` on
+    /// its first line (see [`crate::policy::Policy::admit`]), naming the
+    /// connection after it. A refusal is answered (`id`, if any) and counted;
+    /// the caller closes.
+    pub fn admit(
+        &mut self,
+        id: Option<&RawValue>,
+        name: Option<String>,
+        token: Option<&str>,
+        transport: Transport,
+    ) -> Result<(), AuthError> {
+        let admitted = self.hub.policy().admit(name, token);
+        let (user, profile) = match admitted {
+            Ok(Admission::Named(name)) => (name.map(Arc::from).unwrap_or_else(|| Arc::clone(&self.conn.user)), None),
+            Ok(Admission::Verified(identity)) => (identity.user, Some(identity.profile)),
+            Err(error) => {
+                self.refused(id, &error);
+                return Err(error);
+            }
+        };
+        // The first line: in no room yet, nothing in flight, so it cannot fail.
+        let _ = self.rename(user, transport);
+        if let Some(profile) = profile {
+            self.hub.identify(&self.conn, profile);
+        }
         Ok(())
     }
 
@@ -124,19 +163,21 @@ impl Session {
 
     fn dispatch(&mut self, Request { id, command }: Request<'_>) {
         let result = match command {
-            Command::Join { room, since, epoch } => self.join(id, &room, since, epoch),
+            Command::Join { room, since, epoch } => {
+                self.permit(&room, Permission::Join).and_then(|()| self.join(id, &room, since, epoch))
+            }
             Command::Leave { room } => self.leave(id, &room),
             Command::Send { room, body, volatile } => self.send(id, &room, body, volatile),
             Command::Dm { to, body } => self.hub.direct(&self.conn, &to, body, id),
-            Command::Presence { room } => {
-                let users = self.hub.presence_of(&room);
-                self.reply_ok(id, PresenceReply { room: &room, users: &users });
+            Command::Presence { room } => self.permit(&room, Permission::Presence).map(|()| self.presence(id, &room)),
+            Command::History { room, before, limit } => self.permit(&room, Permission::History).and_then(|()| {
+                self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit)
+            }),
+            Command::Inbox { since, epoch } => self.inbox(id, since.unwrap_or(0), epoch),
+            Command::Auth { token } => {
+                self.refresh(id, &token);
                 Ok(())
             }
-            Command::History { room, before, limit } => {
-                self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit)
-            }
-            Command::Inbox { since, epoch } => self.inbox(id, since.unwrap_or(0), epoch),
             Command::Hello { .. } => {
                 let message = "hello is only valid as the first command of a TCP or UDP client";
                 self.reply_error(id, ErrorCode::BadRequest, message);
@@ -153,6 +194,7 @@ impl Session {
         if let Err(error) = result {
             let code = match error {
                 HubError::NotMember(_) => ErrorCode::NotMember,
+                HubError::Forbidden(..) => ErrorCode::Forbidden,
                 HubError::ShuttingDown => ErrorCode::ShuttingDown,
                 HubError::StorageBusy | HubError::TooManyPending => ErrorCode::Overloaded,
             };
@@ -248,6 +290,7 @@ impl Session {
 
     fn send(&mut self, id: Option<&RawValue>, room: &str, body: &RawValue, volatile: bool) -> Result<(), HubError> {
         let index = self.room_index(room)?;
+        self.permit(room, Permission::Send)?;
         if volatile {
             let ts = self.hub.publish_volatile(&self.conn, &self.rooms[index], body)?;
             self.reply_ok(id, VolatileReply { ts, volatile: true });
@@ -256,6 +299,79 @@ impl Session {
             self.hub.publish(&self.conn, &self.rooms[index], body, id)?;
         }
         Ok(())
+    }
+
+    /// Whether this connection may do `permission` in `room`: in token mode
+    /// what its token allows; in open mode anything, except that `history`
+    /// and `presence` need membership.
+    fn permit(&self, room: &str, permission: Permission) -> Result<(), HubError> {
+        match self.conn.profile() {
+            Some(profile) if profile.allows(room, permission) => Ok(()),
+            Some(_) => Err(HubError::Forbidden(room.to_owned(), permission.as_str())),
+            None if matches!(permission, Permission::History | Permission::Presence) => {
+                self.room_index(room).map(|_| ())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Answers `presence`: the users, and the `info` of those who have one.
+    fn presence(&self, id: Option<&RawValue>, room: &str) {
+        let (users, profiles) = self.hub.presence_of(room);
+        let info = profiles
+            .iter()
+            .filter_map(|(user, profile)| {
+                let info = serde_json::from_str(profile.info.as_deref()?.get()).ok()?;
+                Some((user.to_string(), info))
+            })
+            .collect();
+        self.reply_ok(id, PresenceReply { room, users: &users, info });
+    }
+
+    /// Answers `auth`: a fresh token for the same user replaces the
+    /// connection's profile (new `exp`, `info` and rooms); rooms the new
+    /// token does not let it join are left, each with a `removed` event.
+    fn refresh(&mut self, id: Option<&RawValue>, token: &str) {
+        let verified = match &self.hub.policy().auth {
+            Some(auth) => auth.verify(token),
+            None => return self.reply_error(id, ErrorCode::BadRequest, "this server runs in open mode: no tokens"),
+        };
+        let identity = match verified {
+            Ok(identity) if identity.user == self.conn.user => identity,
+            Ok(_) => return self.refused(id, &AuthError::OtherUser),
+            Err(error) => return self.refused(id, &error),
+        };
+        let expires_at = identity.profile.expires_at;
+        self.hub.identify(&self.conn, Arc::clone(&identity.profile));
+        self.leave_forbidden_rooms(&identity.profile);
+        self.reply_ok(id, AuthReply { exp: expires_at });
+    }
+
+    /// Answers a refused token and counts it.
+    pub(crate) fn refused(&self, id: Option<&RawValue>, error: &AuthError) {
+        self.hub.metrics.auth_failed(error.code());
+        self.reply_error(id, error.code(), &error.to_string());
+    }
+
+    fn leave_forbidden_rooms(&mut self, profile: &Profile) {
+        let mut left = Vec::new();
+        self.rooms.retain(|room| {
+            let allowed = profile.allows(&room.name, Permission::Join);
+            if !allowed {
+                left.push(Arc::clone(room));
+            }
+            allowed
+        });
+        for room in left {
+            self.hub.leave(&self.conn, &room);
+            let why = "your refreshed token does not allow this room";
+            self.queue(&event::Removed {
+                ev: "removed",
+                room: &room.name,
+                code: ErrorCode::Forbidden.as_str(),
+                reason: why,
+            });
+        }
     }
 
     fn room_index(&self, room: &str) -> Result<usize, HubError> {

@@ -412,13 +412,15 @@ impl Conn {
     }
 
     /// Moves the queue, with how much of its head is already written, to
-    /// `other`: a new, empty connection replacing this one (a rename).
+    /// `other`, a new connection replacing this one (a rename), ahead of
+    /// anything `other` already holds (which was never written).
     pub(crate) fn move_queue_to(&self, other: &Conn) {
         let mut old = self.lock();
         let mut target = other.lock();
-        debug_assert!(target.frames.is_empty(), "moving a queue onto a non-empty one");
-        target.frames = std::mem::take(&mut old.frames);
-        target.bytes = std::mem::take(&mut old.bytes);
+        let mut frames = std::mem::take(&mut old.frames);
+        frames.append(&mut target.frames);
+        target.frames = frames;
+        target.bytes = target.bytes.saturating_add(std::mem::take(&mut old.bytes));
         target.head_written = std::mem::take(&mut old.head_written);
     }
 

@@ -61,6 +61,9 @@ pub struct HubLimits {
     pub compression_threshold: usize,
 }
 
+/// A user and the profile of their token.
+pub type UserProfile = (Arc<str>, Arc<Profile>);
+
 /// A successful join.
 #[derive(Debug)]
 pub struct Joined {
@@ -75,6 +78,8 @@ pub struct Joined {
 pub enum HubError {
     #[error("not a member of room `{0}`: join it first")]
     NotMember(String),
+    #[error("your token does not allow `{1}` in room `{0}`")]
+    Forbidden(String, &'static str),
     #[error("the server is shutting down")]
     ShuttingDown,
     #[error("too many messages are waiting to be stored; retry later")]
@@ -250,12 +255,22 @@ impl Hub {
     /// Re-registers a connection that is in no room under a new name and
     /// transport, keeping its id; the old `Conn` is forgotten.
     pub fn rename(&self, old: &Conn, user: Arc<str>, transport: Transport) -> Arc<Conn> {
-        self.forget(old);
-        let conn = self.add(Conn::new(old.id, user, old.peer(), transport, self.now_ms()));
+        let conn = Arc::new(Conn::new(old.id, user, old.peer(), transport, self.now_ms()));
+        {
+            // One step under the users lock, which every delivery to a user
+            // takes: nothing addressed to the new name can be queued before
+            // the old queue is in place, or be replaced by it.
+            let mut users = lock(&self.users);
+            users.remove(old);
+            old.move_queue_to(&conn);
+            users.add(&conn);
+        }
+        if self.is_shutting_down() {
+            conn.close(CloseCode::GoingAway, false);
+        }
         let gauge = &self.metrics.connections_open;
         gauge.get_or_create(&TransportLabel { transport: old.transport.as_str() }).dec();
         gauge.get_or_create(&TransportLabel { transport: transport.as_str() }).inc();
-        old.move_queue_to(&conn);
         conn
     }
 
@@ -359,10 +374,15 @@ impl Hub {
         Ok(ts)
     }
 
-    /// The users present in `room` (empty if the room does not exist).
-    pub fn presence_of(&self, room: &str) -> Vec<Arc<str>> {
+    /// The users present in `room`, sorted, and their token profiles
+    /// (empty if the room does not exist).
+    pub fn presence_of(&self, room: &str) -> (Vec<Arc<str>>, Vec<UserProfile>) {
         let room = lock(&self.rooms).get(room).cloned();
-        room.map(|room| room.lock().user_names()).unwrap_or_default()
+        room.map(|room| {
+            let state = room.lock();
+            (state.user_names(), state.profiles())
+        })
+        .unwrap_or_default()
     }
 
     /// Queues an event for one connection in that connection's framing.
@@ -551,3 +571,7 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "hub_tests.rs"]
+mod tests;

@@ -134,6 +134,12 @@ impl RoomState {
         names.sort();
         names
     }
+
+    /// The token profiles of the users present (token mode), each user's
+    /// first connection's.
+    pub fn profiles(&self) -> Vec<super::UserProfile> {
+        self.users.firsts().filter_map(|conn| Some((Arc::clone(&conn.user), conn.profile()?))).collect()
+    }
 }
 
 /// The rooms by name: a set of `Arc<Room>` looked up by the name each room

@@ -218,7 +218,12 @@ impl TabSet {
 
     /// The user names, unsorted.
     pub fn names(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
-        self.users.iter().filter_map(|tabs| tabs.as_slice().first().map(|conn| &conn.user))
+        self.firsts().map(|conn| &conn.user)
+    }
+
+    /// Each user's first connection, unsorted.
+    pub fn firsts(&self) -> impl Iterator<Item = &Arc<Conn>> + '_ {
+        self.users.iter().filter_map(|tabs| tabs.as_slice().first())
     }
 }
 

@@ -14,6 +14,7 @@ use super::stream::Connection;
 use super::websocket::WsCodec;
 use super::with_read_buffer;
 use crate::hub::conn::Transport;
+use crate::policy::Admission;
 use crate::session::Session;
 use bytes::Bytes;
 use std::io;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use switchboard_protocol::deflate::Agreed;
 use switchboard_protocol::handshake::{self, Endpoint, HandshakeError, Parsed, Upgrade};
+use switchboard_protocol::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -79,19 +81,18 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<Ht
         }
     };
     match start {
-        Start::Upgrade(upgrade, early) => {
-            if state.hub.is_shutting_down() {
-                state.hub.metrics.refused("shutting_down");
-                let answer = handshake::refusal(503, "Service Unavailable", "server is shutting down");
-                return refuse(stream, &answer).await;
-            }
+        Start::Upgrade(mut upgrade, early) => {
+            let admission = match admit(&state, &mut upgrade, peer) {
+                Ok(admission) => admission,
+                Err(answer) => return refuse(stream, &answer).await,
+            };
             let deflate = upgrade.deflate.filter(|_| state.hub.limits().compression);
             let answer = handshake::switching_protocols(&upgrade.accept, deflate.as_ref());
             if let Err(error) = stream.write_all(answer.as_bytes()).await {
                 tracing::debug!(%peer, %error, "could not answer the upgrade");
                 return;
             }
-            start_session(stream, early, peer, upgrade, deflate, &state);
+            start_session(stream, early, peer, &upgrade, admission, deflate, &state);
         }
         Start::Http(prefix) => http::serve(Rewind::new(prefix, stream), peer, state.clone()).await,
         Start::Refuse(error) => {
@@ -102,6 +103,30 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<Ht
         }
         Start::Closed | Start::NeedMore => {}
     }
+}
+
+/// Decides whether an upgrade may proceed and as whom, or the HTTP answer
+/// that refuses it: while shutting down (503), from a page of another
+/// origin (403), without a valid token in token mode (401, naming why).
+fn admit(state: &HttpState, upgrade: &mut Upgrade, peer: SocketAddr) -> Result<Admission, String> {
+    let hub = &state.hub;
+    if hub.is_shutting_down() {
+        hub.metrics.refused("shutting_down");
+        return Err(handshake::refusal(503, "Service Unavailable", "server is shutting down"));
+    }
+    let policy = hub.policy();
+    if !policy.origins.allows(upgrade.origin.as_deref(), upgrade.host.as_deref()) {
+        hub.metrics.refused("origin");
+        tracing::info!(%peer, origin = upgrade.origin.as_deref(), "upgrade from a page of another origin refused");
+        let why = "this page's origin may not open WebSockets here (auth.allowed_origins)";
+        return Err(handshake::refusal_json(403, "Forbidden", ErrorCode::OriginNotAllowed.as_str(), why));
+    }
+    policy.admit(upgrade.name.take(), upgrade.token.as_deref()).map_err(|error| {
+        hub.metrics.refused("auth");
+        hub.metrics.auth_failed(error.code());
+        tracing::info!(%peer, code = error.code().as_str(), "upgrade refused: {error}");
+        handshake::refusal_json(401, "Unauthorized", error.code().as_str(), &error.to_string())
+    })
 }
 
 /// Reads what is available and decides how the connection starts. Bytes
@@ -148,13 +173,14 @@ async fn refuse(mut stream: TcpStream, answer: &str) {
     .await;
 }
 
-/// Starts the connection's task; `deflate` is the permessage-deflate agreed
-/// in our answer, if any.
+/// Starts the connection's task as the client `admission` let in;
+/// `deflate` is the permessage-deflate agreed in our answer, if any.
 fn start_session(
     stream: TcpStream,
     early: Bytes,
     peer: SocketAddr,
-    upgrade: Upgrade,
+    upgrade: &Upgrade,
+    admission: Admission,
     deflate: Option<Agreed>,
     state: &HttpState,
 ) {
@@ -163,12 +189,18 @@ fn start_session(
     }
     let hub = Arc::clone(&state.hub);
     let id = hub.next_conn_id();
-    let user: Arc<str> = upgrade.name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from);
+    let (user, profile) = match admission {
+        Admission::Named(name) => (name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from), None),
+        Admission::Verified(identity) => (identity.user, Some(identity.profile)),
+    };
     let transport = match upgrade.endpoint {
         Endpoint::Protocol => Transport::WebSocket,
         Endpoint::Echo => Transport::Echo,
     };
     let conn = hub.register_websocket(id, user, peer, transport, deflate.map(|agreed| agreed.server_window_bits));
+    if let Some(profile) = profile {
+        hub.identify(&conn, profile);
+    }
     let compression = deflate.is_some();
     tracing::debug!(conn = id, %peer, user = %conn.user, transport = transport.as_str(), compression, "websocket open");
     let session = match transport {

@@ -9,6 +9,7 @@
 //! sends without a newline and waits for an answer still gets one.
 
 use super::stream::Codec;
+use crate::auth::{AuthError, Permission};
 use crate::hub::conn::Transport;
 use crate::session::Session;
 use bytes::{Bytes, BytesMut};
@@ -17,7 +18,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use switchboard_protocol::command::{self, Command};
+use switchboard_protocol::command::{self, Command, Request};
 use switchboard_protocol::event::{self, Encoded, Framing};
 use switchboard_protocol::text::{self, Input};
 use switchboard_protocol::{CloseCode, ErrorCode};
@@ -70,16 +71,11 @@ impl TcpCodec {
             Mode::Text => on_text(line, session)?,
             Mode::Undecided if line.trim_start().starts_with('{') => {
                 self.mode = Mode::Json;
-                start_json(line, session);
+                start_json(line, session)?;
             }
             Mode::Undecided => {
                 self.mode = Mode::Text;
-                let user = Arc::clone(&session.conn().user);
-                // Not in any room yet, so the rename cannot fail.
-                let _ = session.rename(user, Transport::TcpText);
-                say(session, text::HELP);
-                session.greet(None);
-                on_text(line, session)?;
+                start_text(line, session)?;
             }
         }
         Ok(())
@@ -153,21 +149,52 @@ impl Codec for TcpCodec {
     }
 }
 
-/// The first JSON line: a `hello` names the client; anything else is a
-/// command from a guest. Either way the client is greeted first.
-fn start_json(line: &str, session: &mut Session) {
-    if let Ok(request) = command::parse(line) {
-        if let Command::Hello { name } = request.command {
-            if let Some(name) = name {
-                // Not in any room yet, so the rename cannot fail.
-                let _ = session.rename(Arc::from(name), Transport::TcpJson);
-            }
-            session.greet(None);
-            return;
-        }
+/// The first JSON line: a `hello` names (open mode) or authenticates
+/// (token mode) the client, who is then greeted. In open mode anything
+/// else is a command from a guest, greeted first; in token mode anything
+/// else, like a refused token, is answered and closes the connection.
+fn start_json(line: &str, session: &mut Session) -> Result<(), CloseCode> {
+    let request = command::parse(line);
+    if let Ok(Request { id, command: Command::Hello { name, token } }) = request {
+        session.admit(id, name, token.as_deref(), Transport::TcpJson).map_err(|_| CloseCode::Unauthorized)?;
+        session.greet(None);
+        return Ok(());
+    }
+    if session.hub().policy().token_mode() {
+        let id = match &request {
+            Ok(request) => request.id,
+            Err(error) => error.id,
+        };
+        session.refused(id, &AuthError::Missing);
+        return Err(CloseCode::Unauthorized);
     }
     session.greet(None);
     session.handle(line);
+    Ok(())
+}
+
+/// The first line of a person: in token mode it must be `/auth TOKEN`;
+/// in open mode it is their first command or line, as a guest.
+fn start_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
+    let user = Arc::clone(&session.conn().user);
+    // Not in any room yet, so the rename cannot fail; from here on replies
+    // are rendered for people.
+    let _ = session.rename(user, Transport::TcpText);
+    let token_mode = session.hub().policy().token_mode();
+    if token_mode {
+        let token = match text::parse_input(line) {
+            Input::Auth(token) => Some(token),
+            _ => None,
+        };
+        // A refusal is answered by `admit`.
+        session.admit(None, None, token, Transport::TcpText).map_err(|_| CloseCode::Unauthorized)?;
+    }
+    say(session, text::HELP);
+    session.greet(None);
+    if !token_mode {
+        on_text(line, session)?;
+    }
+    Ok(())
 }
 
 /// Queues a line of text exactly as given (text mode only).
@@ -188,6 +215,10 @@ fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
         None => say(session, "! join a room first: /join ROOM\n"),
     };
     match text::parse_input(line) {
+        Input::Nick(_) if session.hub().policy().token_mode() => {
+            say(session, &format!("! {}\n", AuthError::NameNotAllowed));
+        }
+        Input::Auth(token) => session.handle(&json!({"op": "auth", "token": token, "id": "t:auth"}).to_string()),
         Input::Nick(name) => match command::validate_user(name) {
             Err(why) => say(session, &format!("! {why}\n")),
             Ok(()) => match session.rename(Arc::from(name), Transport::TcpText) {
@@ -202,7 +233,10 @@ fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
         }
         Input::Who => in_room(session, &|room| json!({"op": "presence", "room": room, "id": "t:who"})),
         Input::Rooms => {
-            let names: Vec<String> = session.hub().room_names().iter().map(|name| text::sanitize(name)).collect();
+            let profile = session.conn().profile();
+            let visible = |name: &&Arc<str>| profile.as_ref().is_none_or(|p| p.allows(name, Permission::Join));
+            let rooms = session.hub().room_names();
+            let names: Vec<String> = rooms.iter().filter(visible).map(|name| text::sanitize(name)).collect();
             say(session, &format!("* rooms: {}\n", if names.is_empty() { "none".into() } else { names.join(", ") }));
         }
         Input::History(limit) => {

@@ -14,12 +14,14 @@
 use super::udp_out::{self, Outbox};
 use crate::hub::conn::Transport;
 use crate::hub::Hub;
+use crate::policy::Admission;
 use crate::session::Session;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
 use switchboard_protocol::command::{self, Command, Request};
 use switchboard_protocol::event::{self, Encoded, Framing};
 use switchboard_protocol::{CloseCode, ErrorCode};
@@ -120,8 +122,8 @@ impl Udp {
         };
         let envelope = serde_json::from_str::<Envelope<'_>>(text).ok();
         if envelope.as_ref().and_then(|envelope| envelope.op) == Some("hello") {
-            if let Ok(Request { command: Command::Hello { name }, .. }) = command::parse(text) {
-                return self.hello(from, name);
+            if let Ok(Request { command: Command::Hello { name, token }, .. }) = command::parse(text) {
+                return self.hello(from, name, token.as_deref());
             }
         }
         let token = envelope.and_then(|envelope| envelope.session);
@@ -131,7 +133,7 @@ impl Udp {
             self.reap(from);
         }
         match self.peers.get_mut(&from) {
-            Some(peer) if token == Some(peer.token.as_str()) => {
+            Some(peer) if token.is_some_and(|token| same_token(token, &peer.token)) => {
                 peer.last_heard = Instant::now();
                 peer.session.conn().heard(self.hub.now_ms());
                 peer.session.handle(text);
@@ -166,17 +168,31 @@ impl Udp {
         false
     }
 
-    fn hello(&mut self, from: SocketAddr, name: Option<String>) {
+    /// A new session for `from`, replacing its old one, as whom the name
+    /// (open mode) or the token (token mode) says.
+    fn hello(&mut self, from: SocketAddr, name: Option<String>, token: Option<&str>) {
         if let Some(old) = self.peers.remove(&from) {
             end(&self.hub, old.session, CloseCode::Normal);
         }
         if self.hub.is_shutting_down() {
             return self.reply_error(from, ErrorCode::ShuttingDown, "server is shutting down");
         }
+        let admitted = self.hub.policy().admit(name, token);
         let id = self.hub.next_conn_id();
-        let user: Arc<str> = name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from);
+        let (user, profile) = match admitted {
+            Ok(Admission::Named(name)) => (name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from), None),
+            Ok(Admission::Verified(identity)) => (identity.user, Some(identity.profile)),
+            Err(error) => {
+                self.hub.metrics.auth_failed(error.code());
+                tracing::info!(%from, code = error.code().as_str(), "udp hello refused: {error}");
+                return self.reply_error(from, error.code(), &error.to_string());
+            }
+        };
         let Some(token) = new_token() else { return };
         let conn = self.hub.register(id, user, from, Transport::Udp);
+        if let Some(profile) = profile {
+            self.hub.identify(&conn, profile);
+        }
         let session = Session::silent(Arc::clone(&self.hub), Arc::clone(&conn));
         session.greet(Some(&token));
         self.outbox.ready(conn);
@@ -261,11 +277,17 @@ impl KernelDrops {
     }
 }
 
-/// A random session token: 16 hex digits from the OS's random source.
-/// Without randomness there is no token: a guessable one would let anyone
-/// take over the session by spoofing its address.
+/// Whether a datagram's session token is the session's, compared in
+/// constant time so that its timing tells nothing about the right one.
+fn same_token(presented: &str, session: &str) -> bool {
+    bool::from(presented.as_bytes().ct_eq(session.as_bytes()))
+}
+
+/// A random session token: 128 bits from the OS's random source, as 32 hex
+/// digits. Without randomness there is no token: a guessable one would let
+/// anyone take over the session by spoofing its address.
 fn new_token() -> Option<String> {
-    let mut raw = [0u8; 8];
+    let mut raw = [0u8; 16];
     if let Err(error) = getrandom::getrandom(&mut raw) {
         tracing::error!(%error, "no OS randomness for a udp session token; refusing the session");
         return None;

@@ -338,6 +338,7 @@ async fn a_udp_session_closed_by_the_server_is_gone_from_its_rooms() {
     stalled.send(json!({"op": "send", "room": "z", "body": "zombie", "id": 5})).await;
     assert_eq!(stalled.until(|v| v["ev"] == json!("error")).await["code"], json!("no_session"));
     let mut observer = server.client("observer").await;
+    request(&mut observer, json!({"op": "join", "room": "z"})).await;
     let listed = request(&mut observer, json!({"op": "presence", "room": "z"})).await;
     let users = listed["users"].as_array().expect("users").clone();
     assert!(!users.contains(&json!("stalled")), "the closed session left the room: {users:?}");
