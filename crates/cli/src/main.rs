@@ -3,6 +3,7 @@
 
 mod alloc;
 mod bench;
+mod token;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -31,6 +32,9 @@ enum Command {
     Serve(ServeArgs),
     /// Print the default configuration file, every option explained.
     Config,
+    /// Mint a JWT for token mode (development and tests) with the configured
+    /// secret or a private key.
+    Token(token::TokenArgs),
     /// Load generator scenarios.
     #[command(subcommand)]
     Bench(bench::Scenario),
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::Token(args) => token::run(args),
         Command::Bench(scenario) => bench::run(scenario),
         Command::History(HistoryCommand::Reset { room, data }) => {
             let mut store = Sqlite::open(&data, SyncMode::Always)

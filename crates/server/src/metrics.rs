@@ -22,6 +22,11 @@ pub struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     pub code: u16,
 }
@@ -43,6 +48,7 @@ pub struct Metrics {
     pub commands: Counter,
     pub command_errors: Family<ErrorLabel, Counter>,
     pub auth_failures: Family<ErrorLabel, Counter>,
+    pub config_reloads: Family<ResultLabel, Counter>,
     pub messages_published: Counter,
     pub messages_stored: Counter,
     pub messages_replayed: Counter,
@@ -71,6 +77,11 @@ impl Metrics {
             self.connections_refused.clone(),
         );
         r.register("connections_closed", "Connections closed, by close code", self.connections_closed.clone());
+        r.register(
+            "config_reloads",
+            "Configurations handed over on SIGHUP, by result (applied; refused: the running one stays)",
+            self.config_reloads.clone(),
+        );
         r.register("max_connections", "Connection limit in force", self.max_connections.clone());
         r.register("rooms", "Rooms with at least one member", self.rooms.clone());
         r.register("commands", "Client commands received", self.commands.clone());
@@ -139,6 +150,10 @@ impl Metrics {
 
     pub(crate) fn auth_failed(&self, code: switchboard_protocol::ErrorCode) {
         self.auth_failures.get_or_create(&ErrorLabel { code: code.as_str() }).inc();
+    }
+
+    pub(crate) fn reloaded(&self, result: &'static str) {
+        self.config_reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub(crate) fn refused(&self, reason: &'static str) {

@@ -108,3 +108,40 @@ impl PolicyCell {
         self.current.store(Arc::new(policy));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AuthMode;
+
+    fn at(address: &str) -> Vec<SocketAddr> {
+        vec![address.parse().expect("address")]
+    }
+
+    #[test]
+    fn open_mode_serves_loopback_only_unless_asked_for_by_name() {
+        let mut config = Config::default();
+        assert!(Policy::build(&config, &at("127.0.0.1:8080")).is_ok());
+        assert!(Policy::build(&config, &at("[::1]:8080")).is_ok());
+        let error = Policy::build(&config, &at("0.0.0.0:8080")).expect_err("exposed");
+        let message = error.to_string();
+        assert!(message.contains("0.0.0.0:8080") && message.contains("auth.mode = \"open\""), "{message}");
+        config.auth.mode = AuthMode::Open;
+        assert!(!Policy::build(&config, &at("0.0.0.0:8080")).expect("explicit").token_mode());
+        config.auth.mode = AuthMode::Auto;
+        config.auth.jwt_hmac_secret = "a-secret-of-thirty-two-bytes-yes".into();
+        assert!(Policy::build(&config, &at("0.0.0.0:8080")).expect("token mode").token_mode());
+    }
+
+    #[test]
+    fn admission_follows_the_mode() {
+        let open = Policy::build(&Config::default(), &[]).expect("open");
+        assert!(matches!(open.admit(Some("alice".into()), None), Ok(Admission::Named(Some(name))) if name == "alice"));
+        assert!(matches!(open.admit(None, Some("ignored")), Ok(Admission::Named(None))));
+        let mut config = Config::default();
+        config.auth.jwt_hmac_secret = "a-secret-of-thirty-two-bytes-yes".into();
+        let token = Policy::build(&config, &[]).expect("token");
+        assert_eq!(token.admit(Some("alice".into()), Some("t")).expect_err("named"), AuthError::NameNotAllowed);
+        assert_eq!(token.admit(None, None).expect_err("none"), AuthError::Missing);
+    }
+}

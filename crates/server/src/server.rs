@@ -189,6 +189,7 @@ async fn apply_reloads(
         match Policy::build(&config, &listening) {
             Ok(policy) => {
                 hub.policy_cell().replace(policy);
+                hub.metrics.reloaded("applied");
                 let restart = needs_restart(&running, &config);
                 tracing::info!(token_mode = hub.policy().token_mode(), "configuration reloaded");
                 if !restart.is_empty() {
@@ -196,7 +197,10 @@ async fn apply_reloads(
                 }
                 running = config;
             }
-            Err(error) => tracing::error!(%error, "configuration reload refused; the running configuration stays"),
+            Err(error) => {
+                hub.metrics.reloaded("refused");
+                tracing::error!(%error, "configuration reload refused; the running configuration stays");
+            }
         }
     }
 }

@@ -19,14 +19,28 @@ pub struct Server {
 
 impl Server {
     /// `switchboard serve` on port 0 with `flags` added.
+    #[allow(dead_code)] // Not every test binary starts one without extra environment.
     pub fn start<I, S>(flags: I) -> Server
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Server::start_with_env(flags, [("SWITCHBOARD_UNUSED", "")])
+    }
+
+    /// Like [`Server::start`], with `env` added to the environment.
+    pub fn start_with_env<I, S, E, K, V>(flags: I, env: E) -> Server
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+        E: IntoIterator<Item = (K, V)>,
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
             .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
             .args(flags)
+            .envs(env)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())

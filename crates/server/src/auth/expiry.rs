@@ -43,8 +43,9 @@ impl Expiries {
     /// Starts watching `conn`, whose token expires at `expires_at` (Unix
     /// seconds), warning it `warning` before.
     pub fn watch(&self, conn: &Arc<Conn>, expires_at: u64, warning: Duration, now: u64) {
-        let (at, step) = next_step(expires_at, warning, now);
-        self.arm(Arc::downgrade(conn), at, step);
+        // A token already inside its warning period is warned at once.
+        let warn_at = expires_at.saturating_sub(warning.as_secs()).max(now);
+        self.arm(Arc::downgrade(conn), warn_at, Step::Warn);
     }
 
     fn arm(&self, conn: Weak<Conn>, at: u64, step: Step) {
@@ -127,6 +128,8 @@ impl Expiries {
             return;
         }
         let (at, next) = next_step(expires_at, warning, now);
+        // Warned once per token: an entry due to close that finds a later
+        // `exp` (a refresh) waits for that token's warning time.
         if step == Step::Warn && next == Step::Close {
             let warned = event::TokenExpiring { ev: "token_expiring", exp: expires_at, seconds_left: expires_at - now };
             hub.deliver_event(conn, &Encoded::new(&warned));

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use switchboard_protocol::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -73,6 +74,9 @@ fn route(request: &Request<Incoming>, state: &HttpState) -> Response<Body> {
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
+            if let Err(code) = api_key(request, state, state.hub.policy().metrics_public) {
+                return unauthorized(code);
+            }
             let mut response = text(StatusCode::OK, crate::metrics::render(&state.registry));
             let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
             response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -80,6 +84,42 @@ fn route(request: &Request<Incoming>, state: &HttpState) -> Response<Body> {
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Checks the request's `Authorization: Bearer` against the API keys
+/// unless `public`; returns the key's name, or the code to refuse with
+/// (counted).
+fn api_key(request: &Request<Incoming>, state: &HttpState, public: bool) -> Result<Option<String>, ErrorCode> {
+    if public {
+        return Ok(None);
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    let code = match presented.map(|key| state.hub.policy().api_keys.check(key).map(str::to_owned)) {
+        Some(Some(name)) => return Ok(Some(name)),
+        Some(None) => ErrorCode::ApiKeyInvalid,
+        None => ErrorCode::ApiKeyRequired,
+    };
+    state.hub.metrics.auth_failed(code);
+    Err(code)
+}
+
+/// 401 with `{"code", "error"}` for a missing or wrong API key.
+fn unauthorized(code: ErrorCode) -> Response<Body> {
+    let why = match code {
+        ErrorCode::ApiKeyInvalid => "this API key is not one of auth.api_keys",
+        _ => "send Authorization: Bearer <API key> (auth.api_keys)",
+    };
+    let body = serde_json::json!({ "code": code.as_str(), "error": why }).to_string();
+    let mut response = text(StatusCode::UNAUTHORIZED, body);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {

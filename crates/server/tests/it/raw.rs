@@ -10,23 +10,23 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpStream, UdpSocket};
 
 /// A line-oriented TCP client, as nc would be.
-struct Lines {
+pub(crate) struct Lines {
     reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
     writer: OwnedWriteHalf,
 }
 
 impl Lines {
-    async fn connect(addr: SocketAddr) -> Lines {
+    pub(crate) async fn connect(addr: SocketAddr) -> Lines {
         let (read, writer) = TcpStream::connect(addr).await.expect("connect").into_split();
         Lines { reader: BufReader::new(read), writer }
     }
 
-    async fn send(&mut self, text: &str) {
+    pub(crate) async fn send(&mut self, text: &str) {
         self.writer.write_all(text.as_bytes()).await.expect("write");
     }
 
     /// The next line, failing at end of stream or after the test's patience.
-    async fn line(&mut self) -> String {
+    pub(crate) async fn line(&mut self) -> String {
         let mut line = String::new();
         let count = within(self.reader.read_line(&mut line)).await.expect("read");
         assert!(count > 0, "connection closed while a line was expected");
@@ -34,7 +34,7 @@ impl Lines {
     }
 
     /// Reads lines until one contains `needle`.
-    async fn until(&mut self, needle: &str) -> String {
+    pub(crate) async fn until(&mut self, needle: &str) -> String {
         loop {
             let line = self.line().await;
             if line.contains(needle) {
@@ -43,7 +43,7 @@ impl Lines {
         }
     }
 
-    async fn json_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn json_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
         loop {
             let value: Value = serde_json::from_str(&self.line().await).expect("a JSON line");
             if wanted(&value) {
@@ -52,7 +52,7 @@ impl Lines {
         }
     }
 
-    async fn eof(&mut self) {
+    pub(crate) async fn eof(&mut self) {
         let mut rest = Vec::new();
         within(self.reader.read_to_end(&mut rest)).await.expect("read to end");
     }
@@ -67,16 +67,28 @@ pub(crate) struct Datagrams {
 
 impl Datagrams {
     pub(crate) async fn hello(server: SocketAddr, name: &str) -> Datagrams {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let mut client = Datagrams { socket, server, token: String::new() };
-        client.send_raw(&json!({"op": "hello", "name": name})).await;
-        let hello = client.next().await;
+        let (client, hello) = Datagrams::hello_with(server, json!({"op": "hello", "name": name})).await;
         assert_eq!((hello["ev"].as_str(), hello["user"].as_str()), (Some("hello"), Some(name)));
-        client.token = hello["session"].as_str().expect("session token").to_owned();
         client
     }
 
-    async fn send_raw(&self, value: &Value) {
+    /// Sends `hello` and returns the client with the first answer, taking
+    /// the session token from it when it has one.
+    pub(crate) async fn hello_with(server: SocketAddr, hello: Value) -> (Datagrams, Value) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = Datagrams { socket, server, token: String::new() };
+        client.send_raw(&hello).await;
+        let answer = client.next().await;
+        client.token = answer["session"].as_str().unwrap_or_default().to_owned();
+        (client, answer)
+    }
+
+    /// The session token.
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub(crate) async fn send_raw(&self, value: &Value) {
         self.socket.send_to(value.to_string().as_bytes(), self.server).await.expect("send");
     }
 

@@ -21,6 +21,10 @@ pub struct TestServer {
     pub udp: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<()>,
+    /// Hands the server a new configuration, as SIGHUP does in the binary.
+    reload: tokio::sync::mpsc::Sender<Config>,
+    /// The configuration it started with, for tests that change it.
+    pub config: Config,
 }
 
 impl TestServer {
@@ -41,14 +45,23 @@ impl TestServer {
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind udp port 0");
         let (tcp_addr, udp_addr) = (tcp.local_addr().expect("tcp addr"), udp.local_addr().expect("udp addr"));
         let (stop, stopped) = oneshot::channel::<()>();
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
+        let started = config.clone();
         let handle = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
             let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
-            switchboard_server::run(config, listeners, shutdown).await.expect("server runs");
+            let server = switchboard_server::run_with_reload(config, listeners, shutdown, Some(reloads));
+            server.await.expect("server runs");
         });
-        TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle }
+        TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle, reload, config: started }
+    }
+
+    /// Applies `config` as a SIGHUP would (whether it was accepted shows in
+    /// what the server does next).
+    pub async fn reload(&self, config: Config) {
+        self.reload.send(config).await.expect("server running");
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -57,6 +70,11 @@ impl TestServer {
 
     pub async fn client(&self, name: &str) -> Client {
         within(Client::connect(&self.url(name))).await.expect("connect")
+    }
+
+    /// A client that presents `token` (token mode).
+    pub async fn client_with_token(&self, token: &str) -> Client {
+        within(Client::connect(&format!("ws://{}/ws?token={token}", self.addr))).await.expect("connect")
     }
 
     /// Starts a graceful shutdown and returns the server task to await.
@@ -73,10 +91,11 @@ impl TestServer {
         within(async {
             loop {
                 let mut stream = TcpStream::connect(self.addr).await.expect("connect for metrics");
-                stream
-                    .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                    .await
-                    .expect("write");
+                // In token mode /metrics takes an API key: the first one configured.
+                let key = self.config.auth.api_keys.iter().find(|key| !key.key.is_empty());
+                let auth = key.map(|key| format!("Authorization: Bearer {}\r\n", key.key)).unwrap_or_default();
+                let request = format!("GET /metrics HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
+                stream.write_all(request.as_bytes()).await.expect("write");
                 let mut body = String::new();
                 if stream.read_to_string(&mut body).await.is_ok() && body.starts_with("HTTP/1.1 200") {
                     return body;
