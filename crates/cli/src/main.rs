@@ -35,7 +35,9 @@ enum Command {
     /// Mint a JWT for token mode (development and tests) with the configured
     /// secret or a private key.
     Token(token::TokenArgs),
-    /// Load generator scenarios.
+    /// Load generator scenarios. Against token mode, set
+    /// SWITCHBOARD_BENCH_TOKEN_SECRET (HS256) or SWITCHBOARD_BENCH_TOKEN_KEY
+    /// (a private key PEM) and each connection presents a token for its name.
     #[command(subcommand)]
     Bench(bench::Scenario),
     /// Operate on stored history (with the server stopped).

@@ -89,7 +89,9 @@ async fn cycle(args: ChurnArgs, index: usize, deadline: Instant) -> anyhow::Resu
     let room = format!("{}-{}", args.room, index % args.rooms.max(1));
     let mut round = 0usize;
     while Instant::now() < deadline {
-        let name = format!("churn{index}x{round}");
+        // One name per loop: each connection is closed before the next, and
+        // in token mode the loop's token is minted once.
+        let name = format!("churn{index}");
         let source = source_ip(args.server, index + round * args.concurrency, args.sources);
         round += 1;
         let started = Instant::now();

@@ -5,6 +5,12 @@
 //! delivery rate, loss and latency on the raw transports (and `tcp-fanout`
 //! the same load against redis pub/sub); `stored` and `replay` measure
 //! storage: acked sends and replay after `join` with `since`.
+//!
+//! Against a server in token mode, set `SWITCHBOARD_BENCH_TOKEN_SECRET`
+//! (HS256) or `SWITCHBOARD_BENCH_TOKEN_KEY` (a private key in PEM: ES256,
+//! EdDSA, RS256): each WebSocket connection then presents a token for its
+//! name, minted once per name before it connects, with
+//! `SWITCHBOARD_BENCH_TOKEN_INFO` (JSON) as its `info` claim if set.
 
 mod churn;
 mod common;
@@ -67,6 +73,7 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
              {open_files}); `bench idle` and `bench fanout` spread connections over worker processes"
         );
     }
+    target::init_tokens()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match scenario {
         Scenario::Idle(args) => runtime.block_on(idle::run(args)),

@@ -8,8 +8,65 @@
 
 use super::common::CLOSE_EVENT;
 use super::wsclient::WsConn;
-use anyhow::bail;
+use crate::token::SigningKey;
+use anyhow::{bail, Context};
 use memchr::memmem;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// Token mode: set to have every Switchboard connection present a token
+/// for its name instead of `?name=` (HS256 with this secret).
+pub const TOKEN_SECRET_ENV: &str = "SWITCHBOARD_BENCH_TOKEN_SECRET";
+/// Token mode with a private key (PEM: ES256, EdDSA or RS256).
+pub const TOKEN_KEY_ENV: &str = "SWITCHBOARD_BENCH_TOKEN_KEY";
+/// JSON put in every token's `info` claim (what a user's profile costs the
+/// server per connection).
+pub const TOKEN_INFO_ENV: &str = "SWITCHBOARD_BENCH_TOKEN_INFO";
+
+/// Mints one token per connection name and keeps it, so that a name that
+/// connects again (churn) costs the load generator nothing more.
+struct Tokens {
+    key: SigningKey,
+    info: Option<serde_json::Value>,
+    minted: Mutex<HashMap<String, String>>,
+}
+
+static TOKENS: OnceLock<Option<Tokens>> = OnceLock::new();
+
+/// Reads the token settings from the environment (worker processes
+/// inherit it); call once before connecting.
+pub fn init_tokens() -> anyhow::Result<()> {
+    let key = match (std::env::var(TOKEN_SECRET_ENV), std::env::var(TOKEN_KEY_ENV)) {
+        (Ok(secret), _) => Some(SigningKey::hmac(secret.as_bytes())?),
+        (_, Ok(path)) => {
+            let pem = std::fs::read(&path).with_context(|| format!("reading {TOKEN_KEY_ENV}={path}"))?;
+            Some(SigningKey::from_pem(&pem)?)
+        }
+        _ => None,
+    };
+    let info = match std::env::var(TOKEN_INFO_ENV) {
+        Ok(info) => Some(serde_json::from_str(&info).with_context(|| format!("{TOKEN_INFO_ENV} is not JSON"))?),
+        Err(_) => None,
+    };
+    let _ = TOKENS.set(key.map(|key| Tokens { key, info, minted: Mutex::default() }));
+    Ok(())
+}
+
+/// The token for `name`, minted on first use (valid for a day).
+fn token_for(tokens: &Tokens, name: &str) -> String {
+    let mut minted = tokens.minted.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(token) = minted.get(name) {
+        return token.clone();
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut claims = serde_json::json!({"sub": name, "exp": now + 86_400});
+    if let Some(info) = &tokens.info {
+        claims["info"] = info.clone();
+    }
+    let token = crate::token::mint(&claims, &tokens.key).unwrap_or_default();
+    minted.insert(name.to_owned(), token.clone());
+    token
+}
 
 /// The server a scenario talks to.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -42,10 +99,14 @@ impl Target {
     }
 
     /// The request path of a connection named `name` (used where the
-    /// server takes the name from the URL).
+    /// server takes the name from the URL; Switchboard in token mode takes
+    /// a token for it, see [`init_tokens`]).
     pub fn path(self, name: &str) -> String {
         match self {
-            Target::Switchboard => format!("/ws?name={name}"),
+            Target::Switchboard => match TOKENS.get().and_then(Option::as_ref) {
+                Some(tokens) => format!("/ws?token={}", token_for(tokens, name)),
+                None => format!("/ws?name={name}"),
+            },
             Target::Socketio => "/socket.io/?EIO=4&transport=websocket".to_owned(),
             Target::AxumChat => "/websocket".to_owned(),
             Target::NodeWs | Target::PythonWebsockets | Target::Nats => "/".to_owned(),
