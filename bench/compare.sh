@@ -6,8 +6,9 @@
 #
 #   bash bench/compare.sh
 #
-# Env: SERVERS   which servers (default: switchboard node-ws socketio
-#                python-websockets axum-chat nats)
+# Env: SERVERS   which servers (default: switchboard switchboard-token node-ws
+#                socketio python-websockets axum-chat nats; switchboard-token is
+#                Switchboard in token mode, every connection with its own HS256 token)
 #      IDLE_N    idle connections (default 15000)
 #      DURATION  seconds of each fan-out run (default 10)
 #      OUT       raw JSON reports (default target/compare)
@@ -25,7 +26,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS=${SERVERS:-"switchboard node-ws socketio python-websockets axum-chat nats"}
+SERVERS=${SERVERS:-"switchboard switchboard-token node-ws socketio python-websockets axum-chat nats"}
+TOKEN_SECRET=compare-bench-secret-of-32-bytes
 IDLE_N=${IDLE_N:-15000}
 DURATION=${DURATION:-10}
 OUT=${OUT:-target/compare}
@@ -46,10 +48,10 @@ trap stop_server EXIT
 # start_server NAME PORT: the server on core 0, listening before this returns.
 start_server() {
     local name=$1 port=$2 log="$OUT/$1.server.log"
-    if [ "$name" = switchboard ]; then
+    if [ "$name" = switchboard ] || [ "$name" = switchboard-token ]; then
         # Memory storage: every scenario here is volatile, as no peer stores anything.
-        taskset -c "$SERVER_CORE" "$BIN" serve --storage memory --http "127.0.0.1:$port" \
-            --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >>"$log" 2>&1 &
+        env ${TOKEN_ENV:+SWITCHBOARD_AUTH__JWT_HMAC_SECRET=$TOKEN_SECRET} taskset -c "$SERVER_CORE" "$BIN" serve \
+            --storage memory --http "127.0.0.1:$port" --tcp 127.0.0.1:0 --udp 127.0.0.1:0 >>"$log" 2>&1 &
     else
         bash bench/peers/start.sh "$name" "$port" "$SERVER_CORE" >>"$log" 2>&1 &
     fi
@@ -62,8 +64,9 @@ start_server() {
 # run NAME SCENARIO BENCH-ARGS...: one scenario against a fresh server; the
 # JSON report (or the error) goes to $OUT/NAME.SCENARIO.json.
 run() {
-    local name=$1 scenario=$2 port report
+    local name=$1 scenario=$2 port report TOKEN_ENV=
     shift 2
+    [ "$name" = switchboard-token ] && TOKEN_ENV=1
     port=$(free_port)
     report="$OUT/$name.$scenario.json"
     echo "compare: $name $scenario" >&2
@@ -72,8 +75,9 @@ run() {
         return 0
     fi
     # A scenario that runs past 10 minutes is reported as failed.
-    if ! timeout 600 taskset -c "$LOAD_CORE" "$BIN" bench "$@" --server "127.0.0.1:$port" --target "$name" \
-        --pid "$SERVER_PID" --json >"$report" 2>"$OUT/$name.$scenario.err"; then
+    if ! env ${TOKEN_ENV:+SWITCHBOARD_BENCH_TOKEN_SECRET=$TOKEN_SECRET} timeout 600 taskset -c "$LOAD_CORE" \
+        "$BIN" bench "$@" --server "127.0.0.1:$port" --target "${name%-token}" --pid "$SERVER_PID" --json \
+        >"$report" 2>"$OUT/$name.$scenario.err"; then
         python3 -c 'import json,sys; print(json.dumps({"error": open(sys.argv[1]).read().strip()[-300:]}))' \
             "$OUT/$name.$scenario.err" >"$report"
     fi

@@ -22,7 +22,7 @@ import subprocess
 import sys
 
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
-SERVERS = ["switchboard", "node-ws", "socketio", "python-websockets", "axum-chat", "nats"]
+SERVERS = ["switchboard", "switchboard-token", "node-ws", "socketio", "python-websockets", "axum-chat", "nats"]
 
 
 def load(out, name, scenario):
@@ -152,6 +152,17 @@ def verdicts(out):
             "about n²/200 presence events while connecting."
         )
     lines += efficiency_verdicts(out, "fanout-1000", "")
+    token = load(out, "switchboard-token", "churn") or {}
+    if token.get("cycles_per_second") is not None:
+        rate = token["cycles_per_second"]
+        state = "met" if rate >= 15000 else "missed"
+        lines.append(f"- Handshakes ≥ 15,000/s in token mode (HS256): {state} ({rate:,.0f}/s in `churn`).")
+    token_idle = (load(out, "switchboard-token", "idle") or {}).get("server_anon_bytes_per_connection")
+    if token_idle is not None:
+        state = "met" if token_idle <= 1024 else "missed"
+        lines.append(f"- Idle memory ≤ 1 KB per connection in token mode: {state} ({token_idle:,.0f} B).")
+    if fanout(out, "switchboard-token", "fanout-1000"):
+        lines += efficiency_verdicts(out, "fanout-1000", " in token mode", mine_name="switchboard-token")
     if fanout(out, "switchboard", "fanout-1000-wide"):
         setting = f"with `write_window_max` at {os.environ.get('WIDE_WINDOW', 'the wide setting')}"
         lines += efficiency_verdicts(out, "fanout-1000-wide", f" ({setting}, not the default)")
@@ -188,7 +199,7 @@ def carried(report):
     return not (report.get("lost") or report.get("members_closed") or report.get("publisher_errors"))
 
 
-def efficiency_verdicts(out, scenario, setting):
+def efficiency_verdicts(out, scenario, setting, mine_name="switchboard"):
     """Deliveries per CPU-second against the axum chat and NATS at 1,000 ×
     1,000, and p99 against the axum chat's, for one Switchboard scenario.
     Rounds are paired (Switchboard's round k with the peer's round k, run
@@ -196,9 +207,9 @@ def efficiency_verdicts(out, scenario, setting):
     messages, dropped subscribers) is listed but not judged, and the verdict
     is the median over the rounds it carried."""
     lines = []
-    mine = fanout(out, "switchboard", scenario) or {}
+    mine = fanout(out, mine_name, scenario) or {}
     for peer in ("axum-chat", "nats"):
-        pairs = paired(out, scenario, peer)
+        pairs = paired(out, scenario, peer, mine_name)
         if not pairs:
             continue
         judged = [ratio for ratio, theirs in pairs if carried(theirs)]
@@ -237,12 +248,12 @@ def efficiency_verdicts(out, scenario, setting):
     return lines
 
 
-def paired(out, scenario, peer):
+def paired(out, scenario, peer, mine_name="switchboard"):
     """(Switchboard ÷ peer deliveries per CPU-second, the peer's report) for
     each round both completed; the single runs when there were no rounds."""
-    mine, theirs = rounds(out, "switchboard", scenario), rounds(out, peer, "fanout-1000")
+    mine, theirs = rounds(out, mine_name, scenario), rounds(out, peer, "fanout-1000")
     if not mine:
-        mine, theirs = [load(out, "switchboard", scenario)], [load(out, peer, "fanout-1000")]
+        mine, theirs = [load(out, mine_name, scenario)], [load(out, peer, "fanout-1000")]
     pairs = []
     for x, y in zip(mine, theirs):
         if x and y and "error" not in x and "error" not in y:

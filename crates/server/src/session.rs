@@ -321,7 +321,7 @@ impl Session {
         let info = profiles
             .iter()
             .filter_map(|(user, profile)| {
-                let info = serde_json::from_str(profile.info.as_deref()?.get()).ok()?;
+                let info = serde_json::from_str(profile.info()?.get()).ok()?;
                 Some((user.to_string(), info))
             })
             .collect();
@@ -341,7 +341,7 @@ impl Session {
             Ok(_) => return self.refused(id, &AuthError::OtherUser),
             Err(error) => return self.refused(id, &error),
         };
-        let expires_at = identity.profile.expires_at;
+        let expires_at = identity.profile.expires_at();
         self.hub.identify(&self.conn, Arc::clone(&identity.profile));
         self.leave_forbidden_rooms(&identity.profile);
         self.reply_ok(id, AuthReply { exp: expires_at });

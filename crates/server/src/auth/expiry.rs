@@ -22,19 +22,12 @@ use tokio_util::sync::CancellationToken;
 /// How often entries of closed connections are removed.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Which step an entry is due for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    Warn,
-    Close,
-}
-
-type Entry = (Weak<Conn>, Step);
-
-/// Connections by the second their next expiry step is due.
+/// Connections by the second their next expiry step is due: the warning
+/// (due before `exp`) or the close (due at `exp`); which one is read from
+/// the connection's profile when it fires, so an entry is one pointer.
 #[derive(Debug, Default)]
 pub struct Expiries {
-    due: Mutex<BTreeMap<u64, Vec<Entry>>>,
+    due: Mutex<BTreeMap<u64, Vec<Weak<Conn>>>>,
     /// Wakes the task when an entry earlier than all others arrives.
     earlier: Notify,
 }
@@ -44,14 +37,13 @@ impl Expiries {
     /// seconds), warning it `warning` before.
     pub fn watch(&self, conn: &Arc<Conn>, expires_at: u64, warning: Duration, now: u64) {
         // A token already inside its warning period is warned at once.
-        let warn_at = expires_at.saturating_sub(warning.as_secs()).max(now);
-        self.arm(Arc::downgrade(conn), warn_at, Step::Warn);
+        self.arm(Arc::downgrade(conn), next_due(expires_at, warning, now));
     }
 
-    fn arm(&self, conn: Weak<Conn>, at: u64, step: Step) {
+    fn arm(&self, conn: Weak<Conn>, at: u64) {
         let mut due = crate::util::lock(&self.due);
         let earliest = due.keys().next().is_none_or(|&first| at < first);
-        due.entry(at).or_default().push((conn, step));
+        due.entry(at).or_default().push(conn);
         drop(due);
         if earliest {
             self.earlier.notify_one();
@@ -59,7 +51,7 @@ impl Expiries {
     }
 
     /// Takes every entry due at or before `now`.
-    fn take_due(&self, now: u64) -> Vec<Entry> {
+    fn take_due(&self, now: u64) -> Vec<Weak<Conn>> {
         let mut due = crate::util::lock(&self.due);
         let later = due.split_off(&(now + 1));
         std::mem::replace(&mut *due, later).into_values().flatten().collect()
@@ -74,7 +66,7 @@ impl Expiries {
     fn sweep(&self) {
         let mut due = crate::util::lock(&self.due);
         due.retain(|_, entries| {
-            entries.retain(|(conn, _)| conn.strong_count() > 0);
+            entries.retain(|conn| conn.strong_count() > 0);
             !entries.is_empty()
         });
     }
@@ -106,19 +98,19 @@ impl Expiries {
             }
             let Some(hub) = hub.upgrade() else { return };
             let now = super::unix_now();
-            for (conn, step) in self.take_due(now) {
+            for conn in self.take_due(now) {
                 if let Some(conn) = conn.upgrade() {
-                    self.fire(&hub, &conn, step, now);
+                    self.fire(&hub, &conn, now);
                 }
             }
         }
     }
 
-    /// Takes the step due for `conn`, or re-arms it when a refresh moved
-    /// its `exp`.
-    fn fire(&self, hub: &Hub, conn: &Arc<Conn>, step: Step, now: u64) {
-        let Some(expires_at) = conn.profile().and_then(|profile| profile.expires_at) else { return };
-        let warning = hub.policy().auth.as_ref().map_or(Duration::ZERO, |auth| auth.expiry_warning);
+    /// Takes the step due for `conn`: the close at `exp`; before it, the
+    /// warning (then the close is armed); before the warning's time (a
+    /// refresh moved `exp`), nothing but re-arming.
+    fn fire(&self, hub: &Hub, conn: &Arc<Conn>, now: u64) {
+        let Some(expires_at) = conn.profile().and_then(|profile| profile.expires_at()) else { return };
         if conn.is_closing() {
             return;
         }
@@ -127,26 +119,22 @@ impl Expiries {
             conn.close(CloseCode::TokenExpired, false);
             return;
         }
-        let (at, next) = next_step(expires_at, warning, now);
-        // Warned once per token: an entry due to close that finds a later
-        // `exp` (a refresh) waits for that token's warning time.
-        if step == Step::Warn && next == Step::Close {
+        let warning = hub.policy().auth.as_ref().map_or(Duration::ZERO, |auth| auth.expiry_warning);
+        let due = next_due(expires_at, warning, now);
+        if due == now {
             let warned = event::TokenExpiring { ev: "token_expiring", exp: expires_at, seconds_left: expires_at - now };
             hub.deliver_event(conn, &Encoded::new(&warned));
+            self.arm(Arc::downgrade(conn), expires_at);
+        } else {
+            self.arm(Arc::downgrade(conn), due);
         }
-        self.arm(Arc::downgrade(conn), at, next);
     }
 }
 
-/// When and what comes next for a token expiring at `expires_at`: the
-/// warning, or the close once the warning's time has come.
-fn next_step(expires_at: u64, warning: Duration, now: u64) -> (u64, Step) {
-    let warn_at = expires_at.saturating_sub(warning.as_secs());
-    if now < warn_at {
-        (warn_at, Step::Warn)
-    } else {
-        (expires_at, Step::Close)
-    }
+/// When a token expiring at `expires_at` is next due: its warning time, or
+/// now if that has passed.
+fn next_due(expires_at: u64, warning: Duration, now: u64) -> u64 {
+    expires_at.saturating_sub(warning.as_secs()).max(now)
 }
 
 /// Time until Unix second `at` begins.
@@ -160,11 +148,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_warning_comes_first_unless_its_time_has_passed() {
+    fn the_warning_is_due_before_exp_or_at_once_when_its_time_has_passed() {
         let warning = Duration::from_secs(30);
-        assert_eq!(next_step(1_000, warning, 900), (970, Step::Warn));
-        assert_eq!(next_step(1_000, warning, 970), (1_000, Step::Close));
-        assert_eq!(next_step(1_000, warning, 990), (1_000, Step::Close));
-        assert_eq!(next_step(10, warning, 0), (10, Step::Close), "a token shorter than the warning");
+        assert_eq!(next_due(1_000, warning, 900), 970);
+        assert_eq!(next_due(1_000, warning, 970), 970);
+        assert_eq!(next_due(1_000, warning, 990), 990);
+        assert_eq!(next_due(10, warning, 0), 0, "a token shorter than the warning");
     }
 }

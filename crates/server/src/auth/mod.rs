@@ -26,6 +26,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use switchboard_protocol::{command, ErrorCode};
@@ -111,21 +112,38 @@ impl AuthError {
 }
 
 /// What a verified token says about its user, kept by each of the user's
-/// connections (shared, so a refresh swaps it whole).
+/// connections (shared, so a refresh swaps it whole). 32 bytes, so that
+/// with the `Arc`'s counts it takes a 48-byte allocation (the `info` text,
+/// when there is one, takes its own): every idle connection in token mode
+/// holds one.
 #[derive(Debug, Default)]
 pub struct Profile {
     /// Public JSON shown with the user in presence.
-    pub info: Option<Box<RawValue>>,
-    /// Room permissions; `None`: every room.
-    pub rooms: Option<RoomRules>,
-    /// `exp`, in Unix seconds.
-    pub expires_at: Option<u64>,
+    info: Option<Box<RawValue>>,
+    /// Room permissions; `None`: every room. Boxed: a thin pointer.
+    rooms: Option<Box<RoomRules>>,
+    /// `exp`, in Unix seconds (never 0: that token would have expired).
+    expires_at: Option<NonZeroU64>,
 }
 
 impl Profile {
+    pub fn new(info: Option<Box<RawValue>>, rooms: Option<RoomRules>, expires_at: Option<u64>) -> Profile {
+        Profile { info, rooms: rooms.map(Box::new), expires_at: expires_at.and_then(NonZeroU64::new) }
+    }
+
     /// Whether this token allows `permission` in `room`.
     pub fn allows(&self, room: &str, permission: Permission) -> bool {
         self.rooms.as_ref().is_none_or(|rules| rules.allows(room, permission))
+    }
+
+    /// The token's public `info`.
+    pub fn info(&self) -> Option<&RawValue> {
+        self.info.as_deref()
+    }
+
+    /// The token's `exp`, in Unix seconds.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.expires_at.map(NonZeroU64::get)
     }
 }
 
@@ -198,7 +216,7 @@ impl Authenticator {
             return Err(AuthError::BadClaims(format!("`info` is over {MAX_INFO_BYTES} bytes")));
         }
         let rooms = claims.rooms.as_deref().map(RoomRules::parse).transpose().map_err(AuthError::BadClaims)?;
-        let profile = Profile { info: claims.info, rooms, expires_at: claims.exp };
+        let profile = Profile::new(claims.info, rooms, claims.exp);
         Ok(Identity { user: Arc::from(user), profile: Arc::new(profile) })
     }
 
@@ -273,3 +291,11 @@ pub fn unix_now() -> u64 {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod size {
+    #[test]
+    fn a_profile_fits_a_48_byte_allocation_with_its_counts() {
+        assert!(std::mem::size_of::<super::Profile>() <= 32);
+    }
+}

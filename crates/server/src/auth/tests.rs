@@ -35,8 +35,8 @@ fn a_valid_token_names_its_user_with_info_rooms_and_expiry() {
     }));
     let identity = verify(&authenticator(|_| {}), &token).expect("valid");
     assert_eq!(&*identity.user, "alice");
-    assert_eq!(identity.profile.info.as_deref().map(RawValue::get), Some(r#"{"name":"Alice"}"#));
-    assert_eq!(identity.profile.expires_at, Some(NOW + 60));
+    assert_eq!(identity.profile.info().map(RawValue::get), Some(r#"{"name":"Alice"}"#));
+    assert_eq!(identity.profile.expires_at(), Some(NOW + 60));
     assert!(identity.profile.allows("chat.x", Permission::Send));
     assert!(!identity.profile.allows("chat.x", Permission::History));
     assert!(!identity.profile.allows("ops", Permission::Join));
@@ -82,7 +82,7 @@ fn no_error_message_mentions_the_secret() {
 #[test]
 fn exp_is_optional_when_the_config_says_so_and_audience_and_issuer_are_enforced() {
     let lenient = authenticator(|auth| auth.jwt_require_exp = false);
-    assert_eq!(verify(&lenient, &hmac(&json!({"sub": "alice"}))).expect("valid").profile.expires_at, None);
+    assert_eq!(verify(&lenient, &hmac(&json!({"sub": "alice"}))).expect("valid").profile.expires_at(), None);
     let strict = authenticator(|auth| {
         auth.jwt_audience = "chat".into();
         auth.jwt_issuer = "https://issuer.test".into();

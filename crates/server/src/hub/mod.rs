@@ -172,8 +172,8 @@ impl Hub {
     /// Gives `conn` the profile of its verified token and watches the
     /// token's expiry.
     pub fn identify(&self, conn: &Arc<Conn>, profile: Arc<Profile>) {
-        let expires_at = profile.expires_at;
-        let had_expiry = conn.profile().is_some_and(|old| old.expires_at.is_some());
+        let expires_at = profile.expires_at();
+        let had_expiry = conn.profile().is_some_and(|old| old.expires_at().is_some());
         conn.set_profile(profile);
         // A refresh of a watched connection is found by its armed entry.
         if let (Some(expires_at), false) = (expires_at, had_expiry) {
@@ -341,7 +341,7 @@ impl Hub {
 
     fn presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
         let profile = conn.profile();
-        let info = profile.as_ref().and_then(|profile| profile.info.as_deref());
+        let info = profile.as_ref().and_then(|profile| profile.info());
         let encoded = Encoded::new(&event::Presence { ev, room, user: &conn.user, info });
         self.fan_out(state.others(conn.id), &encoded);
     }
