@@ -65,7 +65,8 @@ impl Metrics {
         r.register("connections_accepted", "Connections accepted", self.connections_accepted.clone());
         r.register(
             "connections_refused",
-            "Connections refused (limit: at max connections; handshake: bad upgrade request)",
+            "Connections refused (limit: at max connections; handshake: bad upgrade request; \
+             tls_handshake: TLS handshake failed, timed out or not TLS)",
             self.connections_refused.clone(),
         );
         r.register("connections_closed", "Connections closed, by close code", self.connections_closed.clone());

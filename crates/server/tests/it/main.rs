@@ -9,3 +9,4 @@ mod lifecycle;
 mod limits;
 mod raw;
 mod support;
+mod tls;

@@ -29,6 +29,26 @@ impl TestServer {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_with(adjust, None).await.0
+    }
+
+    /// A server that applies each configuration sent on the returned
+    /// channel (as the binary does on SIGHUP), and the configuration it
+    /// started with. The channel holds one configuration: once a second
+    /// send has returned, the first was taken, and once a third has, the
+    /// first was applied (or refused).
+    pub async fn with_reloads(
+        adjust: impl FnOnce(&mut Config),
+    ) -> (TestServer, tokio::sync::mpsc::Sender<Config>, Config) {
+        let (sender, reloads) = tokio::sync::mpsc::channel(1);
+        let (server, config) = TestServer::start_with(adjust, Some(reloads)).await;
+        (server, sender, config)
+    }
+
+    async fn start_with(
+        adjust: impl FnOnce(&mut Config),
+        reloads: Option<switchboard_server::server::Reloads>,
+    ) -> (TestServer, Config) {
         let mut config = Config::default();
         config.websocket.close_timeout = Duration::from_secs(2);
         config.shutdown.drain_timeout = Duration::from_secs(5);
@@ -41,14 +61,15 @@ impl TestServer {
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind udp port 0");
         let (tcp_addr, udp_addr) = (tcp.local_addr().expect("tcp addr"), udp.local_addr().expect("udp addr"));
         let (stop, stopped) = oneshot::channel::<()>();
+        let started = config.clone();
         let handle = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
             let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
-            switchboard_server::run(config, listeners, shutdown).await.expect("server runs");
+            switchboard_server::run_with_reload(config, listeners, shutdown, reloads).await.expect("server runs");
         });
-        TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle }
+        (TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle }, started)
     }
 
     pub fn url(&self, name: &str) -> String {
