@@ -5,8 +5,8 @@
 //! in each direction, a non-blocking read of application bytes, one
 //! vectored write of application bytes, and an orderly end of our
 //! direction. For `TcpStream` each is the call the driver made before
-//! there was a trait (`try_read`, one `sendmsg`, `shutdown(Write)`), so the
-//! plain path compiles to what it was.
+//! there was a trait (`try_read`, one `sendmsg`, `shutdown(Write)`), and
+//! always inlined, so the plain path compiles to what it was.
 
 use super::tls_socket::TlsSocket;
 use bytes::Bytes;
@@ -37,17 +37,17 @@ pub(crate) trait Socket: Send + 'static {
 }
 
 impl Socket for TcpStream {
-    #[inline]
+    #[inline(always)]
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_read_ready(self, cx)
     }
 
-    #[inline]
+    #[inline(always)]
     fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         TcpStream::poll_write_ready(self, cx)
     }
 
-    #[inline]
+    #[inline(always)]
     fn try_read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         TcpStream::try_read(self, buffer)
     }
@@ -55,12 +55,12 @@ impl Socket for TcpStream {
     /// One `sendmsg` with every slice. Not `writev`: on a socket, `sendmsg`
     /// skips the file layer's position lock and iterator set-up, which is
     /// measurable when a fan-out makes a thousand writes per message.
-    #[inline]
+    #[inline(always)]
     fn try_write_vectored(&mut self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
         send_vectored(self, slices)
     }
 
-    #[inline]
+    #[inline(always)]
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -74,7 +74,7 @@ impl Socket for TcpStream {
 
 /// One `sendmsg` of `slices` on `stream`, clearing its write readiness on
 /// `WouldBlock`.
-#[inline]
+#[inline(always)]
 pub(crate) fn send_vectored(stream: &TcpStream, slices: &[IoSlice<'_>]) -> io::Result<usize> {
     stream.try_io(tokio::io::Interest::WRITABLE, || socket2::SockRef::from(stream).send_vectored(slices))
 }
