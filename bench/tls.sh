@@ -33,7 +33,9 @@ LOAD_CORE=1
 
 [ "$(nproc)" -ge 2 ] || { echo "tls: needs two cores (server and load apart)" >&2; exit 1; }
 [ -n "${SWITCHBOARD_BIN:-}" ] || cargo build --release -q -p switchboard
-case " $SERVERS " in *" nats"*) bash bench/peers/setup.sh >&2 ;; esac
+case " $SERVERS " in
+*" nats"*) command -v nats-server >/dev/null || { echo "tls: needs nats-server (apt-get install -y nats-server)" >&2; exit 1; } ;;
+esac
 rm -rf "$OUT" && mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 export TLS_CERT="$OUT/cert.pem" TLS_KEY="$OUT/key.pem"
