@@ -207,11 +207,9 @@ async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
     let (server, _dir) = tls_server(&certificate, |_| {}).await;
     let mut stream = tls_connect(&connector(&[&certificate], &[]), server.addr).await;
     let payload = "x".repeat(10_000);
-    let mut bytes = format!(
-        "GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes();
+    let mut bytes = b"GET /ws/echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
     let mask = [7u8, 1, 2, 3];
     bytes.extend_from_slice(&[0x81, 0x80 | 126]);
     bytes.extend_from_slice(&(payload.len() as u16).to_be_bytes());
