@@ -3,7 +3,9 @@
 #
 #   bash bench/peers/start.sh NAME PORT [CORE]
 #
-# NAME: node-ws | socketio | python-websockets | axum-chat | nats
+# NAME: node-ws | socketio | python-websockets | axum-chat | nats | nats-tls
+# nats-tls is nats with TLS on its WebSocket listener: it needs TLS_CERT and
+# TLS_KEY in the environment (PEM files).
 # The peer listens on 127.0.0.1:PORT (WebSocket). CORE (default 0) is passed
 # to `taskset -c`. The script execs the server, so `$!` of a caller that ran
 # `bash start.sh ... &` is the server's own pid (taskset execs it in turn).
@@ -14,7 +16,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
-    echo "usage: $0 NAME PORT [CORE]   (NAME: node-ws socketio python-websockets axum-chat nats)" >&2
+    echo "usage: $0 NAME PORT [CORE]   (NAME: node-ws socketio python-websockets axum-chat nats nats-tls)" >&2
     exit 2
 }
 
@@ -61,6 +63,17 @@ nats)
     # One config file per port, rewritten on every start (no pile-up in /tmp).
     conf="${TMPDIR:-/tmp}/switchboard-peer-nats-$port.conf"
     sed "s/127\.0\.0\.1:PORT/127.0.0.1:$port/" "$here/nats/nats.conf" >"$conf"
+    exec taskset -c "$core" nats-server -c "$conf" >&2
+    ;;
+nats-tls)
+    if ! command -v nats-server >/dev/null 2>&1; then
+        echo "start.sh: nats-server is not installed: run bash $here/setup.sh first" >&2
+        exit 1
+    fi
+    [ -n "${TLS_CERT:-}" ] && [ -n "${TLS_KEY:-}" ] || { echo "start.sh: nats-tls needs TLS_CERT and TLS_KEY" >&2; exit 1; }
+    conf="${TMPDIR:-/tmp}/switchboard-peer-nats-tls-$port.conf"
+    sed -e "s/127\.0\.0\.1:PORT/127.0.0.1:$port/" -e "s|CERT|$TLS_CERT|" -e "s|KEY|$TLS_KEY|" \
+        "$here/nats/nats-tls.conf" >"$conf"
     exec taskset -c "$core" nats-server -c "$conf" >&2
     ;;
 *)

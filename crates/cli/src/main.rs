@@ -81,6 +81,13 @@ struct ServeArgs {
     /// When stored messages are fsynced: always, batch or none [default: always].
     #[arg(long, value_parser = ["always", "batch", "none"])]
     sync: Option<String>,
+    /// PEM certificate chain: with --tls-key, serve HTTPS and WSS on the
+    /// HTTP port and TLS on the raw TCP port (UDP stays plain). Reloaded on SIGHUP.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert's certificate.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -105,6 +112,9 @@ impl ServeArgs {
         }
         if !storage.is_empty() {
             layer.insert("storage".into(), serde_json::Value::Object(storage));
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            layer.insert("tls".into(), json!({"cert": cert, "key": key}));
         }
         serde_json::Value::Object(layer)
     }

@@ -15,6 +15,8 @@
 //! - [`metrics`]: counters and gauges for `/metrics`.
 //! - [`limits`]: the open-files limit and the connection limit it implies.
 //! - [`trim`]: returns the heap's free pages to the system after a burst.
+//! - [`tls`]: the certificate and key, and the rustls configurations that
+//!   present the one in force.
 //!
 //! One message's path: socket → `transport::websocket` (decode) →
 //! `session` (parse command) → `hub::Hub::publish` (frame once, queue the
@@ -30,6 +32,7 @@ pub mod policy;
 pub mod server;
 pub mod session;
 pub mod store;
+pub mod tls;
 pub mod transport;
 pub mod trim;
 mod util;

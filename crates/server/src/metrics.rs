@@ -73,7 +73,8 @@ impl Metrics {
         r.register(
             "connections_refused",
             "Connections refused (limit: at max connections; handshake: bad upgrade request; origin: a page \
-             from an origin not allowed; auth: no valid token)",
+             from an origin not allowed; auth: no valid token; tls_handshake: TLS handshake failed, timed out \
+             or not TLS)",
             self.connections_refused.clone(),
         );
         r.register("connections_closed", "Connections closed, by close code", self.connections_closed.clone());

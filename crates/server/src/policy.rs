@@ -1,6 +1,6 @@
 //! The settings SIGHUP may change while the server runs: how clients prove
 //! who they are, which origins and API keys are accepted, who may read
-//! `/metrics`. They are built from a [`Config`] in one fallible step
+//! `/metrics`, and the TLS certificate. They are built from a [`Config`] in one fallible step
 //! ([`Policy::build`]) and swapped in whole ([`PolicyCell::replace`]), so a
 //! broken file changes nothing: the server logs why and keeps the policy it
 //! runs with. Connections keep what they were admitted with; new
@@ -26,6 +26,8 @@ pub enum PolicyError {
     OpenModeNotLoopback(SocketAddr),
     #[error("auth: {0}")]
     Auth(#[from] crate::auth::AuthSetupError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Everything a reload may change, built and checked as one.
@@ -39,12 +41,15 @@ pub struct Policy {
     pub origins: Origins,
     /// Whether `/metrics` is readable without an API key in token mode.
     pub metrics_public: bool,
+    /// The certificate chain and key TLS handshakes present; `None` when
+    /// `[tls]` is not set.
+    pub tls: Option<Arc<rustls::sign::CertifiedKey>>,
 }
 
 impl Policy {
     /// Builds the policy `config` asks for, for a server listening on
-    /// `listening`. Fails, changing nothing, on a key that cannot be read or
-    /// on open mode where it was not asked for explicitly.
+    /// `listening`. Fails, changing nothing, on a key or certificate that
+    /// cannot be read or on open mode where it was not asked for explicitly.
     pub fn build(config: &Config, listening: &[SocketAddr]) -> Result<Policy, PolicyError> {
         let auth = &config.auth;
         let token_mode = auth.token_mode();
@@ -58,6 +63,7 @@ impl Policy {
             api_keys: ApiKeys::build(&auth.api_keys),
             origins: Origins::build(&auth.allowed_origins).map_err(crate::auth::AuthSetupError::from)?,
             metrics_public: config.metrics.public || !token_mode,
+            tls: config.tls.enabled().then(|| crate::tls::load_certified_key(&config.tls)).transpose()?,
         })
     }
 

@@ -11,11 +11,15 @@ use crate::session::Session;
 use crate::store::memory::Memory;
 use crate::store::sqlite::Sqlite;
 use crate::store::{Backend, StoreError};
-use crate::transport::front;
+use crate::tls::Acceptors;
+use crate::transport::front::{self, Counted};
 use crate::transport::http::HttpState;
+use crate::transport::socket::{Accepted, Socket};
 use crate::transport::stream::Connection;
 use crate::transport::tcp::TcpCodec;
+use crate::transport::tls_socket;
 use crate::transport::udp::{self, UdpSettings};
+use bytes::Bytes;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -45,6 +49,8 @@ pub enum ServerError {
     Storage(#[from] StoreError),
     #[error("{0}")]
     Policy(#[from] PolicyError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// New configurations to apply while serving (the binary sends one on
@@ -90,6 +96,9 @@ pub async fn run_with_reload(
         logs = hub.storage_log_count(),
         "storage ready"
     );
+    let tls = config.tls.enabled().then(|| Acceptors::new(Arc::clone(hub.policy_cell()))).transpose()?;
+    let shown = if tls.is_some() { "on: HTTPS and WSS, TLS on raw TCP; UDP stays plain" } else { "off" };
+    tracing::info!(tls = shown, "encryption");
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let state = Arc::new(HttpState {
@@ -98,6 +107,7 @@ pub async fn run_with_reload(
         http_open: AtomicUsize::new(0),
         max_connections,
         handshake_timeout: config.websocket.handshake_timeout,
+        tls,
         tracker: tracker.clone(),
         stop: stop.clone(),
     });
@@ -187,7 +197,11 @@ async fn apply_reloads(
             () = stop.cancelled() => return,
         };
         match Policy::build(&config, &listening) {
-            Ok(policy) => {
+            Ok(mut policy) => {
+                // TLS stays on until a restart: keep presenting the last key.
+                if policy.tls.is_none() {
+                    policy.tls = hub.policy().tls.clone();
+                }
                 hub.policy_cell().replace(policy);
                 hub.metrics.reloaded("applied");
                 let restart = needs_restart(&running, &config);
@@ -219,6 +233,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("udp_options", old.udp_options != new.udp_options),
         ("delivery", old.delivery != new.delivery),
         ("shutdown", old.shutdown != new.shutdown),
+        ("tls (on or off)", old.tls.enabled() != new.tls.enabled()),
     ];
     differs.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
 }
@@ -277,10 +292,11 @@ async fn accept_http(listener: TcpListener, state: &Arc<HttpState>) {
     }
 }
 
-/// Raw TCP: no handshake, so a connection is registered (as a guest in
-/// JSON-lines mode until its first line says otherwise, or authenticates
-/// in token mode) as soon as it is accepted.
-async fn accept_tcp(listener: TcpListener, state: &HttpState, keepalive: Duration) {
+/// Raw TCP: no handshake, so a plain connection is registered (as a guest
+/// in JSON-lines mode until its first line says otherwise, or authenticates
+/// in token mode) as soon as it is accepted; a TLS one once its TLS
+/// handshake is done.
+async fn accept_tcp(listener: TcpListener, state: &Arc<HttpState>, keepalive: Duration) {
     const REFUSAL: &[u8] = b"{\"ev\":\"close\",\"code\":1013,\"reason\":\"server at connection limit\"}\n";
     loop {
         let Some((stream, peer)) = admit(&listener, state, REFUSAL).await else { continue };
@@ -289,17 +305,44 @@ async fn accept_tcp(listener: TcpListener, state: &HttpState, keepalive: Duratio
         if let Err(error) = socket.set_tcp_keepalive(&probes).and_then(|()| stream.set_nodelay(true)) {
             tracing::debug!(%peer, %error, "could not set TCP options");
         }
-        let hub = Arc::clone(&state.hub);
-        let id = hub.next_conn_id();
-        // In token mode the first line must authenticate; until it does the
-        // connection has a name no token can have, so nothing addressed to a
-        // user ever reaches it.
-        let name = if hub.policy().token_mode() { format!("#pending-{id}") } else { format!("guest-{id}") };
-        let conn = hub.register(id, Arc::from(name), peer, Transport::TcpJson);
-        tracing::debug!(conn = id, %peer, "raw tcp open");
-        let session = Session::silent(hub, conn);
-        state.tracker.spawn(Connection::new(stream, session, TcpCodec::new()).run(bytes::Bytes::new()));
+        match &state.tls {
+            None => start_tcp(stream, Bytes::new(), peer, state),
+            Some(_) => {
+                state.tracker.spawn(accept_tls_tcp(stream, peer, Arc::clone(state)));
+            }
+        }
     }
+}
+
+/// A raw TCP connection's TLS handshake, within the handshake timeout.
+async fn accept_tls_tcp(stream: TcpStream, peer: SocketAddr, state: Arc<HttpState>) {
+    const PLAIN: &str = "{\"ev\":\"close\",\"code\":1002,\"reason\":\"this port speaks TLS\"}\n";
+    let Some(tls) = &state.tls else { return };
+    let _counted = Counted::new(&state.http_open);
+    let deadline = tokio::time::Instant::now() + state.handshake_timeout;
+    let metrics = &state.hub.metrics;
+    let Some(stream) = tls_socket::accept(&tls.tcp, stream, peer, deadline, metrics, || PLAIN.to_owned()).await else {
+        return;
+    };
+    match stream.into_socket() {
+        Ok((socket, early)) => start_tcp(socket, early, peer, &state),
+        Err(error) => tracing::debug!(%peer, %error, "TLS failed after the handshake"),
+    }
+}
+
+/// Registers a raw TCP connection and starts its task; `early` holds bytes
+/// already read (decrypted during a TLS handshake).
+fn start_tcp<S: Socket>(stream: S, early: Bytes, peer: SocketAddr, state: &HttpState) {
+    let hub = Arc::clone(&state.hub);
+    let id = hub.next_conn_id();
+    // In token mode the first line must authenticate; until it does the
+    // connection has a name no token can have, so nothing addressed to a
+    // user ever reaches it.
+    let name = if hub.policy().token_mode() { format!("#pending-{id}") } else { format!("guest-{id}") };
+    let conn = hub.register(id, Arc::from(name), peer, Transport::TcpJson);
+    tracing::debug!(conn = id, %peer, "raw tcp open");
+    let session = Session::silent(hub, conn);
+    state.tracker.spawn(Connection::new(stream, session, TcpCodec::new()).run(early));
 }
 
 /// Transient accept failures (a peer that reset before we accepted) are

@@ -39,6 +39,8 @@ pub struct ChurnArgs {
     /// over (closed connections leave ports in TIME_WAIT).
     #[arg(long, default_value_t = 8)]
     pub sources: u8,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Server process id, to measure its CPU time over the run.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -96,7 +98,7 @@ async fn cycle(args: ChurnArgs, index: usize, deadline: Instant) -> anyhow::Resu
         round += 1;
         let started = Instant::now();
         let outcome = async {
-            let mut conn = wsclient::open(args.server, source, &args.target.path(&name), 1024).await?;
+            let mut conn = wsclient::open(args.server, source, &args.target.path(&name), 1024, &args.tls).await?;
             args.target.join(&mut conn, &name, &room).await?;
             let joined = started.elapsed();
             close(&mut conn).await?;

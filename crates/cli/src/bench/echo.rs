@@ -46,6 +46,8 @@ pub struct EchoArgs {
     /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread connections over.
     #[arg(long, default_value_t = 8)]
     pub sources: u8,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Server process id, to measure its CPU time over the run.
     #[arg(long)]
     pub pid: Option<u32>,
@@ -94,8 +96,9 @@ async fn connect(args: &EchoArgs, index: usize) -> anyhow::Result<(usize, WsConn
     let name = format!("echo{index}");
     let path = if args.raw { "/ws/echo".to_owned() } else { args.target.path(&name) };
     let source = source_ip(args.server, index, args.sources);
-    let mut conn =
-        wsclient::open(args.server, source, &path, 4096).await.with_context(|| format!("{name}: connecting"))?;
+    let mut conn = wsclient::open(args.server, source, &path, 4096, &args.tls)
+        .await
+        .with_context(|| format!("{name}: connecting"))?;
     if !args.raw {
         let room = format!("{}-{index}", args.room);
         args.target.join(&mut conn, &name, &room).await.with_context(|| format!("{name}: joining"))?;

@@ -61,6 +61,8 @@ pub struct IdleArgs {
     /// a second), and that is the steady state an idle server lives in.
     #[arg(long, default_value_t = 3.0)]
     pub settle: f64,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -183,7 +185,7 @@ async fn open_all(args: &IdleArgs, first: usize, count: usize) -> anyhow::Result
 async fn open_one(args: &IdleArgs, index: usize) -> anyhow::Result<WsConn> {
     let name = format!("idle{index}");
     let source = source_ip(args.server, index, args.sources);
-    let mut conn = wsclient::open(args.server, source, &args.target.path(&name), READ_BUFFER)
+    let mut conn = wsclient::open(args.server, source, &args.target.path(&name), READ_BUFFER, &args.tls)
         .await
         .with_context(|| format!("{name}: connecting"))?;
     let room = format!("{}-{}", args.room, index % args.rooms.max(1));
@@ -237,6 +239,7 @@ fn spawn_workers(args: &IdleArgs, workers: usize) -> anyhow::Result<(usize, Dura
             .args(["--target", args.target.name(), "--room", &args.room])
             .args(["--rooms", &args.rooms.to_string(), "--sources", &args.sources.to_string()])
             .args(["--concurrency", &args.concurrency.to_string(), "--worker", &format!("{first}:{count}")])
+            .args(args.tls.forwarded())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -113,8 +113,10 @@ impl<S: AsyncRead + Unpin> Lines<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Lines<S> {
+    /// Writes `data` and flushes it (TLS records; nothing for plain TCP).
     pub async fn send(&mut self, data: &[u8]) -> anyhow::Result<()> {
-        self.stream.write_all(data).await.context("writing to the server")
+        self.stream.write_all(data).await.context("writing to the server")?;
+        self.stream.flush().await.context("writing to the server")
     }
 }
 

@@ -26,7 +26,10 @@ mod target;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_tls;
+#[cfg(test)]
 mod tests_ws;
+mod tls;
 mod udp;
 mod workers;
 mod wsclient;

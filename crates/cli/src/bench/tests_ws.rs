@@ -85,6 +85,7 @@ async fn websocket_fanout_counts_exactly_the_dropped_deliveries() {
         concurrency: 4,
         load: LoadArgs { duration: 1.0, size: 100, pid: None, server_core: None, sources: 2, drain: 2.0 },
         workers: 1,
+        tls: Default::default(),
         json: false,
         worker: None,
     };
@@ -114,6 +115,7 @@ async fn churn_counts_each_completed_cycle() {
         duration: 0.5,
         sources: 2,
         pid: None,
+        tls: Default::default(),
         json: true,
     };
     let cycles = churn::cycles(&args).await.expect("the bench runs");

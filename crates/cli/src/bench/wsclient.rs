@@ -6,12 +6,12 @@
 //! buffers cost the bench more CPU than the servers it measures.
 
 use super::lines::{connect, Lines, HANDSHAKE_TIMEOUT};
+use super::tls::{Stream, TlsArgs};
 use anyhow::{bail, Context};
 use base64::Engine;
 use memchr::memmem;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::net::TcpStream;
 
 /// Longest response head accepted from a server.
 const MAX_HEAD: usize = 16 * 1024;
@@ -30,19 +30,25 @@ pub enum Kind {
 /// One open client WebSocket.
 #[derive(Debug)]
 pub struct WsConn {
-    lines: Lines<TcpStream>,
+    lines: Lines<Stream>,
     /// A fragmented message being joined: its kind and bytes so far.
     partial: Option<(Kind, Vec<u8>)>,
     /// Control answers owed to the server (pongs), written by [`WsConn::flush`].
     owed: Vec<u8>,
 }
 
-/// Connects to `server` from `source` and completes the opening handshake
-/// for `path` within [`HANDSHAKE_TIMEOUT`]. `buffer` is the read buffer's
-/// starting size (it grows for large frames).
-pub async fn open(server: SocketAddr, source: Option<IpAddr>, path: &str, buffer: usize) -> anyhow::Result<WsConn> {
+/// Connects to `server` from `source` (through TLS when `tls` says so) and
+/// completes the opening handshake for `path` within [`HANDSHAKE_TIMEOUT`].
+/// `buffer` is the read buffer's starting size (it grows for large frames).
+pub async fn open(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    path: &str,
+    buffer: usize,
+    tls: &TlsArgs,
+) -> anyhow::Result<WsConn> {
     let handshake = async {
-        let stream = connect(server, source).await?;
+        let stream = tls.wrap(connect(server, source).await?, server).await?;
         let mut lines = Lines::with_capacity(stream, buffer);
         let key = client_key();
         let request = format!(
@@ -70,7 +76,7 @@ fn client_key() -> String {
 }
 
 /// Reads the response head (through the blank line) and consumes it.
-async fn read_head(lines: &mut Lines<TcpStream>) -> anyhow::Result<Vec<u8>> {
+async fn read_head(lines: &mut Lines<Stream>) -> anyhow::Result<Vec<u8>> {
     loop {
         if let Some(end) = memmem::find(lines.pending(), b"\r\n\r\n") {
             return Ok(lines.consume(end + 4).to_vec());

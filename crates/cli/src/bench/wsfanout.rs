@@ -57,6 +57,8 @@ pub struct WsFanoutArgs {
     /// stay here).
     #[arg(long, default_value_t = 0)]
     pub workers: usize,
+    #[command(flatten)]
+    pub tls: super::tls::TlsArgs,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -139,7 +141,7 @@ async fn connect_publishers(args: &WsFanoutArgs) -> anyhow::Result<Vec<WsConn>> 
 /// One connection, opened and in the room, named `name`.
 async fn connect(args: &WsFanoutArgs, index: usize, name: &str) -> anyhow::Result<WsConn> {
     let source = source_ip(args.server, index, args.load.sources);
-    let mut conn = wsclient::open(args.server, source, &args.target.path(name), READ_BUFFER)
+    let mut conn = wsclient::open(args.server, source, &args.target.path(name), READ_BUFFER, &args.tls)
         .await
         .with_context(|| format!("{name}: connecting"))?;
     args.target.join(&mut conn, name, &args.room).await.with_context(|| format!("{name}: joining"))?;

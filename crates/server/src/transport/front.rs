@@ -7,16 +7,22 @@
 //! Answering upgrades here rather than through hyper keeps a handshake
 //! from allocating hyper's per-connection buffers (about 16 KiB), whose
 //! freed holes would otherwise stay resident after every connect burst.
+//!
+//! With TLS on, the TLS handshake comes first (`tls_socket::accept`, within
+//! the same deadline as the head), and the head is read through
+//! tokio-rustls; what follows is the same for both.
 
 use super::http::{self, HttpState};
 use super::rewind::Rewind;
+use super::socket::Accepted;
 use super::stream::Connection;
+use super::tls_socket;
 use super::websocket::WsCodec;
 use super::with_read_buffer;
 use crate::hub::conn::Transport;
 use crate::policy::Admission;
 use crate::session::Session;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,8 +31,10 @@ use std::time::Duration;
 use switchboard_protocol::deflate::Agreed;
 use switchboard_protocol::handshake::{self, Endpoint, HandshakeError, Parsed, Upgrade};
 use switchboard_protocol::ErrorCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 /// Longest request head accepted for an upgrade.
 const MAX_HEAD: usize = 8 * 1024;
@@ -38,15 +46,16 @@ enum Start {
     Upgrade(Upgrade, Bytes),
     Http(Bytes),
     Refuse(HandshakeError),
+    TimedOut,
     Closed,
     NeedMore,
 }
 
-/// Counts one connection that is not (yet) a registered WebSocket.
-struct Counted<'a>(&'a AtomicUsize);
+/// Counts one connection that is not (yet) a registered connection.
+pub(crate) struct Counted<'a>(&'a AtomicUsize);
 
 impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
+    pub fn new(counter: &'a AtomicUsize) -> Self {
         counter.fetch_add(1, Ordering::Relaxed);
         Counted(counter)
     }
@@ -58,48 +67,106 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// What a client that does not speak TLS is told on the HTTPS port.
+fn plain_on_tls() -> String {
+    handshake::refusal(400, "Bad Request", "this port speaks TLS: use https:// or wss://")
+}
+
 /// Serves one accepted connection from its first byte.
-pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<HttpState>) {
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<HttpState>) {
     let _counted = Counted::new(&state.http_open);
-    let deadline = tokio::time::Instant::now() + state.handshake_timeout;
-    let mut pending = Vec::new();
-    let start = loop {
-        if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
-            state.hub.metrics.refused("handshake_timeout");
-            let body = "no complete request within the handshake timeout";
-            refuse(stream, &handshake::refusal(408, "Request Timeout", body)).await;
-            return;
+    let deadline = Instant::now() + state.handshake_timeout;
+    match &state.tls {
+        None => {
+            let start = read_head(&stream, peer, deadline).await;
+            dispatch(stream, start, peer, &state).await;
         }
-        match read_start(&stream, &mut pending) {
+        Some(tls) => {
+            let metrics = &state.hub.metrics;
+            let Some(mut stream) = tls_socket::accept(&tls.http, stream, peer, deadline, metrics, plain_on_tls).await
+            else {
+                return;
+            };
+            let start = read_head_tls(&mut stream, peer, deadline).await;
+            dispatch(stream, start, peer, &state).await;
+        }
+    }
+}
+
+/// Reads a plain connection's request head into the thread's buffer.
+async fn read_head(stream: &TcpStream, peer: SocketAddr, deadline: Instant) -> Start {
+    let mut pending = Vec::new();
+    loop {
+        if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+            return Start::TimedOut;
+        }
+        match read_start(stream, &mut pending) {
             Ok(Start::NeedMore) => {}
-            Ok(start) => break start,
+            Ok(start) => return start,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
             Err(error) => {
                 tracing::debug!(%peer, %error, "read failed before the request head");
-                return;
+                return Start::Closed;
             }
         }
-    };
+    }
+}
+
+/// Reads the request head through TLS. Unlike the plain path this holds
+/// a buffer of its own while the head arrives: rustls has the socket.
+async fn read_head_tls(stream: &mut TlsStream<TcpStream>, peer: SocketAddr, deadline: Instant) -> Start {
+    let mut pending = Vec::new();
+    loop {
+        pending.reserve(2048);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut pending)).await {
+            Err(_) => return Start::TimedOut,
+            Ok(Ok(0)) => return Start::Closed,
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "read failed before the request head");
+                return Start::Closed;
+            }
+        }
+        match start_from(&pending) {
+            Start::NeedMore => {}
+            start => return start,
+        }
+    }
+}
+
+/// Answers what the head asked for: an upgrade becomes a WebSocket
+/// connection, anything else goes to hyper.
+async fn dispatch<S: Accepted>(mut stream: S, start: Start, peer: SocketAddr, state: &Arc<HttpState>) {
     match start {
         Start::Upgrade(mut upgrade, early) => {
-            let admission = match admit(&state, &mut upgrade, peer) {
+            let admission = match admit(state, &mut upgrade, peer) {
                 Ok(admission) => admission,
                 Err(answer) => return refuse(stream, &answer).await,
             };
             let deflate = upgrade.deflate.filter(|_| state.hub.limits().compression);
             let answer = handshake::switching_protocols(&upgrade.accept, deflate.as_ref());
-            if let Err(error) = stream.write_all(answer.as_bytes()).await {
+            // The flush pushes TLS records out; on plain TCP it does nothing.
+            let written = async {
+                stream.write_all(answer.as_bytes()).await?;
+                stream.flush().await
+            };
+            if let Err(error) = written.await {
                 tracing::debug!(%peer, %error, "could not answer the upgrade");
                 return;
             }
-            start_session(stream, early, peer, &upgrade, admission, deflate, &state);
+            start_session(stream, early, peer, &upgrade, admission, deflate, state);
         }
-        Start::Http(prefix) => http::serve(Rewind::new(prefix, stream), peer, state.clone()).await,
+        Start::Http(prefix) => http::serve(Rewind::new(prefix, stream), peer, Arc::clone(state)).await,
         Start::Refuse(error) => {
             state.hub.metrics.refused("handshake");
             tracing::debug!(%peer, %error, "websocket upgrade refused");
             let (code, reason) = error.status();
             refuse(stream, &handshake::refusal(code, reason, &error.to_string())).await;
+        }
+        Start::TimedOut => {
+            state.hub.metrics.refused("handshake_timeout");
+            let body = "no complete request within the handshake timeout";
+            refuse(stream, &handshake::refusal(408, "Request Timeout", body)).await;
         }
         Start::Closed | Start::NeedMore => {}
     }
@@ -142,26 +209,31 @@ fn read_start(stream: &TcpStream, pending: &mut Vec<u8>) -> io::Result<Start> {
             pending.extend_from_slice(&buffer[..count]);
         }
         let input = if continued { &pending[..] } else { &buffer[..count] };
-        Ok(match handshake::parse_request(input, MAX_HEAD) {
-            Ok(Parsed::Upgrade(upgrade)) => {
-                let early = Bytes::copy_from_slice(&input[upgrade.head_len..]);
-                Start::Upgrade(upgrade, early)
-            }
-            Ok(Parsed::Other) => Start::Http(Bytes::copy_from_slice(input)),
-            Ok(Parsed::Incomplete) => {
-                if !continued {
-                    pending.extend_from_slice(&buffer[..count]);
-                }
-                Start::NeedMore
-            }
-            Err(error) => Start::Refuse(error),
-        })
+        let start = start_from(input);
+        if matches!(start, Start::NeedMore) && !continued {
+            pending.extend_from_slice(&buffer[..count]);
+        }
+        Ok(start)
     })
 }
 
-/// Sends a complete HTTP answer, shuts our side and lets the client read
-/// it before the socket closes (closing with unread input would reset it).
-async fn refuse(mut stream: TcpStream, answer: &str) {
+/// How a connection whose first bytes are `input` starts.
+fn start_from(input: &[u8]) -> Start {
+    match handshake::parse_request(input, MAX_HEAD) {
+        Ok(Parsed::Upgrade(upgrade)) => {
+            let early = Bytes::copy_from_slice(&input[upgrade.head_len..]);
+            Start::Upgrade(upgrade, early)
+        }
+        Ok(Parsed::Other) => Start::Http(Bytes::copy_from_slice(input)),
+        Ok(Parsed::Incomplete) => Start::NeedMore,
+        Err(error) => Start::Refuse(error),
+    }
+}
+
+/// Sends a complete answer, shuts our side (after close_notify, with TLS)
+/// and lets the client read it before the socket closes (closing with
+/// unread input would reset it).
+pub(crate) async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: &str) {
     if stream.write_all(answer.as_bytes()).await.is_err() {
         return;
     }
@@ -175,8 +247,8 @@ async fn refuse(mut stream: TcpStream, answer: &str) {
 
 /// Starts the connection's task as the client `admission` let in;
 /// `deflate` is the permessage-deflate agreed in our answer, if any.
-fn start_session(
-    stream: TcpStream,
+fn start_session<S: Accepted>(
+    stream: S,
     early: Bytes,
     peer: SocketAddr,
     upgrade: &Upgrade,
@@ -184,9 +256,17 @@ fn start_session(
     deflate: Option<Agreed>,
     state: &HttpState,
 ) {
-    if let Err(error) = stream.set_nodelay(true) {
+    if let Err(error) = stream.tcp().set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
+    let (socket, decrypted) = match stream.into_socket() {
+        Ok(taken) => taken,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "TLS failed after the upgrade");
+            return;
+        }
+    };
+    let early = join(early, decrypted);
     let hub = Arc::clone(&state.hub);
     let id = hub.next_conn_id();
     let (user, profile) = match admission {
@@ -208,5 +288,19 @@ fn start_session(
         _ => Session::start(hub, conn),
     };
     let codec = WsCodec::new(state.hub.limits().max_message_size, deflate.as_ref());
-    state.tracker.spawn(Connection::new(stream, session, codec).run(early));
+    state.tracker.spawn(Connection::new(socket, session, codec).run(early));
+}
+
+/// `first` then `second`, copying only when both have bytes.
+pub(crate) fn join(first: Bytes, second: Bytes) -> Bytes {
+    match (first.is_empty(), second.is_empty()) {
+        (_, true) => first,
+        (true, false) => second,
+        (false, false) => {
+            let mut joined = BytesMut::with_capacity(first.len() + second.len());
+            joined.extend_from_slice(&first);
+            joined.extend_from_slice(&second);
+            joined.freeze()
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! Plain HTTP on the shared port, served by hyper: `/healthz`, `/metrics`
+//! HTTP (plain or over TLS) on the shared port, served by hyper: `/healthz`, `/metrics`
 //! (and the HTTP API in a later version). WebSocket upgrades never get
 //! here: [`super::front`] answers them first.
 
@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_protocol::ErrorCode;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -29,6 +30,8 @@ pub(crate) struct HttpState {
     pub http_open: AtomicUsize,
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    /// TLS on the HTTP and raw TCP ports; `None`: both plain.
+    pub tls: Option<crate::tls::Acceptors>,
     pub tracker: TaskTracker,
     pub stop: CancellationToken,
 }
@@ -43,8 +46,11 @@ impl HttpState {
 
 type Body = Full<Bytes>;
 
-/// Serves HTTP requests on one connection until it closes.
-pub(crate) async fn serve(io: Rewind, peer: SocketAddr, state: Arc<HttpState>) {
+/// Serves HTTP requests on one connection (plain or TLS) until it closes.
+pub(crate) async fn serve<S>(io: Rewind<S>, peer: SocketAddr, state: Arc<HttpState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service_state = Arc::clone(&state);
     let service = hyper::service::service_fn(move |request| {
         let response = route(&request, &service_state);

@@ -4,15 +4,18 @@
 //! - [`front`]: every connection on the HTTP port starts here; WebSocket
 //!   upgrades are answered directly, everything else goes to [`http`].
 //! - [`http`]: hyper serving `/healthz`, `/metrics` and later the HTTP API.
-//! - [`stream`]: the connection driver shared by WebSocket and raw TCP.
+//! - [`stream`]: the connection driver shared by WebSocket and raw TCP,
+//!   over a [`socket::Socket`]: plain TCP or [`tls_socket`].
 //! - [`websocket`], [`tcp`]: their codecs.
 //! - [`udp`]: datagram sessions.
 
 pub(crate) mod front;
 pub(crate) mod http;
 mod rewind;
+pub(crate) mod socket;
 pub(crate) mod stream;
 pub(crate) mod tcp;
+pub(crate) mod tls_socket;
 pub(crate) mod udp;
 mod udp_out;
 pub(crate) mod websocket;

@@ -1,27 +1,26 @@
-//! A `TcpStream` with bytes already read from it put back in front, so a
-//! connection whose first bytes the front door inspected can be handed to
-//! hyper as if nothing had been read.
+//! A stream (plain TCP or TLS) with bytes already read from it put back in
+//! front, so a connection whose first bytes the front door inspected can be
+//! handed to hyper as if nothing had been read.
 
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 #[derive(Debug)]
-pub(crate) struct Rewind {
+pub(crate) struct Rewind<S> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Rewind {
-    pub fn new(prefix: Bytes, inner: TcpStream) -> Self {
+impl<S> Rewind<S> {
+    pub fn new(prefix: Bytes, inner: S) -> Self {
         Rewind { prefix, inner }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let count = self.prefix.len().min(buf.remaining());
@@ -33,7 +32,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -63,6 +62,7 @@ impl AsyncWrite for Rewind {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
 
     #[tokio::test]
     async fn replays_the_prefix_then_reads_the_socket() {

@@ -13,9 +13,14 @@
 //! - no per-connection timer while idle: keepalive is a hub-wide sweep, and
 //!   timers exist only while a connection is closing or a codec waits;
 //! - the task's future is [`Connection`] and nothing else (see [`Connection::run`]).
+//!
+//! The driver runs over any [`Socket`]: a plain `TcpStream` (the calls it
+//! always made) or TLS (`super::tls_socket`), chosen by the type parameter,
+//! so the plain path carries no TLS branch.
 
+use super::socket::Socket;
 use super::{with_read_buffer, with_write_buffer, READ_BUFFER_SIZE};
-use crate::hub::conn::{Gathered, Outgoing};
+use crate::hub::conn::{Conn, Gathered, Outgoing};
 use crate::session::Session;
 use bytes::Bytes;
 use std::future::{poll_fn, Future};
@@ -87,6 +92,16 @@ struct Events {
     drained: bool,
 }
 
+impl State {
+    /// Our close frame and everything before it are written and our write
+    /// side is shut.
+    fn mark_sent(&mut self) {
+        if let State::Closing { sent, .. } = self {
+            *sent = true;
+        }
+    }
+}
+
 enum Step {
     Continue,
     Done,
@@ -94,8 +109,8 @@ enum Step {
 
 /// One stream connection after its transport's handshake.
 #[derive(Debug)]
-pub(crate) struct Connection<C> {
-    stream: TcpStream,
+pub(crate) struct Connection<C, S = TcpStream> {
+    stream: S,
     session: Session,
     codec: C,
     state: State,
@@ -107,8 +122,8 @@ pub(crate) struct Connection<C> {
     span: u8,
 }
 
-impl<C: Codec> Connection<C> {
-    pub fn new(stream: TcpStream, session: Session, codec: C) -> Self {
+impl<C: Codec, S: Socket> Connection<C, S> {
+    pub fn new(stream: S, session: Session, codec: C) -> Self {
         Connection {
             stream,
             session,
@@ -123,7 +138,8 @@ impl<C: Codec> Connection<C> {
 
     /// The future that drives the connection until it is closed. `early`
     /// holds bytes read before the connection was handed over (behind a
-    /// WebSocket upgrade request); it is consumed here, not kept.
+    /// WebSocket upgrade request, or decrypted during a TLS handshake); it
+    /// is consumed here, not kept.
     ///
     /// A hand-written poll loop rather than an `async fn`: an async fn keeps
     /// a second copy of its arguments in its state, which would double what
@@ -325,7 +341,7 @@ impl<C: Codec> Connection<C> {
         let hub = self.session.hub();
         let mut first_write = None;
         while !self.write_blocked {
-            let Some((frames, sent)) = self.write_some() else {
+            let Some((frames, sent)) = Self::write_some(conn, &mut self.stream) else {
                 break;
             };
             match sent {
@@ -351,10 +367,26 @@ impl<C: Codec> Connection<C> {
             }
             (self.span, self.wrote_in) = (span, now);
         }
-        if let State::Closing { sent: sent @ false, .. } = &mut self.state {
-            if conn.is_drained() {
-                *sent = true;
-                let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Write);
+        self.flush_or_shut()
+    }
+
+    /// Sends what the socket took but still holds (TLS records; nothing for
+    /// plain TCP), or, once closing and everything is queued out, ends our
+    /// direction. Until the socket has sent it all, the connection stays
+    /// write-blocked.
+    fn flush_or_shut(&mut self) -> Step {
+        if self.write_blocked {
+            return Step::Continue;
+        }
+        let shut = matches!(self.state, State::Closing { sent: false, .. }) && self.session.conn().is_drained();
+        let result = if shut { self.stream.shutdown_write() } else { self.stream.flush() };
+        match result {
+            Ok(()) if shut => self.state.mark_sent(),
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
+            Err(error) => {
+                tracing::debug!(%error, "write failed");
+                return Step::Done;
             }
         }
         Step::Continue
@@ -365,11 +397,10 @@ impl<C: Codec> Connection<C> {
     /// large, up to [`MAX_IOVECS`] frames sent by reference. Returns how
     /// many frames were offered and what the socket took; `None` when
     /// nothing is queued.
-    fn write_some(&self) -> Option<(usize, io::Result<usize>)> {
-        let conn = self.session.conn();
+    fn write_some(conn: &Conn, stream: &mut S) -> Option<(usize, io::Result<usize>)> {
         with_write_buffer(|buffer| match conn.gather(buffer, MAX_IOVECS) {
             Gathered::Nothing => None,
-            Gathered::Copied { frames } => Some((frames, self.send_vectored(&[IoSlice::new(buffer)]))),
+            Gathered::Copied { frames } => Some((frames, stream.try_write_vectored(&[IoSlice::new(buffer)]))),
             Gathered::HeadTooLarge => {
                 let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
                 // A discard from another task may have emptied the queue since.
@@ -378,16 +409,9 @@ impl<C: Codec> Connection<C> {
                     return None;
                 }
                 let slices: [IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|i| IoSlice::new(&frames[i]));
-                Some((count, self.send_vectored(&slices[..count])))
+                Some((count, stream.try_write_vectored(&slices[..count])))
             }
         })
-    }
-
-    /// One `sendmsg` with every slice. Not `writev`: on a socket, `sendmsg`
-    /// skips the file layer's position lock and iterator set-up, which is
-    /// measurable when a fan-out makes a thousand writes per message.
-    fn send_vectored(&self, slices: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.stream.try_io(tokio::io::Interest::WRITABLE, || socket2::SockRef::from(&self.stream).send_vectored(slices))
     }
 
     fn finish(&mut self) {

@@ -11,3 +11,4 @@ mod lifecycle;
 mod limits;
 mod raw;
 mod support;
+mod tls;

@@ -58,8 +58,10 @@ impl TestServer {
         TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle, reload, config: started }
     }
 
-    /// Applies `config` as a SIGHUP would (whether it was accepted shows in
-    /// what the server does next).
+    /// Applies `config` as a SIGHUP would. The channel holds one
+    /// configuration: once a second reload has returned, the first was
+    /// taken, and once a third has, the first was applied (or refused);
+    /// `switchboard_config_reloads_total` counts both.
     pub async fn reload(&self, config: Config) {
         self.reload.send(config).await.expect("server running");
     }
