@@ -54,6 +54,7 @@ pub struct Metrics {
     pub udp_datagrams: Counter,
     pub compressed_frames: Counter,
     pub compression_saved_bytes: Counter,
+    pub limit_hits: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -119,6 +120,11 @@ impl Metrics {
             "Bytes that compressed WebSocket frames saved against their plain size, per recipient",
             self.compression_saved_bytes.clone(),
         );
+        r.register(
+            "limit_hits",
+            "Times an abuse limit was enforced, by reason (see crate::guard::reason and docs/PROTOCOL.md)",
+            self.limit_hits.clone(),
+        );
         registry
     }
 
@@ -128,6 +134,11 @@ impl Metrics {
 
     pub(crate) fn dropped(&self, reason: &'static str, frames: usize) {
         self.dropped.get_or_create(&ReasonLabel { reason }).inc_by(frames as u64);
+    }
+
+    /// Counts one enforcement of an abuse limit (`crate::guard::reason`).
+    pub(crate) fn limit_hit(&self, reason: &'static str) {
+        self.limit_hits.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     pub(crate) fn refused(&self, reason: &'static str) {

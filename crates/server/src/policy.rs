@@ -1,6 +1,6 @@
 //! The settings SIGHUP may change while the server runs: how clients prove
 //! who they are, which origins and API keys are accepted, who may read
-//! `/metrics`. They are built from a [`Config`] in one fallible step
+//! `/metrics`, and the abuse limits ([`crate::guard::Rules`]). They are built from a [`Config`] in one fallible step
 //! ([`Policy::build`]) and swapped in whole ([`PolicyCell::replace`]), so a
 //! broken file changes nothing: the server logs why and keeps the policy it
 //! runs with. Connections keep what they were admitted with; new
@@ -39,6 +39,8 @@ pub struct Policy {
     pub origins: Origins,
     /// Whether `/metrics` is readable without an API key in token mode.
     pub metrics_public: bool,
+    /// Rate limits, per-address limits, trusted proxies, timeouts.
+    pub guard: crate::guard::Rules,
 }
 
 impl Policy {
@@ -58,6 +60,7 @@ impl Policy {
             api_keys: ApiKeys::build(&auth.api_keys),
             origins: Origins::build(&auth.allowed_origins).map_err(crate::auth::AuthSetupError::from)?,
             metrics_public: config.metrics.public || !token_mode,
+            guard: crate::guard::Rules::from_config(config),
         })
     }
 

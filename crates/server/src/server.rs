@@ -290,7 +290,8 @@ async fn accept_tcp(listener: TcpListener, state: &HttpState, keepalive: Duratio
         let conn = hub.register(id, Arc::from(format!("guest-{id}")), peer, Transport::TcpJson);
         tracing::debug!(conn = id, %peer, "raw tcp open");
         let session = Session::silent(hub, conn);
-        state.tracker.spawn(Connection::new(stream, session, TcpCodec::new()).run(bytes::Bytes::new()));
+        let codec = TcpCodec::new(&session);
+        state.tracker.spawn(Connection::new(stream, session, codec).run(bytes::Bytes::new()));
     }
 }
 

@@ -201,6 +201,8 @@ pub struct WriterOptions {
     pub room_max_age: Duration,
     pub inbox_max_messages: u64,
     pub inbox_max_age: Duration,
+    /// DMs from one sender an inbox keeps, the newest (0: no such bound).
+    pub inbox_max_per_sender: u64,
     /// Submissions that may wait for the writer; more are refused.
     pub queue_capacity: usize,
     /// Body bytes that may wait for the writer; more are refused.

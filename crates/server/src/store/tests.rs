@@ -59,6 +59,7 @@ fn options(room_max_messages: u64, room_max_age: Duration) -> WriterOptions {
         room_max_age,
         inbox_max_messages: 10,
         inbox_max_age: Duration::from_secs(3600),
+        inbox_max_per_sender: 0,
         queue_capacity: 1024,
         queue_bytes: 1 << 20,
     }

@@ -7,8 +7,15 @@
 //!
 //! A partial line followed by a pause counts as a line, so a client that
 //! sends without a newline and waits for an answer still gets one.
+//!
+//! The first line must arrive within `tcp_options.first_line_timeout`, or
+//! the connection is closed with 1008: a silent socket (or one that
+//! trickles bytes without a newline) cannot hold a slot forever. Its
+//! deadline shares the partial line's timer, so no connection holds a
+//! second one.
 
 use super::stream::Codec;
+use crate::guard::reason;
 use crate::hub::conn::Transport;
 use crate::session::Session;
 use bytes::{Bytes, BytesMut};
@@ -17,6 +24,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use switchboard_protocol::command::{self, Command};
 use switchboard_protocol::event::{self, Encoded, Framing};
 use switchboard_protocol::text::{self, Input};
@@ -34,15 +42,26 @@ enum Mode {
 #[derive(Debug)]
 pub(crate) struct TcpCodec {
     mode: Mode,
+    /// While undecided: the hub's clock (milliseconds, wrapping) by which
+    /// the first line must be complete. Beside `mode`, in its padding.
+    first_line_by: u32,
     /// An unterminated line, kept only until its newline or pause arrives.
     partial: Option<Box<BytesMut>>,
-    /// Runs while `partial` waits: when it fires, the partial is a line.
+    /// Runs while `partial` waits (when it fires, the partial is a line)
+    /// and until the first line (when it fires then, the time is up).
     pause: Option<Pin<Box<Sleep>>>,
 }
 
 impl TcpCodec {
-    pub fn new() -> Self {
-        TcpCodec { mode: Mode::Undecided, partial: None, pause: None }
+    /// A codec for a connection accepted now, which has until the policy's
+    /// first-line timeout to send its first line.
+    pub fn new(session: &Session) -> Self {
+        let hub = session.hub();
+        let timeout = hub.policy().guard.first_line_timeout;
+        let first_line_by = hub.now_ms().wrapping_add(timeout.as_millis() as u64) as u32;
+        let mut codec = TcpCodec { mode: Mode::Undecided, first_line_by, partial: None, pause: None };
+        codec.arm(session);
+        codec
     }
 
     fn keep_partial(&mut self, bytes: &[u8], session: &Session) -> Result<(), CloseCode> {
@@ -52,8 +71,32 @@ impl TcpCodec {
             return Err(CloseCode::TooBig);
         }
         partial.extend_from_slice(bytes);
-        self.pause = Some(Box::pin(tokio::time::sleep(limits.partial_line_pause)));
+        self.arm(session);
         Ok(())
+    }
+
+    /// Sets the timer: the partial line's pause, or the first line's
+    /// deadline if that comes sooner; none when neither applies.
+    fn arm(&mut self, session: &Session) {
+        let pause = self.partial.as_ref().map(|_| session.hub().limits().partial_line_pause);
+        let wait = match (self.mode, pause) {
+            (Mode::Undecided, pause) => {
+                let left = self.first_line_left(session);
+                Some(pause.map_or(left, |pause| pause.min(left)))
+            }
+            (_, pause) => pause,
+        };
+        self.pause = wait.map(|wait| Box::pin(tokio::time::sleep(wait)));
+    }
+
+    /// Time left for the first line to complete.
+    fn first_line_left(&self, session: &Session) -> Duration {
+        let left = self.first_line_by.wrapping_sub(session.hub().now_ms() as u32);
+        if left > u32::MAX / 2 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(u64::from(left))
+        }
     }
 
     fn on_line(&mut self, line: &[u8], session: &mut Session) -> Result<(), CloseCode> {
@@ -110,8 +153,8 @@ impl Codec for TcpCodec {
             self.on_line(&rest[..end], session)?;
             rest = &rest[end + 1..];
         }
-        self.pause = None;
         if rest.is_empty() {
+            self.arm(session);
             return Ok(());
         }
         self.keep_partial(rest, session)
@@ -140,10 +183,21 @@ impl Codec for TcpCodec {
 
     fn on_timer(&mut self, session: &mut Session) -> Result<(), CloseCode> {
         self.pause = None;
-        match self.partial.take() {
+        if self.mode == Mode::Undecided && self.first_line_left(session).is_zero() {
+            let conn = session.conn();
+            tracing::info!(conn = conn.id, peer = %conn.peer(), "no first line in time, closing with 1008");
+            session.hub().metrics.limit_hit(reason::TCP_FIRST_LINE);
+            return Err(CloseCode::PolicyViolation);
+        }
+        let result = match self.partial.take() {
             Some(line) => self.on_line(&line, session),
             None => Ok(()),
+        };
+        // An empty line decides nothing: the deadline still runs.
+        if self.mode == Mode::Undecided {
+            self.arm(session);
         }
+        result
     }
 
     /// `printf '...' | nc` sends its commands and shuts its side: every

@@ -1,6 +1,8 @@
 //! Integration tests: a real server on port 0, real sockets, real clients.
 //! One test binary with shared helpers in `support`.
 
+mod abuse;
+mod abuse_raw;
 mod chat;
 mod coalesce;
 mod compression;

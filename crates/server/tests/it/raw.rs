@@ -281,7 +281,12 @@ async fn a_peer_that_disconnects_mid_line_leaves_nothing_behind() {
 
 #[tokio::test]
 async fn a_tcp_client_that_stops_reading_is_closed_as_a_slow_consumer() {
-    let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 64 * 1024).await;
+    let server = TestServer::with(|config| {
+        config.limits.outbound_queue_bytes = 64 * 1024;
+        // The publisher sends faster than one connection may by default.
+        config.limits.bytes_per_second = 0;
+    })
+    .await;
     let mut slow = Lines::connect(server.tcp).await;
     slow.send("{\"op\":\"hello\",\"name\":\"slow\"}\n{\"op\":\"join\",\"room\":\"feed\",\"id\":1}\n").await;
     slow.json_until(|v| v["re"] == json!(1)).await;
