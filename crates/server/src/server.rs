@@ -2,6 +2,7 @@
 //! accept loops with their admission limit.
 
 use crate::config::{Config, StorageBackend};
+use crate::guard::{self, Listener};
 use crate::hub::conn::Transport;
 use crate::hub::{Hub, HubLimits};
 use crate::limits;
@@ -119,6 +120,7 @@ pub async fn run_with_reload(
         let settings = UdpSettings {
             session_timeout: config.udp_options.session_timeout,
             datagrams_per_second: config.udp_options.datagrams_per_second,
+            max_connections,
         };
         tracker.spawn(udp::serve(socket, Arc::clone(&hub), settings, tracker.clone(), stop.clone()));
     }
@@ -267,9 +269,9 @@ async fn accept_http(listener: TcpListener, state: &Arc<HttpState>) {
     const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n\
         Content-Length: 28\r\n\r\nserver at connection limit.\n";
     loop {
-        if let Some((stream, peer)) = admit(&listener, state, REFUSAL).await {
-            state.tracker.spawn(front::serve(stream, peer, Arc::clone(state)));
-        }
+        let Some((stream, peer)) = admit(&listener, state, REFUSAL).await else { continue };
+        let Some(counted) = guard::admit_at_accept(&state.hub, &stream, peer, Listener::Http) else { continue };
+        state.tracker.spawn(front::serve(stream, peer, counted, Arc::clone(state)));
     }
 }
 
@@ -280,6 +282,10 @@ async fn accept_tcp(listener: TcpListener, state: &HttpState, keepalive: Duratio
     const REFUSAL: &[u8] = b"{\"ev\":\"close\",\"code\":1013,\"reason\":\"server at connection limit\"}\n";
     loop {
         let Some((stream, peer)) = admit(&listener, state, REFUSAL).await else { continue };
+        // Counted: the connection is registered below and releases it.
+        if guard::admit_at_accept(&state.hub, &stream, peer, Listener::Tcp).is_none() {
+            continue;
+        }
         let socket = socket2::SockRef::from(&stream);
         let probes = socket2::TcpKeepalive::new().with_time(keepalive).with_interval(keepalive / 6);
         if let Err(error) = socket.set_tcp_keepalive(&probes).and_then(|()| stream.set_nodelay(true)) {

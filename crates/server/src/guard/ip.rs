@@ -44,6 +44,16 @@ pub enum IpRefusal {
     Handshakes,
 }
 
+impl IpRefusal {
+    /// What the client is told (the same as `Display`, but `'static`).
+    pub fn text(self) -> &'static str {
+        match self {
+            IpRefusal::Connections => "too many connections from your address",
+            IpRefusal::Handshakes => "too many new connections from your address; retry in a second",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     connections: u32,

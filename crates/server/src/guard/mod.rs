@@ -5,18 +5,26 @@
 //! - [`rate`]: per-connection command and byte rates (token buckets kept in
 //!   the session, 16 bytes), refusals and the close for sustained abuse;
 //! - [`ip`]: per-address connection counts and handshake rates;
-//! - [`proxy`]: the client's address behind a trusted proxy.
+//! - [`proxy`]: the client's address behind a trusted proxy;
+//! - `admission`: the hooks at accept and at the WebSocket upgrade, with
+//!   the refusals they answer.
 //!
 //! Every limit's values are part of the reloadable [`crate::policy::Policy`]
 //! ([`Rules`]); every time one is enforced it is counted in
 //! `switchboard_limit_hits_total{reason}` with one of the [`reason`]s.
 
+mod admission;
 pub mod ip;
 pub mod proxy;
 pub mod rate;
 
+pub use admission::{admit_at_accept, admit_upgrade, Listener, Slot};
+
 use crate::config::Config;
+use crate::hub::Hub;
+use ip::IpRefusal;
 use ipnet::IpNet;
+use std::net::IpAddr;
 use std::time::Duration;
 
 /// The label values of `switchboard_limit_hits_total`, one per limit.
@@ -90,4 +98,22 @@ impl Rules {
             http_max_body: limits.http_max_body,
         }
     }
+}
+
+/// Admits a new connection or UDP session from `ip` under the policy's
+/// per-address limits. `Ok(true)`: counted, released when the connection
+/// is unregistered (or by the caller if it never is); `Ok(false)`: exempt.
+/// A refusal is counted and logged here; answering it is the caller's.
+pub fn admit_address(hub: &Hub, ip: IpAddr) -> Result<bool, IpRefusal> {
+    let result = hub.ips().admit(ip, &hub.policy().guard.ip, hub.now_ms());
+    if let Err(refusal) = result {
+        let why = match refusal {
+            IpRefusal::Connections => reason::IP_CONNECTIONS,
+            IpRefusal::Handshakes => reason::IP_HANDSHAKES,
+        };
+        hub.metrics.limit_hit(why);
+        hub.metrics.refused(why);
+        tracing::info!(%ip, %refusal, "per-address limit: connection refused");
+    }
+    result
 }

@@ -13,6 +13,7 @@ use super::rewind::Rewind;
 use super::stream::Connection;
 use super::websocket::WsCodec;
 use super::with_read_buffer;
+use crate::guard;
 use crate::hub::conn::Transport;
 use crate::session::Session;
 use bytes::Bytes;
@@ -56,9 +57,11 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// Serves one accepted connection from its first byte.
-pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<HttpState>) {
+/// Serves one accepted connection from its first byte. `counted`: its
+/// address's count was taken at accept (see `crate::guard`).
+pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, counted: bool, state: Arc<HttpState>) {
     let _counted = Counted::new(&state.http_open);
+    let mut slot = guard::Slot::new(state.hub.ips(), peer.ip(), counted);
     let deadline = tokio::time::Instant::now() + state.handshake_timeout;
     let mut pending = Vec::new();
     let start = loop {
@@ -80,6 +83,10 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<Ht
     };
     match start {
         Start::Upgrade(upgrade, early) => {
+            let client = match guard::admit_upgrade(&state.hub, peer, &upgrade, &mut slot) {
+                Ok(client) => client,
+                Err(answer) => return refuse(stream, &answer).await,
+            };
             if state.hub.is_shutting_down() {
                 state.hub.metrics.refused("shutting_down");
                 let answer = handshake::refusal(503, "Service Unavailable", "server is shutting down");
@@ -91,7 +98,8 @@ pub(crate) async fn serve(mut stream: TcpStream, peer: SocketAddr, state: Arc<Ht
                 tracing::debug!(%peer, %error, "could not answer the upgrade");
                 return;
             }
-            start_session(stream, early, peer, upgrade, deflate, &state);
+            start_session(stream, early, client, upgrade, deflate, &state);
+            slot.keep();
         }
         Start::Http(prefix) => http::serve(Rewind::new(prefix, stream), peer, state.clone()).await,
         Start::Refuse(error) => {

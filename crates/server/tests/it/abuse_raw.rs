@@ -78,3 +78,74 @@ async fn a_first_line_in_time_keeps_the_connection_past_the_deadline() {
     assert!(said.contains("you are now tom") && said.ends_with("* bye\n"), "{said}");
     assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"tcp_first_line_timeout\"}").await, 0.0);
 }
+
+/// A UDP socket on loopback and what it receives within `wait`.
+async fn datagrams_within(socket: &tokio::net::UdpSocket, wait: Duration) -> Vec<Value> {
+    let mut received = Vec::new();
+    let mut buffer = vec![0u8; 65_536];
+    let until = tokio::time::Instant::now() + wait;
+    while let Ok(Ok(count)) = tokio::time::timeout_at(until, socket.recv(&mut buffer)).await {
+        received.push(serde_json::from_slice(&buffer[..count]).expect("a JSON datagram"));
+    }
+    received
+}
+
+#[tokio::test]
+async fn an_address_without_a_session_gets_at_most_one_error_a_second() {
+    let server = TestServer::start().await;
+    let spoofed = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let started = Instant::now();
+    for _ in 0..500 {
+        spoofed.send_to(b"x", server.udp).await.expect("send");
+    }
+    // Every datagram was read (or dropped by the kernel, and counted).
+    within(async {
+        let dropped = "switchboard_messages_dropped_total{reason=\"udp_receive_buffer\"}";
+        while server.metric("switchboard_udp_datagrams_received_total").await + server.metric(dropped).await < 500.0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let replies = datagrams_within(&spoofed, Duration::from_millis(100)).await;
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(!replies.is_empty() && replies.len() <= seconds, "{} replies in {seconds} s", replies.len());
+    assert!(replies[0]["ev"] == json!("error") && replies[0].to_string().len() < 100, "{}", replies[0]);
+    let suppressed = server.metric("switchboard_limit_hits_total{reason=\"udp_error_suppressed\"}").await;
+    let received = server.metric("switchboard_udp_datagrams_received_total").await;
+    assert_eq!(suppressed, received - replies.len() as f64, "every datagram not answered is counted");
+}
+
+#[tokio::test]
+async fn udp_sessions_count_towards_the_connection_limit_and_the_per_address_limit() {
+    let server = TestServer::with(|config| {
+        config.limits.max_connections = 4;
+        config.limits.connections_per_ip = 2;
+        config.limits.exempt_networks = Vec::new();
+    })
+    .await;
+    let hello = |name: &str| json!({"op": "hello", "name": name}).to_string();
+    let mut sockets = Vec::new();
+    let mut answers = Vec::new();
+    for name in ["p1", "p2", "p3"] {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        socket.send_to(hello(name).as_bytes(), server.udp).await.expect("send");
+        answers.push(datagrams_within(&socket, Duration::from_millis(300)).await.remove(0));
+        sockets.push(socket);
+    }
+    assert_eq!(answers[0]["ev"], json!("hello"));
+    assert_eq!(answers[1]["ev"], json!("hello"));
+    assert_eq!((answers[2]["ev"].clone(), answers[2]["code"].clone()), (json!("error"), json!("rate_limited")));
+    assert!(answers[2]["error"].as_str().expect("why").contains("too many connections from your address"));
+    assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"ip_connections\"}").await, 1.0);
+
+    // With the per-address limit lifted by a new address (127.0.0.2), the
+    // server-wide limit still holds: two sessions and two WebSockets are 4.
+    let _a = server.client("a").await;
+    let b = server.client("b").await;
+    let other = tokio::net::UdpSocket::bind("127.0.0.2:0").await.expect("bind 127.0.0.2");
+    other.send_to(hello("p4").as_bytes(), server.udp).await.expect("send");
+    let refused = datagrams_within(&other, Duration::from_millis(300)).await;
+    assert_eq!(refused[0]["code"], json!("overloaded"), "{refused:?}");
+    b.close().await.expect("close"); // a slot for reading /metrics
+    assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"udp_connection_limit\"}").await, 1.0);
+}
