@@ -149,3 +149,41 @@ async fn udp_sessions_count_towards_the_connection_limit_and_the_per_address_lim
     b.close().await.expect("close"); // a slot for reading /metrics
     assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"udp_connection_limit\"}").await, 1.0);
 }
+
+#[tokio::test]
+async fn oversized_http_heads_get_431_and_hold_no_memory() {
+    let server = TestServer::start().await;
+    let before = rss_bytes();
+    let watch = Watch::start(&server, "feed", 1).await;
+    // Each head is 400 KB and never finished: hyper's own bound (about
+    // 400 KB) would hold every one of them until the header timeout.
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: {}", "a".repeat(400 * 1024));
+    let mut open = Vec::new();
+    for _ in 0..300 {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+        let _ = stream.write_all(head.as_bytes()).await;
+        open.push(stream);
+    }
+    assert_rss_bounded(before, "300 unfinished 400 KB request heads");
+    for mut stream in open {
+        let answer = read_all(&mut stream).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(80)]);
+    }
+    watch.finish().await;
+    assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"http_head_too_large\"}").await, 300.0);
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_gets_413() {
+    let server = TestServer::start().await;
+    let mut stream = TcpStream::connect(server.addr).await.expect("connect");
+    let request = "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 10000000\r\n\r\nstart of a large body";
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let answer = read_all(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"http_body_too_large\"}").await, 1.0);
+    // A small request is still served.
+    let mut ok = TcpStream::connect(server.addr).await.expect("connect");
+    ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.expect("write");
+    assert!(read_all(&mut ok).await.starts_with("HTTP/1.1 200"));
+}
