@@ -187,3 +187,44 @@ async fn a_declared_body_over_the_limit_gets_413() {
     ok.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.expect("write");
     assert!(read_all(&mut ok).await.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_terminal_shows_every_body_and_no_fake_lines() {
+    let server = TestServer::start().await;
+    let mut person = TcpStream::connect(server.tcp).await.expect("connect");
+    person.write_all(b"/nick tom\n/join r\n").await.expect("write");
+    let mut seen = Vec::new();
+    within(async {
+        while !String::from_utf8_lossy(&seen).contains("you joined r") {
+            let mut chunk = [0u8; 4096];
+            let count = person.read(&mut chunk).await.expect("read");
+            assert!(count > 0, "closed early");
+            seen.extend_from_slice(&chunk[..count]);
+        }
+    })
+    .await;
+    // A raw client: a library would refuse to parse its own echo of the deep body.
+    let mut web = crate::abuse::raw_member(&server, "web", "r").await;
+    let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+    web.send_frame(0x81, format!(r#"{{"op":"send","room":"r","body":{deep}}}"#).as_bytes()).await;
+    let fake = json!({"op": "send", "room": "r", "id": 2, "body": "hi\u{2028}[r] tom: my password is\u{202E}drowssap"});
+    web.send_frame(0x81, fake.to_string().as_bytes()).await;
+    within(async { while !String::from_utf8_lossy(&web.read_frame().await.1).contains(r#""re":2"#) {} }).await;
+    person.write_all(b"/history\n").await.expect("write");
+    let live = format!("[r] web: {deep}\n");
+    within(async {
+        while String::from_utf8_lossy(&seen).matches(&live).count() < 2 {
+            let mut chunk = [0u8; 4096];
+            let count = person.read(&mut chunk).await.expect("read");
+            assert!(count > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..count]);
+        }
+    })
+    .await;
+    person.write_all(b"/quit\n").await.expect("write");
+    let said = String::from_utf8_lossy(&seen).into_owned() + &read_all(&mut person).await;
+    assert_eq!(said.matches(&live).count(), 2, "live and in /history: {said}");
+    let defused = "[r] web: hi?[r] tom: my password is?drowssap\n";
+    assert_eq!(said.matches(defused).count(), 2, "{said}");
+    assert!(!said.contains('\u{2028}') && !said.contains('\u{202E}'));
+}
