@@ -141,6 +141,11 @@ impl Metrics {
         self.limit_hits.get_or_create(&ReasonLabel { reason }).inc();
     }
 
+    /// Counts `count` enforcements of one abuse limit at once.
+    pub(crate) fn limit_hits_by(&self, reason: &'static str, count: u64) {
+        self.limit_hits.get_or_create(&ReasonLabel { reason }).inc_by(count);
+    }
+
     pub(crate) fn refused(&self, reason: &'static str) {
         self.connections_refused.get_or_create(&ReasonLabel { reason }).inc();
     }

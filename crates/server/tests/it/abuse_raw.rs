@@ -126,8 +126,9 @@ async fn udp_sessions_count_towards_the_connection_limit_and_the_per_address_lim
     let hello = |name: &str| json!({"op": "hello", "name": name}).to_string();
     let mut sockets = Vec::new();
     let mut answers = Vec::new();
+    // From 127.0.0.2, so that reading /metrics from 127.0.0.1 is not refused.
     for name in ["p1", "p2", "p3"] {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let socket = tokio::net::UdpSocket::bind("127.0.0.2:0").await.expect("bind 127.0.0.2");
         socket.send_to(hello(name).as_bytes(), server.udp).await.expect("send");
         answers.push(datagrams_within(&socket, Duration::from_millis(300)).await.remove(0));
         sockets.push(socket);
@@ -138,11 +139,11 @@ async fn udp_sessions_count_towards_the_connection_limit_and_the_per_address_lim
     assert!(answers[2]["error"].as_str().expect("why").contains("too many connections from your address"));
     assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"ip_connections\"}").await, 1.0);
 
-    // With the per-address limit lifted by a new address (127.0.0.2), the
-    // server-wide limit still holds: two sessions and two WebSockets are 4.
+    // From a new address (127.0.0.3) the per-address limit is no bar, but
+    // the server-wide one holds: two sessions and two WebSockets are 4.
     let _a = server.client("a").await;
     let b = server.client("b").await;
-    let other = tokio::net::UdpSocket::bind("127.0.0.2:0").await.expect("bind 127.0.0.2");
+    let other = tokio::net::UdpSocket::bind("127.0.0.3:0").await.expect("bind 127.0.0.3");
     other.send_to(hello("p4").as_bytes(), server.udp).await.expect("send");
     let refused = datagrams_within(&other, Duration::from_millis(300)).await;
     assert_eq!(refused[0]["code"], json!("overloaded"), "{refused:?}");

@@ -2,6 +2,7 @@
 //! One test binary with shared helpers in `support`.
 
 mod abuse;
+mod abuse_inbox;
 mod abuse_ip;
 mod abuse_raw;
 mod chat;
