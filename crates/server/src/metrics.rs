@@ -94,7 +94,8 @@ impl Metrics {
              socket buffer full; storage_busy: refused, storage queue full; too_many_pending: refused, the connection has too \
              many requests waiting; storage_error: refused, commit failed; ws_inflated_too_large: a compressed \
              WebSocket message over the message limit once inflated, closed with 1009; ws_inflate_failed: invalid \
-             deflate data, closed with 1007)",
+             deflate data, closed with 1007; inbox_per_sender: a stored DM removed, its sender has \
+             storage.inbox_max_per_sender newer ones in that inbox)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());

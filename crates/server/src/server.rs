@@ -49,8 +49,9 @@ pub enum ServerError {
 }
 
 /// New configurations to apply while serving (the binary sends one on
-/// SIGHUP). What can change without a restart is the [`Policy`]; the rest
-/// is kept, with a log line naming it.
+/// SIGHUP). What can change without a restart is the [`Policy`] (which
+/// holds the abuse limits: rates, per-address limits, trusted proxies,
+/// timeouts, HTTP bounds); the rest is kept, with a log line naming it.
 pub type Reloads = tokio::sync::mpsc::Receiver<Config>;
 
 /// Opens the configured storage backend, reporting an unusable data
@@ -206,14 +207,23 @@ async fn apply_reloads(
 /// The settings that differ between `old` and `new` and that a reload
 /// cannot apply.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (old_limits, new_limits) = (&old.limits, &new.limits);
+    let limits = old_limits.max_message_size != new_limits.max_message_size
+        || old_limits.outbound_queue_bytes != new_limits.outbound_queue_bytes
+        || old_limits.max_connections != new_limits.max_connections
+        || old_limits.presence_events_max_members != new_limits.presence_events_max_members;
+    // tcp_options.first_line_timeout is part of the reloadable policy.
+    let tcp_options = old.tcp_options.partial_line_pause != new.tcp_options.partial_line_pause
+        || old.tcp_options.keepalive != new.tcp_options.keepalive;
     let differs = [
+        ("limits (max_message_size, outbound_queue_bytes, max_connections, presence_events_max_members)", limits),
         ("http", old.http != new.http),
         ("tcp", old.tcp != new.tcp),
         ("udp", old.udp != new.udp),
         ("data", old.data != new.data),
         ("storage", old.storage != new.storage),
         ("websocket", old.websocket != new.websocket),
-        ("tcp_options", old.tcp_options != new.tcp_options),
+        ("tcp_options (partial_line_pause, keepalive)", tcp_options),
         ("udp_options", old.udp_options != new.udp_options),
         ("delivery", old.delivery != new.delivery),
         ("shutdown", old.shutdown != new.shutdown),

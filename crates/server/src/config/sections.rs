@@ -213,7 +213,7 @@ impl Default for Limits {
 /// that local benchmarks and tests keep working.
 fn loopback() -> Vec<ipnet::IpNet> {
     vec![
-        ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::LOCALHOST, 8)),
+        ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)),
         ipnet::IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128)),
     ]
 }

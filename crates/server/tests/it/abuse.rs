@@ -14,9 +14,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The worst publish-to-receive latency a well-behaved member may see while
-/// an abuser does its thing: generous enough to survive a one-second stall
-/// of the machine, far below what a closed or starved member would show.
-pub const LATENCY_BOUND: Duration = Duration::from_secs(3);
+/// an abuser does its thing: generous enough to survive stalls of the
+/// machine (the suite runs on two cores shared with builds; 3 s was passed
+/// once there), far below what a closed or starved member would show.
+pub const LATENCY_BOUND: Duration = Duration::from_secs(5);
 
 /// How much the test process's resident memory may grow during one abuse
 /// case (the server runs in this process; other tests run beside it).
@@ -254,4 +255,41 @@ async fn a_message_that_completes_in_time_is_served() {
     assert_eq!(opcode, 0xA, "the pong");
     let reply: Value = client.read_event().await;
     assert_eq!((reply["re"].clone(), reply["ok"].clone()), (json!(7), json!(true)));
+}
+
+#[tokio::test]
+async fn limits_change_on_reload_without_dropping_connections() {
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    let server = TestServer::reloadable(|_| {}, Some(reloads)).await;
+    let mut alice = server.client("alice").await;
+    let mut config = switchboard_server::Config::default();
+    config.storage.backend = switchboard_server::config::StorageBackend::Memory;
+    (config.limits.messages_per_second, config.limits.messages_burst) = (1, 1);
+    reload.send(config.clone()).await.expect("reload");
+    // Applied as soon as the reload is: two pings in a row, the second refused.
+    within(async {
+        loop {
+            request(&mut alice, json!({"op": "ping"})).await;
+            if request(&mut alice, json!({"op": "ping"})).await["code"] == json!("rate_limited") {
+                return;
+            }
+        }
+    })
+    .await;
+    config.limits = switchboard_server::config::Limits::default();
+    reload.send(config).await.expect("reload");
+    within(async {
+        loop {
+            let mut replies = Vec::new();
+            for _ in 0..5 {
+                replies.push(request(&mut alice, json!({"op": "ping"})).await);
+            }
+            if replies.iter().all(|reply| reply["ok"] == json!(true)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(server.metric("switchboard_connections_closed_total{code=\"1008\"}").await, 0.0, "alice stayed");
 }

@@ -29,6 +29,15 @@ impl TestServer {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::reloadable(adjust, None).await
+    }
+
+    /// Like [`TestServer::with`]; each configuration sent on the channel's
+    /// other end is applied as a SIGHUP would.
+    pub async fn reloadable(
+        adjust: impl FnOnce(&mut Config),
+        reloads: Option<tokio::sync::mpsc::Receiver<Config>>,
+    ) -> TestServer {
         let mut config = Config::default();
         config.websocket.close_timeout = Duration::from_secs(2);
         config.shutdown.drain_timeout = Duration::from_secs(5);
@@ -46,7 +55,7 @@ impl TestServer {
                 let _ = stopped.await;
             };
             let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
-            switchboard_server::run(config, listeners, shutdown).await.expect("server runs");
+            switchboard_server::run_with_reload(config, listeners, shutdown, reloads).await.expect("server runs");
         });
         TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle }
     }
