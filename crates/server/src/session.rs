@@ -126,8 +126,20 @@ impl Session {
         if self.conn.is_closing() {
             return;
         }
-        self.hub.metrics.commands.inc();
         let verdict = self.charge(text.len());
+        self.run(text, verdict);
+    }
+
+    /// Handles a command already charged to the budget (text mode charges
+    /// the line a person typed, then runs what it stands for).
+    pub fn handle_admitted(&mut self, text: &str) {
+        if !self.conn.is_closing() {
+            self.run(text, Verdict::Admit);
+        }
+    }
+
+    fn run(&mut self, text: &str, verdict: Verdict) {
+        self.hub.metrics.commands.inc();
         match (command::parse(text), verdict) {
             (Ok(request), Verdict::Admit) => self.dispatch(request),
             (Err(error), Verdict::Admit) => self.reply_error(error.id, error.code, &error.message),

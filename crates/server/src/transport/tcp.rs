@@ -15,6 +15,7 @@
 //! second one.
 
 use super::stream::Codec;
+use crate::guard::rate::Verdict;
 use crate::guard::reason;
 use crate::hub::conn::Transport;
 use crate::session::Session;
@@ -237,8 +238,14 @@ fn current_room(session: &Session) -> Option<String> {
 /// Runs a typed command as the protocol command it stands for; the `t:`
 /// ids let the hub render the replies for people.
 fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
+    // Every typed line counts against the rates, whatever it stands for.
+    let verdict = session.charge(line.len());
+    if verdict != Verdict::Admit {
+        session.refuse(None, verdict);
+        return Ok(());
+    }
     let in_room = |session: &mut Session, make: &dyn Fn(String) -> serde_json::Value| match current_room(session) {
-        Some(room) => session.handle(&make(room).to_string()),
+        Some(room) => session.handle_admitted(&make(room).to_string()),
         None => say(session, "! join a room first: /join ROOM\n"),
     };
     match text::parse_input(line) {
@@ -249,10 +256,10 @@ fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
                 Err(why) => say(session, &format!("! {why}\n")),
             },
         },
-        Input::Join(room) => session.handle(&json!({"op": "join", "room": room, "id": "t:join"}).to_string()),
+        Input::Join(room) => session.handle_admitted(&json!({"op": "join", "room": room, "id": "t:join"}).to_string()),
         Input::Leave => in_room(session, &|room| json!({"op": "leave", "room": room, "id": "t:leave"})),
         Input::Msg { to, text } => {
-            session.handle(&json!({"op": "dm", "to": to, "body": text, "id": "t:msg"}).to_string())
+            session.handle_admitted(&json!({"op": "dm", "to": to, "body": text, "id": "t:msg"}).to_string())
         }
         Input::Who => in_room(session, &|room| json!({"op": "presence", "room": room, "id": "t:who"})),
         Input::Rooms => {

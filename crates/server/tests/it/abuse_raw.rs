@@ -229,3 +229,26 @@ async fn a_terminal_shows_every_body_and_no_fake_lines() {
     assert_eq!(said.matches(defused).count(), 2, "{said}");
     assert!(!said.contains('\u{2028}') && !said.contains('\u{202E}'));
 }
+
+#[tokio::test]
+async fn every_typed_line_counts_against_the_rate() {
+    let server = TestServer::with(|config| {
+        (config.limits.messages_per_second, config.limits.messages_burst) = (1, 3);
+    })
+    .await;
+    let mut person = TcpStream::connect(server.tcp).await.expect("connect");
+    // The first line (help, greeting), then /rooms twice: three admitted; the rest refused.
+    person.write_all(b"/help\n/rooms\n/rooms\n/rooms\n/who\n").await.expect("write");
+    let mut seen = String::new();
+    within(async {
+        while seen.matches("! too many commands per second: slow down").count() < 2 {
+            let mut chunk = [0u8; 4096];
+            let count = person.read(&mut chunk).await.expect("read");
+            assert!(count > 0, "closed early: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&chunk[..count]));
+        }
+    })
+    .await;
+    assert_eq!(seen.matches("* rooms: none").count(), 2, "{seen}");
+    assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"rate_messages\"}").await, 2.0);
+}
