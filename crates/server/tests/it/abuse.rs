@@ -2,7 +2,10 @@
 //! well-behaved members of a room ([`Watch`]), which must keep receiving
 //! with bounded latency, while the server's resident memory stays bounded.
 //! This file: the harness, and the abuse of one WebSocket connection
-//! (floods, pings while not reading, unfinished messages).
+//! (floods, pings while not reading, unfinished messages). Tests with a
+//! [`Watch`] run on two worker threads, as the server does in production:
+//! on one, the abuser's client and the server's work on it would starve
+//! the well-behaved members' tasks, which measures the test, not the server.
 
 use crate::support::{masked_frame, request, within, RawClient, TestServer};
 use serde_json::{json, Value};
@@ -14,10 +17,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// The worst publish-to-receive latency a well-behaved member may see while
-/// an abuser does its thing: generous enough to survive stalls of the
-/// machine (the suite runs on two cores shared with builds; 3 s was passed
-/// once there), far below what a closed or starved member would show.
-pub const LATENCY_BOUND: Duration = Duration::from_secs(5);
+/// an abuser does its thing: generous enough to survive a stall of the
+/// machine of a second or two (measured: 25-160 ms with the suite running
+/// on two cores at a load of 11), far below what a starved member shows.
+pub const LATENCY_BOUND: Duration = Duration::from_secs(3);
 
 /// How much the test process's resident memory may grow during one abuse
 /// case (the server runs in this process; other tests run beside it).
@@ -76,6 +79,7 @@ impl Watch {
             worst = worst.max(result.expect("a well-behaved member kept receiving"));
         }
         assert!(worst < LATENCY_BOUND, "a well-behaved member waited {worst:?} for a message");
+        eprintln!("worst latency of a well-behaved member: {worst:?}");
         worst
     }
 }
@@ -135,7 +139,7 @@ pub async fn raw_member(server: &TestServer, name: &str, room: &str) -> RawClien
     client
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_messages_closes_the_flooder_not_the_room() {
     // The flood: one member sends 200 messages of 60 KB in about
     // 20 ms. Before per-connection limits every other member got 4008.
@@ -191,7 +195,7 @@ async fn a_command_over_the_rate_is_refused_with_rate_limited_and_the_connection
     assert!(server.metric("switchboard_command_errors_total{code=\"rate_limited\"}").await >= 1.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_from_a_client_that_does_not_read_close_it_with_1008() {
     let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 64 * 1024).await;
     let before = rss_bytes();
@@ -213,7 +217,7 @@ async fn pings_from_a_client_that_does_not_read_close_it_with_1008() {
     assert_rss_bounded(before, "a ping flood");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unfinished_fragmented_message_is_closed_at_its_deadline_even_with_pings() {
     let server = TestServer::with(|config| config.limits.message_timeout = Duration::from_millis(300)).await;
     let watch = Watch::start(&server, "feed", 1).await;

@@ -16,7 +16,7 @@ async fn read_all(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&rest).into_owned()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_tcp_sockets_are_closed_at_the_first_line_deadline() {
     let server = TestServer::with(|config| config.tcp_options.first_line_timeout = Duration::from_millis(400)).await;
     let before = rss_bytes();
@@ -151,7 +151,7 @@ async fn udp_sessions_count_towards_the_connection_limit_and_the_per_address_lim
     assert_eq!(server.metric("switchboard_limit_hits_total{reason=\"udp_connection_limit\"}").await, 1.0);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_http_heads_get_431_and_hold_no_memory() {
     let server = TestServer::start().await;
     let before = rss_bytes();
