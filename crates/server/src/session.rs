@@ -149,10 +149,12 @@ impl Session {
         }
     }
 
-    /// Charges one command of `bytes` bytes to the connection's budget.
-    /// A refusal is counted here; answering it is the caller's.
+    /// Charges one command of `bytes` bytes to the connection's budget, at
+    /// the time of the read that brought it (the budget's clock wraps at 32
+    /// bits like that one). A refusal is counted here; answering it is the
+    /// caller's.
     pub fn charge(&mut self, bytes: usize) -> Verdict {
-        let verdict = self.budget.charge(bytes, self.hub.now_ms(), &self.hub.policy().guard.rates);
+        let verdict = self.budget.charge(bytes, self.conn.heard_at_ms(), &self.hub.policy().guard.rates);
         match verdict {
             Verdict::Admit => {}
             Verdict::Refuse(Exceeded::Messages) | Verdict::Close(Exceeded::Messages) => {
