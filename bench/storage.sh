@@ -67,7 +67,10 @@ print(round(100 * (1 - (i1 - i0) / max(t1 - t0, 1))))'
 start_server() {
     local mode=$1
     DATA=$(mktemp -d) PORT=$(free_port)
-    SERVER_CMD="SWITCHBOARD_STORAGE__ROOM_MAX_MESSAGES=$ROOM_MAX RUST_LOG=info taskset -c 0 $BIN serve --http 127.0.0.1:0 --tcp 127.0.0.1:$PORT --udp 127.0.0.1:0 --data \$(mktemp -d) --storage sqlite --sync $mode"
+    # One publisher sends up to ~9,000 acked messages a second, past the
+    # per-connection rate limits (1,000 a second): this measures storage, so they are off.
+    export SWITCHBOARD_LIMITS__MESSAGES_PER_SECOND=0 SWITCHBOARD_LIMITS__BYTES_PER_SECOND=0
+    SERVER_CMD="SWITCHBOARD_LIMITS__MESSAGES_PER_SECOND=0 SWITCHBOARD_LIMITS__BYTES_PER_SECOND=0 SWITCHBOARD_STORAGE__ROOM_MAX_MESSAGES=$ROOM_MAX RUST_LOG=info taskset -c 0 $BIN serve --http 127.0.0.1:0 --tcp 127.0.0.1:$PORT --udp 127.0.0.1:0 --data \$(mktemp -d) --storage sqlite --sync $mode"
     SWITCHBOARD_STORAGE__ROOM_MAX_MESSAGES=$ROOM_MAX RUST_LOG=info taskset -c 0 \
         "$BIN" serve --http 127.0.0.1:0 --tcp "127.0.0.1:$PORT" --udp 127.0.0.1:0 --data "$DATA" \
         --storage sqlite --sync "$mode" >"$WORK/server-$mode.log" 2>&1 &

@@ -112,6 +112,10 @@ pub enum CloseCode {
     Protocol,
     /// 1007: a text frame or close reason was not valid UTF-8.
     InvalidPayload,
+    /// 1008: the client broke a limit of the server's policy and kept on
+    /// (rates, unfinished messages, silence before the first line, pings
+    /// while not reading). Reconnect later and slow down.
+    PolicyViolation,
     /// 1009: a message was over the configured size limit.
     TooBig,
     /// 1011: an unexpected server-side failure. Reconnect.
@@ -136,6 +140,7 @@ impl CloseCode {
             CloseCode::GoingAway => 1001,
             CloseCode::Protocol => 1002,
             CloseCode::InvalidPayload => 1007,
+            CloseCode::PolicyViolation => 1008,
             CloseCode::TooBig => 1009,
             CloseCode::Internal => 1011,
             CloseCode::IdleTimeout => 4001,
@@ -148,11 +153,12 @@ impl CloseCode {
 
     /// The code for a number: a named variant when there is one.
     pub fn from_u16(code: u16) -> CloseCode {
-        const NAMED: [CloseCode; 10] = [
+        const NAMED: [CloseCode; 11] = [
             CloseCode::Normal,
             CloseCode::GoingAway,
             CloseCode::Protocol,
             CloseCode::InvalidPayload,
+            CloseCode::PolicyViolation,
             CloseCode::TooBig,
             CloseCode::Internal,
             CloseCode::IdleTimeout,
@@ -170,6 +176,7 @@ impl CloseCode {
             CloseCode::GoingAway => "server shutting down",
             CloseCode::Protocol => "protocol error",
             CloseCode::InvalidPayload => "invalid utf-8",
+            CloseCode::PolicyViolation => "policy violation",
             CloseCode::TooBig => "message too big",
             CloseCode::Internal => "internal error",
             CloseCode::IdleTimeout => "idle timeout",

@@ -217,6 +217,9 @@ pub fn refusal(code: u16, reason: &str, body: &str) -> String {
     if code == 426 {
         out.push_str("Sec-WebSocket-Version: 13\r\n");
     }
+    if code == 429 {
+        out.push_str("Retry-After: 1\r\n");
+    }
     let _ = write!(out, "Content-Length: {}\r\n\r\n{body}\n", body.len() + 1);
     out
 }

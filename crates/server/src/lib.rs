@@ -5,6 +5,7 @@
 //! - [`auth`]: identity: verifying tokens, room permissions, token expiry,
 //!   API keys and allowed origins.
 //! - [`policy`]: what SIGHUP may change while serving, swapped in whole.
+//! - [`guard`]: abuse limits per connection and per client address.
 //! - [`server`]: [`run`], the accept loop, admission and shutdown.
 //! - [`transport`]: how bytes arrive: the HTTP front (hyper) and the
 //!   WebSocket connection driver.
@@ -25,6 +26,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod guard;
 pub mod hub;
 pub mod limits;
 pub mod metrics;

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub udp_datagrams: Counter,
     pub compressed_frames: Counter,
     pub compression_saved_bytes: Counter,
+    pub limit_hits: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -112,7 +113,8 @@ impl Metrics {
              socket buffer full; storage_busy: refused, storage queue full; too_many_pending: refused, the connection has too \
              many requests waiting; storage_error: refused, commit failed; ws_inflated_too_large: a compressed \
              WebSocket message over the message limit once inflated, closed with 1009; ws_inflate_failed: invalid \
-             deflate data, closed with 1007)",
+             deflate data, closed with 1007; inbox_per_sender: a stored DM removed, its sender has \
+             storage.inbox_max_per_sender newer ones in that inbox)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());
@@ -138,6 +140,11 @@ impl Metrics {
             "Bytes that compressed WebSocket frames saved against their plain size, per recipient",
             self.compression_saved_bytes.clone(),
         );
+        r.register(
+            "limit_hits",
+            "Times an abuse limit was enforced, by reason (see crate::guard::reason and docs/PROTOCOL.md)",
+            self.limit_hits.clone(),
+        );
         registry
     }
 
@@ -155,6 +162,16 @@ impl Metrics {
 
     pub(crate) fn reloaded(&self, result: &'static str) {
         self.config_reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts one enforcement of an abuse limit (`crate::guard::reason`).
+    pub(crate) fn limit_hit(&self, reason: &'static str) {
+        self.limit_hits.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts `count` enforcements of one abuse limit at once.
+    pub(crate) fn limit_hits_by(&self, reason: &'static str, count: u64) {
+        self.limit_hits.get_or_create(&ReasonLabel { reason }).inc_by(count);
     }
 
     pub(crate) fn refused(&self, reason: &'static str) {

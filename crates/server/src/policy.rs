@@ -1,6 +1,7 @@
 //! The settings SIGHUP may change while the server runs: how clients prove
 //! who they are, which origins and API keys are accepted, who may read
-//! `/metrics`, and the TLS certificate. They are built from a [`Config`] in one fallible step
+//! `/metrics`, the TLS certificate and the abuse limits
+//! ([`crate::guard::Rules`]). They are built from a [`Config`] in one fallible step
 //! ([`Policy::build`]) and swapped in whole ([`PolicyCell::replace`]), so a
 //! broken file changes nothing: the server logs why and keeps the policy it
 //! runs with. Connections keep what they were admitted with; new
@@ -44,6 +45,8 @@ pub struct Policy {
     /// The certificate chain and key TLS handshakes present; `None` when
     /// `[tls]` is not set.
     pub tls: Option<Arc<rustls::sign::CertifiedKey>>,
+    /// Rate limits, per-address limits, trusted proxies, timeouts.
+    pub guard: crate::guard::Rules,
 }
 
 impl Policy {
@@ -64,6 +67,7 @@ impl Policy {
             origins: Origins::build(&auth.allowed_origins).map_err(crate::auth::AuthSetupError::from)?,
             metrics_public: config.metrics.public || !token_mode,
             tls: config.tls.enabled().then(|| crate::tls::load_certified_key(&config.tls)).transpose()?,
+            guard: crate::guard::Rules::from_config(config),
         })
     }
 

@@ -2,6 +2,7 @@
 //! accept loops with their admission limit.
 
 use crate::config::{Config, StorageBackend};
+use crate::guard::{self, Listener};
 use crate::hub::conn::Transport;
 use crate::hub::{Hub, HubLimits};
 use crate::limits;
@@ -54,8 +55,9 @@ pub enum ServerError {
 }
 
 /// New configurations to apply while serving (the binary sends one on
-/// SIGHUP). What can change without a restart is the [`Policy`]; the rest
-/// is kept, with a log line naming it.
+/// SIGHUP). What can change without a restart is the [`Policy`] (which
+/// holds the abuse limits: rates, per-address limits, trusted proxies,
+/// timeouts, HTTP bounds); the rest is kept, with a log line naming it.
 pub type Reloads = tokio::sync::mpsc::Receiver<Config>;
 
 /// Opens the configured storage backend, reporting an unusable data
@@ -129,6 +131,7 @@ pub async fn run_with_reload(
         let settings = UdpSettings {
             session_timeout: config.udp_options.session_timeout,
             datagrams_per_second: config.udp_options.datagrams_per_second,
+            max_connections,
         };
         tracker.spawn(udp::serve(socket, Arc::clone(&hub), settings, tracker.clone(), stop.clone()));
     }
@@ -222,14 +225,23 @@ async fn apply_reloads(
 /// The settings that differ between `old` and `new` and that a reload
 /// cannot apply.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (old_limits, new_limits) = (&old.limits, &new.limits);
+    let limits = old_limits.max_message_size != new_limits.max_message_size
+        || old_limits.outbound_queue_bytes != new_limits.outbound_queue_bytes
+        || old_limits.max_connections != new_limits.max_connections
+        || old_limits.presence_events_max_members != new_limits.presence_events_max_members;
+    // tcp_options.first_line_timeout is part of the reloadable policy.
+    let tcp_options = old.tcp_options.partial_line_pause != new.tcp_options.partial_line_pause
+        || old.tcp_options.keepalive != new.tcp_options.keepalive;
     let differs = [
+        ("limits (max_message_size, outbound_queue_bytes, max_connections, presence_events_max_members)", limits),
         ("http", old.http != new.http),
         ("tcp", old.tcp != new.tcp),
         ("udp", old.udp != new.udp),
         ("data", old.data != new.data),
         ("storage", old.storage != new.storage),
         ("websocket", old.websocket != new.websocket),
-        ("tcp_options", old.tcp_options != new.tcp_options),
+        ("tcp_options (partial_line_pause, keepalive)", tcp_options),
         ("udp_options", old.udp_options != new.udp_options),
         ("delivery", old.delivery != new.delivery),
         ("shutdown", old.shutdown != new.shutdown),
@@ -286,9 +298,9 @@ async fn accept_http(listener: TcpListener, state: &Arc<HttpState>) {
     const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n\
         Content-Length: 28\r\n\r\nserver at connection limit.\n";
     loop {
-        if let Some((stream, peer)) = admit(&listener, state, REFUSAL).await {
-            state.tracker.spawn(front::serve(stream, peer, Arc::clone(state)));
-        }
+        let Some((stream, peer)) = admit(&listener, state, REFUSAL).await else { continue };
+        let Some(counted) = guard::admit_at_accept(&state.hub, &stream, peer, Listener::Http) else { continue };
+        state.tracker.spawn(front::serve(stream, peer, counted, Arc::clone(state)));
     }
 }
 
@@ -300,6 +312,8 @@ async fn accept_tcp(listener: TcpListener, state: &Arc<HttpState>, keepalive: Du
     const REFUSAL: &[u8] = b"{\"ev\":\"close\",\"code\":1013,\"reason\":\"server at connection limit\"}\n";
     loop {
         let Some((stream, peer)) = admit(&listener, state, REFUSAL).await else { continue };
+        // Counted: a registered connection releases it when it ends.
+        let Some(counted) = guard::admit_at_accept(&state.hub, &stream, peer, Listener::Tcp) else { continue };
         let socket = socket2::SockRef::from(&stream);
         let probes = socket2::TcpKeepalive::new().with_time(keepalive).with_interval(keepalive / 6);
         if let Err(error) = socket.set_tcp_keepalive(&probes).and_then(|()| stream.set_nodelay(true)) {
@@ -308,24 +322,29 @@ async fn accept_tcp(listener: TcpListener, state: &Arc<HttpState>, keepalive: Du
         match &state.tls {
             None => start_tcp(stream, Bytes::new(), peer, state),
             Some(_) => {
-                state.tracker.spawn(accept_tls_tcp(stream, peer, Arc::clone(state)));
+                state.tracker.spawn(accept_tls_tcp(stream, peer, counted, Arc::clone(state)));
             }
         }
     }
 }
 
 /// A raw TCP connection's TLS handshake, within the handshake timeout.
-async fn accept_tls_tcp(stream: TcpStream, peer: SocketAddr, state: Arc<HttpState>) {
+/// `counted`: its address's count, released if it never registers.
+async fn accept_tls_tcp(stream: TcpStream, peer: SocketAddr, counted: bool, state: Arc<HttpState>) {
     const PLAIN: &str = "{\"ev\":\"close\",\"code\":1002,\"reason\":\"this port speaks TLS\"}\n";
     let Some(tls) = &state.tls else { return };
     let _counted = Counted::new(&state.http_open);
+    let mut slot = guard::Slot::new(state.hub.ips(), peer.ip(), counted);
     let deadline = tokio::time::Instant::now() + state.handshake_timeout;
     let metrics = &state.hub.metrics;
     let Some(stream) = tls_socket::accept(&tls.tcp, stream, peer, deadline, metrics, || PLAIN.to_owned()).await else {
         return;
     };
     match stream.into_socket() {
-        Ok((socket, early)) => start_tcp(socket, early, peer, &state),
+        Ok((socket, early)) => {
+            start_tcp(socket, early, peer, &state);
+            slot.keep();
+        }
         Err(error) => tracing::debug!(%peer, %error, "TLS failed after the handshake"),
     }
 }
@@ -342,7 +361,8 @@ fn start_tcp<S: Socket>(stream: S, early: Bytes, peer: SocketAddr, state: &HttpS
     let conn = hub.register(id, Arc::from(name), peer, Transport::TcpJson);
     tracing::debug!(conn = id, %peer, "raw tcp open");
     let session = Session::silent(hub, conn);
-    state.tracker.spawn(Connection::new(stream, session, TcpCodec::new()).run(early));
+    let codec = TcpCodec::new(&session);
+    state.tracker.spawn(Connection::new(stream, session, codec).run(early));
 }
 
 /// Transient accept failures (a peer that reset before we accepted) are

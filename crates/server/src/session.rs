@@ -1,9 +1,12 @@
 //! A client session: turns one command (a JSON text) into hub calls and a
 //! reply queued on the client's own connection. It owns the list of rooms
 //! the connection joined. It knows nothing of sockets or framing, so every
-//! transport that speaks the JSON protocol shares it.
+//! transport that speaks the JSON protocol shares it. Every command is
+//! charged to the connection's rate budget first (`crate::guard::rate`).
 
 use crate::auth::{AuthError, Permission, Profile};
+use crate::guard::rate::{Budget, Exceeded, Verdict};
+use crate::guard::reason;
 use crate::hub::conn::Conn;
 use crate::hub::conn::Transport;
 use crate::hub::room::Room;
@@ -16,7 +19,7 @@ use smallvec::SmallVec;
 use std::sync::Arc;
 use switchboard_protocol::command::{self, Command, Request};
 use switchboard_protocol::event::{self, Encoded};
-use switchboard_protocol::ErrorCode;
+use switchboard_protocol::{CloseCode, ErrorCode};
 
 /// One connection's protocol state.
 #[derive(Debug)]
@@ -25,6 +28,8 @@ pub struct Session {
     conn: Arc<Conn>,
     /// Inline for the usual one room: no allocation per connection.
     rooms: SmallVec<[Arc<Room>; 1]>,
+    /// Commands and bytes this connection may still send (16 bytes).
+    budget: Budget,
 }
 
 #[derive(Serialize)]
@@ -131,7 +136,8 @@ impl Session {
 
     /// A session that sends no greeting (the echo endpoint).
     pub fn silent(hub: Arc<Hub>, conn: Arc<Conn>) -> Self {
-        Session { hub, conn, rooms: SmallVec::new() }
+        let budget = Budget::new(hub.now_ms());
+        Session { hub, conn, rooms: SmallVec::new(), budget }
     }
 
     /// Queues an `error` event with no request to answer.
@@ -152,12 +158,69 @@ impl Session {
         &self.hub
     }
 
-    /// Handles one command and queues its reply (or error) on this connection.
+    /// Handles one command and queues its reply (or error) on this
+    /// connection, unless the connection is over its rate: then the
+    /// command is answered `rate_limited` (see [`Session::charge`]).
     pub fn handle(&mut self, text: &str) {
+        if self.conn.is_closing() {
+            return;
+        }
+        let verdict = self.charge(text.len());
+        self.run(text, verdict);
+    }
+
+    /// Handles a command already charged to the budget (text mode charges
+    /// the line a person typed, then runs what it stands for).
+    pub fn handle_admitted(&mut self, text: &str) {
+        if !self.conn.is_closing() {
+            self.run(text, Verdict::Admit);
+        }
+    }
+
+    fn run(&mut self, text: &str, verdict: Verdict) {
         self.hub.metrics.commands.inc();
-        match command::parse(text) {
-            Ok(request) => self.dispatch(request),
-            Err(error) => self.reply_error(error.id, error.code, &error.message),
+        match (command::parse(text), verdict) {
+            (Ok(request), Verdict::Admit) => self.dispatch(request),
+            (Err(error), Verdict::Admit) => self.reply_error(error.id, error.code, &error.message),
+            (Ok(Request { id, .. }), refused) | (Err(command::CommandError { id, .. }), refused) => {
+                self.refuse(id, refused);
+            }
+        }
+    }
+
+    /// Charges one command of `bytes` bytes to the connection's budget, at
+    /// the time of the read that brought it (the budget's clock wraps at 32
+    /// bits like that one). A refusal is counted here; answering it is the
+    /// caller's.
+    pub fn charge(&mut self, bytes: usize) -> Verdict {
+        let verdict = self.budget.charge(bytes, self.conn.heard_at_ms(), &self.hub.policy().guard.rates);
+        match verdict {
+            Verdict::Admit => {}
+            Verdict::Refuse(Exceeded::Messages) | Verdict::Close(Exceeded::Messages) => {
+                self.hub.metrics.limit_hit(reason::RATE_MESSAGES);
+            }
+            Verdict::Refuse(Exceeded::Bytes) | Verdict::Close(Exceeded::Bytes) => {
+                self.hub.metrics.limit_hit(reason::RATE_BYTES);
+            }
+        }
+        verdict
+    }
+
+    /// Answers a command the budget refused with `rate_limited`; closes the
+    /// connection with 1008 when it keeps on.
+    pub fn refuse(&mut self, id: Option<&RawValue>, verdict: Verdict) {
+        let (Verdict::Refuse(exceeded) | Verdict::Close(exceeded)) = verdict else { return };
+        let message = match exceeded {
+            Exceeded::Messages => "too many commands per second: slow down",
+            Exceeded::Bytes => "too many bytes per second: slow down",
+        };
+        self.reply_error(id, ErrorCode::RateLimited, message);
+        if let Verdict::Close(_) = verdict {
+            let conn = &self.conn;
+            tracing::warn!(conn = conn.id, user = %conn.user, peer = %conn.peer(), ?exceeded,
+                "rate limit: commands kept coming after refusals, closing with 1008");
+            self.hub.metrics.limit_hit(reason::RATE_CLOSE);
+            conn.close(CloseCode::PolicyViolation, false);
         }
     }
 

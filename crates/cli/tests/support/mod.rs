@@ -43,6 +43,10 @@ impl Server {
             .envs(env)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
+            // These tests send as fast as they can (the crash test keeps 200
+            // sends in flight): per-connection rates have tests of their own.
+            .env("SWITCHBOARD_LIMITS__MESSAGES_PER_SECOND", "0")
+            .env("SWITCHBOARD_LIMITS__BYTES_PER_SECOND", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

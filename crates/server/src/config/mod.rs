@@ -142,7 +142,32 @@ impl Config {
         if self.websocket.ping_interval.is_zero() || self.websocket.idle_timeout <= self.websocket.ping_interval {
             return fail("websocket.idle_timeout must be longer than a positive websocket.ping_interval");
         }
+        self.validate_limits()?;
         self.validate_trust()
+    }
+
+    /// The abuse limits that cannot work as asked.
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let fail = |why: &str| Err(ConfigError::Inconsistent(why.to_owned()));
+        let limits = &self.limits;
+        if limits.bytes_per_second > 0 && (limits.bytes_burst as usize) < limits.max_message_size {
+            return fail(
+                "limits.bytes_burst must be at least limits.max_message_size, or no message that size could pass",
+            );
+        }
+        if limits.messages_per_second > 0 && limits.messages_burst == 0 {
+            return fail("limits.messages_burst must be positive when limits.messages_per_second is");
+        }
+        if limits.handshakes_per_second_per_ip > 0 && limits.handshakes_burst_per_ip == 0 {
+            return fail("limits.handshakes_burst_per_ip must be positive when limits.handshakes_per_second_per_ip is");
+        }
+        if limits.http_max_head < 8192 {
+            return fail("limits.http_max_head must be at least 8192 (the smallest buffer hyper accepts)");
+        }
+        if limits.message_timeout.is_zero() || self.tcp_options.first_line_timeout.is_zero() {
+            return fail("limits.message_timeout and tcp_options.first_line_timeout must be positive");
+        }
+        Ok(())
     }
 
     /// The `[auth]` and `[tls]` settings that cannot work together.

@@ -14,6 +14,9 @@ pub struct TcpOptions {
     pub partial_line_pause: Duration,
     #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
+    /// How long a new raw TCP connection may take to send its first line.
+    #[serde(with = "humantime_serde")]
+    pub first_line_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,7 +30,11 @@ pub struct UdpOptions {
 
 impl Default for TcpOptions {
     fn default() -> Self {
-        TcpOptions { partial_line_pause: Duration::from_millis(200), keepalive: Duration::from_secs(60) }
+        TcpOptions {
+            partial_line_pause: Duration::from_millis(200),
+            keepalive: Duration::from_secs(60),
+            first_line_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -61,6 +68,8 @@ pub struct Storage {
     pub inbox_max_messages: u64,
     #[serde(with = "humantime_serde")]
     pub inbox_max_age: Duration,
+    /// DMs from one sender an inbox keeps (the newest); 0: no such bound.
+    pub inbox_max_per_sender: u64,
     pub queue_capacity: usize,
     pub queue_bytes: usize,
 }
@@ -75,6 +84,7 @@ impl Default for Storage {
             room_max_age: Duration::from_secs(7 * 24 * 3600),
             inbox_max_messages: 1_000,
             inbox_max_age: Duration::from_secs(30 * 24 * 3600),
+            inbox_max_per_sender: 100,
             queue_capacity: 65_536,
             queue_bytes: 64 * 1024 * 1024,
         }
@@ -91,6 +101,7 @@ impl Storage {
             room_max_age: self.room_max_age,
             inbox_max_messages: self.inbox_max_messages,
             inbox_max_age: self.inbox_max_age,
+            inbox_max_per_sender: self.inbox_max_per_sender,
             queue_capacity: self.queue_capacity,
             queue_bytes: self.queue_bytes,
         }
@@ -104,6 +115,30 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
     pub max_connections: usize,
     pub presence_events_max_members: usize,
+    /// Commands one connection may send per second (0: no limit), and how
+    /// many it may send at once after a quiet spell.
+    pub messages_per_second: u32,
+    pub messages_burst: u32,
+    /// Command bytes one connection may send per second (0: no limit), and
+    /// at once; the burst is at least `max_message_size`.
+    pub bytes_per_second: u32,
+    pub bytes_burst: u32,
+    /// Refused commands since the connection's buckets were last full that close it with 1008.
+    pub refusals_before_close: u16,
+    /// Time a WebSocket message has from its first byte to its last
+    /// (fragments and partial frames included).
+    #[serde(with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// Open connections (WebSocket, raw TCP, UDP sessions) per client address (0: no limit).
+    pub connections_per_ip: u32,
+    /// New connections per second per client address (0: no limit), and at once.
+    pub handshakes_per_second_per_ip: u32,
+    pub handshakes_burst_per_ip: u32,
+    /// Client addresses the per-address limits do not apply to.
+    pub exempt_networks: Vec<ipnet::IpNet>,
+    /// Largest plain HTTP request head (at least 8192: hyper's minimum) and body.
+    pub http_max_head: usize,
+    pub http_max_body: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,8 +193,29 @@ impl Default for Limits {
             outbound_queue_bytes: 1024 * 1024,
             max_connections: 0,
             presence_events_max_members: 1000,
+            messages_per_second: 1000,
+            messages_burst: 2000,
+            bytes_per_second: 256 * 1024,
+            bytes_burst: 256 * 1024,
+            refusals_before_close: 100,
+            message_timeout: Duration::from_secs(30),
+            connections_per_ip: 1000,
+            handshakes_per_second_per_ip: 50,
+            handshakes_burst_per_ip: 200,
+            exempt_networks: loopback(),
+            http_max_head: 8 * 1024,
+            http_max_body: 64 * 1024,
         }
     }
+}
+
+/// The loopback networks, exempt from per-address limits by default so
+/// that local benchmarks and tests keep working.
+fn loopback() -> Vec<ipnet::IpNet> {
+    vec![
+        ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(127, 0, 0, 0), 8)),
+        ipnet::IpNet::V6(ipnet::Ipv6Net::new_assert(std::net::Ipv6Addr::LOCALHOST, 128)),
+    ]
 }
 
 impl Default for WebSocket {

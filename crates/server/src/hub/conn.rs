@@ -513,6 +513,13 @@ impl Conn {
         self.pinged.store(false, Ordering::Relaxed);
     }
 
+    /// When the peer was last heard from: the hub's clock in milliseconds,
+    /// truncated to 32 bits. A command's rate is charged at this time, the
+    /// read that brought it, so that charging reads no clock of its own.
+    pub(crate) fn heard_at_ms(&self) -> u64 {
+        u64::from(self.last_heard_ms.load(Ordering::Relaxed))
+    }
+
     /// Milliseconds since the peer was last heard from.
     /// A read on another thread may record a time after the caller's
     /// `now_ms` (the keepalive sweep reads the clock once, then walks every

@@ -6,7 +6,7 @@
 use super::conn::Conn;
 use super::room::Room;
 use super::{lock, Hub, HubError};
-use crate::store::{Committed, LogKey, LogKind, LogMeta, Sink, StoreError, Submission, SubmitError};
+use crate::store::{Committed, LogKey, LogKind, LogMeta, Pruned, Sink, StoreError, Submission, SubmitError};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -60,7 +60,9 @@ impl Recovery {
             plan.recovered = Some(false);
             return plan;
         }
-        plan.recovered = Some(since + 1 >= meta.first_seq);
+        // Retention removed nothing after `since`: neither from the front
+        // nor one sender's older DMs from the middle of an inbox.
+        plan.recovered = Some(since + 1 >= meta.first_seq && since >= meta.dropped_through);
         let after = since.max(meta.first_seq - 1);
         if after < live_after {
             plan.replay = Some((meta.id, after, live_after));
@@ -122,7 +124,8 @@ impl Hub {
     pub fn inbox_status(&self, user: &str) -> Option<InboxStatus> {
         let meta = self.storage.meta(LogKind::Inbox, user)?;
         let read = meta.delivered.max(meta.first_seq.saturating_sub(1));
-        Some(InboxStatus { epoch: meta.epoch, seq: meta.last_seq, waiting: meta.last_seq.saturating_sub(read) })
+        let waiting = meta.last_seq.saturating_sub(read).min(meta.retained());
+        Some(InboxStatus { epoch: meta.epoch, seq: meta.last_seq, waiting })
     }
 
     /// Records that the user's DMs through `seq` reached a connection.
@@ -216,6 +219,18 @@ impl Sink<Ticket> for Hub {
         }
     }
 
+    fn pruned(&self, pruned: &Pruned) {
+        self.metrics.dropped(crate::guard::reason::INBOX_PER_SENDER, pruned.removed as usize);
+        self.metrics.limit_hits_by(crate::guard::reason::INBOX_PER_SENDER, pruned.removed);
+        tracing::warn!(
+            inbox = %pruned.inbox,
+            sender = %pruned.sender,
+            removed = pruned.removed,
+            through = pruned.through,
+            "inbox over storage.inbox_max_per_sender: the sender's oldest DMs there were removed"
+        );
+    }
+
     fn failed(&self, group: Vec<Submission<Ticket>>, error: &StoreError) {
         self.metrics.dropped("storage_error", group.len());
         let text = "the message could not be stored and was not delivered";
@@ -259,6 +274,10 @@ mod tests {
         assert_eq!(edge.recovered, Some(true));
         let other_epoch = Recovery::plan(meta(1, 10, 10), Some(3), Some(41));
         assert_eq!((other_epoch.recovered, other_epoch.replay), (Some(false), None));
+        let pruned = Some(LogMeta { dropped_through: 6, holes: 3, ..meta(1, 10, 10).expect("meta") });
+        let across = Recovery::plan(pruned, Some(5), None);
+        assert_eq!((across.recovered, across.replay), (Some(false), Some((7, 5, 10))), "a gap in the middle");
+        assert_eq!(Recovery::plan(pruned, Some(6), None).recovered, Some(true), "after the gap");
         let ahead = Recovery::plan(meta(1, 10, 10), Some(11), None);
         assert_eq!(ahead.recovered, Some(false));
         assert_eq!(Recovery::plan(None, Some(0), None).recovered, Some(true));

@@ -107,6 +107,8 @@ pub struct Hub {
     policy: Arc<PolicyCell>,
     /// Connections whose tokens will run out.
     expiries: Arc<Expiries>,
+    /// Open connections and handshake rates per client address.
+    ips: crate::guard::ip::IpTable,
 }
 
 impl Hub {
@@ -134,6 +136,7 @@ impl Hub {
                 storage: loaded.start(writer, sink),
                 policy,
                 expiries: Arc::default(),
+                ips: crate::guard::ip::IpTable::default(),
             }
         }))
     }
@@ -238,9 +241,16 @@ impl Hub {
         conn
     }
 
-    /// Forgets a connection. Its rooms must have been left already.
+    /// Per-address connection counts (see `crate::guard::ip`).
+    pub fn ips(&self) -> &crate::guard::ip::IpTable {
+        &self.ips
+    }
+
+    /// Forgets a connection. Its rooms must have been left already. Its
+    /// address's count (taken when it was admitted) is released.
     pub fn unregister(&self, conn: &Conn) {
         if self.forget(conn) {
+            self.ips.release(conn.peer().ip());
             self.open.fetch_sub(1, Ordering::Relaxed);
             let label = TransportLabel { transport: conn.transport.as_str() };
             self.metrics.connections_open.get_or_create(&label).dec();

@@ -6,7 +6,7 @@
 //! writer wait, and the storage queue in front of the writer then fills and
 //! refuses with `overloaded`, as it would for a slow disk.
 
-use super::{Committed, Sink, StoreError, Submission};
+use super::{Committed, Pruned, Sink, StoreError, Submission};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Weak;
 use std::thread::JoinHandle;
@@ -17,6 +17,8 @@ const PENDING_GROUPS: usize = 16;
 pub(super) enum Outcome<T> {
     Committed(Vec<Committed<T>>),
     Failed(Vec<Submission<T>>, StoreError),
+    /// DMs removed from an inbox by `inbox_max_per_sender`.
+    Pruned(Pruned),
 }
 
 /// The writer's end: sends outcomes in commit order.
@@ -47,6 +49,7 @@ fn deliver<T>(sink: &Weak<dyn Sink<T>>, outcomes: Receiver<Outcome<T>>) {
         match outcome {
             Outcome::Committed(group) => sink.committed(group),
             Outcome::Failed(group, error) => sink.failed(group, &error),
+            Outcome::Pruned(pruned) => sink.pruned(&pruned),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! epoch at each start, so clients see `recovered: false` after a restart
 //! instead of a silent gap.
 
-use super::{Backend, Group, LogKey, LogMeta, Reader, StoreError, StoredMessage};
+use super::{Backend, Group, LogKey, LogMeta, Reader, StoreError, StoredMessage, Trimmed};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -53,14 +53,32 @@ impl Backend for Memory {
         Ok(())
     }
 
-    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
+    fn trim(&mut self, log: u64, through: u64) -> Result<Trimmed, StoreError> {
         let mut logs = self.write();
+        let mut trimmed = Trimmed::default();
         if let Some(rows) = logs.get_mut(&log) {
-            while rows.front().is_some_and(|row| row.seq <= through) {
+            while let Some(row) = rows.front().filter(|row| row.seq <= through) {
+                (trimmed.removed, trimmed.through) = (trimmed.removed + 1, row.seq);
                 rows.pop_front();
             }
         }
-        Ok(oldest(logs.get(&log)))
+        trimmed.oldest = oldest(logs.get(&log));
+        Ok(trimmed)
+    }
+
+    fn trim_sender(&mut self, log: u64, sender: &str, keep: u64) -> Result<Trimmed, StoreError> {
+        let mut logs = self.write();
+        let mut trimmed = Trimmed::default();
+        if let Some(rows) = logs.get_mut(&log) {
+            let theirs = rows.iter().rev().filter(|row| &*row.from == sender);
+            if let Some(through) = theirs.map(|row| row.seq).nth(keep.max(1) as usize) {
+                let before = rows.len();
+                rows.retain(|row| &*row.from != sender || row.seq > through);
+                (trimmed.removed, trimmed.through) = ((before - rows.len()) as u64, through);
+            }
+        }
+        trimmed.oldest = oldest(logs.get(&log));
+        Ok(trimmed)
     }
 
     fn expired_through(&mut self, log: u64, cutoff_ms: u64, scan: usize) -> Result<Option<u64>, StoreError> {

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use writer::{Committed, Sink, Submission};
+pub use writer::{Committed, Pruned, Sink, Submission};
 
 /// Which kind of log: a room's history or a user's inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -86,18 +86,56 @@ pub struct LogMeta {
     /// reached the members of that moment; every later one will reach the
     /// members of when it is fanned out. A replay stops here.
     pub fanned_out: u64,
+    /// Messages missing between `first_seq` and `last_seq`: inbox DMs
+    /// removed by `storage.inbox_max_per_sender` (rooms have none).
+    pub holes: u64,
+    /// The newest `seq` such a removal took (0: none), so that a fetch
+    /// from before it says `recovered: false`.
+    pub dropped_through: u64,
 }
 
 impl LogMeta {
     /// A new, empty log.
     pub fn new(id: u64, epoch: u64) -> Self {
-        LogMeta { id, epoch, first_seq: 1, first_ts: 0, last_seq: 0, last_ts: 0, delivered: 0, fanned_out: 0 }
+        LogMeta {
+            id,
+            epoch,
+            first_seq: 1,
+            first_ts: 0,
+            last_seq: 0,
+            last_ts: 0,
+            delivered: 0,
+            fanned_out: 0,
+            holes: 0,
+            dropped_through: 0,
+        }
     }
 
     /// How many messages are retained.
     pub fn retained(&self) -> u64 {
-        (self.last_seq + 1).saturating_sub(self.first_seq)
+        (self.last_seq + 1).saturating_sub(self.first_seq).saturating_sub(self.holes)
     }
+
+    /// Records that `removed` messages were deleted and the oldest left is
+    /// `oldest` (none: the log is empty): `first_seq` moves up and the
+    /// holes it passes are no longer holes.
+    pub fn removed(&mut self, removed: u64, oldest: Option<(u64, u64)>) {
+        let (first_seq, first_ts) = oldest.unwrap_or((self.last_seq + 1, 0));
+        let first_seq = self.first_seq.max(first_seq);
+        self.holes = (self.holes + removed).saturating_sub(first_seq - self.first_seq);
+        (self.first_seq, self.first_ts) = (first_seq, first_ts);
+    }
+}
+
+/// What a deletion did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Trimmed {
+    /// Messages deleted.
+    pub removed: u64,
+    /// The newest `seq` deleted (0: none).
+    pub through: u64,
+    /// `(seq, ts)` of the oldest message left, if any.
+    pub oldest: Option<(u64, u64)>,
 }
 
 /// A stored message, read back.
@@ -137,9 +175,10 @@ pub trait Backend: Send {
     /// Writes one group in one transaction. Returns once it is as durable
     /// as the backend's sync mode promises.
     fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError>;
-    /// Deletes `log`'s messages with `seq <= through`; returns the new
-    /// oldest `(seq, ts)`, if any message is left.
-    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError>;
+    /// Deletes `log`'s messages with `seq <= through`.
+    fn trim(&mut self, log: u64, through: u64) -> Result<Trimmed, StoreError>;
+    /// Deletes `sender`'s messages in `log` but the newest `keep` (at least 1).
+    fn trim_sender(&mut self, log: u64, sender: &str, keep: u64) -> Result<Trimmed, StoreError>;
     /// Among `log`'s `scan` oldest messages, the newest `seq` older than
     /// `cutoff_ms` (what age retention may delete).
     fn expired_through(&mut self, log: u64, cutoff_ms: u64, scan: usize) -> Result<Option<u64>, StoreError>;
@@ -201,6 +240,8 @@ pub struct WriterOptions {
     pub room_max_age: Duration,
     pub inbox_max_messages: u64,
     pub inbox_max_age: Duration,
+    /// DMs from one sender an inbox keeps, the newest (0: no such bound).
+    pub inbox_max_per_sender: u64,
     /// Submissions that may wait for the writer; more are refused.
     pub queue_capacity: usize,
     /// Body bytes that may wait for the writer; more are refused.

@@ -7,7 +7,7 @@
 //! `batch` and `none` run with `synchronous=NORMAL`, and `batch` fsyncs the
 //! WAL file itself every `batch_interval`.
 
-use super::{Backend, Group, LogKey, LogKind, LogMeta, Reader, StoreError, StoredMessage, SyncMode};
+use super::{Backend, Group, LogKey, LogKind, LogMeta, Reader, StoreError, StoredMessage, SyncMode, Trimmed};
 use crate::util::lock;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::value::RawValue;
@@ -21,8 +21,9 @@ pub const DATABASE_FILE: &str = "switchboard.sqlite3";
 pub const LOCK_FILE: &str = "LOCK";
 /// `BOOT_ID SYNC_MODE running|clean`: how the last run ended.
 pub const STATE_FILE: &str = "STATE";
-/// `PRAGMA user_version` of the schema below.
-const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version` of the schema below. Version 1 lacked
+/// `logs.dropped_through`, which opening adds.
+const SCHEMA_VERSION: i64 = 2;
 /// Page size of a new database. Every room appends at its own place in the
 /// table, so a group commit dirties one tail page per room and the WAL
 /// takes whole pages: 1 KiB pages write a quarter of what the 4 KiB default
@@ -44,6 +45,7 @@ CREATE TABLE IF NOT EXISTS logs (
     last_seq INTEGER NOT NULL,
     last_ts INTEGER NOT NULL,
     delivered INTEGER NOT NULL,
+    dropped_through INTEGER NOT NULL DEFAULT 0,
     UNIQUE (kind, name)
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -138,6 +140,10 @@ impl Sqlite {
                 db.execute_batch(SCHEMA).map_err(|error| corrupt(error.to_string()))?;
                 db.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
             }
+            1 => db.execute_batch(&format!(
+                "ALTER TABLE logs ADD COLUMN dropped_through INTEGER NOT NULL DEFAULT 0; \
+                 PRAGMA user_version={SCHEMA_VERSION}"
+            ))?,
             SCHEMA_VERSION => {}
             other => return Err(corrupt(format!("schema version {other} is not one this server knows"))),
         }
@@ -226,7 +232,8 @@ impl Drop for Sqlite {
 impl Backend for Sqlite {
     fn load(&mut self) -> Result<Vec<(LogKey, LogMeta)>, StoreError> {
         let mut logs = Vec::new();
-        let mut statement = self.db.prepare("SELECT id, kind, name, epoch, last_seq, last_ts, delivered FROM logs")?;
+        let mut statement =
+            self.db.prepare("SELECT id, kind, name, epoch, last_seq, last_ts, delivered, dropped_through FROM logs")?;
         let mut rows = statement.query([])?;
         while let Some(row) = rows.next()? {
             let kind: i64 = row.get(1)?;
@@ -243,12 +250,14 @@ impl Backend for Sqlite {
                 last_ts: row.get::<_, i64>(5)? as u64,
                 delivered: row.get::<_, i64>(6)? as u64,
                 fanned_out: 0,
+                holes: 0,
+                dropped_through: row.get::<_, i64>(7)? as u64,
             };
             logs.push((LogKey { kind, name: Arc::from(name) }, meta));
         }
         drop(rows);
         drop(statement);
-        for (_, meta) in &mut logs {
+        for (key, meta) in &mut logs {
             if let Some((seq, ts)) = self.last_of(meta.id)? {
                 meta.last_seq = meta.last_seq.max(seq);
                 meta.last_ts = meta.last_ts.max(ts);
@@ -258,6 +267,13 @@ impl Backend for Sqlite {
             meta.first_ts = first_ts;
             // Stored before this start: nothing of it is still on its way.
             meta.fanned_out = meta.last_seq;
+            if key.kind == LogKind::Inbox && meta.dropped_through > 0 {
+                let rows: i64 = self
+                    .db
+                    .prepare_cached("SELECT count(*) FROM messages WHERE log = ?1")?
+                    .query_row([meta.id as i64], |row| row.get(0))?;
+                meta.holes = (meta.last_seq + 1).saturating_sub(meta.first_seq).saturating_sub(rows as u64);
+            }
         }
         Ok(logs)
     }
@@ -293,7 +309,7 @@ impl Backend for Sqlite {
         Ok(())
     }
 
-    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
+    fn trim(&mut self, log: u64, through: u64) -> Result<Trimmed, StoreError> {
         // Keep the newest seq and ts in `logs`, in case no row is left.
         let newest = self.last_of(log)?;
         let tx = self.db.transaction()?;
@@ -303,10 +319,29 @@ impl Backend for Sqlite {
             )?
             .execute(params![log as i64, seq as i64, ts as i64])?;
         }
-        tx.prepare_cached("DELETE FROM messages WHERE log = ?1 AND seq <= ?2")?
+        let removed = tx
+            .prepare_cached("DELETE FROM messages WHERE log = ?1 AND seq <= ?2")?
             .execute(params![log as i64, through as i64])?;
         tx.commit()?;
-        self.first_of(log)
+        Ok(Trimmed { removed: removed as u64, through, oldest: self.first_of(log)? })
+    }
+
+    fn trim_sender(&mut self, log: u64, sender: &str, keep: u64) -> Result<Trimmed, StoreError> {
+        let tx = self.db.transaction()?;
+        let through: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq FROM messages WHERE log = ?1 AND sender = ?2 ORDER BY seq DESC LIMIT 1 OFFSET ?3",
+            )?
+            .query_row(params![log as i64, sender, keep.max(1) as i64], |row| row.get(0))
+            .optional()?;
+        let Some(through) = through else { return Ok(Trimmed::default()) };
+        let removed = tx
+            .prepare_cached("DELETE FROM messages WHERE log = ?1 AND sender = ?2 AND seq <= ?3")?
+            .execute(params![log as i64, sender, through])?;
+        tx.prepare_cached("UPDATE logs SET dropped_through = max(dropped_through, ?2) WHERE id = ?1")?
+            .execute(params![log as i64, through])?;
+        tx.commit()?;
+        Ok(Trimmed { removed: removed as u64, through: through as u64, oldest: self.first_of(log)? })
     }
 
     fn expired_through(&mut self, log: u64, cutoff_ms: u64, scan: usize) -> Result<Option<u64>, StoreError> {
@@ -404,6 +439,7 @@ impl Reader for SqliteReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NewMessage;
 
     fn epochs(dir: &Path) -> Vec<u64> {
         let mut store = Sqlite::open(dir, SyncMode::Always).expect("open");
@@ -437,5 +473,44 @@ mod tests {
             let now = epochs(dir.path());
             assert_eq!(now != [77], changes, "after `{previous}`: {now:?}");
         }
+    }
+
+    #[test]
+    fn per_sender_removal_persists_its_mark_and_the_holes_are_counted_again_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Sqlite::open(dir.path(), SyncMode::Always).expect("open");
+        let key = LogKey { kind: LogKind::Inbox, name: Arc::from("bob") };
+        let body = RawValue::from_string("1".into()).expect("json");
+        let senders = ["spam", "alice", "spam", "spam", "alice", "spam"];
+        let messages: Vec<NewMessage<'_>> = senders
+            .iter()
+            .enumerate()
+            .map(|(i, from)| NewMessage { log: 1, seq: i as u64 + 1, ts: 1, from, body: &body })
+            .collect();
+        let group = Group { new_logs: &[(key, LogMeta::new(1, 9))], messages: &messages, cursors: &[] };
+        store.commit(&group).expect("commit");
+        // spam sent seq 1, 3, 4, 6: keeping 1 removes 1, 3 and 4.
+        let trimmed = store.trim_sender(1, "spam", 1).expect("trim");
+        assert_eq!((trimmed.removed, trimmed.through, trimmed.oldest), (3, 4, Some((2, 1))));
+        assert_eq!(store.trim_sender(1, "alice", 2).expect("nothing to do"), Trimmed::default());
+        drop(store);
+        let mut reopened = Sqlite::open(dir.path(), SyncMode::Always).expect("reopen");
+        let (_, meta) = reopened.load().expect("load").pop().expect("the inbox");
+        assert_eq!((meta.first_seq, meta.last_seq, meta.dropped_through), (2, 6, 4));
+        assert_eq!((meta.holes, meta.retained()), (2, 3), "seq 3 and 4 are gone from 2..=6");
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_column_and_keeps_its_logs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let db = Connection::open(dir.path().join(DATABASE_FILE)).expect("create");
+            let old = SCHEMA.replace("    dropped_through INTEGER NOT NULL DEFAULT 0,\n", "");
+            db.execute_batch(&format!("PRAGMA journal_mode=WAL; {old} PRAGMA user_version=1;")).expect("v1 schema");
+            db.execute("INSERT INTO logs VALUES (1, 1, 'bob', 5, 3, 0, 0)", []).expect("a v1 row");
+        }
+        let mut store = Sqlite::open(dir.path(), SyncMode::Always).expect("open a v1 database");
+        let (key, meta) = store.load().expect("load").pop().expect("the inbox");
+        assert_eq!((&*key.name, meta.epoch, meta.last_seq, meta.dropped_through), ("bob", 5, 3, 0));
     }
 }

@@ -21,6 +21,7 @@ impl Sink<u32> for Outcomes {
             let _ = lock(&self.0).send(Err(submission.ticket));
         }
     }
+    fn pruned(&self, _: &Pruned) {}
 }
 
 /// Memory storage that runs `before_commit` first; its error fails the commit.
@@ -37,8 +38,11 @@ impl<F: FnMut() -> Result<(), StoreError> + Send> Backend for Hooked<F> {
         (self.before_commit)()?;
         self.inner.commit(group)
     }
-    fn trim(&mut self, log: u64, through: u64) -> Result<Option<(u64, u64)>, StoreError> {
+    fn trim(&mut self, log: u64, through: u64) -> Result<Trimmed, StoreError> {
         self.inner.trim(log, through)
+    }
+    fn trim_sender(&mut self, log: u64, sender: &str, keep: u64) -> Result<Trimmed, StoreError> {
+        self.inner.trim_sender(log, sender, keep)
     }
     fn expired_through(&mut self, log: u64, cutoff: u64, scan: usize) -> Result<Option<u64>, StoreError> {
         self.inner.expired_through(log, cutoff, scan)
@@ -59,6 +63,7 @@ fn options(room_max_messages: u64, room_max_age: Duration) -> WriterOptions {
         room_max_age,
         inbox_max_messages: 10,
         inbox_max_age: Duration::from_secs(3600),
+        inbox_max_per_sender: 0,
         queue_capacity: 1024,
         queue_bytes: 1 << 20,
     }

@@ -11,6 +11,11 @@
 //!
 //! Retention runs here too, between groups, in steps of at most
 //! [`TRIM_STEP`] messages, so a large trim never stalls publishers for long.
+//! Besides the bounds by count and age, an inbox keeps only the newest
+//! `inbox_max_per_sender` DMs of each sender, so one sender cannot push
+//! everyone else's DMs out; what that removes is reported to the [`Sink`]
+//! (counted and logged) and leaves a mark (`dropped_through`) that makes a
+//! fetch from before it say `recovered: false`.
 
 use super::deliver::{Forward, Outcome};
 use super::{Backend, Catalog, Group, LogKey, LogKind, LogMeta, NewMessage, StoreError, SyncMode, WriterOptions};
@@ -53,12 +58,24 @@ pub struct Committed<T> {
     pub ticket: T,
 }
 
+/// DMs an inbox no longer holds because their sender has newer ones there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pruned {
+    pub inbox: Arc<str>,
+    pub sender: Arc<str>,
+    /// How many were removed, and the newest `seq` among them.
+    pub removed: u64,
+    pub through: u64,
+}
+
 /// Receives the outcome of every group, on the writer thread.
 pub trait Sink<T>: Send + Sync {
     /// The group is stored: fan it out and ack it, in order.
     fn committed(&self, group: Vec<Committed<T>>);
     /// The group could not be stored; nothing of it was.
     fn failed(&self, group: Vec<Submission<T>>, error: &StoreError);
+    /// Stored DMs were removed by `inbox_max_per_sender`.
+    fn pruned(&self, pruned: &Pruned);
 }
 
 pub(super) enum Input<T> {
@@ -75,6 +92,8 @@ pub(super) struct Writer<T> {
     next_log_id: u64,
     /// Logs over their count bound after a commit, still to be trimmed.
     over_count: HashSet<LogKey>,
+    /// Inboxes and senders that may be over `inbox_max_per_sender`.
+    over_sender: HashSet<(Arc<str>, Arc<str>)>,
     dirty_cursors: HashSet<Arc<str>>,
     unsynced_since: Option<Instant>,
     last_age_sweep: Instant,
@@ -98,6 +117,7 @@ impl<T: Send + 'static> Writer<T> {
             sink,
             next_log_id,
             over_count: HashSet::new(),
+            over_sender: HashSet::new(),
             dirty_cursors: HashSet::new(),
             unsynced_since: None,
             last_age_sweep: Instant::now(),
@@ -145,7 +165,7 @@ impl<T: Send + 'static> Writer<T> {
     /// How long to wait for input before housekeeping is due.
     fn idle_wait(&self) -> Duration {
         let mut wait = self.age_sweep_every().saturating_sub(self.last_age_sweep.elapsed());
-        if !self.over_count.is_empty() {
+        if !self.over_count.is_empty() || !self.over_sender.is_empty() {
             wait = Duration::ZERO;
         }
         if let Some(since) = self.unsynced_since {
@@ -239,6 +259,14 @@ impl<T: Send + 'static> Writer<T> {
                 }
             }
         }
+        // An inbox with more DMs than one sender may keep may hold too many of someone's.
+        let per_sender = self.options.inbox_max_per_sender;
+        for submission in group.iter().filter(|submission| submission.key.kind == LogKind::Inbox) {
+            let retained = touched.get(&submission.key).map_or(0, LogMeta::retained);
+            if per_sender > 0 && retained > per_sender {
+                self.over_sender.insert((Arc::clone(&submission.key.name), Arc::clone(&submission.from)));
+            }
+        }
         let committed = group
             .into_iter()
             .zip(assigned)
@@ -294,10 +322,29 @@ impl<T: Send + 'static> Writer<T> {
                 }
             }
         }
+        for (inbox, sender) in std::mem::take(&mut self.over_sender) {
+            self.trim_sender(inbox, sender);
+        }
         if self.last_age_sweep.elapsed() >= self.age_sweep_every() {
             self.last_age_sweep = Instant::now();
             self.sweep_expired();
         }
+    }
+
+    /// Removes `sender`'s DMs in `inbox` but the newest `inbox_max_per_sender`.
+    fn trim_sender(&mut self, inbox: Arc<str>, sender: Arc<str>) {
+        let Some(meta) = lock(&self.catalog).get(LogKind::Inbox, &inbox) else { return };
+        let trimmed = match self.backend.trim_sender(meta.id, &sender, self.options.inbox_max_per_sender) {
+            Ok(trimmed) if trimmed.removed > 0 => trimmed,
+            Ok(_) => return,
+            Err(error) => return tracing::error!(%error, log = meta.id, "per-sender inbox retention failed"),
+        };
+        if let Some(meta) = lock(&self.catalog).get_mut(LogKind::Inbox, &inbox) {
+            meta.removed(trimmed.removed, trimmed.oldest);
+            meta.dropped_through = meta.dropped_through.max(trimmed.through);
+        }
+        let pruned = Pruned { inbox, sender, removed: trimmed.removed, through: trimmed.through };
+        self.sink.send(Outcome::Pruned(pruned));
     }
 
     fn age_sweep_every(&self) -> Duration {
@@ -327,12 +374,10 @@ impl<T: Send + 'static> Writer<T> {
 
     fn trim(&mut self, key: &LogKey, log: u64, through: u64) {
         match self.backend.trim(log, through) {
-            Ok(oldest) => {
+            Ok(trimmed) => {
                 let mut catalog = lock(&self.catalog);
                 if let Some(meta) = catalog.get_mut(key.kind, &key.name) {
-                    let (first_seq, first_ts) = oldest.unwrap_or((meta.last_seq + 1, 0));
-                    meta.first_seq = meta.first_seq.max(first_seq);
-                    meta.first_ts = first_ts;
+                    meta.removed(trimmed.removed, trimmed.oldest);
                 }
             }
             Err(error) => tracing::error!(%error, log, through, "retention trim failed"),

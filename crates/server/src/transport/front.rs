@@ -19,6 +19,7 @@ use super::stream::Connection;
 use super::tls_socket;
 use super::websocket::WsCodec;
 use super::with_read_buffer;
+use crate::guard;
 use crate::hub::conn::Transport;
 use crate::policy::Admission;
 use crate::session::Session;
@@ -72,14 +73,17 @@ fn plain_on_tls() -> String {
     handshake::refusal(400, "Bad Request", "this port speaks TLS: use https:// or wss://")
 }
 
-/// Serves one accepted connection from its first byte.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<HttpState>) {
+/// Serves one accepted connection from its first byte. `counted`: its
+/// address's count was taken at accept (see `crate::guard`); it is released
+/// when the connection ends, unless a registered connection takes it over.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, counted: bool, state: Arc<HttpState>) {
     let _counted = Counted::new(&state.http_open);
+    let mut slot = guard::Slot::new(state.hub.ips(), peer.ip(), counted);
     let deadline = Instant::now() + state.handshake_timeout;
     match &state.tls {
         None => {
             let start = read_head(&stream, peer, deadline).await;
-            dispatch(stream, start, peer, &state).await;
+            dispatch(stream, start, peer, &mut slot, &state).await;
         }
         Some(tls) => {
             let metrics = &state.hub.metrics;
@@ -88,7 +92,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, state: Arc<HttpSt
                 return;
             };
             let start = read_head_tls(&mut stream, peer, deadline).await;
-            dispatch(stream, start, peer, &state).await;
+            dispatch(stream, start, peer, &mut slot, &state).await;
         }
     }
 }
@@ -136,10 +140,21 @@ async fn read_head_tls(stream: &mut TlsStream<TcpStream>, peer: SocketAddr, dead
 
 /// Answers what the head asked for: an upgrade becomes a WebSocket
 /// connection, anything else goes to hyper.
-async fn dispatch<S: Accepted>(mut stream: S, start: Start, peer: SocketAddr, state: &Arc<HttpState>) {
+async fn dispatch<'a, S: Accepted>(
+    mut stream: S,
+    start: Start,
+    peer: SocketAddr,
+    slot: &mut guard::Slot<'a>,
+    state: &'a Arc<HttpState>,
+) {
     match start {
         Start::Upgrade(mut upgrade, early) => {
-            let admission = match admit(state, &mut upgrade, peer) {
+            // Behind a trusted proxy the client is the one its headers name.
+            let client = match guard::admit_upgrade(&state.hub, peer, &upgrade, slot) {
+                Ok(client) => client,
+                Err(answer) => return refuse(stream, &answer).await,
+            };
+            let admission = match admit(state, &mut upgrade, client) {
                 Ok(admission) => admission,
                 Err(answer) => return refuse(stream, &answer).await,
             };
@@ -154,7 +169,8 @@ async fn dispatch<S: Accepted>(mut stream: S, start: Start, peer: SocketAddr, st
                 tracing::debug!(%peer, %error, "could not answer the upgrade");
                 return;
             }
-            start_session(stream, early, peer, &upgrade, admission, deflate, state);
+            start_session(stream, early, client, &upgrade, admission, deflate, state);
+            slot.keep();
         }
         Start::Http(prefix) => http::serve(Rewind::new(prefix, stream), peer, Arc::clone(state)).await,
         Start::Refuse(error) => {

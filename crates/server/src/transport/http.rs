@@ -1,8 +1,13 @@
 //! HTTP (plain or over TLS) on the shared port, served by hyper: `/healthz`, `/metrics`
 //! (and the HTTP API in a later version). WebSocket upgrades never get
 //! here: [`super::front`] answers them first.
+//!
+//! Requests are bounded like upgrades: a head over `limits.http_max_head`
+//! (or with more than [`MAX_HEADERS`] lines) is answered 431 by hyper, a
+//! body declared over `limits.http_max_body` 413, and both are counted.
 
 use super::rewind::Rewind;
+use crate::guard::reason;
 use crate::hub::Hub;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -46,19 +51,31 @@ impl HttpState {
 
 type Body = Full<Bytes>;
 
+/// Most header lines in a plain HTTP request (as in an upgrade).
+const MAX_HEADERS: usize = 32;
+
 /// Serves HTTP requests on one connection (plain or TLS) until it closes.
 pub(crate) async fn serve<S>(io: Rewind<S>, peer: SocketAddr, state: Arc<HttpState>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (max_head, max_body) = {
+        let policy = state.hub.policy();
+        (policy.guard.http_max_head, policy.guard.http_max_body)
+    };
     let service_state = Arc::clone(&state);
     let service = hyper::service::service_fn(move |request| {
-        let response = route(&request, &service_state);
+        let response = match declared_length(&request) {
+            Some(length) if length > max_body => too_large(&service_state),
+            _ => route(&request, &service_state),
+        };
         async move { Ok::<_, Infallible>(response) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(state.handshake_timeout)
+        .max_buf_size(max_head)
+        .max_headers(MAX_HEADERS)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -68,9 +85,28 @@ where
             connection.await
         }
     };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "http connection ended with an error");
+    match result {
+        Err(error) if error.is_parse_too_large() => {
+            state.hub.metrics.limit_hit(reason::HTTP_HEAD);
+            tracing::info!(%peer, max_head, "http request head too large: answered 431");
+        }
+        Err(error) => tracing::debug!(%peer, %error, "http connection ended with an error"),
+        Ok(()) => {}
     }
+}
+
+/// The body length a request declares, if it does.
+fn declared_length(request: &Request<Incoming>) -> Option<usize> {
+    let value = request.headers().get(header::CONTENT_LENGTH)?;
+    Some(value.to_str().ok()?.trim().parse().unwrap_or(usize::MAX))
+}
+
+/// `413`, and the connection closes (its body is not read).
+fn too_large(state: &HttpState) -> Response<Body> {
+    state.hub.metrics.limit_hit(reason::HTTP_BODY);
+    let mut response = text(StatusCode::PAYLOAD_TOO_LARGE, "request body over the limit\n");
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn route(request: &Request<Incoming>, state: &HttpState) -> Response<Body> {

@@ -7,9 +7,17 @@
 //!
 //! A partial line followed by a pause counts as a line, so a client that
 //! sends without a newline and waits for an answer still gets one.
+//!
+//! The first line must arrive within `tcp_options.first_line_timeout`, or
+//! the connection is closed with 1008: a silent socket (or one that
+//! trickles bytes without a newline) cannot hold a slot forever. Its
+//! deadline shares the partial line's timer, so no connection holds a
+//! second one.
 
 use super::stream::Codec;
 use crate::auth::{AuthError, Permission};
+use crate::guard::rate::Verdict;
+use crate::guard::reason;
 use crate::hub::conn::Transport;
 use crate::session::Session;
 use bytes::{Bytes, BytesMut};
@@ -18,6 +26,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use switchboard_protocol::command::{self, Command, Request};
 use switchboard_protocol::event::{self, Encoded, Framing};
 use switchboard_protocol::text::{self, Input};
@@ -35,15 +44,26 @@ enum Mode {
 #[derive(Debug)]
 pub(crate) struct TcpCodec {
     mode: Mode,
+    /// While undecided: the hub's clock (milliseconds, wrapping) by which
+    /// the first line must be complete. Beside `mode`, in its padding.
+    first_line_by: u32,
     /// An unterminated line, kept only until its newline or pause arrives.
     partial: Option<Box<BytesMut>>,
-    /// Runs while `partial` waits: when it fires, the partial is a line.
+    /// Runs while `partial` waits (when it fires, the partial is a line)
+    /// and until the first line (when it fires then, the time is up).
     pause: Option<Pin<Box<Sleep>>>,
 }
 
 impl TcpCodec {
-    pub fn new() -> Self {
-        TcpCodec { mode: Mode::Undecided, partial: None, pause: None }
+    /// A codec for a connection accepted now, which has until the policy's
+    /// first-line timeout to send its first line.
+    pub fn new(session: &Session) -> Self {
+        let hub = session.hub();
+        let timeout = hub.policy().guard.first_line_timeout;
+        let first_line_by = hub.now_ms().wrapping_add(timeout.as_millis() as u64) as u32;
+        let mut codec = TcpCodec { mode: Mode::Undecided, first_line_by, partial: None, pause: None };
+        codec.arm(session);
+        codec
     }
 
     fn keep_partial(&mut self, bytes: &[u8], session: &Session) -> Result<(), CloseCode> {
@@ -53,8 +73,32 @@ impl TcpCodec {
             return Err(CloseCode::TooBig);
         }
         partial.extend_from_slice(bytes);
-        self.pause = Some(Box::pin(tokio::time::sleep(limits.partial_line_pause)));
+        self.arm(session);
         Ok(())
+    }
+
+    /// Sets the timer: the partial line's pause, or the first line's
+    /// deadline if that comes sooner; none when neither applies.
+    fn arm(&mut self, session: &Session) {
+        let pause = self.partial.as_ref().map(|_| session.hub().limits().partial_line_pause);
+        let wait = match (self.mode, pause) {
+            (Mode::Undecided, pause) => {
+                let left = self.first_line_left(session);
+                Some(pause.map_or(left, |pause| pause.min(left)))
+            }
+            (_, pause) => pause,
+        };
+        self.pause = wait.map(|wait| Box::pin(tokio::time::sleep(wait)));
+    }
+
+    /// Time left for the first line to complete.
+    fn first_line_left(&self, session: &Session) -> Duration {
+        let left = self.first_line_by.wrapping_sub(session.hub().now_ms() as u32);
+        if left > u32::MAX / 2 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(u64::from(left))
+        }
     }
 
     fn on_line(&mut self, line: &[u8], session: &mut Session) -> Result<(), CloseCode> {
@@ -106,8 +150,8 @@ impl Codec for TcpCodec {
             self.on_line(&rest[..end], session)?;
             rest = &rest[end + 1..];
         }
-        self.pause = None;
         if rest.is_empty() {
+            self.arm(session);
             return Ok(());
         }
         self.keep_partial(rest, session)
@@ -136,10 +180,21 @@ impl Codec for TcpCodec {
 
     fn on_timer(&mut self, session: &mut Session) -> Result<(), CloseCode> {
         self.pause = None;
-        match self.partial.take() {
+        if self.mode == Mode::Undecided && self.first_line_left(session).is_zero() {
+            let conn = session.conn();
+            tracing::info!(conn = conn.id, peer = %conn.peer(), "no first line in time, closing with 1008");
+            session.hub().metrics.limit_hit(reason::TCP_FIRST_LINE);
+            return Err(CloseCode::PolicyViolation);
+        }
+        let result = match self.partial.take() {
             Some(line) => self.on_line(&line, session),
             None => Ok(()),
+        };
+        // An empty line decides nothing: the deadline still runs.
+        if self.mode == Mode::Undecided {
+            self.arm(session);
         }
+        result
     }
 
     /// `printf '...' | nc` sends its commands and shuts its side: every
@@ -210,15 +265,23 @@ fn current_room(session: &Session) -> Option<String> {
 /// Runs a typed command as the protocol command it stands for; the `t:`
 /// ids let the hub render the replies for people.
 fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
+    // Every typed line counts against the rates, whatever it stands for.
+    let verdict = session.charge(line.len());
+    if verdict != Verdict::Admit {
+        session.refuse(None, verdict);
+        return Ok(());
+    }
     let in_room = |session: &mut Session, make: &dyn Fn(String) -> serde_json::Value| match current_room(session) {
-        Some(room) => session.handle(&make(room).to_string()),
+        Some(room) => session.handle_admitted(&make(room).to_string()),
         None => say(session, "! join a room first: /join ROOM\n"),
     };
     match text::parse_input(line) {
         Input::Nick(_) if session.hub().policy().token_mode() => {
             say(session, &format!("! {}\n", AuthError::NameNotAllowed));
         }
-        Input::Auth(token) => session.handle(&json!({"op": "auth", "token": token, "id": "t:auth"}).to_string()),
+        Input::Auth(token) => {
+            session.handle_admitted(&json!({"op": "auth", "token": token, "id": "t:auth"}).to_string())
+        }
         Input::Nick(name) => match command::validate_user(name) {
             Err(why) => say(session, &format!("! {why}\n")),
             Ok(()) => match session.rename(Arc::from(name), Transport::TcpText) {
@@ -226,10 +289,10 @@ fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
                 Err(why) => say(session, &format!("! {why}\n")),
             },
         },
-        Input::Join(room) => session.handle(&json!({"op": "join", "room": room, "id": "t:join"}).to_string()),
+        Input::Join(room) => session.handle_admitted(&json!({"op": "join", "room": room, "id": "t:join"}).to_string()),
         Input::Leave => in_room(session, &|room| json!({"op": "leave", "room": room, "id": "t:leave"})),
         Input::Msg { to, text } => {
-            session.handle(&json!({"op": "dm", "to": to, "body": text, "id": "t:msg"}).to_string())
+            session.handle_admitted(&json!({"op": "dm", "to": to, "body": text, "id": "t:msg"}).to_string())
         }
         Input::Who => in_room(session, &|room| json!({"op": "presence", "room": room, "id": "t:who"})),
         Input::Rooms => {

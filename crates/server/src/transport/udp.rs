@@ -3,8 +3,11 @@
 //! A client starts with `{"op":"hello","name":..}` and is answered with a
 //! `hello` event carrying a random session token; every later datagram
 //! must carry it as `"session"`. A datagram from an unknown address, or
-//! with the wrong token (a spoofed source), gets only a short error.
-//! Sessions expire after `udp.session_timeout` without a datagram.
+//! with the wrong token (a spoofed source), gets only a short error, and an
+//! address gets at most one such error a second (the rest are counted): the
+//! server must be a poor amplifier for spoofed sources. Sessions count
+//! towards `max_connections` and the per-address limits, and expire after
+//! `udp.session_timeout` without a datagram.
 //!
 //! One task receives and owns the sessions; one sender task
 //! ([`super::udp_out`]) drains every session's connection queue into
@@ -12,6 +15,7 @@
 //! accounting with everyone.
 
 use super::udp_out::{self, Outbox};
+use crate::guard::{self, reason};
 use crate::hub::conn::Transport;
 use crate::hub::Hub;
 use crate::policy::Admission;
@@ -39,6 +43,8 @@ pub struct UdpSettings {
     pub session_timeout: Duration,
     /// Datagrams per second one source address may send (burst: the same).
     pub datagrams_per_second: u32,
+    /// The server's connection limit, which sessions count towards.
+    pub max_connections: usize,
 }
 
 /// The two fields the UDP transport reads itself; the session parses the
@@ -57,12 +63,15 @@ struct Peer {
     last_heard: Instant,
 }
 
-/// A token bucket per source address.
+/// A token bucket per source address, and when it was last sent an error.
 struct Bucket {
     tokens: f64,
     refilled: Instant,
     warned: Option<Instant>,
 }
+
+/// Errors sent straight to one address: at most one per this.
+const ERROR_EVERY: Duration = Duration::from_secs(1);
 
 struct Udp {
     socket: Arc<UdpSocket>,
@@ -160,11 +169,10 @@ impl Udp {
             return true;
         }
         self.hub.metrics.dropped("udp_rate_limited", 1);
-        if bucket.warned.is_none_or(|warned| now.duration_since(warned) >= Duration::from_secs(1)) {
-            bucket.warned = Some(now);
+        if bucket.warned.is_none_or(|warned| now.duration_since(warned) >= ERROR_EVERY) {
             tracing::warn!(%from, rate, "udp source over its datagram rate; dropping");
-            self.reply_error(from, ErrorCode::RateLimited, "too many datagrams; slow down");
         }
+        self.reply_error(from, ErrorCode::RateLimited, "too many datagrams; slow down");
         false
     }
 
@@ -177,18 +185,33 @@ impl Udp {
         if self.hub.is_shutting_down() {
             return self.reply_error(from, ErrorCode::ShuttingDown, "server is shutting down");
         }
+        if self.hub.connection_count() >= self.settings.max_connections {
+            self.hub.metrics.limit_hit(reason::UDP_CONNECTION_LIMIT);
+            self.hub.metrics.refused("limit");
+            tracing::warn!(%from, "connection limit reached, refusing a udp session");
+            return self.reply_error(from, ErrorCode::Overloaded, "server at its connection limit");
+        }
+        // The address's limits come first: they also bound how many tokens
+        // one address can make the server verify.
+        if let Err(refusal) = guard::admit_address(&self.hub, from.ip()) {
+            return self.reply_error(from, ErrorCode::RateLimited, &refusal.to_string());
+        }
         let admitted = self.hub.policy().admit(name, token);
         let id = self.hub.next_conn_id();
         let (user, profile) = match admitted {
             Ok(Admission::Named(name)) => (name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from), None),
             Ok(Admission::Verified(identity)) => (identity.user, Some(identity.profile)),
             Err(error) => {
+                self.hub.ips().release(from.ip());
                 self.hub.metrics.auth_failed(error.code());
                 tracing::info!(%from, code = error.code().as_str(), "udp hello refused: {error}");
                 return self.reply_error(from, error.code(), &error.to_string());
             }
         };
-        let Some(token) = new_token() else { return };
+        let Some(token) = new_token() else {
+            self.hub.ips().release(from.ip());
+            return;
+        };
         let conn = self.hub.register(id, user, from, Transport::Udp);
         if let Some(profile) = profile {
             self.hub.identify(&conn, profile);
@@ -224,8 +247,16 @@ impl Udp {
         }
     }
 
-    /// A short error straight to an address (no session needed).
-    fn reply_error(&self, to: SocketAddr, code: ErrorCode, message: &str) {
+    /// A short error straight to an address (no session needed), unless
+    /// that address had one less than a second ago (then it is counted).
+    fn reply_error(&mut self, to: SocketAddr, code: ErrorCode, message: &str) {
+        let now = Instant::now();
+        let bucket = self.buckets.entry(to).or_insert(Bucket { tokens: 0.0, refilled: now, warned: None });
+        if bucket.warned.is_some_and(|warned| now.duration_since(warned) < ERROR_EVERY) {
+            self.hub.metrics.limit_hit(reason::UDP_ERROR_SUPPRESSED);
+            return;
+        }
+        bucket.warned = Some(now);
         let error = Encoded::new(&event::Error::new(None, code, message));
         if let Err(error) = self.socket.try_send_to(&error.framed(Framing::Datagram), to) {
             tracing::debug!(%to, %error, "could not send a udp error");

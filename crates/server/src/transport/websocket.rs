@@ -3,22 +3,43 @@
 //! agreed), JSON commands to the session or messages straight back on the
 //! echo endpoint. The connection itself is driven by
 //! [`super::stream::Connection`].
+//!
+//! A message must be complete within `limits.message_timeout` of its first
+//! byte (a partial frame or the first fragment): a client cannot hold
+//! memory with a message it never finishes. Pings between fragments do not
+//! extend it. The timer exists only while a message is unfinished. A client
+//! that sends pings while not reading its pongs is closed with 1008 once
+//! the next pong would not fit its queue.
 
 use super::stream::Codec;
+use crate::guard::reason;
 use crate::hub::conn::Transport;
 use crate::session::Session;
 use bytes::{Buf, Bytes, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use switchboard_protocol::deflate::{Agreed, InflateError};
 use switchboard_protocol::ws::{self, Decoder, FrameError, Message, OpCode};
 use switchboard_protocol::{CloseCode, ErrorCode};
+use tokio::time::Sleep;
 
 /// Decoder state of one WebSocket connection.
 #[derive(Debug)]
 pub(crate) struct WsCodec {
     decoder: Decoder,
-    /// Bytes of an incomplete frame; `None` whenever a frame boundary was hit.
-    /// Boxed: absent on idle connections, where it costs one pointer.
-    partial: Option<Box<BytesMut>>,
+    /// An unfinished message: the bytes of an incomplete frame and the
+    /// deadline. Boxed: absent on idle connections, where it costs one pointer.
+    pending: Option<Box<Pending>>,
+}
+
+/// What an unfinished message holds.
+#[derive(Debug)]
+struct Pending {
+    /// Bytes of an incomplete frame (empty between fragments).
+    partial: BytesMut,
+    /// When the message must be complete.
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl WsCodec {
@@ -30,7 +51,7 @@ impl WsCodec {
             Some(agreed) => decoder.with_deflate(agreed.client_no_context_takeover),
             None => decoder,
         };
-        WsCodec { decoder, partial: None }
+        WsCodec { decoder, pending: None }
     }
 
     /// Decodes every complete frame in `input`; returns the bytes used.
@@ -51,19 +72,27 @@ impl WsCodec {
 
 impl Codec for WsCodec {
     fn ingest(&mut self, data: &[u8], session: &mut Session) -> Result<(), CloseCode> {
-        match self.partial.take() {
+        match self.pending.take() {
             None => {
                 let used = self.decode_all(data, session)?;
-                if used < data.len() {
-                    self.partial = Some(Box::new(BytesMut::from(&data[used..])));
+                if used < data.len() || self.decoder.in_message() {
+                    let timeout = session.hub().policy().guard.message_timeout;
+                    let deadline = Box::pin(tokio::time::sleep(timeout));
+                    self.pending = Some(Box::new(Pending { partial: BytesMut::from(&data[used..]), deadline }));
                 }
             }
-            Some(mut partial) => {
-                partial.extend_from_slice(data);
-                let used = self.decode_all(&partial, session)?;
-                partial.advance(used);
-                if !partial.is_empty() {
-                    self.partial = Some(partial);
+            Some(mut pending) => {
+                if pending.partial.is_empty() {
+                    let used = self.decode_all(data, session)?;
+                    pending.partial.extend_from_slice(&data[used..]);
+                } else {
+                    pending.partial.extend_from_slice(data);
+                    let used = self.decode_all(&pending.partial, session)?;
+                    pending.partial.advance(used);
+                }
+                // The deadline stays what it was: more bytes do not extend it.
+                if !pending.partial.is_empty() || self.decoder.in_message() {
+                    self.pending = Some(pending);
                 }
             }
         }
@@ -75,7 +104,25 @@ impl Codec for WsCodec {
     }
 
     fn reset(&mut self) {
-        self.partial = None;
+        self.pending = None;
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match &mut self.pending {
+            Some(pending) => pending.deadline.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+
+    /// The unfinished message's time is up.
+    fn on_timer(&mut self, session: &mut Session) -> Result<(), CloseCode> {
+        if self.pending.take().is_none() {
+            return Ok(());
+        }
+        let conn = session.conn();
+        tracing::info!(conn = conn.id, user = %conn.user, peer = %conn.peer(), "message not finished in time, closing with 1008");
+        session.hub().metrics.limit_hit(reason::WS_MESSAGE_TIMEOUT);
+        Err(CloseCode::PolicyViolation)
     }
 }
 
@@ -105,7 +152,18 @@ fn on_message(message: Message, session: &mut Session) -> Result<(), CloseCode> 
             Ok(text) => session.handle(text),
             Err(_) => session.error_event(ErrorCode::BadJson, "binary frame is not UTF-8 JSON"),
         },
-        Message::Ping(payload) => queue(ws::encode(OpCode::Pong, &payload)),
+        Message::Ping(payload) => {
+            let pong = ws::encode(OpCode::Pong, &payload);
+            // Pings from a client that does not read would fill its queue
+            // with pongs: that is abuse (1008), not a slow consumer.
+            if session.conn().queued_bytes() + pong.len() > session.hub().limits().outbound_queue_bytes {
+                let conn = session.conn();
+                tracing::info!(conn = conn.id, user = %conn.user, peer = %conn.peer(), "pings while its queue is full, closing with 1008");
+                session.hub().metrics.limit_hit(reason::PING_FLOOD);
+                return Err(CloseCode::PolicyViolation);
+            }
+            queue(pong);
+        }
         Message::Pong(_) => {}
         Message::Close(frame) => {
             // Echo the peer's code, as RFC 6455 suggests; 1000 for none.

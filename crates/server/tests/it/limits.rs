@@ -59,7 +59,12 @@ async fn invalid_utf8_closes_with_1007_and_protocol_violations_with_1002() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_gets_4008_while_others_keep_receiving() {
-    let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 64 * 1024).await;
+    let server = TestServer::with(|config| {
+        config.limits.outbound_queue_bytes = 64 * 1024;
+        // The publisher sends faster than one connection may by default.
+        config.limits.bytes_per_second = 0;
+    })
+    .await;
     let mut slow = server.client("slow").await;
     request(&mut slow, json!({"op": "join", "room": "feed"})).await;
     let mut fast = server.client("fast").await;
@@ -121,7 +126,12 @@ async fn frames_of_every_size_reach_a_client_that_paused_whole_and_in_order() {
     // ahead for it) while about 9 MB is published, more than its small
     // receive buffer and the server's send buffer (4 MiB at most) hold, so
     // writes stop partway through frames.
-    let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 32 * 1024 * 1024).await;
+    let server = TestServer::with(|config| {
+        config.limits.outbound_queue_bytes = 32 * 1024 * 1024;
+        // 12,000 messages at once: far past one connection's default rate.
+        (config.limits.messages_per_second, config.limits.bytes_per_second) = (0, 0);
+    })
+    .await;
     let mut paused = RawClient::connect_small(server.addr, "/ws?name=paused", 4096).await;
     paused.send_frame(0x81, br#"{"op": "join", "room": "mix", "id": 1}"#).await;
     while !paused.read_event().await.get("re").is_some_and(|re| re == &json!(1)) {}

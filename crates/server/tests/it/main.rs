@@ -1,6 +1,10 @@
 //! Integration tests: a real server on port 0, real sockets, real clients.
 //! One test binary with shared helpers in `support`.
 
+mod abuse;
+mod abuse_inbox;
+mod abuse_ip;
+mod abuse_raw;
 mod auth;
 mod auth_raw;
 mod chat;

@@ -144,6 +144,22 @@ pub fn is_msg(event: &Value) -> bool {
     event["ev"] == json!("msg")
 }
 
+/// A masked client frame (payloads under 64 KiB).
+pub fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![first_byte];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    frame
+}
+
 /// A WebSocket client with no library in between, for sending frames a
 /// well-behaved library refuses to send.
 pub struct RawClient {
@@ -206,18 +222,7 @@ impl RawClient {
 
     /// Writes one masked frame.
     pub async fn send_frame(&mut self, first_byte: u8, payload: &[u8]) {
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![first_byte];
-        match payload.len() {
-            len @ 0..=125 => frame.push(0x80 | len as u8),
-            len => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
-        self.stream.write_all(&frame).await.expect("write frame");
+        self.stream.write_all(&masked_frame(first_byte, payload)).await.expect("write frame");
     }
 
     /// Reads one server frame: (opcode, payload). Panics at end of stream.
