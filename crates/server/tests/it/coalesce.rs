@@ -4,8 +4,7 @@
 //! connection receiving a steady stream writes less often still when its
 //! window may grow; and answers to a connection's own requests never wait.
 
-use crate::raw::Datagrams;
-use crate::support::{is_msg, request, wait_for, TestServer};
+use crate::support::{is_msg, request, wait_for, Datagrams, TestServer};
 use serde_json::json;
 use std::time::Duration;
 use switchboard_client::Client;

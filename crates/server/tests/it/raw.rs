@@ -1,105 +1,11 @@
 //! Raw TCP (JSON lines and human text) and UDP, in the same rooms as
 //! WebSocket clients.
 
-use crate::support::{is_msg, request, wait_for, within, TestServer};
+use crate::support::{is_msg, request, wait_for, within, Datagrams, Lines, TestServer};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-
-/// A line-oriented TCP client, as nc would be.
-struct Lines {
-    reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-}
-
-impl Lines {
-    async fn connect(addr: SocketAddr) -> Lines {
-        let (read, writer) = TcpStream::connect(addr).await.expect("connect").into_split();
-        Lines { reader: BufReader::new(read), writer }
-    }
-
-    async fn send(&mut self, text: &str) {
-        self.writer.write_all(text.as_bytes()).await.expect("write");
-    }
-
-    /// The next line, failing at end of stream or after the test's patience.
-    async fn line(&mut self) -> String {
-        let mut line = String::new();
-        let count = within(self.reader.read_line(&mut line)).await.expect("read");
-        assert!(count > 0, "connection closed while a line was expected");
-        line
-    }
-
-    /// Reads lines until one contains `needle`.
-    async fn until(&mut self, needle: &str) -> String {
-        loop {
-            let line = self.line().await;
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    async fn json_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let value: Value = serde_json::from_str(&self.line().await).expect("a JSON line");
-            if wanted(&value) {
-                return value;
-            }
-        }
-    }
-
-    async fn eof(&mut self) {
-        let mut rest = Vec::new();
-        within(self.reader.read_to_end(&mut rest)).await.expect("read to end");
-    }
-}
-
-/// A UDP client with a session.
-pub(crate) struct Datagrams {
-    socket: UdpSocket,
-    server: SocketAddr,
-    token: String,
-}
-
-impl Datagrams {
-    pub(crate) async fn hello(server: SocketAddr, name: &str) -> Datagrams {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-        let mut client = Datagrams { socket, server, token: String::new() };
-        client.send_raw(&json!({"op": "hello", "name": name})).await;
-        let hello = client.next().await;
-        assert_eq!((hello["ev"].as_str(), hello["user"].as_str()), (Some("hello"), Some(name)));
-        client.token = hello["session"].as_str().expect("session token").to_owned();
-        client
-    }
-
-    async fn send_raw(&self, value: &Value) {
-        self.socket.send_to(value.to_string().as_bytes(), self.server).await.expect("send");
-    }
-
-    pub(crate) async fn send(&self, mut value: Value) {
-        value["session"] = json!(self.token);
-        self.send_raw(&value).await;
-    }
-
-    async fn next(&self) -> Value {
-        let mut buffer = vec![0u8; 65_536];
-        let count = within(self.socket.recv(&mut buffer)).await.expect("recv");
-        serde_json::from_slice(&buffer[..count]).expect("a JSON datagram")
-    }
-
-    pub(crate) async fn until(&self, wanted: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let value = self.next().await;
-            if wanted(&value) {
-                return value;
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_telnet_user_chats_with_a_websocket_user() {

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use switchboard_client::Client;
 use switchboard_server::{Config, Listeners};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -189,9 +190,13 @@ impl RawClient {
         let mut frame = vec![first_byte];
         match payload.len() {
             len @ 0..=125 => frame.push(0x80 | len as u8),
-            len => {
+            len @ 126..=0xFFFF => {
                 frame.push(0x80 | 126);
                 frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
             }
         }
         frame.extend_from_slice(&mask);
@@ -222,6 +227,10 @@ impl RawClient {
         let [first, second, ..] = self.buffer[..] else { return None };
         let (len, header) = match second & 0x7F {
             126 if self.buffer.len() >= 4 => (u16::from_be_bytes([self.buffer[2], self.buffer[3]]) as usize, 4),
+            127 if self.buffer.len() >= 10 => {
+                let bytes: [u8; 8] = self.buffer[2..10].try_into().expect("eight bytes");
+                (usize::try_from(u64::from_be_bytes(bytes)).expect("a frame that fits memory"), 10)
+            }
             126 | 127 => return None,
             short => (short as usize, 2),
         };
@@ -253,5 +262,97 @@ impl RawClient {
     /// Waits until the server closes the TCP connection.
     pub async fn wait_eof(&mut self) {
         within(async { while self.fill().await > 0 {} }).await;
+    }
+}
+
+/// A line-oriented TCP client, as nc would be.
+pub struct Lines {
+    pub reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl Lines {
+    pub async fn connect(addr: SocketAddr) -> Lines {
+        let (read, writer) = TcpStream::connect(addr).await.expect("connect").into_split();
+        Lines { reader: BufReader::new(read), writer }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).await.expect("write");
+    }
+
+    /// The next line, failing at end of stream or after the test's patience.
+    pub async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let count = within(self.reader.read_line(&mut line)).await.expect("read");
+        assert!(count > 0, "connection closed while a line was expected");
+        line
+    }
+
+    /// Reads lines until one contains `needle`.
+    pub async fn until(&mut self, needle: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub async fn json_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let value: Value = serde_json::from_str(&self.line().await).expect("a JSON line");
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+
+    pub async fn eof(&mut self) {
+        let mut rest = Vec::new();
+        within(self.reader.read_to_end(&mut rest)).await.expect("read to end");
+    }
+}
+
+/// A UDP client with a session.
+pub struct Datagrams {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+    pub token: String,
+}
+
+impl Datagrams {
+    pub async fn hello(server: SocketAddr, name: &str) -> Datagrams {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = Datagrams { socket, server, token: String::new() };
+        client.send_raw(&json!({"op": "hello", "name": name})).await;
+        let hello = client.next().await;
+        assert_eq!((hello["ev"].as_str(), hello["user"].as_str()), (Some("hello"), Some(name)));
+        client.token = hello["session"].as_str().expect("session token").to_owned();
+        client
+    }
+
+    pub async fn send_raw(&self, value: &Value) {
+        self.socket.send_to(value.to_string().as_bytes(), self.server).await.expect("send");
+    }
+
+    pub async fn send(&self, mut value: Value) {
+        value["session"] = json!(self.token);
+        self.send_raw(&value).await;
+    }
+
+    pub async fn next(&self) -> Value {
+        let mut buffer = vec![0u8; 65_536];
+        let count = within(self.socket.recv(&mut buffer)).await.expect("recv");
+        serde_json::from_slice(&buffer[..count]).expect("a JSON datagram")
+    }
+
+    pub async fn until(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let value = self.next().await;
+            if wanted(&value) {
+                return value;
+            }
+        }
     }
 }
