@@ -74,9 +74,51 @@ impl Codec for WsCodec {
         ws::close_frame(code)
     }
 
-    fn reset(&mut self) {
-        self.partial = None;
+    /// Keeps an incomplete frame: the peer's close may follow it, and
+    /// without its start the rest could not be read as frames.
+    fn reset(&mut self) {}
+
+    fn ingest_closing(&mut self, data: &[u8]) {
+        if self.decoder.close_received() {
+            return;
+        }
+        match self.partial.take() {
+            None => {
+                let used = skip_to_close(&mut self.decoder, data);
+                if used < data.len() {
+                    self.partial = Some(Box::new(BytesMut::from(&data[used..])));
+                }
+            }
+            Some(mut partial) => {
+                partial.extend_from_slice(data);
+                let used = skip_to_close(&mut self.decoder, &partial);
+                partial.advance(used);
+                if !partial.is_empty() {
+                    self.partial = Some(partial);
+                }
+            }
+        }
     }
+
+    fn peer_closed(&self) -> bool {
+        self.decoder.close_received()
+    }
+}
+
+/// Decodes frames only to find the peer's close, discarding messages;
+/// returns the bytes used. Input that breaks the protocol is all used: no
+/// close can be recognised in it, so the connection waits for the peer's
+/// end of stream or the close timeout instead.
+fn skip_to_close(decoder: &mut Decoder, input: &[u8]) -> usize {
+    let mut used = 0;
+    while !decoder.close_received() {
+        match decoder.decode(&input[used..]) {
+            Ok(decoded) if decoded.consumed > 0 => used += decoded.consumed,
+            Ok(_) => return used,
+            Err(_) => return input.len(),
+        }
+    }
+    used
 }
 
 /// The peer broke the protocol: log it and name the close code. Answers

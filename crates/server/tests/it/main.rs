@@ -8,4 +8,5 @@ mod history;
 mod lifecycle;
 mod limits;
 mod raw;
+mod shutdown;
 mod support;
