@@ -3,7 +3,9 @@
 
 mod chat;
 mod coalesce;
+mod codes;
 mod compression;
+mod faulty;
 mod history;
 mod lifecycle;
 mod limits;

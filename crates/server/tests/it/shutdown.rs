@@ -1,10 +1,14 @@
 //! Graceful shutdown over real sockets: how long it takes when clients
-//! close as asked.
+//! close as asked, what happens to requests during the storage drain, and
+//! upgrades that arrive once the server is shutting down.
 
-use crate::support::{within, Datagrams, Lines, RawClient, TestServer};
+use crate::faulty::Faults;
+use crate::support::{is_msg, replies_before_pong, request, within, Datagrams, Lines, RawClient, TestServer};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_client::ClientError;
+use switchboard_client::{Client, ClientError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Long enough that a shutdown that waited for it would fail the test.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,4 +47,132 @@ async fn shutdown_ends_as_soon_as_every_client_has_closed() {
     let took = started.elapsed();
     assert!(took < CLOSE_TIMEOUT / 3, "shutdown took {took:?} with every client closed");
     raw.wait_eof().await;
+}
+
+/// A send answered `shutting_down`, found by sending one at a time, each
+/// followed by a ping that is answered after it, until the storage drain
+/// has begun. Returns the ids of the sends accepted before.
+async fn send_until_refused(client: &mut Client) -> Vec<u64> {
+    let mut accepted = Vec::new();
+    for id in 100.. {
+        let send = json!({"op": "send", "room": "r", "body": id, "id": id});
+        client.send_text(send.to_string()).await.expect("send");
+        match replies_before_pong(client).await.as_slice() {
+            [] => accepted.push(id),
+            [refused] => {
+                assert_eq!(refused["re"], json!(id), "{refused}");
+                assert_eq!((refused["ok"].clone(), refused["code"].clone()), (json!(false), json!("shutting_down")));
+                assert!(refused["error"].as_str().is_some_and(|text| text.contains("shutting down")), "{refused}");
+                return accepted;
+            }
+            more => panic!("one answer per send: {more:?}"),
+        }
+        assert!(accepted.len() < 1000, "no refusal after 1000 sends into a draining server");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    unreachable!("the loop returns or panics")
+}
+
+/// The same over UDP: returns the ids accepted before the refusal.
+async fn udp_send_until_refused(player: &Datagrams) -> Vec<u64> {
+    let mut accepted = Vec::new();
+    for id in 200.. {
+        player.send(json!({"op": "send", "room": "r", "body": id, "id": id})).await;
+        player.send(json!({"op": "ping"})).await;
+        let mut replies = Vec::new();
+        loop {
+            let datagram = player.next().await;
+            if datagram["ev"] == json!("pong") {
+                break;
+            }
+            if datagram.get("re").is_some() {
+                replies.push(datagram);
+            }
+        }
+        match replies.as_slice() {
+            [] => accepted.push(id),
+            [refused] => {
+                assert_eq!((refused["re"].clone(), refused["code"].clone()), (json!(id), json!("shutting_down")));
+                return accepted;
+            }
+            more => panic!("one answer per send: {more:?}"),
+        }
+        assert!(accepted.len() < 1000, "no refusal after 1000 UDP sends into a draining server");
+    }
+    unreachable!("the loop returns or panics")
+}
+
+#[tokio::test]
+async fn requests_during_the_storage_drain_are_refused_with_shutting_down_and_the_rest_acked() {
+    let faults = Arc::new(Faults::default());
+    let server = TestServer::with_backend(faults.backend(), |_| {}).await;
+    let mut writer = server.client("writer").await;
+    request(&mut writer, json!({"op": "join", "room": "r"})).await;
+    let player = Datagrams::hello(server.udp, "player").await;
+    player.send(json!({"op": "join", "room": "r", "id": 1})).await;
+    assert_eq!(player.until(|v| v["re"] == json!(1)).await["ok"], json!(true));
+
+    // The first message is in a commit that takes as long as the test
+    // likes: the drain at shutdown waits for it, while clients stay connected.
+    let stall = faults.stall();
+    writer.send_text(json!({"op": "send", "room": "r", "body": "first", "id": 1}).to_string()).await.expect("send");
+    faults.until_a_commit_waits().await;
+    let stopped = server.shutdown();
+    let mut accepted = send_until_refused(&mut writer).await;
+    let udp_accepted = udp_send_until_refused(&player).await;
+    stall.release();
+
+    // Every accepted send is stored and acked before the close.
+    accepted.insert(0, 1);
+    let mut acked = Vec::new();
+    let closed = within(async {
+        loop {
+            match writer.next_event().await {
+                Ok(event) if event["ok"] == json!(true) => acked.push(event["re"].as_u64().expect("numeric id")),
+                Ok(event) => assert!(is_msg(&event) || event.get("user").is_some(), "{event}"),
+                Err(error) => return error,
+            }
+        }
+    })
+    .await;
+    assert!(matches!(&closed, ClientError::Closed(Some(frame)) if u16::from(frame.code) == 1001), "{closed:?}");
+    assert_eq!(acked, accepted, "acked in order, then closed");
+    let mut udp_acked = Vec::new();
+    loop {
+        let datagram = player.next().await;
+        if datagram["ev"] == json!("close") {
+            assert_eq!(datagram["code"], json!(1001));
+            break;
+        }
+        if datagram["ok"] == json!(true) {
+            udp_acked.push(datagram["re"].as_u64().expect("numeric id"));
+        }
+    }
+    assert_eq!(udp_acked, udp_accepted, "UDP sends accepted during the drain are acked before the close");
+    within(stopped).await.expect("server task ends cleanly");
+}
+
+#[tokio::test]
+async fn an_upgrade_that_arrives_while_shutting_down_is_answered_503() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    // Accepted before the shutdown, its request head not finished.
+    let mut late = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    late.write_all(b"GET /ws?name=late HTTP/1.1\r\n").await.expect("write");
+    // Connections are accepted in order: once a later one is answered, the
+    // late one's handshake is under way.
+    server.metrics().await;
+    let stopped = server.shutdown();
+    // Alice is closed only once the server is shutting down.
+    let closed = within(alice.next_event()).await;
+    assert!(matches!(&closed, Err(ClientError::Closed(Some(frame))) if u16::from(frame.code) == 1001), "{closed:?}");
+    let rest = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    late.write_all(rest.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    within(late.read_to_string(&mut answer)).await.expect("answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
+    assert!(answer.contains("server is shutting down"), "{answer}");
+    drop(late);
+    within(stopped).await.expect("server task ends cleanly");
 }

@@ -4,6 +4,7 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchboard_client::Client;
+use switchboard_server::store::Backend;
 use switchboard_server::{Config, Listeners};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::OwnedWriteHalf;
@@ -30,6 +31,16 @@ impl TestServer {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::launch(None, adjust).await
+    }
+
+    /// A server over `backend` instead of the storage its config names
+    /// (`switchboard_server::run_with_backend`).
+    pub async fn with_backend(backend: Box<dyn Backend>, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::launch(Some(backend), adjust).await
+    }
+
+    async fn launch(backend: Option<Box<dyn Backend>>, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.websocket.close_timeout = Duration::from_secs(2);
         config.shutdown.drain_timeout = Duration::from_secs(5);
@@ -47,7 +58,11 @@ impl TestServer {
                 let _ = stopped.await;
             };
             let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
-            switchboard_server::run(config, listeners, shutdown).await.expect("server runs");
+            let ran = match backend {
+                Some(backend) => switchboard_server::run_with_backend(config, listeners, backend, shutdown).await,
+                None => switchboard_server::run(config, listeners, shutdown).await,
+            };
+            ran.expect("server runs");
         });
         TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle }
     }
@@ -118,6 +133,27 @@ pub async fn wait_for(client: &mut Client, mut wanted: impl FnMut(&Value) -> boo
 /// Sends a command with an id and returns its reply.
 pub async fn request(client: &mut Client, command: Value) -> Value {
     within(client.request(command)).await.expect("reply")
+}
+
+/// Sends a ping without an id and reads events until its `pong`; returns
+/// the replies (events with `re`) that came before it. Commands are
+/// handled in order, so everything sent before the ping has been by then.
+pub async fn replies_before_pong(client: &mut Client) -> Vec<Value> {
+    client.send_text(json!({"op": "ping"}).to_string()).await.expect("ping");
+    let mut replies = Vec::new();
+    within(async {
+        loop {
+            let event = client.next_event().await.expect("event");
+            if event["ev"] == json!("pong") {
+                return;
+            }
+            if event.get("re").is_some() {
+                replies.push(event);
+            }
+        }
+    })
+    .await;
+    replies
 }
 
 pub fn is_msg(event: &Value) -> bool {
