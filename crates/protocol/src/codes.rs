@@ -59,6 +59,8 @@ impl fmt::Display for ErrorCode {
 }
 
 /// WebSocket close codes the server sends. 1xxx are RFC 6455; 4xxx are ours.
+/// No failure of the server's own closes a connection, so there is no 1011
+/// here; a peer's code without a name here is echoed as [`CloseCode::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseCode {
     /// 1000: orderly close, echoed when the client closes first.
@@ -71,8 +73,6 @@ pub enum CloseCode {
     InvalidPayload,
     /// 1009: a message was over the configured size limit.
     TooBig,
-    /// 1011: an unexpected server-side failure. Reconnect.
-    Internal,
     /// 4001: nothing arrived within the idle timeout (pings went unanswered).
     IdleTimeout,
     /// 4008: the outbound queue went over its byte bound. Reconnect and recover.
@@ -90,7 +90,6 @@ impl CloseCode {
             CloseCode::Protocol => 1002,
             CloseCode::InvalidPayload => 1007,
             CloseCode::TooBig => 1009,
-            CloseCode::Internal => 1011,
             CloseCode::IdleTimeout => 4001,
             CloseCode::SlowConsumer => 4008,
             CloseCode::Other(code) => code,
@@ -99,13 +98,12 @@ impl CloseCode {
 
     /// The code for a number: a named variant when there is one.
     pub fn from_u16(code: u16) -> CloseCode {
-        const NAMED: [CloseCode; 8] = [
+        const NAMED: [CloseCode; 7] = [
             CloseCode::Normal,
             CloseCode::GoingAway,
             CloseCode::Protocol,
             CloseCode::InvalidPayload,
             CloseCode::TooBig,
-            CloseCode::Internal,
             CloseCode::IdleTimeout,
             CloseCode::SlowConsumer,
         ];
@@ -120,7 +118,6 @@ impl CloseCode {
             CloseCode::Protocol => "protocol error",
             CloseCode::InvalidPayload => "invalid utf-8",
             CloseCode::TooBig => "message too big",
-            CloseCode::Internal => "internal error",
             CloseCode::IdleTimeout => "idle timeout",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::Other(_) => "",
