@@ -97,13 +97,26 @@ async fn presence_counts_users_not_tabs() {
 #[tokio::test]
 async fn a_disconnect_counts_as_leaving_every_room() {
     let server = TestServer::start().await;
+    let rooms = ["r1", "r2", "r3"];
     let mut alice = server.client("alice").await;
-    request(&mut alice, json!({"op": "join", "room": "r"})).await;
     let mut bob = server.client("bob").await;
-    request(&mut bob, json!({"op": "join", "room": "r"})).await;
+    for room in rooms {
+        request(&mut alice, json!({"op": "join", "room": room})).await;
+        request(&mut bob, json!({"op": "join", "room": room})).await;
+    }
     within(bob.close()).await.expect("close");
-    let left = wait_for(&mut alice, |e| e["ev"] == json!("leave")).await;
-    assert_eq!(left["user"], json!("bob"));
+    let mut left = Vec::new();
+    while left.len() < rooms.len() {
+        let event = wait_for(&mut alice, |e| e["ev"] == json!("leave")).await;
+        assert_eq!(event["user"], json!("bob"), "{event}");
+        left.push(event["room"].as_str().expect("room").to_owned());
+    }
+    left.sort();
+    assert_eq!(left, rooms, "one leave per room");
+    for room in rooms {
+        let listed = request(&mut alice, json!({"op": "presence", "room": room})).await;
+        assert_eq!(listed["users"], json!(["alice"]), "{room}");
+    }
 }
 
 #[tokio::test]
