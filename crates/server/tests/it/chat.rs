@@ -68,7 +68,8 @@ async fn presence_counts_users_not_tabs() {
     let listed = request(&mut alice, json!({"op": "presence", "room": "r"})).await;
     assert_eq!(listed["users"], json!(["alice", "bob"]));
 
-    request(&mut bob_one, json!({"op": "leave", "room": "r"})).await;
+    let left = request(&mut bob_one, json!({"op": "leave", "room": "r"})).await;
+    assert_eq!((left["ok"].clone(), left["room"].clone()), (json!(true), json!("r")), "{left}");
     request(&mut bob_two, json!({"op": "leave", "room": "r"})).await;
     // A marker published after both leaves: every presence event for bob
     // is queued before it, so alice's events up to it are the whole story.

@@ -12,3 +12,4 @@ mod limits;
 mod raw;
 mod shutdown;
 mod support;
+mod text;
