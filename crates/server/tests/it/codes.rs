@@ -1,8 +1,10 @@
 //! The error codes of docs/PROTOCOL.md provoked over real sockets, each
-//! checked on the wire: `storage_failed` and `overloaded` (both bounds).
+//! checked on the wire: `storage_failed`, `overloaded` (both bounds),
+//! `bad_room` and `bad_user`. The others are provoked where their feature
+//! is tested; `registry.rs` lists which test covers which code.
 
 use crate::faulty::Faults;
-use crate::support::{is_msg, replies_before_pong, request, wait_for, within, TestServer};
+use crate::support::{is_msg, replies_before_pong, request, wait_for, within, Datagrams, Lines, TestServer};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use switchboard_client::Client;
@@ -121,4 +123,42 @@ async fn overloaded_answers_a_request_past_4096_waiting_on_one_connection() {
     assert_eq!(acks_until(&mut alice, Vec::new(), limit).await, (1..=limit).collect::<Vec<_>>());
     let pending = server.metric("switchboard_messages_dropped_total{reason=\"too_many_pending\"}").await;
     assert_eq!(pending, 1.0);
+}
+
+#[tokio::test]
+async fn bad_room_answers_names_too_long_empty_or_with_control_characters() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    let longest = "r".repeat(128);
+    for (id, room) in [(1, "r".repeat(129)), (2, String::new()), (3, "a\u{1}b".into()), (4, "tab\there".into())] {
+        let reply = request(&mut alice, json!({"op": "join", "room": room, "id": id})).await;
+        assert_refused(&reply, reply["re"].clone(), "bad_room");
+    }
+    let send = request(&mut alice, json!({"op": "send", "room": "new\nline", "body": 1})).await;
+    assert_refused(&send, send["re"].clone(), "bad_room");
+    let fits = request(&mut alice, json!({"op": "join", "room": longest})).await;
+    assert_eq!(fits["ok"], json!(true), "128 bytes is the longest name: {fits}");
+}
+
+#[tokio::test]
+async fn bad_user_answers_names_too_long_or_outside_the_alphabet() {
+    let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    for to in ["b".repeat(65), "bo\u{7}b".into(), "bob smith".into(), String::new()] {
+        let reply = request(&mut alice, json!({"op": "dm", "to": to, "body": 1})).await;
+        assert_refused(&reply, reply["re"].clone(), "bad_user");
+    }
+    let fits = request(&mut alice, json!({"op": "dm", "to": "b".repeat(64), "body": 1})).await;
+    assert_eq!(fits["ok"], json!(true), "64 characters is the longest name: {fits}");
+
+    // The name in a raw TCP or UDP hello: answered bad_user, no session.
+    let mut device = Lines::connect(server.tcp).await;
+    device.send(&format!("{{\"op\":\"hello\",\"name\":\"{}\",\"id\":9}}\n", "d".repeat(65))).await;
+    let hello = device.json_until(|v| v["ev"] == json!("hello")).await;
+    assert!(hello["user"].as_str().is_some_and(|user| user.starts_with("guest-")), "{hello}");
+    assert_refused(&device.json_until(|v| v.get("re").is_some()).await, json!(9), "bad_user");
+    let player = Datagrams::hello(server.udp, "player").await;
+    player.send_raw(&json!({"op": "hello", "name": "bad\u{1}name"})).await;
+    let error = player.until(|v| v["ev"] == json!("error")).await;
+    assert_eq!((error["code"].clone(), error.get("re")), (json!("bad_user"), None), "{error}");
 }
