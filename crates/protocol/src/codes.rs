@@ -33,6 +33,23 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of docs/PROTOCOL.md's table (a test checks
+    /// the two against each other).
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownOp,
+        ErrorCode::BadRequest,
+        ErrorCode::BadRoom,
+        ErrorCode::BadUser,
+        ErrorCode::NotMember,
+        ErrorCode::StorageFailed,
+        ErrorCode::Overloaded,
+        ErrorCode::ShuttingDown,
+        ErrorCode::TooLarge,
+        ErrorCode::NoSession,
+        ErrorCode::RateLimited,
+    ];
+
     /// The stable string used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,18 +113,20 @@ impl CloseCode {
         }
     }
 
+    /// Every named code (all but [`CloseCode::Other`]).
+    pub const NAMED: [CloseCode; 7] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::Protocol,
+        CloseCode::InvalidPayload,
+        CloseCode::TooBig,
+        CloseCode::IdleTimeout,
+        CloseCode::SlowConsumer,
+    ];
+
     /// The code for a number: a named variant when there is one.
     pub fn from_u16(code: u16) -> CloseCode {
-        const NAMED: [CloseCode; 7] = [
-            CloseCode::Normal,
-            CloseCode::GoingAway,
-            CloseCode::Protocol,
-            CloseCode::InvalidPayload,
-            CloseCode::TooBig,
-            CloseCode::IdleTimeout,
-            CloseCode::SlowConsumer,
-        ];
-        NAMED.into_iter().find(|named| named.as_u16() == code).unwrap_or(CloseCode::Other(code))
+        Self::NAMED.into_iter().find(|named| named.as_u16() == code).unwrap_or(CloseCode::Other(code))
     }
 
     /// The short reason text sent in the close frame.
@@ -127,5 +146,48 @@ impl CloseCode {
     /// Whether a peer may legally send this code in a close frame (RFC 6455 7.4).
     pub fn is_valid_on_wire(code: u16) -> bool {
         matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A variant added to either enum fails to compile here until it is
+    /// given a place in `ALL` or `NAMED`, which the registry of tested codes
+    /// (crates/server/tests/it/registry.rs) compares with docs/PROTOCOL.md.
+    #[test]
+    fn every_variant_is_listed() {
+        let error_index = |code: ErrorCode| match code {
+            ErrorCode::BadJson => 0,
+            ErrorCode::UnknownOp => 1,
+            ErrorCode::BadRequest => 2,
+            ErrorCode::BadRoom => 3,
+            ErrorCode::BadUser => 4,
+            ErrorCode::NotMember => 5,
+            ErrorCode::StorageFailed => 6,
+            ErrorCode::Overloaded => 7,
+            ErrorCode::ShuttingDown => 8,
+            ErrorCode::TooLarge => 9,
+            ErrorCode::NoSession => 10,
+            ErrorCode::RateLimited => 11,
+        };
+        for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(error_index(code), index, "{code}");
+        }
+        let close_index = |code: CloseCode| match code {
+            CloseCode::Normal => 0,
+            CloseCode::GoingAway => 1,
+            CloseCode::Protocol => 2,
+            CloseCode::InvalidPayload => 3,
+            CloseCode::TooBig => 4,
+            CloseCode::IdleTimeout => 5,
+            CloseCode::SlowConsumer => 6,
+            CloseCode::Other(_) => usize::MAX,
+        };
+        for (index, code) in CloseCode::NAMED.into_iter().enumerate() {
+            assert_eq!(close_index(code), index, "{code:?}");
+            assert_eq!(CloseCode::from_u16(code.as_u16()), code);
+        }
     }
 }

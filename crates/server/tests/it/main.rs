@@ -2,6 +2,7 @@
 //! One test binary with shared helpers in `support`.
 
 mod chat;
+mod closes;
 mod coalesce;
 mod codes;
 mod compression;
@@ -10,6 +11,7 @@ mod history;
 mod lifecycle;
 mod limits;
 mod raw;
+mod registry;
 mod shutdown;
 mod support;
 mod text;

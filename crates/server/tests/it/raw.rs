@@ -279,3 +279,38 @@ async fn a_client_that_shuts_its_side_still_gets_every_answer() {
     assert!(lines.iter().any(|line| line["ev"] == json!("dm") && line["body"] == json!("stored")), "{rest}");
     assert_eq!(lines.last().map(|line| line["ev"].clone()), Some(json!("close")), "the close line comes last: {rest}");
 }
+
+#[tokio::test]
+async fn a_second_udp_hello_from_the_same_address_replaces_the_session() {
+    let server = TestServer::start().await;
+    let mut web = server.client("webby").await;
+    request(&mut web, json!({"op": "join", "room": "r"})).await;
+    let mut player = Datagrams::hello(server.udp, "player").await;
+    player.send(json!({"op": "join", "room": "r", "id": 1})).await;
+    player.until(|v| v["re"] == json!(1)).await;
+    wait_for(&mut web, |e| e["ev"] == json!("join") && e["user"] == json!("player")).await;
+
+    let old = player.token.clone();
+    player.send_raw(&json!({"op": "hello", "name": "player2"})).await;
+    // The old session is closed (1000) and a new one greeted, in either order.
+    let (mut hello, mut closed) = (None, None);
+    while hello.is_none() || closed.is_none() {
+        let datagram = player.next().await;
+        match datagram["ev"].as_str() {
+            Some("hello") => hello = Some(datagram),
+            Some("close") => closed = Some(datagram),
+            _ => {}
+        }
+    }
+    let (hello, closed) = (hello.expect("hello"), closed.expect("close"));
+    assert_eq!((hello["user"].clone(), closed["code"].clone()), (json!("player2"), json!(1000)));
+    player.token = hello["session"].as_str().expect("a new token").to_owned();
+    assert_ne!(player.token, old);
+    assert_eq!(wait_for(&mut web, |e| e["ev"] == json!("leave")).await["user"], json!("player"));
+    player.send_raw(&json!({"op": "ping", "id": 5, "session": old})).await;
+    assert_eq!(player.until(|v| v["ev"] == json!("error")).await["code"], json!("no_session"));
+    player.send(json!({"op": "ping", "id": 6})).await;
+    assert_eq!(player.until(|v| v.get("re").is_some()).await, json!({"re": 6, "ok": true}));
+    let listed = request(&mut web, json!({"op": "presence", "room": "r"})).await;
+    assert_eq!(listed["users"], json!(["webby"]), "the replaced session left its room");
+}

@@ -4,7 +4,7 @@
 
 use crate::faulty::Faults;
 use crate::support::{is_msg, replies_before_pong, request, within, Datagrams, Lines, RawClient, TestServer};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_client::{Client, ClientError};
@@ -49,10 +49,10 @@ async fn shutdown_ends_as_soon_as_every_client_has_closed() {
     raw.wait_eof().await;
 }
 
-/// A send answered `shutting_down`, found by sending one at a time, each
-/// followed by a ping that is answered after it, until the storage drain
-/// has begun. Returns the ids of the sends accepted before.
-async fn send_until_refused(client: &mut Client) -> Vec<u64> {
+/// Sends one at a time, each followed by a ping that is answered after it,
+/// until a send is refused (once the storage drain has begun). Returns the
+/// ids accepted before, and the refusal.
+async fn send_until_refused(client: &mut Client) -> (Vec<u64>, Value) {
     let mut accepted = Vec::new();
     for id in 100.. {
         let send = json!({"op": "send", "room": "r", "body": id, "id": id});
@@ -61,20 +61,19 @@ async fn send_until_refused(client: &mut Client) -> Vec<u64> {
             [] => accepted.push(id),
             [refused] => {
                 assert_eq!(refused["re"], json!(id), "{refused}");
-                assert_eq!((refused["ok"].clone(), refused["code"].clone()), (json!(false), json!("shutting_down")));
-                assert!(refused["error"].as_str().is_some_and(|text| text.contains("shutting down")), "{refused}");
-                return accepted;
+                return (accepted, refused.clone());
             }
             more => panic!("one answer per send: {more:?}"),
         }
         assert!(accepted.len() < 1000, "no refusal after 1000 sends into a draining server");
+        // Pacing only: the drain starts on its own thread.
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     unreachable!("the loop returns or panics")
 }
 
-/// The same over UDP: returns the ids accepted before the refusal.
-async fn udp_send_until_refused(player: &Datagrams) -> Vec<u64> {
+/// The same over UDP.
+async fn udp_send_until_refused(player: &Datagrams) -> (Vec<u64>, Value) {
     let mut accepted = Vec::new();
     for id in 200.. {
         player.send(json!({"op": "send", "room": "r", "body": id, "id": id})).await;
@@ -92,8 +91,8 @@ async fn udp_send_until_refused(player: &Datagrams) -> Vec<u64> {
         match replies.as_slice() {
             [] => accepted.push(id),
             [refused] => {
-                assert_eq!((refused["re"].clone(), refused["code"].clone()), (json!(id), json!("shutting_down")));
-                return accepted;
+                assert_eq!(refused["re"], json!(id), "{refused}");
+                return (accepted, refused.clone());
             }
             more => panic!("one answer per send: {more:?}"),
         }
@@ -118,8 +117,11 @@ async fn requests_during_the_storage_drain_are_refused_with_shutting_down_and_th
     writer.send_text(json!({"op": "send", "room": "r", "body": "first", "id": 1}).to_string()).await.expect("send");
     faults.until_a_commit_waits().await;
     let stopped = server.shutdown();
-    let mut accepted = send_until_refused(&mut writer).await;
-    let udp_accepted = udp_send_until_refused(&player).await;
+    let (mut accepted, refused) = send_until_refused(&mut writer).await;
+    assert_eq!((refused["ok"].clone(), refused["code"].clone()), (json!(false), json!("shutting_down")));
+    assert!(refused["error"].as_str().is_some_and(|text| text.contains("shutting down")), "{refused}");
+    let (udp_accepted, refused) = udp_send_until_refused(&player).await;
+    assert_eq!((refused["ok"].clone(), refused["code"].clone()), (json!(false), json!("shutting_down")));
     stall.release();
 
     // Every accepted send is stored and acked before the close.
