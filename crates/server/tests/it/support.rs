@@ -110,6 +110,23 @@ impl TestServer {
             .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |value| value.trim().parse().expect("numeric sample"))
     }
+
+    /// Waits until a counter reaches `at_least` and returns its value then.
+    /// For counts made on the storage threads: a member may receive a
+    /// stored message's frame before the thread that queued it has counted
+    /// it (counts are added once per fan-out, after the last member).
+    pub async fn metric_reaching(&self, sample: &str, at_least: f64) -> f64 {
+        within(async {
+            loop {
+                let value = self.metric(sample).await;
+                if value >= at_least {
+                    return value;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
 }
 
 /// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
