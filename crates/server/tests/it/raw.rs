@@ -165,7 +165,8 @@ async fn a_udp_flood_is_rate_limited() {
         let error: Value = serde_json::from_slice(&buffer[..count]).expect("json");
         codes.push(error["code"].clone());
     }
-    assert!(server.metric("switchboard_messages_dropped_total{reason=\"udp_rate_limited\"}").await >= 100.0);
+    // The first refusal is answered before the rest of the flood is read.
+    server.metric_reaching("switchboard_messages_dropped_total{reason=\"udp_rate_limited\"}", 100.0).await;
 }
 
 #[tokio::test]
