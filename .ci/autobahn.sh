@@ -68,25 +68,29 @@ if install_wstest; then RUNNER=wstest; else install_kosoku; RUNNER=kosoku; fi
 
 # A stale index.json must never pass for this run's verdict.
 rm -rf "$OUT" && mkdir -p "$OUT"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-URL=ws://127.0.0.1:$PORT/ws/echo
 
 # Section 9 sends messages of up to 16 MiB and expects them echoed whole.
 # Run from $OUT so whatever the server writes to its cwd stays out of the tree.
+# Every listener binds port 0; the server logs the address it got ("switchboard
+# listening ... address=127.0.0.1:PORT", at info level from its server module).
 (
     cd "$OUT"
     export SWITCHBOARD_LIMITS__MAX_MESSAGE_SIZE=20000000 \
-        SWITCHBOARD_LIMITS__OUTBOUND_QUEUE_BYTES=67108864 SWITCHBOARD_WEBSOCKET__COMPRESSION=true RUST_LOG=warn
-    exec "$BIN" serve --http "127.0.0.1:$PORT" --tcp 127.0.0.1:0 --udp 127.0.0.1:0
+        SWITCHBOARD_LIMITS__OUTBOUND_QUEUE_BYTES=67108864 SWITCHBOARD_WEBSOCKET__COMPRESSION=true \
+        RUST_LOG=warn,switchboard_server::server=info NO_COLOR=1
+    exec "$BIN" serve --http 127.0.0.1:0 --tcp 127.0.0.1:0 --udp 127.0.0.1:0
 ) >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 
+PORT=
 for _ in $(seq 300); do   # up to 30 s
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+    PORT=$(sed -n 's/.*switchboard listening.* address=127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$OUT/server.log" | head -n 1)
+    [ -n "$PORT" ] && break
     kill -0 "$SERVER_PID" 2>/dev/null || { echo "autobahn: server exited at startup:" >&2; cat "$OUT/server.log" >&2; exit 1; }
     sleep 0.1
 done
-(exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || { echo "autobahn: server not listening on $PORT after 30 s" >&2; exit 1; }
+[ -n "$PORT" ] || { echo "autobahn: the server logged no listening address within 30 s:" >&2; cat "$OUT/server.log" >&2; exit 1; }
+URL=ws://127.0.0.1:$PORT/ws/echo
 
 echo "autobahn: $RUNNER against $URL"
 rc=0

@@ -23,30 +23,41 @@ function assertRecentTs(ts) {
   assert.ok(Math.abs(Date.now() - ts) < 60_000, `ts ${ts} is not near now (${Date.now()})`);
 }
 
+// Every test gets its own server and its own browser context: no test sees
+// another's rooms, users, inboxes or seq numbers, so they pass in any order
+// and alone (node --test --test-name-pattern ...).
 describe('switchboard in a browser', () => {
   let browser;
-  let server;
-  let context;
 
   before(async () => {
     if (missing) return; // the tests themselves skip or fail
     browser = await launchBrowser();
-    server = await startServer();
   }, T);
 
   after(async () => {
-    await context?.close();
     await browser?.close();
-    await server?.stop();
   }, T);
 
-  // Each test gets fresh pages; closing the context closes their sockets.
+  // A fresh server and context for one test; `done` stops both.
   const fresh = async () => {
-    await context?.close();
-    context = await browser.newContext();
-    return context;
+    const server = await startServer();
+    const context = await browser.newContext();
+    const done = async () => {
+      await context.close();
+      await server.stop();
+    };
+    return { server, context, done };
   };
-  const connect = async (ctx, name) => {
+  // Runs `fn` with a fresh server and context, and always cleans up.
+  const isolated = (fn) => async () => {
+    const { server, context, done } = await fresh();
+    try {
+      await fn({ server, ctx: context });
+    } finally {
+      await done();
+    }
+  };
+  const connect = async (server, ctx, name) => {
     const client = await openClient(ctx, server.wsUrl(`/ws?name=${name}`));
     const hello = await client.next({ ev: 'hello' });
     assert.equal(hello.user, name);
@@ -63,11 +74,10 @@ describe('switchboard in a browser', () => {
     return reply;
   };
 
-  e2e('room chat: join presence and a message between two pages', async () => {
-    const ctx = await fresh();
-    const alice = await connect(ctx, 'alice');
+  e2e('room chat: join presence and a message between two pages', isolated(async ({ server, ctx }) => {
+    const alice = await connect(server, ctx, 'alice');
     await join(alice, 'lobby', 1);
-    const bob = await connect(ctx, 'bob');
+    const bob = await connect(server, ctx, 'bob');
     await join(bob, 'lobby', 1);
     assert.deepEqual(await alice.next({ ev: 'join', user: 'bob' }), { ev: 'join', room: 'lobby', user: 'bob' });
 
@@ -82,12 +92,11 @@ describe('switchboard in a browser', () => {
     assertRecentTs(reply.ts);
     assert.deepEqual(reply, { re: 2, ok: true, seq: 1, ts: reply.ts });
     assert.deepEqual(await bob.next({ ev: 'msg' }), msg);
-  });
+  }));
 
-  e2e('direct messages: delivered live, and kept for an offline user until they connect', async () => {
-    const ctx = await fresh();
-    const alice = await connect(ctx, 'alice');
-    const bob = await connect(ctx, 'bob');
+  e2e('direct messages: delivered live, and kept for an offline user until they connect', isolated(async ({ server, ctx }) => {
+    const alice = await connect(server, ctx, 'alice');
+    const bob = await connect(server, ctx, 'bob');
 
     const body = { text: 'psst, bob' };
     await alice.send({ op: 'dm', to: 'bob', body, id: 3 });
@@ -109,13 +118,12 @@ describe('switchboard in a browser', () => {
     const kept = await dana.next({ ev: 'dm' });
     assert.deepEqual(kept, { ev: 'dm', from: 'alice', to: 'dana', seq: stored.seq, ts: stored.ts, body: later });
     assert.deepEqual(await dana.next({ ev: 'replayed' }), { ev: 'replayed', inbox: true, count: 1, recovered: true });
-  });
+  }));
 
-  e2e('a page that reconnects with since gets exactly what it missed, then the live stream', async () => {
-    const ctx = await fresh();
-    const alice = await connect(ctx, 'alice');
+  e2e('a page that reconnects with since gets exactly what it missed, then the live stream', isolated(async ({ server, ctx }) => {
+    const alice = await connect(server, ctx, 'alice');
     await join(alice, 'news', 1);
-    const bob = await connect(ctx, 'bob');
+    const bob = await connect(server, ctx, 'bob');
     await join(bob, 'news', 1);
     await alice.send({ op: 'send', room: 'news', body: 'one', id: 2 });
     const seen = await bob.next({ ev: 'msg' });
@@ -128,7 +136,7 @@ describe('switchboard in a browser', () => {
     }
     // The room's epoch, as a client would have kept it from any join reply.
     const { epoch } = await join(alice, 'news', 20);
-    const back = await connect(ctx, 'bob');
+    const back = await connect(server, ctx, 'bob');
     const rejoin = await join(back, 'news', 1, { since: seen.seq, epoch });
     assert.equal(rejoin.recovered, true, JSON.stringify(rejoin));
     for (const [i, text] of missed.entries()) {
@@ -139,11 +147,10 @@ describe('switchboard in a browser', () => {
     await alice.send({ op: 'send', room: 'news', body: 'live', id: 30 });
     const live = await back.next({ ev: 'msg' });
     assert.deepEqual([live.seq, live.body], [seen.seq + 4, 'live']);
-  });
+  }));
 
-  e2e('bad JSON keeps the socket open; an oversized message closes it with 1009', async () => {
-    const ctx = await fresh();
-    const carol = await connect(ctx, 'carol');
+  e2e('bad JSON keeps the socket open; an oversized message closes it with 1009', isolated(async ({ server, ctx }) => {
+    const carol = await connect(server, ctx, 'carol');
 
     await carol.send('this is {not json');
     const err = await carol.next({ ev: 'error' });
@@ -165,22 +172,15 @@ describe('switchboard in a browser', () => {
     await carol.send('x'.repeat(MAX_MESSAGE_SIZE + 1));
     const closed = await carol.closed();
     assert.equal(closed.code, 1009, `close event ${JSON.stringify(closed)}`);
-  });
+  }));
 
-  e2e('graceful shutdown: SIGTERM closes a connected page with 1001', async () => {
-    // Its own server, so stopping it leaves the shared one alone.
-    const doomed = await startServer();
-    try {
-      const ctx = await fresh();
-      const page = await openClient(ctx, doomed.wsUrl('/ws?name=erin'));
-      await page.next({ ev: 'hello' });
-      const exit = await doomed.stop();
-      const closed = await page.closed();
-      assert.equal(closed.code, 1001, `close event ${JSON.stringify(closed)}`);
-      assert.equal(exit.killed, false, `server needed SIGKILL; log:\n${doomed.logTail()}`);
-      assert.equal(exit.code, 0, `server exit ${JSON.stringify(exit)}; log:\n${doomed.logTail()}`);
-    } finally {
-      await doomed.stop();
-    }
-  });
+  e2e('graceful shutdown: SIGTERM closes a connected page with 1001', isolated(async ({ server, ctx }) => {
+    const page = await openClient(ctx, server.wsUrl('/ws?name=erin'));
+    await page.next({ ev: 'hello' });
+    const exit = await server.stop();
+    const closed = await page.closed();
+    assert.equal(closed.code, 1001, `close event ${JSON.stringify(closed)}`);
+    assert.equal(exit.killed, false, `server needed SIGKILL; log:\n${server.logTail()}`);
+    assert.equal(exit.code, 0, `server exit ${JSON.stringify(exit)}; log:\n${server.logTail()}`);
+  }));
 });

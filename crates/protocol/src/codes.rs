@@ -62,6 +62,37 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of docs/PROTOCOL.md's table (a test checks
+    /// the two against each other).
+    pub const ALL: [ErrorCode; 26] = [
+        ErrorCode::BadJson,
+        ErrorCode::UnknownOp,
+        ErrorCode::BadRequest,
+        ErrorCode::BadRoom,
+        ErrorCode::BadUser,
+        ErrorCode::NotMember,
+        ErrorCode::StorageFailed,
+        ErrorCode::Overloaded,
+        ErrorCode::ShuttingDown,
+        ErrorCode::TooLarge,
+        ErrorCode::NoSession,
+        ErrorCode::RateLimited,
+        ErrorCode::Forbidden,
+        ErrorCode::TokenRequired,
+        ErrorCode::NameNotAllowed,
+        ErrorCode::TokenMalformed,
+        ErrorCode::TokenInvalidSignature,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenNotYetValid,
+        ErrorCode::TokenWrongAudience,
+        ErrorCode::TokenWrongIssuer,
+        ErrorCode::TokenInvalidClaims,
+        ErrorCode::TokenUserMismatch,
+        ErrorCode::OriginNotAllowed,
+        ErrorCode::ApiKeyRequired,
+        ErrorCode::ApiKeyInvalid,
+    ];
+
     /// The stable string used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -102,6 +133,8 @@ impl fmt::Display for ErrorCode {
 }
 
 /// WebSocket close codes the server sends. 1xxx are RFC 6455; 4xxx are ours.
+/// No failure of the server's own closes a connection, so there is no 1011
+/// here; a peer's code without a name here is echoed as [`CloseCode::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseCode {
     /// 1000: orderly close, echoed when the client closes first.
@@ -118,8 +151,6 @@ pub enum CloseCode {
     PolicyViolation,
     /// 1009: a message was over the configured size limit.
     TooBig,
-    /// 1011: an unexpected server-side failure. Reconnect.
-    Internal,
     /// 4001: nothing arrived within the idle timeout (pings went unanswered).
     IdleTimeout,
     /// 4003: raw TCP or UDP: the first command did not authenticate.
@@ -142,7 +173,6 @@ impl CloseCode {
             CloseCode::InvalidPayload => 1007,
             CloseCode::PolicyViolation => 1008,
             CloseCode::TooBig => 1009,
-            CloseCode::Internal => 1011,
             CloseCode::IdleTimeout => 4001,
             CloseCode::Unauthorized => 4003,
             CloseCode::TokenExpired => 4005,
@@ -151,22 +181,23 @@ impl CloseCode {
         }
     }
 
+    /// Every named code (all but [`CloseCode::Other`]).
+    pub const NAMED: [CloseCode; 10] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::Protocol,
+        CloseCode::InvalidPayload,
+        CloseCode::PolicyViolation,
+        CloseCode::TooBig,
+        CloseCode::IdleTimeout,
+        CloseCode::Unauthorized,
+        CloseCode::TokenExpired,
+        CloseCode::SlowConsumer,
+    ];
+
     /// The code for a number: a named variant when there is one.
     pub fn from_u16(code: u16) -> CloseCode {
-        const NAMED: [CloseCode; 11] = [
-            CloseCode::Normal,
-            CloseCode::GoingAway,
-            CloseCode::Protocol,
-            CloseCode::InvalidPayload,
-            CloseCode::PolicyViolation,
-            CloseCode::TooBig,
-            CloseCode::Internal,
-            CloseCode::IdleTimeout,
-            CloseCode::Unauthorized,
-            CloseCode::TokenExpired,
-            CloseCode::SlowConsumer,
-        ];
-        NAMED.into_iter().find(|named| named.as_u16() == code).unwrap_or(CloseCode::Other(code))
+        Self::NAMED.into_iter().find(|named| named.as_u16() == code).unwrap_or(CloseCode::Other(code))
     }
 
     /// The short reason text sent in the close frame.
@@ -178,7 +209,6 @@ impl CloseCode {
             CloseCode::InvalidPayload => "invalid utf-8",
             CloseCode::PolicyViolation => "policy violation",
             CloseCode::TooBig => "message too big",
-            CloseCode::Internal => "internal error",
             CloseCode::IdleTimeout => "idle timeout",
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token expired",
@@ -190,5 +220,65 @@ impl CloseCode {
     /// Whether a peer may legally send this code in a close frame (RFC 6455 7.4).
     pub fn is_valid_on_wire(code: u16) -> bool {
         matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A variant added to either enum fails to compile here until it is
+    /// given a place in `ALL` or `NAMED`, which the registry of tested codes
+    /// (crates/server/tests/it/registry.rs) compares with docs/PROTOCOL.md.
+    #[test]
+    fn every_variant_is_listed() {
+        let error_index = |code: ErrorCode| match code {
+            ErrorCode::BadJson => 0,
+            ErrorCode::UnknownOp => 1,
+            ErrorCode::BadRequest => 2,
+            ErrorCode::BadRoom => 3,
+            ErrorCode::BadUser => 4,
+            ErrorCode::NotMember => 5,
+            ErrorCode::StorageFailed => 6,
+            ErrorCode::Overloaded => 7,
+            ErrorCode::ShuttingDown => 8,
+            ErrorCode::TooLarge => 9,
+            ErrorCode::NoSession => 10,
+            ErrorCode::RateLimited => 11,
+            ErrorCode::Forbidden => 12,
+            ErrorCode::TokenRequired => 13,
+            ErrorCode::NameNotAllowed => 14,
+            ErrorCode::TokenMalformed => 15,
+            ErrorCode::TokenInvalidSignature => 16,
+            ErrorCode::TokenExpired => 17,
+            ErrorCode::TokenNotYetValid => 18,
+            ErrorCode::TokenWrongAudience => 19,
+            ErrorCode::TokenWrongIssuer => 20,
+            ErrorCode::TokenInvalidClaims => 21,
+            ErrorCode::TokenUserMismatch => 22,
+            ErrorCode::OriginNotAllowed => 23,
+            ErrorCode::ApiKeyRequired => 24,
+            ErrorCode::ApiKeyInvalid => 25,
+        };
+        for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(error_index(code), index, "{code}");
+        }
+        let close_index = |code: CloseCode| match code {
+            CloseCode::Normal => 0,
+            CloseCode::GoingAway => 1,
+            CloseCode::Protocol => 2,
+            CloseCode::InvalidPayload => 3,
+            CloseCode::PolicyViolation => 4,
+            CloseCode::TooBig => 5,
+            CloseCode::IdleTimeout => 6,
+            CloseCode::Unauthorized => 7,
+            CloseCode::TokenExpired => 8,
+            CloseCode::SlowConsumer => 9,
+            CloseCode::Other(_) => usize::MAX,
+        };
+        for (index, code) in CloseCode::NAMED.into_iter().enumerate() {
+            assert_eq!(close_index(code), index, "{code:?}");
+            assert_eq!(CloseCode::from_u16(code.as_u16()), code);
+        }
     }
 }

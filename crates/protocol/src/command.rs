@@ -305,6 +305,26 @@ mod tests {
         assert!(matches!(auth, Command::Auth { ref token } if token == "a.b.c"));
         let missing = parse(r#"{"op":"auth","id":2}"#).expect_err("no token");
         assert_eq!((missing.code, missing.message.contains("token")), (ErrorCode::BadRequest, true));
+        let volatile = parse(r#"{"op":"send","room":"r","body":1,"volatile":true}"#).expect("valid").command;
+        assert!(matches!(volatile, Command::Send { volatile: true, .. }));
+        let history = parse(r#"{"op":"history","room":"r","before":9,"limit":3}"#).expect("valid").command;
+        assert!(matches!(history, Command::History { ref room, before: Some(9), limit: Some(3) } if room == "r"));
+        let newest = parse(r#"{"op":"history","room":"r"}"#).expect("valid").command;
+        assert!(matches!(newest, Command::History { before: None, limit: None, .. }));
+        let inbox = parse(r#"{"op":"inbox","since":4,"epoch":77}"#).expect("valid").command;
+        assert!(matches!(inbox, Command::Inbox { since: Some(4), epoch: Some(77) }));
+        assert!(matches!(
+            parse(r#"{"op":"inbox"}"#).expect("valid").command,
+            Command::Inbox { since: None, epoch: None }
+        ));
+        let hello = parse(r#"{"op":"hello","name":"sensor-1"}"#).expect("valid").command;
+        assert!(matches!(hello, Command::Hello { name: Some(ref name), token: None } if name == "sensor-1"));
+        assert!(matches!(
+            parse(r#"{"op":"hello"}"#).expect("valid").command,
+            Command::Hello { name: None, token: None }
+        ));
+        let rejoin = parse(r#"{"op":"join","room":"r","since":5,"epoch":8}"#).expect("valid").command;
+        assert!(matches!(rejoin, Command::Join { since: Some(5), epoch: Some(8), .. }));
     }
 
     #[test]

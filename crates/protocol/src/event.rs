@@ -62,10 +62,15 @@ impl Encoded {
     /// Compressed on the first call for a window and shared after that; most
     /// events fit every window (see [`deflate::effective_window`]), so one
     /// compression usually serves every compressing subscriber.
-    pub fn deflated(&self, window_bits: u8) -> Option<Bytes> {
+    /// `compressing` runs when this call is the one that compresses.
+    pub fn deflated(&self, window_bits: u8, compressing: impl FnOnce()) -> Option<Bytes> {
         let bits = deflate::effective_window(self.json().len(), window_bits);
         let slot = &self.deflated[usize::from(bits - MIN_WINDOW_BITS)];
-        slot.get_or_init(|| deflate::compress_frame(OpCode::Text, self.json(), bits)).clone()
+        slot.get_or_init(|| {
+            compressing();
+            deflate::compress_frame(OpCode::Text, self.json(), bits)
+        })
+        .clone()
     }
 
     /// The event framed for `framing` (a cheap view, no copy).

@@ -185,6 +185,9 @@ pub struct Decoder {
     /// beside it an idle decoder is two words.
     max_message: u32,
     deflate: Deflate,
+    /// A close frame was decoded: the peer will send nothing more (it fits
+    /// beside `deflate`, so an idle decoder stays two words).
+    close_received: bool,
     /// Boxed and absent while idle: an idle connection pays one pointer.
     extra: Option<Box<Extra>>,
 }
@@ -194,7 +197,7 @@ impl Decoder {
     /// reassembly; at most `u32::MAX`).
     pub fn new(max_message: usize) -> Self {
         let max_message = u32::try_from(max_message).unwrap_or(u32::MAX);
-        Decoder { max_message, deflate: Deflate::Off, extra: None }
+        Decoder { max_message, deflate: Deflate::Off, close_received: false, extra: None }
     }
 
     /// Accepts compressed messages (permessage-deflate was negotiated), whose
@@ -229,6 +232,12 @@ impl Decoder {
         unmask(&mut payload, header.mask);
         let message = self.on_frame(&header, payload)?;
         Ok(Decoded { consumed: total, message })
+    }
+
+    /// Whether the peer's close frame has been decoded. After it and our own
+    /// close, RFC 6455 section 5.5.1 has the server close the TCP connection.
+    pub fn close_received(&self) -> bool {
+        self.close_received
     }
 
     /// Whether a fragmented message is being assembled (the fuzz targets
@@ -281,7 +290,11 @@ impl Decoder {
         match header.opcode {
             OpCode::Ping => Ok(Some(Message::Ping(payload.freeze()))),
             OpCode::Pong => Ok(Some(Message::Pong(payload.freeze()))),
-            OpCode::Close => parse_close(&payload).map(|close| Some(Message::Close(close))),
+            OpCode::Close => {
+                let close = parse_close(&payload)?;
+                self.close_received = true;
+                Ok(Some(Message::Close(close)))
+            }
             OpCode::Text | OpCode::Binary if header.fin => {
                 Ok(Some(self.finish_message(header.opcode == OpCode::Text, header.compressed, payload)?))
             }

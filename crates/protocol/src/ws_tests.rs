@@ -35,6 +35,18 @@ fn decode_all(decoder: &mut Decoder, mut input: &[u8]) -> Result<Vec<Message>, F
 }
 
 #[test]
+fn the_decoder_remembers_the_peer_s_close_only_once_it_is_valid() {
+    let mut decoder = Decoder::new(1024);
+    decode_all(&mut decoder, &client_frame(true, 1, b"hi", MASK)).expect("text");
+    decode_all(&mut decoder, &client_frame(true, 9, b"", MASK)).expect("ping");
+    assert!(!decoder.close_received());
+    assert!(decode_all(&mut decoder, &client_frame(true, 8, &[0x03], MASK)).is_err(), "a one-byte close");
+    assert!(!decoder.close_received(), "an invalid close is a protocol error, not a close");
+    decode_all(&mut decoder, &client_frame(true, 8, &1000u16.to_be_bytes(), MASK)).expect("close");
+    assert!(decoder.close_received());
+}
+
+#[test]
 fn decodes_a_masked_text_frame() {
     let frame = client_frame(true, 1, b"Hello", MASK);
     let decoded = Decoder::new(1024).decode(&frame).expect("valid frame");

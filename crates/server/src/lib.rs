@@ -1,4 +1,5 @@
-//! The Switchboard server as a library: `run(config, listeners, shutdown)`.
+//! The Switchboard server as a library: `run(config, listeners, shutdown)`,
+//! or `run_with_backend` over a storage backend of the caller's.
 //!
 //! # Layout
 //! - [`config`]: the configuration and its layered loading.
@@ -40,4 +41,4 @@ pub mod trim;
 mod util;
 
 pub use config::Config;
-pub use server::{run, run_with_reload, Listeners, ServerError};
+pub use server::{run, run_with_backend, run_with_reload, Listeners, ServerError};

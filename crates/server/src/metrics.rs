@@ -60,6 +60,7 @@ pub struct Metrics {
     pub write_windows_grown: Counter,
     pub udp_datagrams: Counter,
     pub compressed_frames: Counter,
+    pub compressions: Counter,
     pub compression_saved_bytes: Counter,
     pub limit_hits: Family<ReasonLabel, Counter>,
 }
@@ -134,6 +135,11 @@ impl Metrics {
             "ws_compressed_frames",
             "WebSocket frames queued compressed (permessage-deflate), counted per recipient",
             self.compressed_frames.clone(),
+        );
+        r.register(
+            "ws_compressions",
+            "Messages run through the compressor: once per event and window size, shared by every recipient",
+            self.compressions.clone(),
         );
         r.register(
             "ws_compression_saved_bytes",

@@ -82,6 +82,32 @@ pub async fn run_with_reload(
     shutdown: impl Future<Output = ()>,
     reloads: Option<Reloads>,
 ) -> Result<(), ServerError> {
+    let backend = open_backend(&config)?;
+    serve(config, listeners, backend, shutdown, reloads).await
+}
+
+/// [`run`] over a storage backend the caller built instead of the one the
+/// config names (`config.storage.backend` and `config.data` are then
+/// unused). The integration tests use it for a backend that fails or stalls
+/// on demand: `storage_failed` and `shutting_down` need storage that fails
+/// or is slow to close, which SQLite cannot be made to do reliably from a
+/// test (they run as root, so file permissions do not stop it).
+pub async fn run_with_backend(
+    config: Config,
+    listeners: Listeners,
+    backend: Box<dyn Backend>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    serve(config, listeners, backend, shutdown, None).await
+}
+
+async fn serve(
+    config: Config,
+    listeners: Listeners,
+    backend: Box<dyn Backend>,
+    shutdown: impl Future<Output = ()>,
+    reloads: Option<Reloads>,
+) -> Result<(), ServerError> {
     let open_files = limits::raise_open_files_limit();
     let max_connections = limits::max_connections(config.limits.max_connections, open_files);
     let listening = log_listeners(&listeners, open_files, max_connections)?;
@@ -89,7 +115,6 @@ pub async fn run_with_reload(
     tracing::info!(mode = if policy.load().token_mode() { "token" } else { "open" }, "authentication");
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(max_connections as i64);
-    let backend = open_backend(&config)?;
     let hub = Hub::start(hub_limits(&config), Arc::clone(&metrics), policy, backend, config.storage.writer_options())?;
     tracing::info!(
         backend = ?config.storage.backend,
@@ -127,13 +152,17 @@ pub async fn run_with_reload(
         let stopped = clock_stop.clone().cancelled_owned();
         async move { clock.run(stopped).await }
     });
+    // UDP sessions are served until the hub shuts down, not just until
+    // accepting stops: like a stream connection, a session gets the acks
+    // (and `shutting_down` refusals) of the storage drain.
+    let udp_stop = CancellationToken::new();
     if let Some(socket) = listeners.udp {
         let settings = UdpSettings {
             session_timeout: config.udp_options.session_timeout,
             datagrams_per_second: config.udp_options.datagrams_per_second,
             max_connections,
         };
-        tracker.spawn(udp::serve(socket, Arc::clone(&hub), settings, tracker.clone(), stop.clone()));
+        tracker.spawn(udp::serve(socket, Arc::clone(&hub), settings, tracker.clone(), udp_stop.clone()));
     }
     let raw_tcp = async {
         match listeners.tcp {
@@ -146,7 +175,7 @@ pub async fn run_with_reload(
         () = raw_tcp => {}
         () = shutdown => {}
     }
-    drain(&hub, &tracker, &stop, config.shutdown.drain_timeout).await;
+    drain(&hub, &tracker, &stop, &udp_stop, config.shutdown.drain_timeout).await;
     clock_stop.cancel();
     if clock_task.await.is_err() {
         tracing::error!("the flush clock task panicked");
@@ -251,8 +280,16 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// Stops accepting, closes every client with 1001 after what is queued for
-/// it, and waits up to `limit` for every connection task.
-async fn drain(hub: &Arc<Hub>, tracker: &TaskTracker, stop: &CancellationToken, limit: Duration) {
+/// it, and waits up to `limit` for every connection task. `stop` ends the
+/// background tasks at once, `udp_stop` the UDP transport once the hub has
+/// shut down.
+async fn drain(
+    hub: &Arc<Hub>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    udp_stop: &CancellationToken,
+    limit: Duration,
+) {
     tracing::info!(
         open = hub.connection_count(),
         "shutting down: storing what is queued, then closing clients with 1001"
@@ -267,6 +304,7 @@ async fn drain(hub: &Arc<Hub>, tracker: &TaskTracker, stop: &CancellationToken, 
         Err(_) => tracing::error!("storage did not finish within the drain timeout; closing clients anyway"),
     }
     hub.begin_shutdown();
+    udp_stop.cancel();
     tracker.close();
     if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
         tracing::warn!(still_open = hub.connection_count(), "drain timeout passed; dropping remaining connections");

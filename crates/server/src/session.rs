@@ -48,6 +48,11 @@ struct JoinReply<'a> {
 }
 
 #[derive(Serialize)]
+struct LeaveReply<'a> {
+    room: &'a str,
+}
+
+#[derive(Serialize)]
 struct InboxReply {
     epoch: Option<u64>,
     seq: u64,
@@ -347,7 +352,8 @@ impl Session {
         let index = self.room_index(room)?;
         let left = self.rooms.remove(index);
         self.hub.leave(&self.conn, &left);
-        self.reply_ok(id, event::Empty {});
+        // The room, as in a join reply: text mode shows it ("* you left ROOM").
+        self.reply_ok(id, LeaveReply { room });
         Ok(())
     }
 

@@ -311,15 +311,30 @@ mod tests {
         assert_eq!(stamp(event.as_bytes()), Some((42, 1_234_567)));
     }
 
+    /// Every core's busy seconds, summed.
+    fn all_cores_busy() -> f64 {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        (0..cores).map(|core| core_busy_seconds(core).expect("/proc/stat")).sum()
+    }
+
     #[test]
     fn cpu_time_is_read_from_proc() {
-        let before = cpu_seconds(std::process::id()).expect("own /proc stat");
-        let spin = std::time::Instant::now();
-        while spin.elapsed() < Duration::from_millis(50) {
-            std::hint::black_box(now_micros());
+        // Spin until the kernel has charged this process 0.2 s of CPU (it
+        // counts in ticks of 10 ms): the readings must move with it, and a
+        // reading that stood still would spin until the deadline.
+        let pid = std::process::id();
+        let (before, busy_before) = (cpu_seconds(pid).expect("own /proc stat"), all_cores_busy());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while cpu_seconds(pid).expect("own /proc stat") < before + 0.2 {
+            assert!(std::time::Instant::now() < deadline, "30 s of spinning and no 0.2 s of CPU time counted");
+            for _ in 0..1000 {
+                std::hint::black_box(now_micros());
+            }
         }
-        assert!(cpu_seconds(std::process::id()).expect("own /proc stat") >= before);
-        assert!(core_busy_seconds(0).expect("/proc/stat") > 0.0);
+        let used = cpu_seconds(pid).expect("own /proc stat") - before;
+        // The cores were busy at least while this process ran on them.
+        let busy = all_cores_busy() - busy_before;
+        assert!(busy >= used - 0.05, "cores busy {busy:.2} s while this process used {used:.2} s");
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! no timer at all.
 
 use crate::util::lock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -56,6 +57,8 @@ pub struct FlushClock {
     parked: Mutex<Vec<(u32, Waker)>>,
     /// Tells the clock task that the first connection parked.
     first_parked: Notify,
+    /// Windows the clock task has woken up for (tests check that it rests).
+    passes: AtomicU64,
 }
 
 impl FlushClock {
@@ -73,6 +76,7 @@ impl FlushClock {
             max_span,
             parked: Mutex::default(),
             first_parked: Notify::new(),
+            passes: AtomicU64::new(0),
         }
     }
 
@@ -146,6 +150,7 @@ impl FlushClock {
                     _ = &mut stop => break 'run,
                     _ = tokio::time::sleep_until(self.next_window_start().into()) => {}
                 }
+                self.passes.fetch_add(1, Ordering::Relaxed);
                 let now = self.window();
                 let mut parked = lock(&self.parked);
                 // Due: `until` is `now` or earlier (wrapping; a span is short).
@@ -165,21 +170,49 @@ impl FlushClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::task::Wake;
 
-    struct Count(AtomicUsize);
-    impl Wake for Count {
+    /// How long a test waits for a wake-up before it fails.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// A waker that records when it was woken.
+    #[derive(Default)]
+    struct Woken {
+        at: Mutex<Vec<Instant>>,
+        notify: Notify,
+    }
+
+    impl Wake for Woken {
         fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            lock(&self.at).push(Instant::now());
+            self.notify.notify_one();
         }
     }
 
-    fn counting_waker() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
-        (count, waker)
+    impl Woken {
+        fn new() -> (Arc<Woken>, Waker) {
+            let woken = Arc::new(Woken::default());
+            let waker = Waker::from(Arc::clone(&woken));
+            (woken, waker)
+        }
+
+        /// Waits until woken `count` times in all, failing after [`PATIENCE`].
+        async fn until(&self, count: usize) {
+            let woken = async {
+                while lock(&self.at).len() < count {
+                    self.notify.notified().await;
+                }
+            };
+            tokio::time::timeout(PATIENCE, woken).await.expect("woken in time");
+        }
+
+        /// The clock's window at each wake-up.
+        fn windows(&self, clock: &FlushClock) -> Vec<u32> {
+            let window =
+                |at: &Instant| (at.duration_since(clock.start).as_nanos() / u128::from(clock.window_nanos)) as u32;
+            lock(&self.at).iter().map(window).collect()
+        }
     }
 
     fn running(clock: &Arc<FlushClock>) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
@@ -191,59 +224,63 @@ mod tests {
         (stop_tx, task)
     }
 
+    async fn stop(stop: tokio::sync::oneshot::Sender<()>, task: tokio::task::JoinHandle<()>) {
+        drop(stop);
+        tokio::time::timeout(PATIENCE, task).await.expect("the clock stops in time").expect("the clock task ends");
+    }
+
     #[tokio::test]
     async fn parked_wakers_are_woken_in_the_next_window_and_the_clock_then_rests() {
         let clock = Arc::new(FlushClock::new(Duration::from_millis(5), Duration::from_millis(5)));
-        let (stop, task) = running(&clock);
-        let (count, waker) = counting_waker();
+        let (stopping, task) = running(&clock);
+        let (woken, waker) = Woken::new();
         let parked_in = clock.window();
         clock.park(&waker, parked_in.wrapping_add(1));
         clock.park(&waker, parked_in.wrapping_add(1));
-        while count.0.load(Ordering::SeqCst) < 2 {
-            tokio::task::yield_now().await;
-        }
-        assert_ne!(clock.window(), parked_in, "woken only once the window ended");
+        woken.until(2).await;
+        let windows = woken.windows(&clock);
+        assert!(
+            windows.iter().all(|&w| w > parked_in),
+            "woken only once the window ended: {windows:?} from {parked_in}"
+        );
         assert!(lock(&clock.parked).is_empty());
+        // Nothing is parked: however long it is left alone, the clock does
+        // not wake again.
+        let passes = clock.passes.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(clock.passes.load(Ordering::Relaxed), passes, "the clock rests while nothing is parked");
         // Parking again after a rest works too.
         clock.park(&waker, clock.window().wrapping_add(1));
-        while count.0.load(Ordering::SeqCst) < 3 {
-            tokio::task::yield_now().await;
-        }
-        drop(stop);
-        task.await.expect("the clock stops");
+        woken.until(3).await;
+        stop(stopping, task).await;
     }
 
     #[tokio::test]
     async fn a_waker_parked_for_a_later_window_waits_for_it() {
         let clock = Arc::new(FlushClock::new(Duration::from_millis(20), Duration::from_millis(80)));
-        let (stop, task) = running(&clock);
-        let (soon, soon_waker) = counting_waker();
-        let (later, later_waker) = counting_waker();
+        let (stopping, task) = running(&clock);
+        let (soon, soon_waker) = Woken::new();
+        let (later, later_waker) = Woken::new();
         let parked_in = clock.window();
         clock.park(&later_waker, parked_in.wrapping_add(4));
         clock.park(&soon_waker, parked_in.wrapping_add(1));
-        while soon.0.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        // Woken at the start of window +1: window +4 is 60 ms away.
-        assert_eq!(later.0.load(Ordering::SeqCst), 0, "woken three windows early");
-        while later.0.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        assert!(clock.window().wrapping_sub(parked_in) >= 4, "woken before its window");
-        drop(stop);
-        task.await.expect("the clock stops");
+        soon.until(1).await;
+        later.until(1).await;
+        // Each in its own window or after (later only if the machine stalled).
+        let (soon, later) = (soon.windows(&clock)[0], later.windows(&clock)[0]);
+        assert!(soon.wrapping_sub(parked_in) >= 1, "woken in window {soon}, parked in {parked_in} for the next");
+        assert!(later.wrapping_sub(parked_in) >= 4, "woken in window {later}, parked in {parked_in} for +4");
+        stop(stopping, task).await;
     }
 
     #[tokio::test]
     async fn stopping_the_clock_wakes_what_is_parked() {
         let clock = Arc::new(FlushClock::new(Duration::from_secs(60), Duration::from_secs(60)));
-        let (stop, task) = running(&clock);
-        let (count, waker) = counting_waker();
+        let (stopping, task) = running(&clock);
+        let (woken, waker) = Woken::new();
         clock.park(&waker, clock.window().wrapping_add(1));
-        drop(stop);
-        task.await.expect("the clock stops");
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        stop(stopping, task).await;
+        assert_eq!(woken.windows(&clock), [0], "woken at once, in the first minute-long window");
     }
 
     #[test]

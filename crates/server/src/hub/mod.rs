@@ -466,7 +466,11 @@ impl Hub {
     #[inline(never)]
     fn deflate_frame(&self, event: &Encoded, bits: u8) -> Bytes {
         let json_len = event.json().len();
-        let compressed = (json_len >= self.limits.compression_threshold).then(|| event.deflated(bits)).flatten();
+        let counted = || {
+            self.metrics.compressions.inc();
+        };
+        let compressed =
+            (json_len >= self.limits.compression_threshold).then(|| event.deflated(bits, counted)).flatten();
         match compressed {
             Some(frame) => self.count_compressed(ws::frame_len(json_len), frame),
             None => event.framed(Framing::WebSocket),
@@ -476,10 +480,11 @@ impl Hub {
     /// A message's frame for `conn` (the echo endpoint), compressed on the
     /// same terms as events, but for this connection alone.
     pub fn message_frame(&self, conn: &Conn, opcode: ws::OpCode, payload: &[u8]) -> Bytes {
-        let compressed = conn
-            .deflate_window()
-            .filter(|_| payload.len() >= self.limits.compression_threshold)
-            .and_then(|bits| deflate::compress_frame(opcode, payload, deflate::effective_window(payload.len(), bits)));
+        let compressed =
+            conn.deflate_window().filter(|_| payload.len() >= self.limits.compression_threshold).and_then(|bits| {
+                self.metrics.compressions.inc();
+                deflate::compress_frame(opcode, payload, deflate::effective_window(payload.len(), bits))
+            });
         match compressed {
             Some(frame) => self.count_compressed(ws::frame_len(payload.len()), frame),
             None => ws::encode(opcode, payload),

@@ -48,6 +48,16 @@ pub(crate) trait Codec: Send + 'static {
     fn close_frame(&self, code: CloseCode) -> Bytes;
     /// Drops partial input once the connection starts closing.
     fn reset(&mut self);
+    /// Input that arrives once the connection is closing: only the peer's
+    /// half of a close handshake still matters (see [`Codec::peer_closed`]);
+    /// the rest is discarded.
+    fn ingest_closing(&mut self, _data: &[u8]) {}
+    /// Whether the peer has closed its side (a WebSocket close frame). Once
+    /// ours is sent too, the handshake is complete and the connection ends
+    /// without waiting for the peer's end of stream (RFC 6455 section 5.5.1).
+    fn peer_closed(&self) -> bool {
+        false
+    }
     /// A codec's own deadline (a partial line's pause); ready when it fired.
     fn poll_timer(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
         Poll::Pending
@@ -73,7 +83,8 @@ enum State {
         deadline: Pin<Box<Sleep>>,
     },
     /// Our close frame is queued; `sent` once it and everything before it
-    /// is written and our write side is shut. Ends at EOF or the deadline.
+    /// is written and our write side is shut. Ends when the peer's close has
+    /// arrived too, at EOF, or at the deadline.
     Closing {
         deadline: Pin<Box<Sleep>>,
         sent: bool,
@@ -303,9 +314,11 @@ impl<C: Codec, S: Socket> Connection<C, S> {
         Step::Continue
     }
 
-    /// Hands input to the codec while open; discards it once closing.
+    /// Hands input to the codec while open; once closing, only to look for
+    /// the peer's close.
     fn ingest(&mut self, data: &[u8]) {
         if !matches!(self.state, State::Open) || self.session.conn().is_closing() {
+            self.codec.ingest_closing(data);
             return;
         }
         if let Err(code) = self.codec.ingest(data, &mut self.session) {
@@ -388,6 +401,13 @@ impl<C: Codec, S: Socket> Connection<C, S> {
                 tracing::debug!(%error, "write failed");
                 return Step::Done;
             }
+        }
+        // Both closes crossed: the server closes the connection first, at
+        // once, instead of waiting for the peer's end of stream (a client
+        // may hold its socket until then, which once held every shutdown
+        // for the whole close timeout).
+        if matches!(self.state, State::Closing { sent: true, .. }) && self.codec.peer_closed() {
+            return Step::Done;
         }
         Step::Continue
     }

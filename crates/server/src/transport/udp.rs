@@ -131,8 +131,13 @@ impl Udp {
         };
         let envelope = serde_json::from_str::<Envelope<'_>>(text).ok();
         if envelope.as_ref().and_then(|envelope| envelope.op) == Some("hello") {
-            if let Ok(Request { command: Command::Hello { name, token }, .. }) = command::parse(text) {
-                return self.hello(from, name, token.as_deref());
+            match command::parse(text) {
+                Ok(Request { command: Command::Hello { name, token }, .. }) => {
+                    return self.hello(from, name, token.as_deref());
+                }
+                // A bad name is the sender's mistake to fix, not a missing session.
+                Err(error) => return self.reply_error(from, error.code, &error.message),
+                Ok(_) => {}
             }
         }
         let token = envelope.and_then(|envelope| envelope.session);

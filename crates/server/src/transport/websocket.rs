@@ -38,8 +38,9 @@ pub(crate) struct WsCodec {
 struct Pending {
     /// Bytes of an incomplete frame (empty between fragments).
     partial: BytesMut,
-    /// When the message must be complete.
-    deadline: Pin<Box<Sleep>>,
+    /// When the message must be complete (none once closing: only the
+    /// peer's close is still read then).
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl WsCodec {
@@ -77,7 +78,7 @@ impl Codec for WsCodec {
                 let used = self.decode_all(data, session)?;
                 if used < data.len() || self.decoder.in_message() {
                     let timeout = session.hub().policy().guard.message_timeout;
-                    let deadline = Box::pin(tokio::time::sleep(timeout));
+                    let deadline = Some(Box::pin(tokio::time::sleep(timeout)));
                     self.pending = Some(Box::new(Pending { partial: BytesMut::from(&data[used..]), deadline }));
                 }
             }
@@ -103,13 +104,18 @@ impl Codec for WsCodec {
         ws::close_frame(code)
     }
 
+    /// Keeps an incomplete frame (the peer's close may follow it, and
+    /// without its start the rest could not be read as frames); the
+    /// message's deadline ends: the close has its own.
     fn reset(&mut self) {
-        self.pending = None;
+        if let Some(pending) = &mut self.pending {
+            pending.deadline = None;
+        }
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        match &mut self.pending {
-            Some(pending) => pending.deadline.as_mut().poll(cx),
+        match self.pending.as_mut().and_then(|pending| pending.deadline.as_mut()) {
+            Some(deadline) => deadline.as_mut().poll(cx),
             None => Poll::Pending,
         }
     }
@@ -124,6 +130,49 @@ impl Codec for WsCodec {
         session.hub().metrics.limit_hit(reason::WS_MESSAGE_TIMEOUT);
         Err(CloseCode::PolicyViolation)
     }
+
+    fn ingest_closing(&mut self, data: &[u8]) {
+        if self.decoder.close_received() {
+            return;
+        }
+        match self.pending.take() {
+            None => {
+                let used = skip_to_close(&mut self.decoder, data);
+                if used < data.len() {
+                    let partial = BytesMut::from(&data[used..]);
+                    self.pending = Some(Box::new(Pending { partial, deadline: None }));
+                }
+            }
+            Some(mut pending) => {
+                pending.partial.extend_from_slice(data);
+                let used = skip_to_close(&mut self.decoder, &pending.partial);
+                pending.partial.advance(used);
+                if !pending.partial.is_empty() {
+                    self.pending = Some(pending);
+                }
+            }
+        }
+    }
+
+    fn peer_closed(&self) -> bool {
+        self.decoder.close_received()
+    }
+}
+
+/// Decodes frames only to find the peer's close, discarding messages;
+/// returns the bytes used. Input that breaks the protocol is all used: no
+/// close can be recognised in it, so the connection waits for the peer's
+/// end of stream or the close timeout instead.
+fn skip_to_close(decoder: &mut Decoder, input: &[u8]) -> usize {
+    let mut used = 0;
+    while !decoder.close_received() {
+        match decoder.decode(&input[used..]) {
+            Ok(decoded) if decoded.consumed > 0 => used += decoded.consumed,
+            Ok(_) => return used,
+            Err(_) => return input.len(),
+        }
+    }
+    used
 }
 
 /// The peer broke the protocol: log it and name the close code. Answers

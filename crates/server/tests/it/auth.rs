@@ -82,8 +82,23 @@ async fn connect(server: &TestServer, token: &str) -> Client {
 
 #[tokio::test]
 async fn a_valid_token_names_the_connection_and_each_bad_one_is_refused_with_its_code() {
-    let server = token_server(|config| config.auth.jwt_audience = "chat".into()).await;
-    let good = token(json!({"sub": "alice", "exp": now() + 600, "aud": "chat"}));
+    let server = token_server(|config| {
+        config.auth.jwt_audience = "chat".into();
+        config.auth.jwt_issuer = "https://issuer.test".into();
+    })
+    .await;
+    let claims = |extra: Value| {
+        let mut claims = json!({"sub": "alice", "exp": now() + 600, "aud": "chat", "iss": "https://issuer.test"});
+        for (key, value) in extra.as_object().expect("object") {
+            if value.is_null() {
+                claims.as_object_mut().expect("object").remove(key);
+            } else {
+                claims[key] = value.clone();
+            }
+        }
+        claims
+    };
+    let good = token(claims(json!({})));
     let alice = connect(&server, &good).await;
     assert_eq!(alice.user, "alice");
     let (via_header, _) =
@@ -95,20 +110,12 @@ async fn a_valid_token_names_the_connection_and_each_bad_one_is_refused_with_its
         (format!("?token={good}&name=mallory"), "name_not_allowed"),
         ("?name=alice".to_owned(), "name_not_allowed"),
         ("?token=not-a-jwt".to_owned(), "token_malformed"),
-        (
-            format!("?token={}", signed(&json!({"sub": "alice", "exp": now() + 600, "aud": "chat"}), b"guess")),
-            "token_invalid_signature",
-        ),
-        (format!("?token={}", token(json!({"sub": "alice", "exp": now() - 1, "aud": "chat"}))), "token_expired"),
-        (
-            format!("?token={}", token(json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 300, "aud": "chat"}))),
-            "token_not_yet_valid",
-        ),
-        (
-            format!("?token={}", token(json!({"sub": "alice", "exp": now() + 600, "aud": "other"}))),
-            "token_wrong_audience",
-        ),
-        (format!("?token={}", token(json!({"exp": now() + 600, "aud": "chat"}))), "token_invalid_claims"),
+        (format!("?token={}", signed(&claims(json!({})), b"guess")), "token_invalid_signature"),
+        (format!("?token={}", token(claims(json!({"exp": now() - 1})))), "token_expired"),
+        (format!("?token={}", token(claims(json!({"nbf": now() + 300})))), "token_not_yet_valid"),
+        (format!("?token={}", token(claims(json!({"aud": "other"})))), "token_wrong_audience"),
+        (format!("?token={}", token(claims(json!({"iss": "https://evil.test"})))), "token_wrong_issuer"),
+        (format!("?token={}", token(claims(json!({"sub": null})))), "token_invalid_claims"),
     ];
     for (query, code) in &cases {
         let (status, body) = upgrade(server.addr, &format!("/ws{query}"), "").await;
@@ -266,27 +273,31 @@ async fn browser_upgrades_from_other_origins_are_refused_and_listed_ones_accepte
     assert_eq!(upgrade(listed.addr, "/ws", &own).await.0, 403, "a list replaces same-origin");
 }
 
-/// `/metrics` as `key` (none: no Authorization header): the status.
-async fn metrics_status(addr: SocketAddr, key: Option<&str>) -> u16 {
+/// `/metrics` as `key` (none: no Authorization header): the status and,
+/// for a refusal, the JSON body's `code`.
+async fn metrics_status(addr: SocketAddr, key: Option<&str>) -> (u16, Option<String>) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let auth = key.map(|key| format!("Authorization: Bearer {key}\r\n")).unwrap_or_default();
     let request = format!("GET /metrics HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut answer = String::new();
     within(stream.read_to_string(&mut answer)).await.expect("read");
-    answer[9..12].parse().expect("status")
+    let status = answer[9..12].parse().expect("status");
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    (status, (status != 200).then(|| code_of(body)))
 }
 
 #[tokio::test]
 async fn in_token_mode_metrics_need_an_api_key_unless_made_public() {
     let server = token_server(|_| {}).await;
     let key = server.config.auth.api_keys[0].key.clone();
-    assert_eq!(metrics_status(server.addr, None).await, 401);
-    assert_eq!(metrics_status(server.addr, Some("wrong-key-0123456789")).await, 401);
-    assert_eq!(metrics_status(server.addr, Some(&key)).await, 200);
+    let refused = |code: &str| (401, Some(code.to_owned()));
+    assert_eq!(metrics_status(server.addr, None).await, refused("api_key_required"));
+    assert_eq!(metrics_status(server.addr, Some("wrong-key-0123456789")).await, refused("api_key_invalid"));
+    assert_eq!(metrics_status(server.addr, Some(&key)).await, (200, None));
     let public = token_server(|config| config.metrics.public = true).await;
-    assert_eq!(metrics_status(public.addr, None).await, 200);
-    assert_eq!(metrics_status(TestServer::start().await.addr, None).await, 200, "open mode");
+    assert_eq!(metrics_status(public.addr, None).await, (200, None));
+    assert_eq!(metrics_status(TestServer::start().await.addr, None).await, (200, None), "open mode");
 }
 
 #[tokio::test]

@@ -3,8 +3,7 @@
 //! refused with their codes, and TCP is closed with 4003.
 
 use crate::auth::{now, token, token_for, token_server};
-use crate::raw::{Datagrams, Lines};
-use crate::support::{request, wait_for};
+use crate::support::{request, wait_for, Datagrams, Lines};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -91,7 +90,7 @@ async fn a_udp_client_authenticates_with_hellos_token_and_names_are_refused() {
     ] {
         let (impostor, answer) = Datagrams::hello_with(server.udp, hello.clone()).await;
         assert_eq!((answer["ev"].clone(), answer["code"].clone()), (json!("error"), json!(code)), "{hello}");
-        assert_eq!(impostor.token(), "", "no session token was given");
+        assert_eq!(impostor.token.as_str(), "", "no session token was given");
     }
     // No session was made for any of them: only the player's is open.
     let open = server.metric("switchboard_connections_open{transport=\"udp\"}").await;
@@ -101,7 +100,7 @@ async fn a_udp_client_authenticates_with_hellos_token_and_names_are_refused() {
     forged["session"] = json!("0".repeat(32));
     player.send_raw(&forged).await;
     assert_eq!(player.until(|v| v["ev"] == json!("error")).await["code"], json!("no_session"));
-    assert_eq!(player.token(), session);
+    assert_eq!(player.token.as_str(), session);
     player.send(json!({"op": "ping", "id": 4})).await;
     assert_eq!(player.until(|v| v["re"] == json!(4)).await["ok"], json!(true));
 }

@@ -130,7 +130,10 @@ async fn a_publish_is_compressed_once_and_inflates_for_every_subscriber() {
         assert_eq!(first, 0x80 | RSV1 | 0x1, "FIN, RSV1, text");
         assert_eq!(event["body"]["text"], json!(text));
     }
-    assert_eq!(a_payload, b_payload, "one compression shared by both");
+    assert_eq!(a_payload, b_payload, "the same compressed bytes for both");
+    // Alice and Bob share one compression; Dave's 9-bit window is smaller
+    // than the message, so his copy is compressed again: two, not three.
+    assert_eq!(server.metric("switchboard_ws_compressions_total").await, 2.0, "one compression per event and window");
     assert_eq!((p_first, &p_event), (0x81, &a_event), "the plain member gets the same event uncompressed");
     assert!(a_payload.len() * 5 < p_payload.len(), "{} compressed bytes for {}", a_payload.len(), p_payload.len());
     let saved = server.metric("switchboard_ws_compression_saved_bytes_total").await;
@@ -142,6 +145,7 @@ async fn a_publish_is_compressed_once_and_inflates_for_every_subscriber() {
     let (first, _, event) = next_event(&mut alice, 15, is_msg).await;
     assert_eq!((first, &event["body"]), (0x81, &json!("short")));
     assert_eq!(server.metric("switchboard_ws_compressed_frames_total").await, 3.0);
+    assert_eq!(server.metric("switchboard_ws_compressions_total").await, 2.0, "nothing compressed below it");
 }
 
 #[tokio::test]

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn silent_clients_are_pinged_then_closed_with_4001() {
+    // The idle timeout is 1.5 s past the ping: a sweep delayed by a stall of
+    // the machine still finds the client due a ping before it is due a close.
     let server = TestServer::with(|config| {
         config.websocket.ping_interval = Duration::from_millis(100);
-        config.websocket.idle_timeout = Duration::from_millis(400);
+        config.websocket.idle_timeout = Duration::from_millis(1600);
     })
     .await;
     let mut silent = RawClient::connect(server.addr, "/ws").await;
@@ -20,19 +22,26 @@ async fn silent_clients_are_pinged_then_closed_with_4001() {
 
 #[tokio::test]
 async fn answered_pings_keep_a_connection_open() {
+    // Pings every 100 ms, answered at once; the idle timeout leaves a stall
+    // of the machine more than a second between a ping and its answer.
+    let idle_timeout = Duration::from_millis(1500);
     let server = TestServer::with(|config| {
         config.websocket.ping_interval = Duration::from_millis(100);
-        config.websocket.idle_timeout = Duration::from_millis(400);
+        config.websocket.idle_timeout = idle_timeout;
     })
     .await;
     let mut lively = RawClient::connect(server.addr, "/ws").await;
     lively.read_frame().await; // hello
-                               // Answer five pings: that spans longer than the idle timeout.
-    for _ in 0..5 {
+    let started = std::time::Instant::now();
+    let mut pings = 0;
+    // Answer pings for longer than the idle timeout: no close comes.
+    while started.elapsed() < idle_timeout * 2 {
         let (opcode, payload) = lively.read_frame().await;
         assert_eq!(opcode, 0x9, "only pings arrive while idle, no close");
         lively.send_frame(0x8A, &payload).await;
+        pings += 1;
     }
+    assert!(pings >= 2, "{pings} pings in {:?}", started.elapsed());
 }
 
 #[tokio::test]

@@ -213,3 +213,20 @@ async fn an_upgrade_without_a_key_is_refused_with_400() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("Sec-WebSocket-Key"), "{answer}");
 }
+
+#[tokio::test]
+async fn frames_over_64_kib_carry_a_64_bit_length_both_ways() {
+    // Echoed whole when the limit allows it; over the limit (64 KiB by
+    // default), closed with 1009 as soon as the header is read.
+    let server = TestServer::with(|config| config.limits.max_message_size = 256 * 1024).await;
+    let mut echo = RawClient::connect(server.addr, "/ws/echo").await;
+    let message: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    echo.send_frame(0x82, &message).await;
+    assert_eq!(echo.read_frame_whole().await, (0x82, message), "echoed whole");
+
+    let strict = TestServer::start().await;
+    let mut alice = RawClient::connect(strict.addr, "/ws").await;
+    alice.read_frame().await; // hello
+    alice.send_frame(0x81, &vec![b' '; 70_000]).await;
+    assert_eq!(alice.close_code().await, 1009);
+}

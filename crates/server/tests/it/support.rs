@@ -4,9 +4,11 @@ use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 use switchboard_client::Client;
+use switchboard_server::store::Backend;
 use switchboard_server::{Config, Listeners};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -33,6 +35,16 @@ impl TestServer {
     }
 
     pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::launch(None, adjust).await
+    }
+
+    /// A server over `backend` instead of the storage its config names
+    /// (`switchboard_server::run_with_backend`).
+    pub async fn with_backend(backend: Box<dyn Backend>, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::launch(Some(backend), adjust).await
+    }
+
+    async fn launch(backend: Option<Box<dyn Backend>>, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.websocket.close_timeout = Duration::from_secs(2);
         config.shutdown.drain_timeout = Duration::from_secs(5);
@@ -52,8 +64,15 @@ impl TestServer {
                 let _ = stopped.await;
             };
             let listeners = Listeners { http, tcp: Some(tcp), udp: Some(udp) };
-            let server = switchboard_server::run_with_reload(config, listeners, shutdown, Some(reloads));
-            server.await.expect("server runs");
+            let ran = match backend {
+                // No reloads for these: the channel stays open, unread.
+                Some(backend) => {
+                    let _reloads = reloads;
+                    switchboard_server::run_with_backend(config, listeners, backend, shutdown).await
+                }
+                None => switchboard_server::run_with_reload(config, listeners, shutdown, Some(reloads)).await,
+            };
+            ran.expect("server runs");
         });
         TestServer { addr, tcp: tcp_addr, udp: udp_addr, stop: Some(stop), handle, reload, config: started }
     }
@@ -115,6 +134,23 @@ impl TestServer {
             .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
             .map_or(0.0, |value| value.trim().parse().expect("numeric sample"))
     }
+
+    /// Waits until a counter reaches `at_least` and returns its value then.
+    /// For counts made on the storage threads: a member may receive a
+    /// stored message's frame before the thread that queued it has counted
+    /// it (counts are added once per fan-out, after the last member).
+    pub async fn metric_reaching(&self, sample: &str, at_least: f64) -> f64 {
+        within(async {
+            loop {
+                let value = self.metric(sample).await;
+                if value >= at_least {
+                    return value;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
 }
 
 /// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
@@ -140,6 +176,27 @@ pub async fn request(client: &mut Client, command: Value) -> Value {
     within(client.request(command)).await.expect("reply")
 }
 
+/// Sends a ping without an id and reads events until its `pong`; returns
+/// the replies (events with `re`) that came before it. Commands are
+/// handled in order, so everything sent before the ping has been by then.
+pub async fn replies_before_pong(client: &mut Client) -> Vec<Value> {
+    client.send_text(json!({"op": "ping"}).to_string()).await.expect("ping");
+    let mut replies = Vec::new();
+    within(async {
+        loop {
+            let event = client.next_event().await.expect("event");
+            if event["ev"] == json!("pong") {
+                return;
+            }
+            if event.get("re").is_some() {
+                replies.push(event);
+            }
+        }
+    })
+    .await;
+    replies
+}
+
 pub fn is_msg(event: &Value) -> bool {
     event["ev"] == json!("msg")
 }
@@ -150,9 +207,13 @@ pub fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![first_byte];
     match payload.len() {
         len @ 0..=125 => frame.push(0x80 | len as u8),
-        len => {
+        len @ 126..=0xFFFF => {
             frame.push(0x80 | 126);
             frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
         }
     }
     frame.extend_from_slice(&mask);
@@ -248,6 +309,10 @@ impl RawClient {
         let [first, second, ..] = self.buffer[..] else { return None };
         let (len, header) = match second & 0x7F {
             126 if self.buffer.len() >= 4 => (u16::from_be_bytes([self.buffer[2], self.buffer[3]]) as usize, 4),
+            127 if self.buffer.len() >= 10 => {
+                let bytes: [u8; 8] = self.buffer[2..10].try_into().expect("eight bytes");
+                (usize::try_from(u64::from_be_bytes(bytes)).expect("a frame that fits memory"), 10)
+            }
             126 | 127 => return None,
             short => (short as usize, 2),
         };
@@ -279,5 +344,105 @@ impl RawClient {
     /// Waits until the server closes the TCP connection.
     pub async fn wait_eof(&mut self) {
         within(async { while self.fill().await > 0 {} }).await;
+    }
+}
+
+/// A line-oriented TCP client, as nc would be.
+pub struct Lines {
+    pub reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+    pub writer: OwnedWriteHalf,
+}
+
+impl Lines {
+    pub async fn connect(addr: SocketAddr) -> Lines {
+        let (read, writer) = TcpStream::connect(addr).await.expect("connect").into_split();
+        Lines { reader: BufReader::new(read), writer }
+    }
+
+    pub async fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).await.expect("write");
+    }
+
+    /// The next line, failing at end of stream or after the test's patience.
+    pub async fn line(&mut self) -> String {
+        let mut line = String::new();
+        let count = within(self.reader.read_line(&mut line)).await.expect("read");
+        assert!(count > 0, "connection closed while a line was expected");
+        line
+    }
+
+    /// Reads lines until one contains `needle`.
+    pub async fn until(&mut self, needle: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    pub async fn json_until(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let value: Value = serde_json::from_str(&self.line().await).expect("a JSON line");
+            if wanted(&value) {
+                return value;
+            }
+        }
+    }
+
+    pub async fn eof(&mut self) {
+        let mut rest = Vec::new();
+        within(self.reader.read_to_end(&mut rest)).await.expect("read to end");
+    }
+}
+
+/// A UDP client with a session.
+pub struct Datagrams {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+    pub token: String,
+}
+
+impl Datagrams {
+    pub async fn hello(server: SocketAddr, name: &str) -> Datagrams {
+        let (client, hello) = Datagrams::hello_with(server, json!({"op": "hello", "name": name})).await;
+        assert_eq!((hello["ev"].as_str(), hello["user"].as_str()), (Some("hello"), Some(name)));
+        assert!(!client.token.is_empty(), "a session token");
+        client
+    }
+
+    /// Sends `hello` from a new address and returns the client with the
+    /// first answer, taking the session token from it when it has one.
+    pub async fn hello_with(server: SocketAddr, hello: Value) -> (Datagrams, Value) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let mut client = Datagrams { socket, server, token: String::new() };
+        client.send_raw(&hello).await;
+        let answer = client.next().await;
+        client.token = answer["session"].as_str().unwrap_or_default().to_owned();
+        (client, answer)
+    }
+
+    pub async fn send_raw(&self, value: &Value) {
+        self.socket.send_to(value.to_string().as_bytes(), self.server).await.expect("send");
+    }
+
+    pub async fn send(&self, mut value: Value) {
+        value["session"] = json!(self.token);
+        self.send_raw(&value).await;
+    }
+
+    pub async fn next(&self) -> Value {
+        let mut buffer = vec![0u8; 65_536];
+        let count = within(self.socket.recv(&mut buffer)).await.expect("recv");
+        serde_json::from_slice(&buffer[..count]).expect("a JSON datagram")
+    }
+
+    pub async fn until(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let value = self.next().await;
+            if wanted(&value) {
+                return value;
+            }
+        }
     }
 }
