@@ -46,9 +46,11 @@ const live = new Set();
 process.on('exit', () => live.forEach((child) => child.kill('SIGKILL')));
 
 /** Starts a server on a free port; resolves once it logged its address. */
-export async function startServer({ readyMs = 15_000 } = {}) {
-  // Strip SWITCHBOARD_* so a developer's shell cannot change the limits the tests assert on.
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_')));
+export async function startServer({ readyMs = 15_000, config = {} } = {}) {
+  // Strip SWITCHBOARD_* so a developer's shell cannot change the limits the tests assert on;
+  // `config` adds the test's own (SWITCHBOARD_* names).
+  const inherited = Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_'));
+  const env = { ...Object.fromEntries(inherited), ...config };
   // Its own cwd: the default data dir is ./switchboard-data and must not land in the tree.
   const cwd = mkdtempSync(join(tmpdir(), 'switchboard-e2e-'));
   // Port 0 for every listener: tests run servers side by side.
@@ -85,6 +87,7 @@ export async function startServer({ readyMs = 15_000 } = {}) {
   return {
     port,
     wsUrl: (path) => `ws://127.0.0.1:${port}${path}`,
+    httpUrl: (path) => `http://127.0.0.1:${port}${path}`,
     logTail,
     /** SIGTERM, then SIGKILL after 5 s; resolves with how it ended. */
     stop: () => stop(child, exited),
@@ -176,9 +179,19 @@ function installClient() {
   };
 }
 
-/** Opens a new page in `context` and connects its native WebSocket to `url`. */
-export async function openClient(context, url, { ms = 10_000 } = {}) {
+/**
+ * Opens a new page in `context` and connects its native WebSocket to `url`.
+ * The page is first loaded from `from` (default: the server's own /healthz),
+ * so the browser sends that page's origin with the upgrade, as a page the
+ * server served would; the server checks it (auth.allowed_origins).
+ */
+export async function openClient(context, url, { ms = 10_000, from } = {}) {
   const page = await context.newPage();
+  const own = new URL(url);
+  own.protocol = own.protocol === 'wss:' ? 'https:' : 'http:';
+  own.pathname = '/healthz';
+  own.search = '';
+  await page.goto(from ?? own.href);
   await page.evaluate(installClient);
   await page.evaluate(([u, t]) => window.sb.open(u, t), [url, ms]);
   return {
