@@ -159,6 +159,9 @@ pub enum CloseCode {
     TokenExpired,
     /// 4008: the outbound queue went over its byte bound. Reconnect and recover.
     SlowConsumer,
+    /// 4010: an operator closed the connection (`DELETE /api/connections/{id}`);
+    /// the close carries their reason when they gave one.
+    Kicked,
     /// Any other code, as received from a peer.
     Other(u16),
 }
@@ -177,12 +180,13 @@ impl CloseCode {
             CloseCode::Unauthorized => 4003,
             CloseCode::TokenExpired => 4005,
             CloseCode::SlowConsumer => 4008,
+            CloseCode::Kicked => 4010,
             CloseCode::Other(code) => code,
         }
     }
 
     /// Every named code (all but [`CloseCode::Other`]).
-    pub const NAMED: [CloseCode; 10] = [
+    pub const NAMED: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::Protocol,
@@ -193,6 +197,7 @@ impl CloseCode {
         CloseCode::Unauthorized,
         CloseCode::TokenExpired,
         CloseCode::SlowConsumer,
+        CloseCode::Kicked,
     ];
 
     /// The code for a number: a named variant when there is one.
@@ -213,6 +218,7 @@ impl CloseCode {
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token expired",
             CloseCode::SlowConsumer => "slow consumer",
+            CloseCode::Kicked => "kicked by an operator",
             CloseCode::Other(_) => "",
         }
     }
@@ -274,6 +280,7 @@ mod tests {
             CloseCode::Unauthorized => 7,
             CloseCode::TokenExpired => 8,
             CloseCode::SlowConsumer => 9,
+            CloseCode::Kicked => 10,
             CloseCode::Other(_) => usize::MAX,
         };
         for (index, code) in CloseCode::NAMED.into_iter().enumerate() {

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub compressions: Counter,
     pub compression_saved_bytes: Counter,
     pub limit_hits: Family<ReasonLabel, Counter>,
+    pub kicks: Counter,
 }
 
 impl Metrics {
@@ -145,6 +146,11 @@ impl Metrics {
             "ws_compression_saved_bytes",
             "Bytes that compressed WebSocket frames saved against their plain size, per recipient",
             self.compression_saved_bytes.clone(),
+        );
+        r.register(
+            "kicks",
+            "Connections an operator closed with 4010 (DELETE /api/connections/{id}, /api/users/{user}/connections)",
+            self.kicks.clone(),
         );
         r.register(
             "limit_hits",

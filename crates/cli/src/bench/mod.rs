@@ -29,7 +29,7 @@ mod tests;
 mod tests_tls;
 #[cfg(test)]
 mod tests_ws;
-mod tls;
+pub(crate) mod tls;
 mod udp;
 mod workers;
 mod wsclient;

@@ -3,9 +3,11 @@
 //! of increasing precedence by figment.
 //!
 //! - this module: [`Config`], loading and the checks across sections;
+//! - [`listen`]: listener addresses, a bare port meaning 127.0.0.1;
 //! - [`sections`]: storage, limits and the transports' options;
 //! - [`trust`]: identity, TLS and who may read metrics.
 
+pub mod listen;
 mod sections;
 mod trust;
 
@@ -45,8 +47,11 @@ const ENV_KEYS: [&str; 15] = [
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    #[serde(deserialize_with = "listen::deserialize")]
     pub http: SocketAddr,
+    #[serde(deserialize_with = "listen::deserialize")]
     pub tcp: SocketAddr,
+    #[serde(deserialize_with = "listen::deserialize")]
     pub udp: SocketAddr,
     pub data: PathBuf,
     pub storage: Storage,
@@ -91,10 +96,12 @@ pub enum ConfigError {
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
     #[error("invalid configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(Box<figment::Error>),
     #[error("invalid configuration: {0}")]
     Inconsistent(String),
 }
+
+crate::util::from_cause!(ConfigError, ConfigError::Invalid, Box<figment::Error>);
 
 impl Config {
     /// Merges defaults < `file` < environment < `overrides` (flags). The
@@ -233,6 +240,21 @@ mod tests {
             let flags = Flags { http: Some(SocketAddr::from(([127, 0, 0, 1], 3))) };
             let config = Config::load(Some(path), flags).map_err(|e| e.to_string())?;
             assert_eq!(config.http.port(), 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bare_port_in_the_file_or_environment_means_loopback() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("p.toml", "udp = 9000\nhttp = \"8081\"\n")?;
+            jail.set_env("SWITCHBOARD_TCP", "7071");
+            let config = Config::load(Some(Path::new("p.toml")), Flags { http: None }).map_err(|e| e.to_string())?;
+            let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            assert_eq!((config.http, config.tcp, config.udp), (loopback(8081), loopback(7071), loopback(9000)));
+            jail.set_env("SWITCHBOARD_TCP", "localhost");
+            let error = Config::load(Some(Path::new("p.toml")), Flags { http: None }).expect_err("not an address");
+            assert!(error.to_string().contains("8080 means 127.0.0.1:8080"), "{error}");
             Ok(())
         });
     }

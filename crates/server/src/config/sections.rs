@@ -17,6 +17,10 @@ pub struct TcpOptions {
     /// How long a new raw TCP connection may take to send its first line.
     #[serde(with = "humantime_serde")]
     pub first_line_timeout: Duration,
+    /// How long a new raw TCP connection that sent nothing waits for the
+    /// greeting line (zero: none).
+    #[serde(with = "humantime_serde")]
+    pub greeting_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +38,7 @@ impl Default for TcpOptions {
             partial_line_pause: Duration::from_millis(200),
             keepalive: Duration::from_secs(60),
             first_line_timeout: Duration::from_secs(10),
+            greeting_delay: Duration::from_millis(500),
         }
     }
 }

@@ -192,6 +192,11 @@ impl Directory {
     pub fn names(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
         self.rooms.iter().map(|listed| &listed.0.name)
     }
+
+    /// Every room, unsorted.
+    pub fn rooms(&self) -> impl Iterator<Item = &Arc<Room>> + '_ {
+        self.rooms.iter().map(|listed| &listed.0)
+    }
 }
 
 #[cfg(test)]

@@ -202,14 +202,14 @@ pub trait Reader: Send + Sync + std::fmt::Debug {
 /// `storage_failed` and the details go to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot use data directory {path}: {source}")]
-    Directory { path: PathBuf, source: std::io::Error },
+    #[error("cannot use data directory {path}: {error}")]
+    Directory { path: PathBuf, error: std::io::Error },
     #[error("data directory {path} is in use by another switchboard process")]
     Locked { path: PathBuf },
     #[error("{path} is not a usable switchboard database: {why}")]
     Corrupt { path: PathBuf, why: String },
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("stored message {log}/{seq} has an invalid body: {why}")]
     BadRow { log: u64, seq: u64, why: String },
     #[error("fsync failed: {0}")]
@@ -217,6 +217,8 @@ pub enum StoreError {
     #[error("the storage writer has stopped")]
     Stopped,
 }
+
+crate::util::from_cause!(StoreError, StoreError::Sqlite, rusqlite::Error);
 
 /// When a commit reaches stable storage. See `docs/ARCHITECTURE.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -102,7 +102,7 @@ fn write_state(path: &Path, line: &str) -> std::io::Result<()> {
 
 /// Takes the data directory's lock file, creating the directory if needed.
 pub fn lock_directory(dir: &Path) -> Result<File, StoreError> {
-    let io = |source| StoreError::Directory { path: dir.to_owned(), source };
+    let io = |error| StoreError::Directory { path: dir.to_owned(), error };
     std::fs::create_dir_all(dir).map_err(io)?;
     let lock = File::options().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE)).map_err(io)?;
     match lock.try_lock() {
@@ -174,7 +174,7 @@ impl Sqlite {
                  its newest acks may be lost, so every room and inbox starts a new epoch"
             );
         }
-        let io = |source| StoreError::Directory { path: dir.to_owned(), source };
+        let io = |error| StoreError::Directory { path: dir.to_owned(), error };
         write_state(&state, &format!("{boot} {} running\n", sync_name(sync))).map_err(io)?;
         store.state = Some((state, format!("{boot} {} clean\n", sync_name(sync))));
         Ok(store)
