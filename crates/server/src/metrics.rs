@@ -36,6 +36,15 @@ pub struct ErrorLabel {
     pub code: &'static str,
 }
 
+/// An HTTP request's route template (never the raw path: the label set
+/// stays bounded), method and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    pub route: String,
+    pub method: &'static str,
+    pub status: u16,
+}
+
 /// Every metric the server records. Cloning shares the same counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -63,6 +72,7 @@ pub struct Metrics {
     pub compressions: Counter,
     pub compression_saved_bytes: Counter,
     pub limit_hits: Family<ReasonLabel, Counter>,
+    pub http_requests: Family<HttpLabel, Counter>,
     pub kicks: Counter,
 }
 
@@ -156,6 +166,12 @@ impl Metrics {
             "limit_hits",
             "Times an abuse limit was enforced, by reason (see crate::guard::reason and docs/PROTOCOL.md)",
             self.limit_hits.clone(),
+        );
+        r.register(
+            "http_requests",
+            "Plain HTTP requests answered (the HTTP API, /healthz, /readyz, /metrics), by route template, \
+             method and status",
+            self.http_requests.clone(),
         );
         registry
     }

@@ -134,9 +134,10 @@ async fn serve(
     log_listening(&addresses, open_files, max_connections);
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
+    let api = crate::api::router(crate::api::ApiState::new(Arc::clone(&hub), metrics.registry(), &config.api));
     let state = Arc::new(HttpState {
         hub: Arc::clone(&hub),
-        registry: metrics.registry(),
+        api,
         http_open: AtomicUsize::new(0),
         max_connections,
         handshake_timeout: config.websocket.handshake_timeout,
@@ -295,9 +296,17 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("udp_options", old.udp_options != new.udp_options),
         ("delivery", old.delivery != new.delivery),
         ("shutdown", old.shutdown != new.shutdown),
+        ("api (idempotency_window, idempotency_max_keys, ready_timeout)", api_restart(&old.api, &new.api)),
         ("tls (on or off)", old.tls.enabled() != new.tls.enabled()),
     ];
     differs.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
+}
+
+/// Whether `[api]` settings that need a restart differ (its rates reload).
+fn api_restart(old: &crate::config::Api, new: &crate::config::Api) -> bool {
+    old.idempotency_window != new.idempotency_window
+        || old.idempotency_max_keys != new.idempotency_max_keys
+        || old.ready_timeout != new.ready_timeout
 }
 
 /// Stops accepting, closes every client with 1001 after what is queued for

@@ -25,7 +25,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Top-level keys the environment may set; other `SWITCHBOARD_*` variables
 /// (such as `SWITCHBOARD_REQUIRE_EXTERNAL` for the test suite) are ignored.
-const ENV_KEYS: [&str; 15] = [
+const ENV_KEYS: [&str; 16] = [
     "http",
     "tcp",
     "udp",
@@ -37,6 +37,7 @@ const ENV_KEYS: [&str; 15] = [
     "udp_options",
     "delivery",
     "shutdown",
+    "api",
     "auth",
     "tls",
     "metrics",
@@ -61,6 +62,7 @@ pub struct Config {
     pub udp_options: UdpOptions,
     pub delivery: Delivery,
     pub shutdown: Shutdown,
+    pub api: Api,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub auth: Auth,
@@ -82,6 +84,7 @@ impl Default for Config {
             udp_options: UdpOptions::default(),
             delivery: Delivery::default(),
             shutdown: Shutdown::default(),
+            api: Api::default(),
             trusted_proxies: Vec::new(),
             auth: Auth::default(),
             tls: Tls::default(),
@@ -170,6 +173,13 @@ impl Config {
         }
         if limits.http_max_head < 8192 {
             return fail("limits.http_max_head must be at least 8192 (the smallest buffer hyper accepts)");
+        }
+        let api = &self.api;
+        if api.requests_per_second > 0 && api.requests_burst == 0 {
+            return fail("api.requests_burst must be positive when api.requests_per_second is");
+        }
+        if api.idempotency_max_keys == 0 || api.idempotency_window.is_zero() || api.ready_timeout.is_zero() {
+            return fail("api.idempotency_max_keys, api.idempotency_window and api.ready_timeout must be positive");
         }
         if limits.message_timeout.is_zero() || self.tcp_options.first_line_timeout.is_zero() {
             return fail("limits.message_timeout and tcp_options.first_line_timeout must be positive");

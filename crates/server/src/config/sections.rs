@@ -184,6 +184,36 @@ impl Default for Delivery {
     }
 }
 
+/// `[api]`: the HTTP API's limits and its idempotency window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Requests per second per API key (or per client address when the API
+    /// is open), and how many at once after a quiet spell; 0 turns it off.
+    pub requests_per_second: u32,
+    pub requests_burst: u32,
+    /// How long a publish's `idempotency_key` is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once (the oldest go first).
+    pub idempotency_max_keys: usize,
+    /// How long `/readyz` waits for each check (the storage write probe).
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            requests_per_second: 1000,
+            requests_burst: 2000,
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
+            ready_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Shutdown {

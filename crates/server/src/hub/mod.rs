@@ -9,6 +9,7 @@
 //! held for map operations or one fan-out, never for IO.
 
 mod address;
+mod api;
 pub mod conn;
 mod durable;
 pub mod flush;
@@ -19,7 +20,9 @@ mod sweep;
 mod table;
 mod tabs;
 
-pub use durable::{Recovery, Ticket};
+pub use api::{HistoryPage, PageQuery, RoomSummary};
+pub use durable::{Recovery, Stored, Ticket};
+pub use replay::HISTORY_MAX_LIMIT;
 pub use table::{ConnectionRow, TableFilter};
 
 use crate::auth::expiry::Expiries;
@@ -27,7 +30,7 @@ use crate::auth::Profile;
 use crate::metrics::{Metrics, TransportLabel};
 use crate::policy::{Policy, PolicyCell};
 use crate::store::{self, Storage, StoreError, WriterOptions};
-use crate::util::{lock, unix_ms};
+use crate::util::lock;
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use flush::FlushClock;
@@ -395,20 +398,7 @@ impl Hub {
         if !state.contains(conn) {
             return Err(HubError::NotMember(room.name.to_string()));
         }
-        let ts = unix_ms();
-        let message = event::RoomMessage {
-            ev: "msg",
-            room: &room.name,
-            seq: None,
-            from: &conn.user,
-            ts,
-            body,
-            volatile: Some(true),
-        };
-        let encoded = Encoded::new(&message);
-        self.fan_out(state.members_in_address_order(), &encoded);
-        self.metrics.messages_published.inc();
-        Ok(ts)
+        Ok(self.fan_out_volatile(&mut state, &room.name, &conn.user, body))
     }
 
     /// The users present in `room`, sorted, and their token profiles

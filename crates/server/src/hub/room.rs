@@ -81,6 +81,11 @@ impl RoomState {
         self.connections == 0
     }
 
+    /// Member connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections
+    }
+
     /// Users present (a user with several tabs counts once).
     pub fn user_count(&self) -> usize {
         self.users.user_count()
@@ -188,14 +193,14 @@ impl Directory {
         self.rooms.remove(name);
     }
 
-    /// Every room's name, unsorted.
-    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
-        self.rooms.iter().map(|listed| &listed.0.name)
-    }
-
     /// Every room, unsorted.
     pub fn rooms(&self) -> impl Iterator<Item = &Arc<Room>> + '_ {
         self.rooms.iter().map(|listed| &listed.0)
+    }
+
+    /// Every room's name, unsorted.
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.rooms.iter().map(|listed| &listed.0.name)
     }
 }
 
