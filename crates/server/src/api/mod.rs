@@ -25,6 +25,7 @@
 
 pub mod auth;
 pub mod body;
+mod connections;
 mod cors;
 mod error;
 mod health;
@@ -64,7 +65,8 @@ pub struct Endpoint {
 
 /// Every module's routes. The router and the OpenAPI document both read
 /// this list (see the module docs).
-const MODULES: &[fn() -> Vec<Endpoint>] = &[health::endpoints, rooms::endpoints, users::endpoints, openapi::endpoints];
+const MODULES: &[fn() -> Vec<Endpoint>] =
+    &[health::endpoints, rooms::endpoints, users::endpoints, connections::endpoints, openapi::endpoints];
 
 /// Every endpoint the router serves.
 fn endpoints() -> Vec<Endpoint> {

@@ -23,9 +23,6 @@ use serde_json::{json, Map, Value};
 pub const SERVED_ELSEWHERE: &[(&str, &str, &str)] = &[
     ("GET", "/api/rooms/{room}/events", "the front door (Server-Sent Events, transport::front)"),
     ("GET", "/api/events", "the front door (Server-Sent Events, transport::front)"),
-    ("GET", "/api/connections", "api::connections (the connection table)"),
-    ("DELETE", "/api/connections/{id}", "api::connections (the connection table)"),
-    ("DELETE", "/api/users/{user}/connections", "api::connections (the connection table)"),
 ];
 
 pub fn endpoints() -> Vec<Endpoint> {
@@ -103,43 +100,9 @@ fn elsewhere() -> Vec<(&'static str, &'static str, Value)> {
         operation("events", summary, &parameters, json!({ "200": stream }))
     };
     let rooms = parameter("rooms", "query", json!({ "type": "string" }), "rooms, separated by commas");
-    let table = json!({ "connections": [{ "id": 7, "fd": 12, "transport": "websocket", "peer": "127.0.0.1:50000",
-        "user": "alice", "rooms": ["lobby"], "bytes_in": 120, "bytes_out": 4096, "queued_bytes": 0, "age_ms": 5000 }] });
-    let closed = json_answer("connections closed", json!({ "closed": 1 }));
-    let reason = json!({ "required": false, "content": { "application/json": {
-        "schema": { "type": "object", "properties": { "reason": { "type": "string" } } } } } });
-    let mut kick = secured(operation(
-        "connections",
-        "Closes one connection, telling it why.",
-        &[parameter("id", "path", json!({ "type": "integer" }), "the connection's id")],
-        json!({ "200": closed }),
-    ));
-    kick["requestBody"] = reason.clone();
-    let mut kick_user = secured(operation(
-        "connections",
-        "Closes every connection of a user.",
-        &[parameter("user", "path", json!({ "type": "string" }), "the user")],
-        json!({ "200": closed }),
-    ));
-    kick_user["requestBody"] = reason;
     vec![
         ("GET", "/api/rooms/{room}/events", events("Follows a room as Server-Sent Events.", vec![room])),
         ("GET", "/api/events", events("Follows several rooms as Server-Sent Events.", vec![rooms])),
-        (
-            "GET",
-            "/api/connections",
-            secured(operation(
-                "connections",
-                "The connection table.",
-                &[
-                    parameter("user", "query", json!({ "type": "string" }), "only this user's"),
-                    parameter("room", "query", json!({ "type": "string" }), "only members of this room"),
-                ],
-                json!({ "200": json_answer("the connections", table) }),
-            )),
-        ),
-        ("DELETE", "/api/connections/{id}", kick),
-        ("DELETE", "/api/users/{user}/connections", kick_user),
     ]
 }
 

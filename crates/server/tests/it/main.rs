@@ -6,6 +6,7 @@ mod abuse_inbox;
 mod abuse_ip;
 mod abuse_raw;
 mod api_access;
+mod api_connections;
 mod api_health;
 mod api_openapi;
 mod api_publish;

@@ -118,15 +118,18 @@ const TESTED: &[(Kind, &str, &[&str])] = &[
     (Close, "4003", &[TCP_TOKENS]),
     (Close, "4005", &[REFRESH]),
     (Close, "4008", &["limits::a_client_that_stops_reading_gets_4008_while_others_keep_receiving"]),
+    (Close, "4010", &[KICK]),
     (TcpClose, "1000", &["closes::quit_closes_a_text_mode_connection_with_1000"]),
     (TcpClose, "1001", &["raw::shutdown_is_announced_on_tcp_and_udp_too"]),
     (TcpClose, "1009", &[OVERSIZE]),
     (TcpClose, "1013", &["closes::raw_tcp_at_the_connection_limit_gets_a_1013_close_line"]),
     (TcpClose, "4008", &["raw::a_tcp_client_that_stops_reading_is_closed_as_a_slow_consumer"]),
     (TcpClose, "4003", &[TCP_TOKENS]),
+    (TcpClose, "4010", &[KICK]),
     (TcpClose, "1008", &["abuse_raw::silent_and_trickling_tcp_sockets_are_closed_at_the_first_line_deadline"]),
 ];
 
+const KICK: &str = "api_connections::a_kick_closes_with_4010_and_the_reason_on_every_transport";
 const REFUSED: &str = "closes::refused_upgrades_get_400_405_426_and_431";
 const LIMIT: &str = "limits::the_connection_limit_refuses_extras_and_the_server_keeps_serving";
 const BAD_INPUT: &str = "limits::bad_json_and_unknown_ops_get_error_replies_and_the_connection_survives";
