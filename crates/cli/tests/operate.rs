@@ -82,3 +82,28 @@ async fn healthcheck_says_whether_the_server_answers() {
     assert_eq!(dead.status.code(), Some(1), "{}", text(&dead.stderr));
     assert!(text(&dead.stderr).starts_with("error: "), "{}", text(&dead.stderr));
 }
+
+/// `switchboard bench http` against a real server: every publish answered
+/// 2xx in both modes, and the count matches what the server stored.
+#[test]
+fn bench_http_publishes_in_both_modes() {
+    let server = Server::start(["--storage", "memory"]);
+    let address = server.http.to_string();
+    let mut published = 0;
+    for mode in [None, Some("--new-connection")] {
+        let mut args = vec!["bench", "http", "--server", &address, "-c", "4", "--duration", "0.5", "--json"];
+        args.extend(mode);
+        let output = switchboard(&args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+        assert!(report["ok"].as_u64().is_some_and(|ok| ok > 4), "{report}");
+        assert_eq!(report["refused"], json!({}), "{report}");
+        assert_eq!(report["ok"], report["requests"], "{report}");
+        published += report["ok"].as_u64().unwrap_or_default();
+    }
+    // The room's newest seq (healthcheck prints a GET's answer).
+    let page = switchboard(&["healthcheck", &address, "--path", "/api/rooms/bench-http/messages?limit=1"]);
+    assert!(page.status.success(), "{}", text(&page.stderr));
+    let stored = text(&page.stdout);
+    assert!(stored.contains(&format!("\"last_seq\":{published},")), "{published} published: {stored}");
+}
