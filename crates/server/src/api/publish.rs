@@ -124,7 +124,10 @@ async fn store(
     let stored = stored.await;
     state.shared.publish_seconds.observe(started.elapsed().as_secs_f64());
     match stored {
-        Ok(Ok(stored)) => Ok(Answer { status: StatusCode::CREATED.as_u16(), body: json!(stored).to_string() }),
+        Ok(Ok(stored)) => {
+            let body = serde_json::to_string(&stored).unwrap_or_default();
+            Ok(Answer { status: StatusCode::CREATED.as_u16(), body })
+        }
         Ok(Err(())) => Err(ApiError::unavailable(
             ErrorCode::StorageFailed,
             "the message could not be stored and was not delivered",
