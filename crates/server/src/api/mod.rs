@@ -47,6 +47,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
 use bytes::Bytes;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -83,6 +84,8 @@ pub struct ApiState {
 #[derive(Debug)]
 struct Shared {
     registry: Registry,
+    /// Seconds from a publish's submission to the writer's answer (not volatile ones).
+    publish_seconds: Histogram,
     limiter: auth::Limiter,
     idempotency: idempotency::Window,
     ready: Vec<Box<dyn ReadyCheck>>,
@@ -96,9 +99,17 @@ struct Shared {
 
 impl ApiState {
     /// The state for a server with `hub`, exposing `registry` at `/metrics`.
-    pub fn new(hub: Arc<Hub>, registry: Registry, api: &crate::config::Api) -> ApiState {
+    pub fn new(hub: Arc<Hub>, mut registry: Registry, api: &crate::config::Api) -> ApiState {
+        // 0.25 ms to about 4 s: an fsync under load is milliseconds, a stuck disk seconds.
+        let publish_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 15));
+        registry.register(
+            "api_publish_seconds",
+            "HTTP API publishes (not volatile): seconds from submission to the storage writer's answer",
+            publish_seconds.clone(),
+        );
         let shared = Shared {
             registry,
+            publish_seconds,
             limiter: auth::Limiter::default(),
             idempotency: idempotency::Window::new(api.idempotency_window, api.idempotency_max_keys),
             ready: health::checks(),

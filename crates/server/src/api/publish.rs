@@ -119,9 +119,15 @@ async fn store(
         let ts = state.hub.publish_volatile_from(&target, &from, &body);
         return Ok(Answer { status: StatusCode::OK.as_u16(), body: json!({ "ts": ts }).to_string() });
     }
+    let started = std::time::Instant::now();
     let stored = state.hub.submit_from_api(kind, &target, from, body)?;
-    match stored.await {
-        Ok(Ok(stored)) => Ok(Answer { status: StatusCode::CREATED.as_u16(), body: json!(stored).to_string() }),
+    let stored = stored.await;
+    state.shared.publish_seconds.observe(started.elapsed().as_secs_f64());
+    match stored {
+        Ok(Ok(stored)) => {
+            let body = serde_json::to_string(&stored).unwrap_or_default();
+            Ok(Answer { status: StatusCode::CREATED.as_u16(), body })
+        }
         Ok(Err(())) => Err(ApiError::unavailable(
             ErrorCode::StorageFailed,
             "the message could not be stored and was not delivered",

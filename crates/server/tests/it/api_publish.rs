@@ -49,6 +49,7 @@ async fn a_publish_reaches_websocket_tcp_and_udp_members_once_stored() {
     request(&mut dave, json!({"op": "join", "room": "news"})).await;
     Api::keyed(&keyed).post("/api/rooms/news/messages", &json!({"body": "headline"})).await;
     assert_eq!(wait_for(&mut dave, is_msg).await["from"], json!("backend"));
+    assert_eq!(server.metric("switchboard_api_publish_seconds_count").await, 2.0, "two stored publishes timed");
 }
 
 /// Messages of `room`'s history, through the API.
