@@ -7,7 +7,7 @@
 # - nats-server from Debian (apt-get update first only if the package is unknown)
 # - npm ci in node-ws/ and socketio/ (exact versions from package-lock.json)
 # - a venv at python-websockets/.venv with requirements.txt installed
-# - cargo build --release of axum-chat/ (its own workspace, output in axum-chat/target)
+# - cargo build --release of axum-chat/ and hyper-hello/ (their own workspaces, output in */target)
 # Progress goes to stderr.
 set -euo pipefail
 
@@ -69,5 +69,10 @@ say "python-websockets: pip install -r requirements.txt"
 say "axum-chat: cargo build --release"
 CARGO_TARGET_DIR="$here/axum-chat/target" \
     cargo build --release --locked --quiet --manifest-path "$here/axum-chat/Cargo.toml" >&2
+
+# --- hyper hello peer (the HTTP ceiling) -------------------------------------------
+say "hyper-hello: cargo build --release"
+CARGO_TARGET_DIR="$here/hyper-hello/target" \
+    cargo build --release --locked --quiet --manifest-path "$here/hyper-hello/Cargo.toml" >&2
 
 say "done"

@@ -3,7 +3,7 @@
 #
 #   bash bench/peers/start.sh NAME PORT [CORE]
 #
-# NAME: node-ws | socketio | python-websockets | axum-chat | nats | nats-tls
+# NAME: node-ws | socketio | python-websockets | axum-chat | hyper-hello | nats | nats-tls
 # nats-tls is nats with TLS on its WebSocket listener: it needs TLS_CERT and
 # TLS_KEY in the environment (PEM files).
 # The peer listens on 127.0.0.1:PORT (WebSocket). CORE (default 0) is passed
@@ -16,7 +16,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 usage() {
-    echo "usage: $0 NAME PORT [CORE]   (NAME: node-ws socketio python-websockets axum-chat nats nats-tls)" >&2
+    echo "usage: $0 NAME PORT [CORE]   (NAME: node-ws socketio python-websockets axum-chat hyper-hello nats nats-tls)" >&2
     exit 2
 }
 
@@ -52,6 +52,11 @@ python-websockets)
     ;;
 axum-chat)
     bin="$here/axum-chat/target/release/axum-chat-peer"
+    need "$bin"
+    exec taskset -c "$core" "$bin" "$port" >&2
+    ;;
+hyper-hello)
+    bin="$here/hyper-hello/target/release/hyper-hello-peer"
     need "$bin"
     exec taskset -c "$core" "$bin" "$port" >&2
     ;;

@@ -3,6 +3,10 @@
 
 mod alloc;
 mod bench;
+mod connections;
+mod health;
+mod http;
+mod logs;
 mod token;
 
 use anyhow::Context;
@@ -10,6 +14,8 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
+use switchboard_server::config::listen::parse_listen_address;
 use switchboard_server::store::sqlite::Sqlite;
 use switchboard_server::store::SyncMode;
 use switchboard_server::{Config, Listeners};
@@ -43,6 +49,13 @@ enum Command {
     /// Operate on stored history (with the server stopped).
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Ask a running server's /healthz: exit 0 when it answers 200 (for
+    /// container and supervisor health checks).
+    Healthcheck(health::HealthArgs),
+    /// Print a running server's connection table like `ss`: each
+    /// connection's id, file descriptor, transport, peer, user, rooms,
+    /// bytes in and out, queued bytes and age.
+    Connections(connections::ConnectionsArgs),
 }
 
 #[derive(Subcommand)]
@@ -52,7 +65,7 @@ enum HistoryCommand {
     Reset {
         /// The room.
         room: String,
-        /// Data directory [default: ./switchboard-data].
+        /// Data directory.
         #[arg(long, default_value = "./switchboard-data")]
         data: PathBuf,
     },
@@ -63,14 +76,14 @@ struct ServeArgs {
     /// TOML configuration file (see `switchboard config`).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// WebSocket and HTTP address [default: 127.0.0.1:8080].
-    #[arg(long)]
+    /// WebSocket and HTTP address; a bare port means 127.0.0.1 [default: 127.0.0.1:8080].
+    #[arg(long, value_parser = parse_listen_address)]
     http: Option<SocketAddr>,
-    /// Raw TCP address (JSON lines or text) [default: 127.0.0.1:7070].
-    #[arg(long)]
+    /// Raw TCP address (JSON lines or text); a bare port means 127.0.0.1 [default: 127.0.0.1:7070].
+    #[arg(long, value_parser = parse_listen_address)]
     tcp: Option<SocketAddr>,
-    /// UDP address [default: 127.0.0.1:7070].
-    #[arg(long)]
+    /// UDP address; a bare port means 127.0.0.1 [default: 127.0.0.1:7070].
+    #[arg(long, value_parser = parse_listen_address)]
     udp: Option<SocketAddr>,
     /// Data directory of the SQLite storage [default: ./switchboard-data].
     #[arg(long)]
@@ -88,6 +101,9 @@ struct ServeArgs {
     /// PEM private key of --tls-cert's certificate.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Log lines as text for people or JSON for collectors (to stderr).
+    #[arg(long, value_enum, env = "SWITCHBOARD_LOG_FORMAT", default_value_t = logs::LogFormat::Text)]
+    log_format: logs::LogFormat,
 }
 
 impl ServeArgs {
@@ -120,8 +136,25 @@ impl ServeArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let logging = match &cli.command {
+        Command::Serve(args) => {
+            logs::init(args.log_format);
+            true
+        }
+        _ => false,
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            logs::fatal(&error, logging);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Config => {
             print!("{}", switchboard_server::config::DEFAULT_TOML);
@@ -130,6 +163,8 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token::run(args),
         Command::Bench(scenario) => bench::run(scenario),
+        Command::Healthcheck(args) => health::run(args),
+        Command::Connections(args) => connections::run(args),
         Command::History(HistoryCommand::Reset { room, data }) => {
             let mut store = Sqlite::open(&data, SyncMode::Always)
                 .with_context(|| format!("opening {} (is a server running on it?)", data.display()))?;
@@ -142,14 +177,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
-}
-
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging();
     switchboard_server::trim::set_release(alloc::purge);
     let config = Config::load(args.config.as_deref(), args.overrides())?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;

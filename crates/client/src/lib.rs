@@ -12,17 +12,30 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub use tokio_tungstenite::tungstenite;
 
-/// Client failures.
+/// Client failures. Each message includes its cause's, which is therefore
+/// not also returned by `Error::source` (a printed chain names it once).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("websocket: {0}")]
-    WebSocket(#[from] tungstenite::Error),
+    WebSocket(tungstenite::Error),
     #[error("server sent invalid JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("connection closed{}", .0.as_ref().map(|f| format!(" with {} {}", f.code, f.reason)).unwrap_or_default())]
     Closed(Option<CloseFrame<'static>>),
     #[error("timed out after {0:?} waiting for the server")]
     Timeout(Duration),
+}
+
+impl From<tungstenite::Error> for ClientError {
+    fn from(error: tungstenite::Error) -> Self {
+        ClientError::WebSocket(error)
+    }
+}
+
+impl From<serde_json::Error> for ClientError {
+    fn from(error: serde_json::Error) -> Self {
+        ClientError::Json(error)
+    }
 }
 
 /// An open connection to a Switchboard server.

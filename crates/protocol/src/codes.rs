@@ -59,12 +59,20 @@ pub enum ErrorCode {
     ApiKeyRequired,
     /// The presented API key is not one of `auth.api_keys`.
     ApiKeyInvalid,
+    /// HTTP (404): no route has this path.
+    NotFound,
+    /// HTTP (405): the path exists but not with this method (`Allow` lists those it has).
+    MethodNotAllowed,
+    /// HTTP (415): a request body that is not `application/json`.
+    UnsupportedMediaType,
+    /// HTTP (503 from `/readyz`): the server cannot take work (storage not writable, shutting down).
+    NotReady,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md's table (a test checks
     /// the two against each other).
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::BadRequest,
@@ -91,6 +99,10 @@ impl ErrorCode {
         ErrorCode::OriginNotAllowed,
         ErrorCode::ApiKeyRequired,
         ErrorCode::ApiKeyInvalid,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::NotReady,
     ];
 
     /// The stable string used on the wire.
@@ -122,6 +134,10 @@ impl ErrorCode {
             ErrorCode::OriginNotAllowed => "origin_not_allowed",
             ErrorCode::ApiKeyRequired => "api_key_required",
             ErrorCode::ApiKeyInvalid => "api_key_invalid",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::NotReady => "not_ready",
         }
     }
 }
@@ -159,6 +175,9 @@ pub enum CloseCode {
     TokenExpired,
     /// 4008: the outbound queue went over its byte bound. Reconnect and recover.
     SlowConsumer,
+    /// 4010: an operator closed the connection (`DELETE /api/connections/{id}`);
+    /// the close carries their reason when they gave one.
+    Kicked,
     /// Any other code, as received from a peer.
     Other(u16),
 }
@@ -177,12 +196,13 @@ impl CloseCode {
             CloseCode::Unauthorized => 4003,
             CloseCode::TokenExpired => 4005,
             CloseCode::SlowConsumer => 4008,
+            CloseCode::Kicked => 4010,
             CloseCode::Other(code) => code,
         }
     }
 
     /// Every named code (all but [`CloseCode::Other`]).
-    pub const NAMED: [CloseCode; 10] = [
+    pub const NAMED: [CloseCode; 11] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::Protocol,
@@ -193,6 +213,7 @@ impl CloseCode {
         CloseCode::Unauthorized,
         CloseCode::TokenExpired,
         CloseCode::SlowConsumer,
+        CloseCode::Kicked,
     ];
 
     /// The code for a number: a named variant when there is one.
@@ -213,6 +234,7 @@ impl CloseCode {
             CloseCode::Unauthorized => "unauthorized",
             CloseCode::TokenExpired => "token expired",
             CloseCode::SlowConsumer => "slow consumer",
+            CloseCode::Kicked => "kicked by an operator",
             CloseCode::Other(_) => "",
         }
     }
@@ -259,6 +281,10 @@ mod tests {
             ErrorCode::OriginNotAllowed => 23,
             ErrorCode::ApiKeyRequired => 24,
             ErrorCode::ApiKeyInvalid => 25,
+            ErrorCode::NotFound => 26,
+            ErrorCode::MethodNotAllowed => 27,
+            ErrorCode::UnsupportedMediaType => 28,
+            ErrorCode::NotReady => 29,
         };
         for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(error_index(code), index, "{code}");
@@ -274,6 +300,7 @@ mod tests {
             CloseCode::Unauthorized => 7,
             CloseCode::TokenExpired => 8,
             CloseCode::SlowConsumer => 9,
+            CloseCode::Kicked => 10,
             CloseCode::Other(_) => usize::MAX,
         };
         for (index, code) in CloseCode::NAMED.into_iter().enumerate() {

@@ -141,9 +141,7 @@ impl<'a> Fields<'a> {
         };
         let body = || {
             let body = self.body.ok_or_else(|| bad(format!("`{op}` needs a `body`")))?;
-            // Bodies are forwarded verbatim: refuse what strict JSON readers
-            // reject, such as numbers beyond the range of a double.
-            serde_json::from_str::<Checked>(body.get()).map_err(|error| bad(format!("invalid `body`: {error}")))?;
+            check_body(body).map_err(bad)?;
             Ok(body)
         };
         Ok(match op {
@@ -188,6 +186,13 @@ impl<'a> Fields<'a> {
             }
         })
     }
+}
+
+/// Checks a message `body` the way every transport does. Bodies are
+/// forwarded verbatim, so what strict JSON readers reject (such as numbers
+/// beyond the range of a double) is refused here.
+pub fn check_body(body: &RawValue) -> Result<(), String> {
+    serde_json::from_str::<Checked>(body.get()).map(|_| ()).map_err(|error| format!("invalid `body`: {error}"))
 }
 
 /// Deserializes any JSON value without keeping it, so that numbers are
@@ -237,12 +242,14 @@ impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
     }
 }
 
-fn required<T: for<'de> Deserialize<'de>>(raw: Option<&RawValue>, name: &str) -> Result<T, String> {
+/// Field `name`, which must be present, as a `T`; the error names the field.
+pub fn required<T: for<'de> Deserialize<'de>>(raw: Option<&RawValue>, name: &str) -> Result<T, String> {
     let raw = raw.ok_or_else(|| format!("missing field `{name}`"))?;
     typed(raw, name)
 }
 
-fn optional<T: for<'de> Deserialize<'de>>(raw: Option<&RawValue>, name: &str) -> Result<Option<T>, String> {
+/// Field `name` as a `T` when present and not `null`; the error names the field.
+pub fn optional<T: for<'de> Deserialize<'de>>(raw: Option<&RawValue>, name: &str) -> Result<Option<T>, String> {
     match raw {
         Some(raw) if raw.get() != "null" => typed(raw, name).map(Some),
         _ => Ok(None),

@@ -17,7 +17,9 @@ pub enum Framing {
     WebSocket,
     /// The JSON followed by a newline (TCP).
     Line,
-    /// The bare JSON (one UDP datagram).
+    /// The JSON followed by a newline, as one UDP datagram: the newline
+    /// costs a byte and lets `nc -u` show one event per line (JSON parsers
+    /// skip trailing whitespace).
     Datagram,
 }
 
@@ -78,8 +80,7 @@ impl Encoded {
     pub fn framed(&self, framing: Framing) -> Bytes {
         match framing {
             Framing::WebSocket => self.websocket.clone(),
-            Framing::Line => self.bytes.slice(self.header_len..),
-            Framing::Datagram => self.websocket.slice(self.header_len..),
+            Framing::Line | Framing::Datagram => self.bytes.slice(self.header_len..),
         }
     }
 
@@ -93,17 +94,36 @@ impl Encoded {
 /// `{"ev":"close","code":C,"reason":R}`: the last line or datagram on
 /// transports that have no close frame of their own (TCP, UDP).
 #[derive(Debug, Serialize)]
-pub struct Close {
+pub struct Close<'a> {
     pub ev: &'static str,
     pub code: u16,
-    pub reason: &'static str,
+    pub reason: &'a str,
 }
 
-impl Close {
+impl Close<'static> {
     pub fn new(code: CloseCode) -> Self {
         Close { ev: "close", code: code.as_u16(), reason: code.reason() }
     }
 }
+
+impl<'a> Close<'a> {
+    /// The close line with a reason of the server's (an operator's kick).
+    pub fn with_reason(code: CloseCode, reason: &'a str) -> Self {
+        Close { ev: "close", code: code.as_u16(), reason }
+    }
+}
+
+/// The line a raw TCP connection gets when it has sent nothing for
+/// `tcp_options.greeting_delay` (open mode): a JSON event, so that a
+/// JSON-lines client that waits before its first line can read (and
+/// ignore) it, with words a person in nc or telnet reads as a greeting.
+pub const TCP_GREETING: &str = "{\"ev\":\"greeting\",\"text\":\"welcome to switchboard: type /help and press \
+    Enter for the commands, or send JSON lines (see docs/PROTOCOL.md)\"}\n";
+/// [`TCP_GREETING`] on a server in token mode, where the first line
+/// must authenticate.
+pub const TCP_GREETING_TOKEN: &str = "{\"ev\":\"greeting\",\"text\":\"welcome to switchboard: this server \
+    wants a token first: type /auth TOKEN and press Enter (then /help lists the commands), or send JSON lines \
+    starting with a hello that carries the token (see docs/PROTOCOL.md)\"}\n";
 
 /// `{"ev":"hello","user":U,"conn":C}`, the greeting on every connection.
 #[derive(Debug, Serialize)]
@@ -267,8 +287,8 @@ mod tests {
         let encoded = Encoded::new(&Presence { ev: "join", room: "r", user: "bob", info: None });
         let json = br#"{"ev":"join","room":"r","user":"bob"}"#;
         assert_eq!(encoded.json(), json);
-        assert_eq!(&encoded.framed(Framing::Datagram)[..], json);
         assert_eq!(encoded.framed(Framing::Line), [&json[..], b"\n"].concat());
+        assert_eq!(encoded.framed(Framing::Datagram), encoded.framed(Framing::Line), "nc -u shows one a line");
         let frame = encoded.framed(Framing::WebSocket);
         assert_eq!(&frame[..2], &[0x81, json.len() as u8]);
         assert_eq!(&frame[2..], json);
@@ -277,6 +297,17 @@ mod tests {
         let frame = long.framed(Framing::WebSocket);
         assert_eq!(&frame[..2], &[0x81, 126]);
         assert_eq!(u16::from_be_bytes([frame[2], frame[3]]) as usize, long.json().len());
+    }
+
+    #[test]
+    fn the_tcp_greetings_are_one_json_event_a_line() {
+        for greeting in [TCP_GREETING, TCP_GREETING_TOKEN] {
+            let (line, rest) = greeting.split_once('\n').expect("a newline");
+            assert!(rest.is_empty(), "one line");
+            let value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            assert_eq!(value["ev"], "greeting");
+            assert!(value["text"].as_str().is_some_and(|text| text.contains("/help")), "{value}");
+        }
     }
 
     #[test]

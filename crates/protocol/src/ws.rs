@@ -496,10 +496,30 @@ pub fn encode(opcode: OpCode, payload: &[u8]) -> Bytes {
 
 /// Builds a close frame with the code and its standard reason.
 pub fn close_frame(code: CloseCode) -> Bytes {
+    close_frame_with(code, code.reason())
+}
+
+/// The longest close reason: a control frame carries at most 125 bytes,
+/// two of them the code (RFC 6455 section 5.5).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// Builds a close frame with the code and `reason`, cut to
+/// [`MAX_CLOSE_REASON`] bytes at a character boundary.
+pub fn close_frame_with(code: CloseCode, reason: &str) -> Bytes {
+    let reason = truncate_reason(reason);
     encode_with(OpCode::Close, |out| {
         out.extend_from_slice(&code.as_u16().to_be_bytes());
-        out.extend_from_slice(code.reason().as_bytes());
+        out.extend_from_slice(reason.as_bytes());
     })
+}
+
+/// `reason` cut to [`MAX_CLOSE_REASON`] bytes without splitting a character.
+pub fn truncate_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
 }
 
 #[cfg(test)]

@@ -152,6 +152,12 @@ fn encodes_each_length_form() {
     let close = close_frame(CloseCode::SlowConsumer);
     assert_eq!(&close[..4], &[0x88, 2 + 13, 0x0f, 0xa8]);
     assert_eq!(&close[4..], b"slow consumer");
+    // An operator's reason is cut to fit a control frame, never inside a character.
+    let long = format!("{}é", "x".repeat(122));
+    let close = close_frame_with(CloseCode::Kicked, &long);
+    assert_eq!(&close[..4], &[0x88, 2 + 122, 0x0f, 0xaa]);
+    assert_eq!(&close[4..], "x".repeat(122).as_bytes());
+    assert_eq!(truncate_reason("bye"), "bye");
 }
 
 proptest! {

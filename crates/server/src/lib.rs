@@ -8,8 +8,10 @@
 //! - [`policy`]: what SIGHUP may change while serving, swapped in whole.
 //! - [`guard`]: abuse limits per connection and per client address.
 //! - [`server`]: [`run`], the accept loop, admission and shutdown.
-//! - [`transport`]: how bytes arrive: the HTTP front (hyper) and the
-//!   WebSocket connection driver.
+//! - [`transport`]: how bytes arrive: the front door of the HTTP port,
+//!   hyper for plain HTTP, and the connection driver of WebSocket and raw TCP.
+//! - [`api`]: the HTTP API (axum): publish, history, presence, health,
+//!   metrics and its OpenAPI document.
 //! - [`session`]: one client's protocol state; commands in, hub calls out.
 //! - [`hub`]: rooms, presence, users and connections; routing and fan-out.
 //! - [`store`]: room histories and DM inboxes (SQLite or memory), the
@@ -25,6 +27,7 @@
 //! same `Bytes` for every member) → each member's `transport::websocket`
 //! task (one vectored write) → socket. `docs/ARCHITECTURE.md` draws it.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod guard;

@@ -36,6 +36,15 @@ pub struct ErrorLabel {
     pub code: &'static str,
 }
 
+/// An HTTP request's route template (never the raw path: the label set
+/// stays bounded), method and status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabel {
+    pub route: String,
+    pub method: &'static str,
+    pub status: u16,
+}
+
 /// Every metric the server records. Cloning shares the same counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -63,6 +72,8 @@ pub struct Metrics {
     pub compressions: Counter,
     pub compression_saved_bytes: Counter,
     pub limit_hits: Family<ReasonLabel, Counter>,
+    pub http_requests: Family<HttpLabel, Counter>,
+    pub kicks: Counter,
 }
 
 impl Metrics {
@@ -147,9 +158,20 @@ impl Metrics {
             self.compression_saved_bytes.clone(),
         );
         r.register(
+            "kicks",
+            "Connections an operator closed with 4010 (DELETE /api/connections/{id}, /api/users/{user}/connections)",
+            self.kicks.clone(),
+        );
+        r.register(
             "limit_hits",
             "Times an abuse limit was enforced, by reason (see crate::guard::reason and docs/PROTOCOL.md)",
             self.limit_hits.clone(),
+        );
+        r.register(
+            "http_requests",
+            "Plain HTTP requests answered (the HTTP API, /healthz, /readyz, /metrics), by route template, \
+             method and status",
+            self.http_requests.clone(),
         );
         registry
     }

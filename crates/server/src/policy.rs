@@ -26,10 +26,13 @@ pub enum PolicyError {
     )]
     OpenModeNotLoopback(SocketAddr),
     #[error("auth: {0}")]
-    Auth(#[from] crate::auth::AuthSetupError),
+    Auth(crate::auth::AuthSetupError),
     #[error("tls: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(crate::tls::TlsError),
 }
+
+crate::util::from_cause!(PolicyError, PolicyError::Auth, crate::auth::AuthSetupError);
+crate::util::from_cause!(PolicyError, PolicyError::Tls, crate::tls::TlsError);
 
 /// Everything a reload may change, built and checked as one.
 #[derive(Debug)]

@@ -3,7 +3,6 @@
 
 use crate::config::{Config, StorageBackend};
 use crate::guard::{self, Listener};
-use crate::hub::conn::Transport;
 use crate::hub::{Hub, HubLimits};
 use crate::limits;
 use crate::metrics::Metrics;
@@ -24,6 +23,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,14 +45,16 @@ pub struct Listeners {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("listener has no local address: {0}")]
-    Listener(#[source] io::Error),
+    Listener(io::Error),
     #[error("storage: {0}")]
-    Storage(#[from] StoreError),
-    #[error("{0}")]
+    Storage(StoreError),
+    #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
 }
+
+crate::util::from_cause!(ServerError, ServerError::Storage, StoreError);
 
 /// New configurations to apply while serving (the binary sends one on
 /// SIGHUP). What can change without a restart is the [`Policy`] (which
@@ -110,7 +112,8 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let open_files = limits::raise_open_files_limit();
     let max_connections = limits::max_connections(config.limits.max_connections, open_files);
-    let listening = log_listeners(&listeners, open_files, max_connections)?;
+    let addresses = addresses(&listeners)?;
+    let listening = addresses.all();
     let policy = Arc::new(PolicyCell::new(Policy::build(&config, &listening)?));
     tracing::info!(mode = if policy.load().token_mode() { "token" } else { "open" }, "authentication");
     let metrics = Arc::new(Metrics::default());
@@ -126,11 +129,15 @@ async fn serve(
     let tls = config.tls.enabled().then(|| Acceptors::new(Arc::clone(hub.policy_cell()))).transpose()?;
     let shown = if tls.is_some() { "on: HTTPS and WSS, TLS on raw TCP; UDP stays plain" } else { "off" };
     tracing::info!(tls = shown, "encryption");
+    // Only now, with storage open and TLS loaded: a line saying the server
+    // listens is a promise that it serves (scripts and tests wait for it).
+    log_listening(&addresses, open_files, max_connections);
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
+    let api = crate::api::router(crate::api::ApiState::new(Arc::clone(&hub), metrics.registry(), &config.api));
     let state = Arc::new(HttpState {
         hub: Arc::clone(&hub),
-        registry: metrics.registry(),
+        api,
         http_open: AtomicUsize::new(0),
         max_connections,
         handshake_timeout: config.websocket.handshake_timeout,
@@ -191,6 +198,7 @@ pub(crate) fn hub_limits(config: &Config) -> HubLimits {
         max_message_size: config.limits.max_message_size,
         close_timeout: config.websocket.close_timeout,
         partial_line_pause: config.tcp_options.partial_line_pause,
+        greeting_delay: config.tcp_options.greeting_delay,
         write_window: config.delivery.write_window,
         write_window_max: config.delivery.write_window_max,
         compression: config.websocket.compression,
@@ -198,19 +206,32 @@ pub(crate) fn hub_limits(config: &Config) -> HubLimits {
     }
 }
 
-/// Logs what the server listens on; returns the addresses.
-fn log_listeners(
-    listeners: &Listeners,
-    open_files: u64,
-    max_connections: usize,
-) -> Result<Vec<SocketAddr>, ServerError> {
-    let address = listeners.http.local_addr().map_err(ServerError::Listener)?;
+/// The addresses the server listens on: HTTP, then raw TCP and UDP when on.
+#[derive(Debug, Clone)]
+struct Listening {
+    http: SocketAddr,
+    tcp: Option<SocketAddr>,
+    udp: Option<SocketAddr>,
+}
+
+impl Listening {
+    fn all(&self) -> Vec<SocketAddr> {
+        [Some(self.http), self.tcp, self.udp].into_iter().flatten().collect()
+    }
+}
+
+fn addresses(listeners: &Listeners) -> Result<Listening, ServerError> {
+    let http = listeners.http.local_addr().map_err(ServerError::Listener)?;
     let tcp = listeners.tcp.as_ref().map(TcpListener::local_addr).transpose().map_err(ServerError::Listener)?;
     let udp = listeners.udp.as_ref().map(UdpSocket::local_addr).transpose().map_err(ServerError::Listener)?;
-    let (tcp_shown, udp_shown) = (tcp.map(|a| a.to_string()), udp.map(|a| a.to_string()));
-    let (tcp_shown, udp_shown) = (tcp_shown.as_deref().unwrap_or("off"), udp_shown.as_deref().unwrap_or("off"));
-    tracing::info!(%address, tcp = tcp_shown, udp = udp_shown, open_files, max_connections, "switchboard listening (WebSocket at /ws, echo at /ws/echo)");
-    Ok([Some(address), tcp, udp].into_iter().flatten().collect())
+    Ok(Listening { http, tcp, udp })
+}
+
+/// The line that says the server serves (see `serve`).
+fn log_listening(listening: &Listening, open_files: u64, max_connections: usize) {
+    let shown = |address: Option<SocketAddr>| address.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    let (address, tcp, udp) = (listening.http, shown(listening.tcp), shown(listening.udp));
+    tracing::info!(%address, %tcp, %udp, open_files, max_connections, "switchboard listening (WebSocket at /ws, echo at /ws/echo)");
 }
 
 /// Applies each new configuration's policy; a configuration that cannot be
@@ -261,6 +282,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         || old_limits.presence_events_max_members != new_limits.presence_events_max_members;
     // tcp_options.first_line_timeout is part of the reloadable policy.
     let tcp_options = old.tcp_options.partial_line_pause != new.tcp_options.partial_line_pause
+        || old.tcp_options.greeting_delay != new.tcp_options.greeting_delay
         || old.tcp_options.keepalive != new.tcp_options.keepalive;
     let differs = [
         ("limits (max_message_size, outbound_queue_bytes, max_connections, presence_events_max_members)", limits),
@@ -270,13 +292,21 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("data", old.data != new.data),
         ("storage", old.storage != new.storage),
         ("websocket", old.websocket != new.websocket),
-        ("tcp_options (partial_line_pause, keepalive)", tcp_options),
+        ("tcp_options (partial_line_pause, greeting_delay, keepalive)", tcp_options),
         ("udp_options", old.udp_options != new.udp_options),
         ("delivery", old.delivery != new.delivery),
         ("shutdown", old.shutdown != new.shutdown),
+        ("api (idempotency_window, idempotency_max_keys, ready_timeout)", api_restart(&old.api, &new.api)),
         ("tls (on or off)", old.tls.enabled() != new.tls.enabled()),
     ];
     differs.into_iter().filter(|(_, differs)| *differs).map(|(name, _)| name).collect()
+}
+
+/// Whether `[api]` settings that need a restart differ (its rates reload).
+fn api_restart(old: &crate::config::Api, new: &crate::config::Api) -> bool {
+    old.idempotency_window != new.idempotency_window
+        || old.idempotency_max_keys != new.idempotency_max_keys
+        || old.ready_timeout != new.ready_timeout
 }
 
 /// Stops accepting, closes every client with 1001 after what is queued for
@@ -358,7 +388,10 @@ async fn accept_tcp(listener: TcpListener, state: &Arc<HttpState>, keepalive: Du
             tracing::debug!(%peer, %error, "could not set TCP options");
         }
         match &state.tls {
-            None => start_tcp(stream, Bytes::new(), peer, state),
+            None => {
+                let fd = stream.as_raw_fd();
+                start_tcp(stream, Bytes::new(), peer, fd, state);
+            }
             Some(_) => {
                 state.tracker.spawn(accept_tls_tcp(stream, peer, counted, Arc::clone(state)));
             }
@@ -371,6 +404,7 @@ async fn accept_tcp(listener: TcpListener, state: &Arc<HttpState>, keepalive: Du
 async fn accept_tls_tcp(stream: TcpStream, peer: SocketAddr, counted: bool, state: Arc<HttpState>) {
     const PLAIN: &str = "{\"ev\":\"close\",\"code\":1002,\"reason\":\"this port speaks TLS\"}\n";
     let Some(tls) = &state.tls else { return };
+    let fd = stream.as_raw_fd();
     let _counted = Counted::new(&state.http_open);
     let mut slot = guard::Slot::new(state.hub.ips(), peer.ip(), counted);
     let deadline = tokio::time::Instant::now() + state.handshake_timeout;
@@ -380,7 +414,7 @@ async fn accept_tls_tcp(stream: TcpStream, peer: SocketAddr, counted: bool, stat
     };
     match stream.into_socket() {
         Ok((socket, early)) => {
-            start_tcp(socket, early, peer, &state);
+            start_tcp(socket, early, peer, fd, &state);
             slot.keep();
         }
         Err(error) => tracing::debug!(%peer, %error, "TLS failed after the handshake"),
@@ -388,15 +422,16 @@ async fn accept_tls_tcp(stream: TcpStream, peer: SocketAddr, counted: bool, stat
 }
 
 /// Registers a raw TCP connection and starts its task; `early` holds bytes
-/// already read (decrypted during a TLS handshake).
-fn start_tcp<S: Socket>(stream: S, early: Bytes, peer: SocketAddr, state: &HttpState) {
+/// already read (decrypted during a TLS handshake); `fd` is the socket's.
+fn start_tcp<S: Socket>(stream: S, early: Bytes, peer: SocketAddr, fd: i32, state: &HttpState) {
     let hub = Arc::clone(&state.hub);
     let id = hub.next_conn_id();
     // In token mode the first line must authenticate; until it does the
     // connection has a name no token can have, so nothing addressed to a
     // user ever reaches it.
     let name = if hub.policy().token_mode() { format!("#pending-{id}") } else { format!("guest-{id}") };
-    let conn = hub.register(id, Arc::from(name), peer, Transport::TcpJson);
+    let conn = hub.register_undecided(id, Arc::from(name), peer);
+    conn.set_fd(fd);
     tracing::debug!(conn = id, %peer, "raw tcp open");
     let session = Session::silent(hub, conn);
     let codec = TcpCodec::new(&session);

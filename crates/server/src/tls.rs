@@ -26,18 +26,18 @@ use tokio_rustls::TlsAcceptor;
 /// A `[tls]` setting that cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("reading {setting} {path}: {source}")]
-    Read { setting: &'static str, path: PathBuf, source: std::io::Error },
-    #[error("tls.cert {path} is not a PEM certificate chain: {source}")]
-    BadCertificate { path: PathBuf, source: pem::Error },
+    #[error("reading {setting} {path}: {error}")]
+    Read { setting: &'static str, path: PathBuf, error: std::io::Error },
+    #[error("tls.cert {path} is not a PEM certificate chain: {error}")]
+    BadCertificate { path: PathBuf, error: pem::Error },
     #[error("tls.cert {0} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)")]
     NoCertificate(PathBuf),
-    #[error("tls.key {path} holds no private key in PEM (PKCS#8, PKCS#1 or SEC1): {source}")]
-    BadKey { path: PathBuf, source: pem::Error },
-    #[error("tls.key {key} cannot serve tls.cert {cert}: {source}")]
-    Unusable { cert: PathBuf, key: PathBuf, source: rustls::Error },
+    #[error("tls.key {path} holds no private key in PEM (PKCS#8, PKCS#1 or SEC1): {error}")]
+    BadKey { path: PathBuf, error: pem::Error },
+    #[error("tls.key {key} cannot serve tls.cert {cert}: {error}")]
+    Unusable { cert: PathBuf, key: PathBuf, error: rustls::Error },
     #[error("setting up TLS: {0}")]
-    Setup(#[source] rustls::Error),
+    Setup(rustls::Error),
 }
 
 /// The crypto provider every TLS configuration here uses.
@@ -52,23 +52,23 @@ pub fn load_certified_key(tls: &config::Tls) -> Result<Arc<CertifiedKey>, TlsErr
     let cert_pem = read(&tls.cert, "tls.cert")?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsError::BadCertificate { path: tls.cert.clone(), source })?;
+        .map_err(|error| TlsError::BadCertificate { path: tls.cert.clone(), error })?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(tls.cert.clone()));
     }
     let key_pem = read(&tls.key, "tls.key")?;
     let key =
-        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|source| TlsError::BadKey { path: tls.key.clone(), source })?;
-    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|source| TlsError::Unusable {
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|error| TlsError::BadKey { path: tls.key.clone(), error })?;
+    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|error| TlsError::Unusable {
         cert: tls.cert.clone(),
         key: tls.key.clone(),
-        source,
+        error,
     })?;
     Ok(Arc::new(certified))
 }
 
 fn read(path: &Path, setting: &'static str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { setting, path: path.to_owned(), source })
+    std::fs::read(path).map_err(|error| TlsError::Read { setting, path: path.to_owned(), error })
 }
 
 /// Presents the policy's certificate at each handshake.

@@ -4,7 +4,8 @@
 //! Switchboard or a peer server (see `target`); `tcp-fanout` and `udp-relay` measure
 //! delivery rate, loss and latency on the raw transports (and `tcp-fanout`
 //! the same load against redis pub/sub); `stored` and `replay` measure
-//! storage: acked sends and replay after `join` with `since`.
+//! storage: acked sends and replay after `join` with `since`; `http`
+//! measures HTTP publishes (or any HTTP server's requests).
 //!
 //! Against a server in token mode, set `SWITCHBOARD_BENCH_TOKEN_SECRET`
 //! (HS256) or `SWITCHBOARD_BENCH_TOKEN_KEY` (a private key in PEM: ES256,
@@ -16,6 +17,7 @@ mod churn;
 mod common;
 mod echo;
 mod fanout;
+mod http;
 mod idle;
 mod latency;
 mod lines;
@@ -29,7 +31,7 @@ mod tests;
 mod tests_tls;
 #[cfg(test)]
 mod tests_ws;
-mod tls;
+pub(crate) mod tls;
 mod udp;
 mod workers;
 mod wsclient;
@@ -62,6 +64,11 @@ pub enum Scenario {
     /// Fill a fresh room with N stored messages, then time a `join` with
     /// `since: 0` until `replayed`, checking messages 1..=N arrive in order.
     Replay(replay::ReplayArgs),
+    /// C HTTP clients publishing (POST /api/rooms/ROOM/messages), one
+    /// request in flight each, keep-alive or a new connection per request:
+    /// requests/s, latency and (given --pid) server CPU. --path sends the
+    /// same requests to any HTTP server (the hyper-hello peer).
+    Http(http::HttpArgs),
 }
 
 pub fn run(scenario: Scenario) -> anyhow::Result<()> {
@@ -90,6 +97,7 @@ pub fn run(scenario: Scenario) -> anyhow::Result<()> {
         Scenario::UdpRelay(args) => runtime.block_on(udp::run(&args))?.print(args.json),
         Scenario::Stored(args) => runtime.block_on(stored::run_stored(&args))?.print(args.json),
         Scenario::Replay(args) => runtime.block_on(replay::run_replay(&args))?.print(args.json),
+        Scenario::Http(args) => runtime.block_on(http::run(&args)),
     }
 }
 
@@ -102,6 +110,7 @@ impl Scenario {
             Scenario::TcpFanout(args) => Some(args.subscribers + 1),
             Scenario::UdpRelay(args) => Some(args.receivers + 1),
             Scenario::Stored(args) => Some(args.publishers),
+            Scenario::Http(args) => Some(args.clients),
             Scenario::Idle(_) | Scenario::Fanout(_) | Scenario::Replay(_) => None,
         }
     }

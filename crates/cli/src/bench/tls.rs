@@ -57,6 +57,13 @@ impl std::fmt::Debug for Connector {
 }
 
 impl TlsArgs {
+    /// TLS as an operator command asks for it: on for `https` URLs,
+    /// presenting `server_name` (a host name; an IP address is used when
+    /// `None`) and trusting `ca` or, when `insecure`, anything.
+    pub fn for_https(https: bool, ca: Option<PathBuf>, insecure: bool, server_name: Option<String>) -> Self {
+        TlsArgs { tls: https, ca, insecure, server_name, connector: OnceLock::new() }
+    }
+
     /// The flags that say the same to a worker process.
     pub fn forwarded(&self) -> Vec<String> {
         let mut flags = Vec::new();

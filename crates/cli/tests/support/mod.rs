@@ -1,5 +1,5 @@
 //! The `switchboard` binary as the tests start it: serving on ephemeral
-//! ports, its address read from its log.
+//! ports, its address read from its log (on stderr).
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
@@ -47,14 +47,17 @@ impl Server {
             // sends in flight): per-connection rates have tests of their own.
             .env("SWITCHBOARD_LIMITS__MESSAGES_PER_SECOND", "0")
             .env("SWITCHBOARD_LIMITS__BYTES_PER_SECOND", "0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start switchboard");
-        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
         let (found, address) = mpsc::channel();
+        // Reads the whole log, so that the pipe never fills; each line is
+        // shown with the test's output (captured unless it fails).
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
                 if line.contains("switchboard listening") {
                     let field = line.split_whitespace().find_map(|word| word.strip_prefix("address="));
                     let _ = found.send(field.and_then(|text| text.parse::<SocketAddr>().ok()));

@@ -41,8 +41,8 @@ const CLOCK_SKEW_SECS: u64 = 5;
 /// A configured key or secret that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
-    #[error("reading auth.jwt_public_key {path}: {source}")]
-    ReadKey { path: String, source: std::io::Error },
+    #[error("reading auth.jwt_public_key {path}: {error}")]
+    ReadKey { path: String, error: std::io::Error },
     #[error("auth.jwt_public_key {0} holds no RSA, EC (P-256) or Ed25519 public key in PEM")]
     BadKey(String),
     #[error("auth.jwt_hmac_secret could not be used: {0}")]
@@ -270,7 +270,7 @@ fn validation(algorithms: &[Algorithm], auth: &Auth) -> Validation {
 fn public_key(auth: &Auth) -> Result<(DecodingKey, Validation), AuthSetupError> {
     let path = auth.jwt_public_key.display().to_string();
     let pem =
-        std::fs::read(&auth.jwt_public_key).map_err(|source| AuthSetupError::ReadKey { path: path.clone(), source })?;
+        std::fs::read(&auth.jwt_public_key).map_err(|error| AuthSetupError::ReadKey { path: path.clone(), error })?;
     type Parse = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
     let kinds: [(Parse, &[Algorithm]); 3] = [
         (DecodingKey::from_rsa_pem, &[Algorithm::RS256, Algorithm::RS384, Algorithm::RS512]),

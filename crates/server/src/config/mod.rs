@@ -3,9 +3,11 @@
 //! of increasing precedence by figment.
 //!
 //! - this module: [`Config`], loading and the checks across sections;
+//! - [`listen`]: listener addresses, a bare port meaning 127.0.0.1;
 //! - [`sections`]: storage, limits and the transports' options;
 //! - [`trust`]: identity, TLS and who may read metrics.
 
+pub mod listen;
 mod sections;
 mod trust;
 
@@ -23,7 +25,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Top-level keys the environment may set; other `SWITCHBOARD_*` variables
 /// (such as `SWITCHBOARD_REQUIRE_EXTERNAL` for the test suite) are ignored.
-const ENV_KEYS: [&str; 15] = [
+const ENV_KEYS: [&str; 16] = [
     "http",
     "tcp",
     "udp",
@@ -35,6 +37,7 @@ const ENV_KEYS: [&str; 15] = [
     "udp_options",
     "delivery",
     "shutdown",
+    "api",
     "auth",
     "tls",
     "metrics",
@@ -45,8 +48,11 @@ const ENV_KEYS: [&str; 15] = [
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    #[serde(deserialize_with = "listen::deserialize")]
     pub http: SocketAddr,
+    #[serde(deserialize_with = "listen::deserialize")]
     pub tcp: SocketAddr,
+    #[serde(deserialize_with = "listen::deserialize")]
     pub udp: SocketAddr,
     pub data: PathBuf,
     pub storage: Storage,
@@ -56,6 +62,7 @@ pub struct Config {
     pub udp_options: UdpOptions,
     pub delivery: Delivery,
     pub shutdown: Shutdown,
+    pub api: Api,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub auth: Auth,
@@ -77,6 +84,7 @@ impl Default for Config {
             udp_options: UdpOptions::default(),
             delivery: Delivery::default(),
             shutdown: Shutdown::default(),
+            api: Api::default(),
             trusted_proxies: Vec::new(),
             auth: Auth::default(),
             tls: Tls::default(),
@@ -91,10 +99,12 @@ pub enum ConfigError {
     #[error("config file {0} does not exist")]
     MissingFile(PathBuf),
     #[error("invalid configuration: {0}")]
-    Invalid(#[from] Box<figment::Error>),
+    Invalid(Box<figment::Error>),
     #[error("invalid configuration: {0}")]
     Inconsistent(String),
 }
+
+crate::util::from_cause!(ConfigError, ConfigError::Invalid, Box<figment::Error>);
 
 impl Config {
     /// Merges defaults < `file` < environment < `overrides` (flags). The
@@ -163,6 +173,13 @@ impl Config {
         }
         if limits.http_max_head < 8192 {
             return fail("limits.http_max_head must be at least 8192 (the smallest buffer hyper accepts)");
+        }
+        let api = &self.api;
+        if api.requests_per_second > 0 && api.requests_burst == 0 {
+            return fail("api.requests_burst must be positive when api.requests_per_second is");
+        }
+        if api.idempotency_max_keys == 0 || api.idempotency_window.is_zero() || api.ready_timeout.is_zero() {
+            return fail("api.idempotency_max_keys, api.idempotency_window and api.ready_timeout must be positive");
         }
         if limits.message_timeout.is_zero() || self.tcp_options.first_line_timeout.is_zero() {
             return fail("limits.message_timeout and tcp_options.first_line_timeout must be positive");
@@ -233,6 +250,21 @@ mod tests {
             let flags = Flags { http: Some(SocketAddr::from(([127, 0, 0, 1], 3))) };
             let config = Config::load(Some(path), flags).map_err(|e| e.to_string())?;
             assert_eq!(config.http.port(), 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bare_port_in_the_file_or_environment_means_loopback() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("p.toml", "udp = 9000\nhttp = \"8081\"\n")?;
+            jail.set_env("SWITCHBOARD_TCP", "7071");
+            let config = Config::load(Some(Path::new("p.toml")), Flags { http: None }).map_err(|e| e.to_string())?;
+            let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+            assert_eq!((config.http, config.tcp, config.udp), (loopback(8081), loopback(7071), loopback(9000)));
+            jail.set_env("SWITCHBOARD_TCP", "localhost");
+            let error = Config::load(Some(Path::new("p.toml")), Flags { http: None }).expect_err("not an address");
+            assert!(error.to_string().contains("8080 means 127.0.0.1:8080"), "{error}");
             Ok(())
         });
     }

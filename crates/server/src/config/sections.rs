@@ -17,6 +17,10 @@ pub struct TcpOptions {
     /// How long a new raw TCP connection may take to send its first line.
     #[serde(with = "humantime_serde")]
     pub first_line_timeout: Duration,
+    /// How long a new raw TCP connection that sent nothing waits for the
+    /// greeting line (zero: none).
+    #[serde(with = "humantime_serde")]
+    pub greeting_delay: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +38,7 @@ impl Default for TcpOptions {
             partial_line_pause: Duration::from_millis(200),
             keepalive: Duration::from_secs(60),
             first_line_timeout: Duration::from_secs(10),
+            greeting_delay: Duration::from_millis(500),
         }
     }
 }
@@ -176,6 +181,36 @@ pub struct Delivery {
 impl Default for Delivery {
     fn default() -> Self {
         Delivery { write_window: Duration::from_millis(5), write_window_max: Duration::from_millis(20) }
+    }
+}
+
+/// `[api]`: the HTTP API's limits and its idempotency window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Api {
+    /// Requests per second per API key (or per client address when the API
+    /// is open), and how many at once after a quiet spell; 0 turns it off.
+    pub requests_per_second: u32,
+    pub requests_burst: u32,
+    /// How long a publish's `idempotency_key` is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered at once (the oldest go first).
+    pub idempotency_max_keys: usize,
+    /// How long `/readyz` waits for each check (the storage write probe).
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            requests_per_second: 1000,
+            requests_burst: 2000,
+            idempotency_window: Duration::from_secs(300),
+            idempotency_max_keys: 100_000,
+            ready_timeout: Duration::from_secs(2),
+        }
     }
 }
 

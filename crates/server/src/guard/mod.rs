@@ -55,6 +55,10 @@ pub mod reason {
     pub const UDP_ERROR_SUPPRESSED: &str = "udp_error_suppressed";
     /// A stored DM removed: its sender has `inbox_max_per_sender` newer ones there.
     pub const INBOX_PER_SENDER: &str = "inbox_per_sender";
+    /// An HTTP API request refused with 429: its key's (or address's) rate.
+    pub const API_RATE: &str = "api_rate";
+    /// An idempotency key forgotten before its window: `api.idempotency_max_keys` were held.
+    pub const API_IDEMPOTENCY_EVICTED: &str = "api_idempotency_evicted";
 }
 
 /// The abuse limits in force; part of the policy a reload swaps.
@@ -71,6 +75,9 @@ pub struct Rules {
     /// Largest plain HTTP request head and body.
     pub http_max_head: usize,
     pub http_max_body: usize,
+    /// HTTP API requests per API key (or client address): a bucket of
+    /// requests, no byte bucket, never a close.
+    pub api_rates: rate::Rates,
 }
 
 impl Rules {
@@ -96,6 +103,11 @@ impl Rules {
             first_line_timeout: config.tcp_options.first_line_timeout,
             http_max_head: limits.http_max_head,
             http_max_body: limits.http_max_body,
+            api_rates: rate::Rates {
+                messages_per_second: config.api.requests_per_second,
+                messages_burst: config.api.requests_burst,
+                ..rate::Rates::UNLIMITED
+            },
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::auth::Profile;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Requests one connection may have in flight (waiting for storage or a
 /// read); more are answered `overloaded`.
@@ -104,6 +104,18 @@ pub struct Conn {
     /// What the connection's token says (token mode; `None` in open mode).
     /// Swapped whole when the client sends a fresh token.
     profile: ArcSwapOption<Profile>,
+    /// Bytes read from the client (from a stream's socket after its
+    /// handshake: WebSocket frames, raw TCP lines; a UDP session's
+    /// datagrams, its hello included) and written to it (the same way,
+    /// framing included), for the connection table. Only the connection's own task (the
+    /// UDP transport's, for sessions) adds to them.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// The hub's clock (milliseconds) when the connection was registered.
+    born_ms: u64,
+    /// The socket's file descriptor (a UDP session: the shared socket's);
+    /// -1 until the transport says.
+    fd: AtomicI32,
 }
 
 /// Larger frames are written by reference ([`Conn::peek`]), not copied by
@@ -170,7 +182,53 @@ impl Conn {
             pending: AtomicU16::new(0),
             last_drain: AtomicU8::new(0),
             profile: ArcSwapOption::empty(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            born_ms: now_ms,
+            fd: AtomicI32::new(-1),
         }
+    }
+
+    /// Records the file descriptor of the connection's socket (right after
+    /// registering: transports register before they hand the socket over).
+    pub(crate) fn set_fd(&self, fd: i32) {
+        self.fd.store(fd, Ordering::Relaxed);
+    }
+
+    /// The same connection under a new name (a raw TCP client's first line):
+    /// its file descriptor, age and byte counts carry over from `old`.
+    pub(crate) fn continuing(mut self, old: &Conn) -> Self {
+        self.fd = AtomicI32::new(old.fd.load(Ordering::Relaxed));
+        self.born_ms = old.born_ms;
+        self.bytes_in = AtomicU64::new(old.bytes_in());
+        self.bytes_out = AtomicU64::new(old.bytes_out());
+        self
+    }
+
+    /// The socket's file descriptor, if known.
+    pub fn fd(&self) -> Option<i32> {
+        let fd = self.fd.load(Ordering::Relaxed);
+        (fd >= 0).then_some(fd)
+    }
+
+    /// The hub's clock (milliseconds) when the connection was registered.
+    pub fn born_ms(&self) -> u64 {
+        self.born_ms
+    }
+
+    /// Counts `bytes` read from the client.
+    pub(crate) fn received(&self, bytes: usize) {
+        self.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes read from the client so far.
+    pub fn bytes_in(&self) -> u64 {
+        self.bytes_in.load(Ordering::Relaxed)
+    }
+
+    /// Bytes written to the client so far.
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out.load(Ordering::Relaxed)
     }
 
     /// What the connection's token says; `None` in open mode.
@@ -488,6 +546,7 @@ impl Conn {
 
     /// Removes `written` bytes from the front of the queue.
     pub(crate) fn consume(&self, written: usize) {
+        self.bytes_out.fetch_add(written as u64, Ordering::Relaxed);
         let mut outbound = self.lock();
         if let Some(taken) = outbound.consume(u32::try_from(written).unwrap_or(u32::MAX)) {
             self.last_drain.store(u8::try_from(taken).unwrap_or(u8::MAX), Ordering::Relaxed);

@@ -13,12 +13,24 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use switchboard_protocol::event::{self, Encoded, InboxStatus};
 use switchboard_protocol::ErrorCode;
+use tokio::sync::oneshot;
 
-/// Who to answer once a message is stored.
+/// Who to answer once a message is stored (or could not be).
 #[derive(Debug)]
-pub struct Ticket {
-    conn: Arc<Conn>,
-    id: Option<Box<RawValue>>,
+pub enum Ticket {
+    /// A client's `send` or `dm`: the ack (if it had an `id`) goes into its
+    /// connection's queue, and its pending request ends.
+    Conn { conn: Arc<Conn>, id: Option<Box<RawValue>> },
+    /// An HTTP request waiting for the outcome (`api`'s publish endpoints).
+    Http(oneshot::Sender<Result<Stored, ()>>),
+}
+
+/// Where a message was stored, as an HTTP publish answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stored {
+    pub seq: u64,
+    pub epoch: u64,
+    pub ts: u64,
 }
 
 #[derive(Serialize)]
@@ -96,19 +108,48 @@ impl Hub {
             self.metrics.dropped("too_many_pending", 1);
             return Err(HubError::TooManyPending);
         }
-        let ticket = Ticket { conn: Arc::clone(conn), id: id.map(ToOwned::to_owned) };
+        let ticket = Ticket::Conn { conn: Arc::clone(conn), id: id.map(ToOwned::to_owned) };
         let submission = Submission { key, from: Arc::clone(&conn.user), body: body.to_owned(), ticket };
         self.storage.submit(submission).map_err(|error| {
             conn.end_request();
-            self.submit_failed(conn, error)
+            self.submit_failed(Some(conn.id), error)
         })
     }
 
-    fn submit_failed(&self, conn: &Conn, error: SubmitError) -> HubError {
+    /// Queues a message from the HTTP API, `from` whoever the caller says,
+    /// to be stored in a room's history or a user's inbox; it is fanned out
+    /// like any other once stored. The receiver gets where it was stored,
+    /// or `Err` when the commit failed (nothing stored or delivered).
+    pub fn submit_from_api(
+        &self,
+        kind: LogKind,
+        name: &str,
+        from: Arc<str>,
+        body: Box<RawValue>,
+    ) -> Result<oneshot::Receiver<Result<Stored, ()>>, HubError> {
+        let (answer, receiver) = oneshot::channel();
+        let key = LogKey { kind, name: Arc::from(name) };
+        let submission = Submission { key, from, body, ticket: Ticket::Http(answer) };
+        self.storage.submit(submission).map_err(|error| self.submit_failed(None, error))?;
+        Ok(receiver)
+    }
+
+    /// Proves the storage takes a write: a probe queued behind whatever the
+    /// writer has to do (`/readyz`). The receiver gets `Err(reason)` when the
+    /// backend could not write.
+    pub fn probe_storage(&self) -> Result<oneshot::Receiver<Result<(), String>>, SubmitError> {
+        let (answer, receiver) = oneshot::channel();
+        self.storage.probe(Box::new(move |outcome| {
+            let _ = answer.send(outcome);
+        }))?;
+        Ok(receiver)
+    }
+
+    fn submit_failed(&self, conn: Option<u64>, error: SubmitError) -> HubError {
         match error {
             SubmitError::Busy => {
                 self.metrics.dropped("storage_busy", 1);
-                tracing::warn!(conn = conn.id, "storage queue full: message refused with `overloaded`");
+                tracing::warn!(conn, "storage queue full: message refused with `overloaded`");
                 HubError::StorageBusy
             }
             SubmitError::Closed => HubError::ShuttingDown,
@@ -197,25 +238,33 @@ impl Sink<Ticket> for Hub {
                 })
                 .collect()
         };
-        for message in &group {
+        for message in group {
             let (name, body, from) = (&*message.key.name, &*message.body, &*message.from);
             let (seq, ts) = (message.seq, message.ts);
             match message.key.kind {
                 LogKind::Room => {
                     let event =
                         event::RoomMessage { ev: "msg", room: name, seq: Some(seq), from, ts, body, volatile: None };
-                    self.fan_out_room(rooms.get(name), message, &Encoded::new(&event));
+                    self.fan_out_room(rooms.get(name), &message, &Encoded::new(&event));
                 }
                 LogKind::Inbox => {
                     let event = event::DirectMessage { ev: "dm", from, to: name, seq, ts, body };
-                    self.fan_out_inbox(message, &Encoded::new(&event));
+                    self.fan_out_inbox(&message, &Encoded::new(&event));
                 }
             }
-            if let Some(id) = &message.ticket.id {
-                let reply = event::Ok { re: id, ok: true, data: StoredReply { seq, ts } };
-                self.reply(&message.ticket.conn, &Encoded::new(&reply));
+            match message.ticket {
+                Ticket::Conn { conn, id } => {
+                    if let Some(id) = &id {
+                        let reply = event::Ok { re: id, ok: true, data: StoredReply { seq, ts } };
+                        self.reply(&conn, &Encoded::new(&reply));
+                    }
+                    conn.end_request();
+                }
+                // The request may have gone (its client left): the message is stored all the same.
+                Ticket::Http(answer) => {
+                    let _ = answer.send(Ok(Stored { seq, epoch: message.epoch, ts }));
+                }
             }
-            message.ticket.conn.end_request();
         }
     }
 
@@ -236,12 +285,18 @@ impl Sink<Ticket> for Hub {
         let text = "the message could not be stored and was not delivered";
         tracing::error!(%error, messages = group.len(), "answering storage_failed");
         for submission in group {
-            let id = submission.ticket.id.as_deref();
             let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
             self.metrics.command_errors.get_or_create(&label).inc();
-            let conn = &submission.ticket.conn;
-            self.reply(conn, &Encoded::new(&event::Error::new(id, ErrorCode::StorageFailed, text)));
-            conn.end_request();
+            match submission.ticket {
+                Ticket::Conn { conn, id } => {
+                    let reply = event::Error::new(id.as_deref(), ErrorCode::StorageFailed, text);
+                    self.reply(&conn, &Encoded::new(&reply));
+                    conn.end_request();
+                }
+                Ticket::Http(answer) => {
+                    let _ = answer.send(Err(()));
+                }
+            }
         }
     }
 }

@@ -9,22 +9,28 @@
 //! held for map operations or one fan-out, never for IO.
 
 mod address;
+mod api;
 pub mod conn;
 mod durable;
 pub mod flush;
 mod outbound;
 mod replay;
 pub mod room;
+mod sweep;
+mod table;
 mod tabs;
 
-pub use durable::{Recovery, Ticket};
+pub use api::{HistoryPage, PageQuery, RoomSummary};
+pub use durable::{Recovery, Stored, Ticket};
+pub use replay::HISTORY_MAX_LIMIT;
+pub use table::{ConnectionRow, TableFilter};
 
 use crate::auth::expiry::Expiries;
 use crate::auth::Profile;
 use crate::metrics::{Metrics, TransportLabel};
 use crate::policy::{Policy, PolicyCell};
 use crate::store::{self, Storage, StoreError, WriterOptions};
-use crate::util::{lock, unix_ms};
+use crate::util::lock;
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use flush::FlushClock;
@@ -51,6 +57,9 @@ pub struct HubLimits {
     pub close_timeout: Duration,
     /// How long an unterminated TCP line waits before it counts as a line.
     pub partial_line_pause: Duration,
+    /// How long a silent new raw TCP connection waits for its greeting
+    /// (zero: no greeting).
+    pub greeting_delay: Duration,
     /// The flush clock's window (see [`flush`]).
     pub write_window: Duration,
     /// The longest window a busy connection's may grow to.
@@ -109,6 +118,8 @@ pub struct Hub {
     expiries: Arc<Expiries>,
     /// Open connections and handshake rates per client address.
     ips: crate::guard::ip::IpTable,
+    /// Operators' reasons for kicks not yet sent (see [`table`]).
+    kicks: table::Kicks,
 }
 
 impl Hub {
@@ -137,6 +148,7 @@ impl Hub {
                 policy,
                 expiries: Arc::default(),
                 ips: crate::guard::ip::IpTable::default(),
+                kicks: table::Kicks::default(),
             }
         }))
     }
@@ -222,12 +234,29 @@ impl Hub {
         })
     }
 
+    /// Registers a raw TCP connection whose first line has yet to say
+    /// whether it speaks JSON lines or text: as JSON lines, and counted as
+    /// accepted only once its mode is known ([`Hub::count_accepted`]).
+    pub fn register_undecided(&self, id: ConnId, user: Arc<str>, peer: SocketAddr) -> Arc<Conn> {
+        let conn = Conn::new(id, user, peer, Transport::TcpJson, self.now_ms());
+        self.register_uncounted(conn)
+    }
+
     fn register_conn(&self, conn: Conn) -> Arc<Conn> {
+        self.count_accepted(conn.transport);
+        self.register_uncounted(conn)
+    }
+
+    fn register_uncounted(&self, conn: Conn) -> Arc<Conn> {
         self.open.fetch_add(1, Ordering::Relaxed);
         let label = TransportLabel { transport: conn.transport.as_str() };
         self.metrics.connections_open.get_or_create(&label).inc();
-        self.metrics.connections_accepted.get_or_create(&label).inc();
         self.add(conn)
+    }
+
+    /// Counts an accepted connection of `transport`.
+    pub(crate) fn count_accepted(&self, transport: Transport) {
+        self.metrics.connections_accepted.get_or_create(&TransportLabel { transport: transport.as_str() }).inc();
     }
 
     /// Enters a new connection in the users directory; closes it at once
@@ -250,6 +279,7 @@ impl Hub {
     /// address's count (taken when it was admitted) is released.
     pub fn unregister(&self, conn: &Conn) {
         if self.forget(conn) {
+            self.forget_kick(conn.id);
             self.ips.release(conn.peer().ip());
             self.open.fetch_sub(1, Ordering::Relaxed);
             let label = TransportLabel { transport: conn.transport.as_str() };
@@ -265,7 +295,7 @@ impl Hub {
     /// Re-registers a connection that is in no room under a new name and
     /// transport, keeping its id; the old `Conn` is forgotten.
     pub fn rename(&self, old: &Conn, user: Arc<str>, transport: Transport) -> Arc<Conn> {
-        let conn = Arc::new(Conn::new(old.id, user, old.peer(), transport, self.now_ms()));
+        let conn = Arc::new(Conn::new(old.id, user, old.peer(), transport, self.now_ms()).continuing(old));
         {
             // One step under the users lock, which every delivery to a user
             // takes: nothing addressed to the new name can be queued before
@@ -368,20 +398,7 @@ impl Hub {
         if !state.contains(conn) {
             return Err(HubError::NotMember(room.name.to_string()));
         }
-        let ts = unix_ms();
-        let message = event::RoomMessage {
-            ev: "msg",
-            room: &room.name,
-            seq: None,
-            from: &conn.user,
-            ts,
-            body,
-            volatile: Some(true),
-        };
-        let encoded = Encoded::new(&message);
-        self.fan_out(state.members_in_address_order(), &encoded);
-        self.metrics.messages_published.inc();
-        Ok(ts)
+        Ok(self.fan_out_volatile(&mut state, &room.name, &conn.user, body))
     }
 
     /// The users present in `room`, sorted, and their token profiles
@@ -450,7 +467,8 @@ impl Hub {
     fn tcp_or_udp_frame(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
         match conn.transport {
             Transport::TcpText => text::render(event.json()).map(Bytes::from),
-            Transport::Udp if event.json().len() > self.limits.udp_max_event_bytes => {
+            // The datagram is the JSON and its newline.
+            Transport::Udp if event.json().len() + 1 > self.limits.udp_max_event_bytes => {
                 self.metrics.dropped("udp_oversize", 1);
                 tracing::debug!(conn = conn.id, bytes = event.json().len(), "event too large for a UDP member");
                 None
@@ -564,25 +582,6 @@ impl Hub {
         self.shutting_down.store(true, Ordering::Release);
         for conn in self.connections() {
             conn.close(CloseCode::GoingAway, false);
-        }
-    }
-
-    /// One keepalive pass over WebSocket connections: pings those silent
-    /// for `ping_interval` and closes those silent past `idle_timeout` with
-    /// 4001. TCP relies on TCP keepalive and UDP sessions expire on their own.
-    pub fn sweep_idle(&self, ping_interval: Duration, idle_timeout: Duration) {
-        let now = self.now_ms();
-        let ping = ws::encode(ws::OpCode::Ping, b"");
-        for conn in self.connections() {
-            if conn.transport.framing() != Framing::WebSocket {
-                continue;
-            }
-            if conn.silent_for_ms(now) > idle_timeout.as_millis() as u64 {
-                tracing::info!(conn = conn.id, user = %conn.user, "idle timeout, closing with 4001");
-                conn.close(CloseCode::IdleTimeout, false);
-            } else if conn.ping_due(now, ping_interval.as_millis() as u64) {
-                self.deliver(&conn, ping.clone());
-            }
         }
     }
 }

@@ -81,6 +81,11 @@ impl RoomState {
         self.connections == 0
     }
 
+    /// Member connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections
+    }
+
     /// Users present (a user with several tabs counts once).
     pub fn user_count(&self) -> usize {
         self.users.user_count()
@@ -186,6 +191,11 @@ impl Directory {
 
     pub fn remove(&mut self, name: &str) {
         self.rooms.remove(name);
+    }
+
+    /// Every room, unsorted.
+    pub fn rooms(&self) -> impl Iterator<Item = &Arc<Room>> + '_ {
+        self.rooms.iter().map(|listed| &listed.0)
     }
 
     /// Every room's name, unsorted.

@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use writer::{Committed, Pruned, Sink, Submission};
+pub use writer::{Committed, ProbeAnswer, Pruned, Sink, Submission};
 
 /// Which kind of log: a room's history or a user's inbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -184,6 +184,12 @@ pub trait Backend: Send {
     fn expired_through(&mut self, log: u64, cutoff_ms: u64, scan: usize) -> Result<Option<u64>, StoreError>;
     /// Forces everything committed so far to stable storage (`batch` mode).
     fn sync(&mut self) -> Result<(), StoreError>;
+    /// Proves the backend can still write (`/readyz`): what a commit needs,
+    /// made durable as the sync mode promises, or the error that stops it.
+    /// Memory always can.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// A reader that may be used from any thread while the writer writes.
     fn reader(&self) -> Arc<dyn Reader>;
 }
@@ -202,14 +208,14 @@ pub trait Reader: Send + Sync + std::fmt::Debug {
 /// `storage_failed` and the details go to the log.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot use data directory {path}: {source}")]
-    Directory { path: PathBuf, source: std::io::Error },
+    #[error("cannot use data directory {path}: {error}")]
+    Directory { path: PathBuf, error: std::io::Error },
     #[error("data directory {path} is in use by another switchboard process")]
     Locked { path: PathBuf },
     #[error("{path} is not a usable switchboard database: {why}")]
     Corrupt { path: PathBuf, why: String },
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     #[error("stored message {log}/{seq} has an invalid body: {why}")]
     BadRow { log: u64, seq: u64, why: String },
     #[error("fsync failed: {0}")]
@@ -217,6 +223,8 @@ pub enum StoreError {
     #[error("the storage writer has stopped")]
     Stopped,
 }
+
+crate::util::from_cause!(StoreError, StoreError::Sqlite, rusqlite::Error);
 
 /// When a commit reaches stable storage. See `docs/ARCHITECTURE.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -396,6 +404,19 @@ impl<T: Send + 'static> Storage<T> {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
         }
         result
+    }
+
+    /// Queues a write probe behind what the writer has to do; `answer`
+    /// gets the backend's [`Backend::probe`] outcome on the writer thread.
+    pub fn probe(&self, answer: writer::ProbeAnswer) -> Result<(), SubmitError> {
+        let sender = self.sender.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match sender.as_ref() {
+            Some(sender) => sender.try_send(writer::Input::Probe(answer)).map_err(|error| match error {
+                TrySendError::Full(_) => SubmitError::Busy,
+                TrySendError::Disconnected(_) => SubmitError::Closed,
+            }),
+            None => Err(SubmitError::Closed),
+        }
     }
 
     /// The log's metadata, if it exists.

@@ -21,6 +21,8 @@ pub const DATABASE_FILE: &str = "switchboard.sqlite3";
 pub const LOCK_FILE: &str = "LOCK";
 /// `BOOT_ID SYNC_MODE running|clean`: how the last run ended.
 pub const STATE_FILE: &str = "STATE";
+/// Written and removed by every write probe (`/readyz`).
+const PROBE_FILE: &str = "READY-PROBE";
 /// `PRAGMA user_version` of the schema below. Version 1 lacked
 /// `logs.dropped_through`, which opening adds.
 const SCHEMA_VERSION: i64 = 2;
@@ -102,7 +104,7 @@ fn write_state(path: &Path, line: &str) -> std::io::Result<()> {
 
 /// Takes the data directory's lock file, creating the directory if needed.
 pub fn lock_directory(dir: &Path) -> Result<File, StoreError> {
-    let io = |source| StoreError::Directory { path: dir.to_owned(), source };
+    let io = |error| StoreError::Directory { path: dir.to_owned(), error };
     std::fs::create_dir_all(dir).map_err(io)?;
     let lock = File::options().create(true).truncate(false).write(true).open(dir.join(LOCK_FILE)).map_err(io)?;
     match lock.try_lock() {
@@ -174,7 +176,7 @@ impl Sqlite {
                  its newest acks may be lost, so every room and inbox starts a new epoch"
             );
         }
-        let io = |source| StoreError::Directory { path: dir.to_owned(), source };
+        let io = |error| StoreError::Directory { path: dir.to_owned(), error };
         write_state(&state, &format!("{boot} {} running\n", sync_name(sync))).map_err(io)?;
         store.state = Some((state, format!("{boot} {} clean\n", sync_name(sync))));
         Ok(store)
@@ -362,6 +364,22 @@ impl Backend for Sqlite {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(error) => Err(StoreError::Sync(error)),
         }
+    }
+
+    /// A real write of the database (its header page, rewritten with the
+    /// same schema version: one WAL frame, synced as a commit is), then a
+    /// file created, synced and removed in the data directory, as a new WAL
+    /// or a checkpoint would need. Either fails on a full disk, a read-only
+    /// file system, or a data directory that is gone or replaced.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        self.db.execute_batch(&format!("PRAGMA user_version={SCHEMA_VERSION}"))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let io = |error| StoreError::Directory { path: dir.to_owned(), error };
+        let probe = dir.join(PROBE_FILE);
+        let file = File::create(&probe).map_err(io)?;
+        std::io::Write::write_all(&mut &file, b"probe\n").map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::remove_file(&probe).map_err(io)
     }
 
     fn reader(&self) -> Arc<dyn Reader> {

@@ -78,10 +78,16 @@ pub trait Sink<T>: Send + Sync {
     fn pruned(&self, pruned: &Pruned);
 }
 
+/// Who waits for a write probe's outcome.
+pub type ProbeAnswer = Box<dyn FnOnce(Result<(), String>) + Send>;
+
 pub(super) enum Input<T> {
     Append(Submission<T>),
     /// An inbox cursor moved; persist it with the next group.
     Cursor(Arc<str>),
+    /// `/readyz` asks whether the backend can write; answered after the
+    /// group gathered with it is committed.
+    Probe(ProbeAnswer),
 }
 
 pub(super) struct Writer<T> {
@@ -135,6 +141,7 @@ impl<T: Send + 'static> Writer<T> {
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             let mut group = Vec::new();
+            let mut probes = Vec::new();
             for input in first.into_iter().chain(std::iter::from_fn(|| receiver.try_recv().ok())) {
                 match input {
                     Input::Append(submission) => {
@@ -144,6 +151,7 @@ impl<T: Send + 'static> Writer<T> {
                     Input::Cursor(user) => {
                         self.dirty_cursors.insert(user);
                     }
+                    Input::Probe(answer) => probes.push(answer),
                 }
                 if group.len() >= MAX_GROUP {
                     break;
@@ -152,6 +160,7 @@ impl<T: Send + 'static> Writer<T> {
             if !group.is_empty() || !self.dirty_cursors.is_empty() {
                 self.commit(group);
             }
+            self.answer_probes(probes);
             self.housekeeping();
         }
         if !self.dirty_cursors.is_empty() {
@@ -159,6 +168,21 @@ impl<T: Send + 'static> Writer<T> {
         }
         if let Err(error) = self.backend.sync() {
             tracing::error!(%error, "final storage sync failed");
+        }
+    }
+
+    /// Runs one write probe for every probe that arrived with the last group.
+    fn answer_probes(&mut self, probes: Vec<ProbeAnswer>) {
+        if probes.is_empty() {
+            return;
+        }
+        let outcome = self.backend.probe();
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "storage write probe failed: /readyz answers 503");
+        }
+        let outcome = outcome.map_err(|error| error.to_string());
+        for answer in probes {
+            answer(outcome.clone());
         }
     }
 

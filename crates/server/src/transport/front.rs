@@ -26,6 +26,7 @@ use crate::session::Session;
 use bytes::{Bytes, BytesMut};
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -275,6 +276,7 @@ fn start_session<S: Accepted>(
     if let Err(error) = stream.tcp().set_nodelay(true) {
         tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
     }
+    let fd = stream.tcp().as_raw_fd();
     let (socket, decrypted) = match stream.into_socket() {
         Ok(taken) => taken,
         Err(error) => {
@@ -294,6 +296,7 @@ fn start_session<S: Accepted>(
         Endpoint::Echo => Transport::Echo,
     };
     let conn = hub.register_websocket(id, user, peer, transport, deflate.map(|agreed| agreed.server_window_bits));
+    conn.set_fd(fd);
     if let Some(profile) = profile {
         hub.identify(&conn, profile);
     }

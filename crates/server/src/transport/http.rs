@@ -1,21 +1,24 @@
-//! HTTP (plain or over TLS) on the shared port, served by hyper: `/healthz`, `/metrics`
-//! (and the HTTP API in a later version). WebSocket upgrades never get
-//! here: [`super::front`] answers them first.
+//! Plain HTTP (or HTTPS) on the shared port: the hyper connection that
+//! carries every request that is not a WebSocket upgrade to the HTTP API's
+//! router ([`crate::api`]: `/healthz`, `/readyz`, `/metrics`, `/api/...`).
+//! WebSocket upgrades never get here: [`super::front`] answers them first.
 //!
 //! Requests are bounded like upgrades: a head over `limits.http_max_head`
 //! (or with more than [`MAX_HEADERS`] lines) is answered 431 by hyper, a
-//! body declared over `limits.http_max_body` 413, and both are counted.
+//! body declared over `limits.http_max_body` 413 before the router sees it
+//! (a chunked one is cut at the same bound as the router reads it), and all
+//! are counted.
 
 use super::rewind::Rewind;
+use crate::api::auth::Peer;
+use crate::api::ApiError;
 use crate::guard::reason;
 use crate::hub::Hub;
-use bytes::Bytes;
-use http_body_util::Full;
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::registry::Registry;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,12 +28,14 @@ use switchboard_protocol::ErrorCode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 /// What every connection on the HTTP port needs.
 #[derive(Debug)]
 pub(crate) struct HttpState {
     pub hub: Arc<Hub>,
-    pub registry: Registry,
+    /// The HTTP API (`crate::api::router`), cloned per request (a reference count).
+    pub api: axum::Router,
     /// Connections not (yet) registered as WebSockets, for admission.
     pub http_open: AtomicUsize,
     pub max_connections: usize,
@@ -49,8 +54,6 @@ impl HttpState {
     }
 }
 
-type Body = Full<Bytes>;
-
 /// Most header lines in a plain HTTP request (as in an upgrade).
 const MAX_HEADERS: usize = 32;
 
@@ -64,12 +67,19 @@ where
         (policy.guard.http_max_head, policy.guard.http_max_body)
     };
     let service_state = Arc::clone(&state);
-    let service = hyper::service::service_fn(move |request| {
-        let response = match declared_length(&request) {
-            Some(length) if length > max_body => too_large(&service_state),
-            _ => route(&request, &service_state),
+    let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let refused = match declared_length(&request) {
+            Some(length) if length > max_body => Some(too_large(&service_state, max_body)),
+            _ => upgrade_too_late(&request),
         };
-        async move { Ok::<_, Infallible>(response) }
+        request.extensions_mut().insert(Peer(peer));
+        let router = service_state.api.clone();
+        async move {
+            match refused {
+                Some(response) => Ok::<_, Infallible>(response),
+                None => router.oneshot(request).await,
+            }
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -102,71 +112,18 @@ fn declared_length(request: &Request<Incoming>) -> Option<usize> {
 }
 
 /// `413`, and the connection closes (its body is not read).
-fn too_large(state: &HttpState) -> Response<Body> {
+fn too_large(state: &HttpState, limit: usize) -> Response {
     state.hub.metrics.limit_hit(reason::HTTP_BODY);
-    let mut response = text(StatusCode::PAYLOAD_TOO_LARGE, "request body over the limit\n");
+    let mut response = ApiError::TooLarge { what: "the request body", limit }.into_response();
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
-fn route(request: &Request<Incoming>, state: &HttpState) -> Response<Body> {
-    match (request.method(), request.uri().path()) {
-        (_, "/ws" | "/ws/echo") => {
-            text(StatusCode::BAD_REQUEST, "a WebSocket upgrade must be the first request on its connection\n")
-        }
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/metrics") => {
-            if let Err(code) = api_key(request, state, state.hub.policy().metrics_public) {
-                return unauthorized(code);
-            }
-            let mut response = text(StatusCode::OK, crate::metrics::render(&state.registry));
-            let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            response
-        }
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
-    }
-}
-
-/// Checks the request's `Authorization: Bearer` against the API keys
-/// unless `public`; returns the key's name, or the code to refuse with
-/// (counted).
-fn api_key(request: &Request<Incoming>, state: &HttpState, public: bool) -> Result<Option<String>, ErrorCode> {
-    if public {
-        return Ok(None);
-    }
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim());
-    let code = match presented.map(|key| state.hub.policy().api_keys.check(key).map(str::to_owned)) {
-        Some(Some(name)) => return Ok(Some(name)),
-        Some(None) => ErrorCode::ApiKeyInvalid,
-        None => ErrorCode::ApiKeyRequired,
-    };
-    state.hub.metrics.auth_failed(code);
-    Err(code)
-}
-
-/// 401 with `{"code", "error"}` for a missing or wrong API key.
-fn unauthorized(code: ErrorCode) -> Response<Body> {
-    let why = match code {
-        ErrorCode::ApiKeyInvalid => "this API key is not one of auth.api_keys",
-        _ => "send Authorization: Bearer <API key> (auth.api_keys)",
-    };
-    let body = serde_json::json!({ "code": code.as_str(), "error": why }).to_string();
-    let mut response = text(StatusCode::UNAUTHORIZED, body);
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    response
-}
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    response
+/// `400` for an upgrade to `/ws` after another request on the connection
+/// (the front door takes upgrades only as a connection's first request).
+fn upgrade_too_late(request: &Request<Incoming>) -> Option<Response> {
+    matches!(request.uri().path(), "/ws" | "/ws/echo").then(|| {
+        let why = "a WebSocket upgrade must be the first request on its connection";
+        ApiError::bad(ErrorCode::BadRequest, why).into_response()
+    })
 }

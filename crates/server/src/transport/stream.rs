@@ -44,8 +44,9 @@ pub(crate) trait Codec: Send + 'static {
     /// Handles bytes read from the socket. `Err(code)` closes the connection
     /// with `code` after what is already queued.
     fn ingest(&mut self, data: &[u8], session: &mut Session) -> Result<(), CloseCode>;
-    /// The last frame sent, announcing a close with `code`.
-    fn close_frame(&self, code: CloseCode) -> Bytes;
+    /// The last frame sent, announcing a close with `code` and `reason`
+    /// (the code's own, or an operator's for a kick).
+    fn close_frame(&self, code: CloseCode, reason: &str) -> Bytes;
     /// Drops partial input once the connection starts closing.
     fn reset(&mut self);
     /// Input that arrives once the connection is closing: only the peer's
@@ -72,6 +73,8 @@ pub(crate) trait Codec: Send + 'static {
     fn drains_on_end_of_input(&self) -> bool {
         false
     }
+    /// Called once when the connection ends, before it is unregistered.
+    fn on_end(&mut self, _session: &Session) {}
 }
 
 #[derive(Debug)]
@@ -158,6 +161,7 @@ impl<C: Codec, S: Socket> Connection<C, S> {
     /// tracing span is entered on each wake-up instead of being stored.
     pub fn run(mut self, early: Bytes) -> impl Future<Output = ()> + Send {
         if !early.is_empty() {
+            self.session.conn().received(early.len());
             self.ingest(&early);
         }
         drop(early);
@@ -283,6 +287,7 @@ impl<C: Codec, S: Socket> Connection<C, S> {
                 let count = self.stream.try_read(buffer)?;
                 if count > 0 {
                     self.session.conn().heard(self.session.hub().now_ms());
+                    self.session.conn().received(count);
                     self.ingest(&buffer[..count]);
                 }
                 Ok::<_, io::Error>(count)
@@ -342,7 +347,8 @@ impl<C: Codec, S: Socket> Connection<C, S> {
         self.codec.reset();
         self.close_code = Some(code);
         self.session.hub().metrics.closed(code.as_u16());
-        self.session.conn().push_final(self.codec.close_frame(code));
+        let reason = self.session.hub().close_reason(self.session.conn(), code);
+        self.session.conn().push_final(self.codec.close_frame(code, &reason));
         let deadline = Box::pin(tokio::time::sleep(self.session.hub().limits().close_timeout));
         self.state = State::Closing { deadline, sent: false };
     }
@@ -436,6 +442,7 @@ impl<C: Codec, S: Socket> Connection<C, S> {
 
     fn finish(&mut self) {
         self.session.end();
+        self.codec.on_end(&self.session);
         self.state = State::Finished;
         let hub = self.session.hub();
         let conn = self.session.conn();

@@ -13,6 +13,16 @@
 //! trickles bytes without a newline) cannot hold a slot forever. Its
 //! deadline shares the partial line's timer, so no connection holds a
 //! second one.
+//!
+//! A connection that has sent nothing for `tcp_options.greeting_delay`
+//! is sent one greeting line (a person in nc would otherwise face a
+//! silent screen). Programs send their first line at once and never see
+//! it; the line is a JSON event, so one that waits can read and skip it.
+//! The same timer again.
+//!
+//! A raw TCP connection is counted in `connections_accepted_total` when
+//! its first line decides its mode (`tcp_json` or `tcp_text`), or as
+//! `tcp_json` when it ends before any (it was served as JSON lines).
 
 use super::stream::Codec;
 use crate::auth::{AuthError, Permission};
@@ -35,9 +45,18 @@ use tokio::time::Sleep;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// No first line yet, and no greeting sent.
     Undecided,
+    /// No first line yet; the greeting went out.
+    Greeted,
     Json,
     Text,
+}
+
+impl Mode {
+    fn undecided(self) -> bool {
+        matches!(self, Mode::Undecided | Mode::Greeted)
+    }
 }
 
 /// Line state of one raw TCP connection.
@@ -77,18 +96,44 @@ impl TcpCodec {
         Ok(())
     }
 
-    /// Sets the timer: the partial line's pause, or the first line's
-    /// deadline if that comes sooner; none when neither applies.
+    /// Sets the timer: the partial line's pause, the greeting's time or
+    /// the first line's deadline, whichever comes first; none when none
+    /// applies.
     fn arm(&mut self, session: &Session) {
         let pause = self.partial.as_ref().map(|_| session.hub().limits().partial_line_pause);
         let wait = match (self.mode, pause) {
-            (Mode::Undecided, pause) => {
+            (mode, pause) if mode.undecided() => {
                 let left = self.first_line_left(session);
-                Some(pause.map_or(left, |pause| pause.min(left)))
+                let first = pause.or_else(|| self.greeting_left(session)).map_or(left, |wait| wait.min(left));
+                Some(first)
             }
             (_, pause) => pause,
         };
         self.pause = wait.map(|wait| Box::pin(tokio::time::sleep(wait)));
+    }
+
+    /// Time until the greeting is due, while it is still to be sent and the
+    /// client has sent nothing of a line (a partial line is someone typing
+    /// or a program sending: no greeting); `None` when off or not due.
+    fn greeting_left(&self, session: &Session) -> Option<Duration> {
+        let delay = session.hub().limits().greeting_delay;
+        if self.mode != Mode::Undecided || self.partial.is_some() || delay.is_zero() {
+            return None;
+        }
+        let timeout = session.hub().policy().guard.first_line_timeout;
+        let waited = timeout.saturating_sub(self.first_line_left(session));
+        Some(delay.saturating_sub(waited))
+    }
+
+    /// Sends the greeting if it is due.
+    fn greet_if_due(&mut self, session: &Session) {
+        if self.greeting_left(session) != Some(Duration::ZERO) {
+            return;
+        }
+        self.mode = Mode::Greeted;
+        let greeting =
+            if session.hub().policy().token_mode() { event::TCP_GREETING_TOKEN } else { event::TCP_GREETING };
+        session.hub().deliver(session.conn(), Bytes::from_static(greeting.as_bytes()));
     }
 
     /// Time left for the first line to complete.
@@ -113,12 +158,14 @@ impl TcpCodec {
         match self.mode {
             Mode::Json => session.handle(line),
             Mode::Text => on_text(line, session)?,
-            Mode::Undecided if line.trim_start().starts_with('{') => {
+            Mode::Undecided | Mode::Greeted if line.trim_start().starts_with('{') => {
                 self.mode = Mode::Json;
+                session.hub().count_accepted(Transport::TcpJson);
                 start_json(line, session)?;
             }
-            Mode::Undecided => {
+            Mode::Undecided | Mode::Greeted => {
                 self.mode = Mode::Text;
+                session.hub().count_accepted(Transport::TcpText);
                 start_text(line, session)?;
             }
         }
@@ -157,12 +204,12 @@ impl Codec for TcpCodec {
         self.keep_partial(rest, session)
     }
 
-    fn close_frame(&self, code: CloseCode) -> Bytes {
-        let close = Encoded::new(&event::Close::new(code));
+    fn close_frame(&self, code: CloseCode, reason: &str) -> Bytes {
+        let close = Encoded::new(&event::Close::with_reason(code, reason));
         match self.mode {
             Mode::Text if code == CloseCode::Normal => Bytes::from_static(b"* bye\n"),
             Mode::Text => Bytes::from(text::render(close.json()).unwrap_or_default()),
-            Mode::Json | Mode::Undecided => close.framed(Framing::Line),
+            Mode::Json | Mode::Undecided | Mode::Greeted => close.framed(Framing::Line),
         }
     }
 
@@ -180,21 +227,30 @@ impl Codec for TcpCodec {
 
     fn on_timer(&mut self, session: &mut Session) -> Result<(), CloseCode> {
         self.pause = None;
-        if self.mode == Mode::Undecided && self.first_line_left(session).is_zero() {
+        if self.mode.undecided() && self.first_line_left(session).is_zero() {
             let conn = session.conn();
             tracing::info!(conn = conn.id, peer = %conn.peer(), "no first line in time, closing with 1008");
             session.hub().metrics.limit_hit(reason::TCP_FIRST_LINE);
             return Err(CloseCode::PolicyViolation);
         }
+        self.greet_if_due(session);
         let result = match self.partial.take() {
             Some(line) => self.on_line(&line, session),
             None => Ok(()),
         };
         // An empty line decides nothing: the deadline still runs.
-        if self.mode == Mode::Undecided {
+        if self.mode.undecided() {
             self.arm(session);
         }
         result
+    }
+
+    /// A connection that ends before its first line was served as JSON
+    /// lines: it is counted as such (see the module's notes).
+    fn on_end(&mut self, session: &Session) {
+        if self.mode.undecided() {
+            session.hub().count_accepted(Transport::TcpJson);
+        }
     }
 
     /// `printf '...' | nc` sends its commands and shuts its side: every

@@ -23,6 +23,7 @@ use crate::session::Session;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
@@ -133,7 +134,11 @@ impl Udp {
         if envelope.as_ref().and_then(|envelope| envelope.op) == Some("hello") {
             match command::parse(text) {
                 Ok(Request { command: Command::Hello { name, token }, .. }) => {
-                    return self.hello(from, name, token.as_deref());
+                    self.hello(from, name, token.as_deref());
+                    if let Some(peer) = self.peers.get(&from) {
+                        peer.session.conn().received(datagram.len());
+                    }
+                    return;
                 }
                 // A bad name is the sender's mistake to fix, not a missing session.
                 Err(error) => return self.reply_error(from, error.code, &error.message),
@@ -150,6 +155,7 @@ impl Udp {
             Some(peer) if token.is_some_and(|token| same_token(token, &peer.token)) => {
                 peer.last_heard = Instant::now();
                 peer.session.conn().heard(self.hub.now_ms());
+                peer.session.conn().received(datagram.len());
                 peer.session.handle(text);
             }
             _ => {
@@ -218,6 +224,7 @@ impl Udp {
             return;
         };
         let conn = self.hub.register(id, user, from, Transport::Udp);
+        conn.set_fd(self.socket.as_raw_fd());
         if let Some(profile) = profile {
             self.hub.identify(&conn, profile);
         }
@@ -289,7 +296,6 @@ struct KernelDrops {
 
 impl KernelDrops {
     fn new(socket: &UdpSocket) -> Self {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
         let inode = std::fs::metadata(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok().map(|meta| meta.ino());
         KernelDrops { inode, seen: 0 }

@@ -90,7 +90,7 @@ pub(crate) async fn send_loop(socket: Arc<UdpSocket>, outbox: Arc<Outbox>, hub: 
         };
         let mut pending = ready;
         while !pending.is_empty() {
-            let (conns, batch) = gather(&mut pending, &mut wakers, &outbox, &socket);
+            let (conns, batch) = gather(&mut pending, &mut wakers, &outbox, &socket, &hub);
             let sent = send_batch(&socket, &batch).await;
             account(&conns, &batch, sent, &hub);
             // Connections whose frames did not all fit go round again.
@@ -106,6 +106,7 @@ fn gather(
     wakers: &mut HashMap<ConnId, Waker>,
     outbox: &Arc<Outbox>,
     socket: &UdpSocket,
+    hub: &Hub,
 ) -> (Vec<Arc<Conn>>, Vec<Datagram>) {
     let mut seen = HashSet::new();
     let (mut conns, mut batch) = (Vec::new(), Vec::with_capacity(BATCH));
@@ -121,7 +122,8 @@ fn gather(
         match conn.poll_outgoing(&mut Context::from_waker(waker)) {
             Poll::Pending => {}
             Poll::Ready(Outgoing::Close(code)) => {
-                let close = Encoded::new(&event::Close::new(code));
+                let reason = hub.close_reason(&conn, code);
+                let close = Encoded::new(&event::Close::with_reason(code, &reason));
                 let _ = socket.try_send_to(&close.framed(Framing::Datagram), conn.peer());
                 wakers.remove(&conn.id);
             }

@@ -23,7 +23,7 @@ pub(crate) fn token(claims: Value) -> String {
     signed(&claims, SECRET.as_bytes())
 }
 
-fn signed(claims: &Value, secret: &[u8]) -> String {
+pub(crate) fn signed(claims: &Value, secret: &[u8]) -> String {
     let key = EncodingKey::from_secret(secret).expect("key");
     encode(&Header::new(Algorithm::HS256), claims, &key).expect("sign")
 }

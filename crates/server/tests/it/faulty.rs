@@ -127,6 +127,14 @@ impl Backend for Faulty {
         self.inner.sync()
     }
 
+    /// Fails while commits fail, as a real backend's write would.
+    fn probe(&mut self) -> Result<(), StoreError> {
+        if self.faults.fail_commits.load(Ordering::SeqCst) {
+            return Err(Faults::injected());
+        }
+        self.inner.probe()
+    }
+
     fn reader(&self) -> Arc<dyn Reader> {
         Arc::new(FaultyReader { inner: self.inner.reader(), faults: Arc::clone(&self.faults) })
     }

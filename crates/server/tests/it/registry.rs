@@ -19,9 +19,11 @@ enum Kind {
     Close,
     /// `code` of the last line raw TCP sends before it closes.
     TcpClose,
+    /// An HTTP status the HTTP API answers with `{"code", "error"}`.
+    HttpStatus,
 }
 
-use Kind::{Close, Error, Status, TcpClose};
+use Kind::{Close, Error, HttpStatus, Status, TcpClose};
 
 /// (kind, code, the tests that provoke it: `module::function` in tests/it).
 const TESTED: &[(Kind, &str, &[&str])] = &[
@@ -73,7 +75,20 @@ const TESTED: &[(Kind, &str, &[&str])] = &[
     (Error, "token_user_mismatch", &[REFRESH]),
     (Error, "origin_not_allowed", &[ORIGINS]),
     (Error, "api_key_required", &[METRICS_KEY]),
-    (Error, "api_key_invalid", &[METRICS_KEY]),
+    (Error, "api_key_invalid", &[METRICS_KEY, API_KEYS]),
+    (Error, "not_found", &[API_ROUTES]),
+    (Error, "method_not_allowed", &[API_ROUTES]),
+    (Error, "unsupported_media_type", &[API_BODIES]),
+    (Error, "not_ready", &[READY_DIRECTORY, READY_STORAGE]),
+    (HttpStatus, "400", &[API_BODIES]),
+    (HttpStatus, "401", &[API_KEYS]),
+    (HttpStatus, "403", &[API_ORIGINS]),
+    (HttpStatus, "404", &[API_ROUTES]),
+    (HttpStatus, "405", &[API_ROUTES]),
+    (HttpStatus, "413", &["api_access::bodies_over_the_limit_get_413_whether_declared_or_chunked"]),
+    (HttpStatus, "415", &[API_BODIES]),
+    (HttpStatus, "429", &["api_access::requests_over_the_rate_get_429_with_retry_after"]),
+    (HttpStatus, "503", &[API_STORAGE, READY_DIRECTORY, READY_STORAGE]),
     (Close, "1000", &["closes::a_client_s_close_is_echoed_and_the_server_then_closes_the_connection"]),
     (
         Close,
@@ -103,15 +118,18 @@ const TESTED: &[(Kind, &str, &[&str])] = &[
     (Close, "4003", &[TCP_TOKENS]),
     (Close, "4005", &[REFRESH]),
     (Close, "4008", &["limits::a_client_that_stops_reading_gets_4008_while_others_keep_receiving"]),
+    (Close, "4010", &[KICK]),
     (TcpClose, "1000", &["closes::quit_closes_a_text_mode_connection_with_1000"]),
     (TcpClose, "1001", &["raw::shutdown_is_announced_on_tcp_and_udp_too"]),
     (TcpClose, "1009", &[OVERSIZE]),
     (TcpClose, "1013", &["closes::raw_tcp_at_the_connection_limit_gets_a_1013_close_line"]),
     (TcpClose, "4008", &["raw::a_tcp_client_that_stops_reading_is_closed_as_a_slow_consumer"]),
     (TcpClose, "4003", &[TCP_TOKENS]),
+    (TcpClose, "4010", &[KICK]),
     (TcpClose, "1008", &["abuse_raw::silent_and_trickling_tcp_sockets_are_closed_at_the_first_line_deadline"]),
 ];
 
+const KICK: &str = "api_connections::a_kick_closes_with_4010_and_the_reason_on_every_transport";
 const REFUSED: &str = "closes::refused_upgrades_get_400_405_426_and_431";
 const LIMIT: &str = "limits::the_connection_limit_refuses_extras_and_the_server_keeps_serving";
 const BAD_INPUT: &str = "limits::bad_json_and_unknown_ops_get_error_replies_and_the_connection_survives";
@@ -125,6 +143,13 @@ const UDP_TOKENS: &str = "auth_raw::a_udp_client_authenticates_with_hellos_token
 const REFRESH: &str = "auth::a_fresh_token_extends_the_connection_and_may_not_change_its_user";
 const ORIGINS: &str = "auth::browser_upgrades_from_other_origins_are_refused_and_listed_ones_accepted";
 const METRICS_KEY: &str = "auth::in_token_mode_metrics_need_an_api_key_unless_made_public";
+const API_KEYS: &str = "api_access::the_api_is_open_in_open_mode_without_keys_and_needs_a_valid_key_otherwise";
+const API_ORIGINS: &str = "api_access::preflights_from_allowed_origins_are_answered_and_other_origins_get_403";
+const API_ROUTES: &str = "api_access::unknown_routes_get_404_and_other_methods_405_with_allow";
+const API_BODIES: &str = "api_access::bodies_that_are_not_json_get_415_and_malformed_ones_400_saying_where";
+const API_STORAGE: &str = "api_publish::storage_that_fails_or_is_full_gets_503_and_nothing_is_delivered";
+const READY_DIRECTORY: &str = "api_health::readyz_fails_while_the_data_directory_is_unusable";
+const READY_STORAGE: &str = "api_health::readyz_fails_when_storage_cannot_write_or_does_not_answer_in_time";
 
 const PROTOCOL_MD: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROTOCOL.md"));
 
@@ -168,7 +193,11 @@ fn documented() -> BTreeSet<(Kind, String)> {
     let errors = first_cells(section(doc, "## Error codes")).into_iter().map(|code| (Error, code));
     let closes = first_cells(section(doc, "## Close codes")).into_iter().map(|code| (Close, code));
     let tcp = tcp_close_codes(doc).into_iter().map(|code| (TcpClose, code));
-    statuses.chain(errors).chain(closes).chain(tcp).collect()
+    let http = first_cells(section(doc, "## HTTP API"))
+        .into_iter()
+        .filter(|cell| cell.len() == 3 && cell.chars().all(|c| c.is_ascii_digit()))
+        .map(|code| (HttpStatus, code));
+    statuses.chain(errors).chain(closes).chain(tcp).chain(http).collect()
 }
 
 /// The body of test `module::function` in tests/it, if it exists.
