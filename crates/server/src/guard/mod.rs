@@ -18,7 +18,7 @@ pub mod ip;
 pub mod proxy;
 pub mod rate;
 
-pub use admission::{admit_at_accept, admit_upgrade, Listener, Slot};
+pub use admission::{admit_at_accept, admit_forwarded, Listener, Slot};
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -55,6 +55,10 @@ pub mod reason {
     pub const UDP_ERROR_SUPPRESSED: &str = "udp_error_suppressed";
     /// A stored DM removed: its sender has `inbox_max_per_sender` newer ones there.
     pub const INBOX_PER_SENDER: &str = "inbox_per_sender";
+    /// An event stream refused (400): more rooms than `sse.max_rooms`.
+    pub const SSE_ROOMS: &str = "sse_max_rooms";
+    /// An event stream closed (1008): its client sent data.
+    pub const SSE_INPUT: &str = "sse_input";
 }
 
 /// The abuse limits in force; part of the policy a reload swaps.
