@@ -100,6 +100,13 @@ impl Session {
         self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: token, inbox });
     }
 
+    /// Queues the `hello` of an event stream follower: no inbox status, as
+    /// a follower reads rooms, not the user's DMs.
+    pub fn greet_follower(&self) {
+        let conn = &self.conn;
+        self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: None, inbox: None });
+    }
+
     /// Gives the connection a new name and transport (a TCP client's first
     /// line decides both). Only before it joins a room: its presence would
     /// otherwise change identity under the other members.

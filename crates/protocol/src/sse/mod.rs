@@ -167,6 +167,11 @@ fn incomplete(input: &[u8], max_head: usize) -> Result<Parsed, FollowError> {
     Ok(Parsed::Incomplete)
 }
 
+/// Whether `path` (without its query) is an event stream's.
+pub fn is_stream_path(path: &str) -> bool {
+    route(path).is_some()
+}
+
 /// The follow route `path` names, if any.
 fn route(path: &str) -> Option<Route<'_>> {
     if path == EVENTS {

@@ -100,7 +100,8 @@ fn start<S: Accepted>(
     if let Some(profile) = profile {
         hub.identify(&conn, profile);
     }
-    let mut session = Session::start(hub, conn);
+    let mut session = Session::silent(hub, conn);
+    session.greet_follower();
     let mut starts = Vec::with_capacity(follow.rooms.len());
     for (room, resume) in follow.rooms.iter().zip(&follow.resume) {
         match session.follow(room, resume.map(|at| at.seq), resume.and_then(|at| at.epoch)) {

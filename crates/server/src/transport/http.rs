@@ -114,6 +114,7 @@ fn route(request: &Request<Incoming>, state: &HttpState) -> Response<Body> {
         (_, "/ws" | "/ws/echo") => {
             text(StatusCode::BAD_REQUEST, "a WebSocket upgrade must be the first request on its connection\n")
         }
+        (&Method::GET, path) if switchboard_protocol::sse::is_stream_path(path) => again_on_a_new_connection(request),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/metrics") => {
             if let Err(code) = api_key(request, state, state.hub.policy().metrics_public) {
@@ -126,6 +127,23 @@ fn route(request: &Request<Incoming>, state: &HttpState) -> Response<Body> {
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// An event stream asked for on a connection that already served a
+/// request (a browser reuses its connections): only a connection's first
+/// request can become a stream (`super::front`), so the answer sends the
+/// client to the same URL and closes this connection; the browser asks
+/// again on a fresh one (`EventSource` follows redirects, `Last-Event-ID`
+/// included).
+fn again_on_a_new_connection(request: &Request<Incoming>) -> Response<Body> {
+    let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
+    let mut response = text(StatusCode::TEMPORARY_REDIRECT, "an event stream must be a connection's first request\n");
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(target) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Checks the request's `Authorization: Bearer` against the API keys

@@ -42,23 +42,27 @@ fn seq(event: &Block) -> u64 {
 #[tokio::test]
 async fn websocket_messages_arrive_as_events_with_ids_and_the_follower_is_a_member() {
     let server = TestServer::start().await;
+    let mut alice = server.client("alice").await;
+    // The follower's user has a DM waiting: that is for the user's clients.
+    request(&mut alice, json!({"op": "dm", "to": "watcher", "body": "stored"})).await;
     let mut follower =
         EventStream::open(server.addr, "/api/rooms/lobby/events?name=watcher", "Accept: text/event-stream\r\n").await;
     assert!(follower.head.contains("\r\nContent-Type: text/event-stream\r\n"), "{}", follower.head);
     assert!(follower.head.contains("\r\nCache-Control: no-store\r\n"), "{}", follower.head);
     assert_eq!(follower.block().await.expect("retry").retry, Some(3000), "the reconnection delay comes first");
     let hello = follower.until("hello").await.json();
-    assert_eq!(hello["user"], json!("watcher"));
+    assert_eq!((hello["user"].clone(), hello.get("inbox")), (json!("watcher"), None), "{hello}");
     let joined = follower.until("joined").await.json();
     assert_eq!(joined, json!({"ev": "joined", "room": "lobby", "epoch": null, "seq": 0, "presence_events": true}));
 
-    let mut alice = server.client("alice").await;
     request(&mut alice, json!({"op": "join", "room": "lobby"})).await;
     let join = follower.until("join").await.json();
     assert_eq!((join["user"].clone(), join["room"].clone()), (json!("alice"), json!("lobby")));
     let present = request(&mut alice, json!({"op": "presence", "room": "lobby"})).await;
     assert_eq!(present["users"], json!(["alice", "watcher"]), "a follower is a member");
 
+    // A live DM does not reach the follower either: the next events are the messages.
+    request(&mut alice, json!({"op": "dm", "to": "watcher", "body": "live"})).await;
     publish(&mut alice, "lobby", 1, 3).await;
     let epoch = epoch_of(&mut alice, "lobby").await;
     for n in 1..=3 {
@@ -337,4 +341,29 @@ async fn followers_count_against_the_connection_limit() {
     // At the limit a scrape is refused too: make room for it.
     drop(one);
     assert!(server.metric("switchboard_connections_refused_total{reason=\"limit\"}").await >= 1.0);
+}
+
+/// A browser reuses a connection whose first request was a page: a stream
+/// asked for there is sent to the same URL on a new connection.
+#[tokio::test]
+async fn a_stream_asked_for_on_a_reused_connection_is_sent_to_a_new_one() {
+    let server = TestServer::start().await;
+    let mut reused = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let first = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    reused.write_all(first.as_bytes()).await.expect("write");
+    let mut page = [0u8; 256];
+    let count = within(tokio::io::AsyncReadExt::read(&mut reused, &mut page)).await.expect("read");
+    assert!(page[..count].ends_with(b"\r\n\r\nok\n"), "{}", String::from_utf8_lossy(&page[..count]));
+    let second =
+        format!("GET /api/rooms/a/events?since=3 HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: a::4\r\n\r\n", server.addr);
+    reused.write_all(second.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    within(tokio::io::AsyncReadExt::read_to_string(&mut reused, &mut answer)).await.expect("answered and closed");
+    assert!(answer.starts_with("HTTP/1.1 307 Temporary Redirect\r\n"), "{answer}");
+    let head = answer.to_ascii_lowercase();
+    assert!(
+        head.contains("\r\nlocation: /api/rooms/a/events?since=3\r\n") && head.contains("\r\nconnection: close\r\n")
+    );
+    let mut fresh = EventStream::open(server.addr, "/api/rooms/a/events?since=3", "Last-Event-ID: a::4\r\n").await;
+    assert_eq!(fresh.until("joined").await.json()["recovered"], json!(false), "the id came along: seq 4 is ahead");
 }
