@@ -84,6 +84,7 @@ async fn websocket_fanout_counts_exactly_the_dropped_deliveries() {
         stored: false,
         concurrency: 4,
         load: LoadArgs { duration: 1.0, size: 100, pid: None, server_core: None, sources: 2, drain: 2.0 },
+        sse: false,
         workers: 1,
         tls: Default::default(),
         json: false,
