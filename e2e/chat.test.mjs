@@ -2,20 +2,13 @@
 // switchboard binary, so the server's framing, close codes and shutdown are
 // checked the way a web client sees them. Run: npm test (see README.md).
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
-import { launchBrowser, missing, openClient, requireExternal, skipReason, startServer } from './harness.mjs';
+import { after, before, describe } from 'node:test';
+import { e2eTest, launchBrowser, missing, openClient, startServer } from './harness.mjs';
 
 const MAX_MESSAGE_SIZE = 65_536; // the server's default limit
 const T = { timeout: 30_000 };
 
-// Skipped (per test, so the summary counts them) or failing when the server
-// binary or Chromium is missing; see harness.mjs.
-function e2e(name, fn) {
-  test(name, { ...T, skip: skipReason }, async () => {
-    requireExternal();
-    await fn();
-  });
-}
+const e2e = (name, fn) => e2eTest(name, fn, T);
 
 // A timestamp from the server's clock, which is this machine's clock.
 function assertRecentTs(ts) {

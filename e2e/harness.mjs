@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { test } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -39,14 +40,28 @@ export function requireExternal() {
   if (missing) throw new Error(`${missing} (SWITCHBOARD_REQUIRE_EXTERNAL is set, so this is a failure)`);
 }
 
+/** A browser test: skipped without the external pieces, or failing in CI (see above). */
+export function e2eTest(name, fn, { timeout = 30_000 } = {}) {
+  test(name, { timeout, skip: skipReason }, async () => {
+    requireExternal();
+    await fn();
+  });
+}
+
 const ANSI = /\x1b\[[0-9;]*[A-Za-z]/g;
 const LISTENING = /switchboard listening.*\baddress=([^\s]+):(\d+)/;
 const live = new Set();
 // A crashed or interrupted test run must not leave servers behind.
 process.on('exit', () => live.forEach((child) => child.kill('SIGKILL')));
 
-/** Starts a server on a free port; resolves once it logged its address. */
-export async function startServer({ readyMs = 15_000, config = {} } = {}) {
+/**
+ * Starts a server on a free port (or on `port`: only to restart a server on
+ * the port it had); resolves once it logged its address. `data`: a data
+ * directory that outlives the server (the caller removes it), for a
+ * restart that keeps history; by default one inside the server's own
+ * temporary directory.
+ */
+export async function startServer({ readyMs = 15_000, config = {}, port: fixedPort = 0, data } = {}) {
   // Strip SWITCHBOARD_* so a developer's shell cannot change the limits the tests assert on;
   // `config` adds the test's own (SWITCHBOARD_* names).
   const inherited = Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_'));
@@ -54,7 +69,9 @@ export async function startServer({ readyMs = 15_000, config = {} } = {}) {
   // Its own cwd: the default data dir is ./switchboard-data and must not land in the tree.
   const cwd = mkdtempSync(join(tmpdir(), 'switchboard-e2e-'));
   // Port 0 for every listener: tests run servers side by side.
-  const child = spawn(SERVER_BIN, ['serve', '--http', '127.0.0.1:0', '--tcp', '127.0.0.1:0', '--udp', '127.0.0.1:0'], {
+  const args = ['serve', '--http', `127.0.0.1:${fixedPort}`, '--tcp', '127.0.0.1:0', '--udp', '127.0.0.1:0'];
+  if (data) args.push('--data', data);
+  const child = spawn(SERVER_BIN, args, {
     cwd,
     env: { ...env, NO_COLOR: '1', RUST_LOG: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -91,6 +108,11 @@ export async function startServer({ readyMs = 15_000, config = {} } = {}) {
     logTail,
     /** SIGTERM, then SIGKILL after 5 s; resolves with how it ended. */
     stop: () => stop(child, exited),
+    /** SIGKILL, as a crash; resolves once it is gone. */
+    kill: async () => {
+      child.kill('SIGKILL');
+      return exited;
+    },
   };
 }
 

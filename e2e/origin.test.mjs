@@ -4,17 +4,12 @@
 // by a small HTTP server this test starts on another port.
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { after, before, describe, test } from 'node:test';
-import { launchBrowser, missing, openClient, requireExternal, skipReason, startServer } from './harness.mjs';
+import { after, before, describe } from 'node:test';
+import { e2eTest, launchBrowser, missing, openClient, startServer } from './harness.mjs';
 
 const T = { timeout: 30_000 };
 
-function e2e(name, fn) {
-  test(name, { ...T, skip: skipReason }, async () => {
-    requireExternal();
-    await fn();
-  });
-}
+const e2e = (name, fn) => e2eTest(name, fn, T);
 
 /** An HTTP server on 127.0.0.1, port 0, serving an empty page: another origin. */
 async function otherSite() {

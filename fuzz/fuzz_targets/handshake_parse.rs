@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(raw) => assert_eq!(raw.len(), 20, "accept {:?} is not a SHA-1", upgrade.accept),
                 Err(error) => panic!("accept {:?} is not base64: {error}", upgrade.accept),
             }
-            if let Some(name) = &upgrade.name {
+            if let Some(name) = &upgrade.caller.name {
                 assert!(command::validate_user(name).is_ok(), "accepted name {name:?}");
             }
             assert_eq!(parse_request(&input[..head_len], max_head), result, "the head alone");

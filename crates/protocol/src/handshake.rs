@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 pub const VERSION: &str = "13";
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 /// Most header lines an upgrade request may carry.
-const MAX_HEADERS: usize = 32;
+pub(crate) const MAX_HEADERS: usize = 32;
 
 /// Which WebSocket endpoint a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,22 +34,47 @@ pub struct Upgrade {
     pub endpoint: Endpoint,
     /// The `Sec-WebSocket-Accept` value to answer with.
     pub accept: String,
+    /// Who asks: the name or token, the page, behind proxies the client.
+    pub caller: Caller,
+    /// Length of the request head; bytes after it are WebSocket frames.
+    pub head_len: usize,
+    /// The permessage-deflate offer we would accept, if the client made
+    /// one; the server uses it only when compression is enabled.
+    pub deflate: Option<Agreed>,
+}
+
+/// Who a request (an upgrade, an event stream) comes from, as it says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
     /// The `name` query parameter, validated as a user name.
     pub name: Option<String>,
     /// The token from `?token=` or `Authorization: Bearer` (the query wins).
     pub token: Option<String>,
-    /// The `Origin` header: a browser names the page that opened the socket.
+    /// The `Origin` header: a browser names the page that sent the request.
     pub origin: Option<String>,
     /// The `Host` header.
     pub host: Option<String>,
     /// The client as a proxy reports it: the `X-Forwarded-For` header, or
     /// else `Forwarded`, as sent (believed only from trusted proxies).
     pub forwarded: Option<Forwarded>,
-    /// Length of the request head; bytes after it are WebSocket frames.
-    pub head_len: usize,
-    /// The permessage-deflate offer we would accept, if the client made
-    /// one; the server uses it only when compression is enabled.
-    pub deflate: Option<Agreed>,
+}
+
+impl Caller {
+    /// Reads the caller of a request for `target` (its path and query);
+    /// `Err` is why its `name` is not a user name.
+    pub(crate) fn read(target: &str, headers: &[httparse::Header<'_>]) -> Result<Caller, String> {
+        let name = query_value(target, "name");
+        if let Some(name) = &name {
+            command::validate_user(name)?;
+        }
+        let token = query_value(target, "token").or_else(|| bearer(headers));
+        let text = |name| header_values(headers, name).next().and_then(|value| std::str::from_utf8(value).ok());
+        let (origin, host) = (text("origin").map(str::to_owned), text("host").map(str::to_owned));
+        let forwarded = text("x-forwarded-for")
+            .map(|value| Forwarded::XForwardedFor(value.to_owned()))
+            .or_else(|| text("forwarded").map(|value| Forwarded::Forwarded(value.to_owned())));
+        Ok(Caller { name, token, origin, host, forwarded })
+    }
 }
 
 /// A proxy's report of the client it forwards for, as sent.
@@ -135,32 +160,28 @@ pub fn parse_request(input: &[u8], max_head: usize) -> Result<Parsed, HandshakeE
     }
     let key = header_values(headers, "sec-websocket-key").next().filter(|key| is_valid_key(key));
     let accept = accept_key(key.ok_or(HandshakeError::Key)?);
-    let path = request.path.unwrap_or_default();
-    let name = requested_name(path)?;
-    let token = query_value(path, "token").or_else(|| bearer(headers));
-    let text = |name| header_values(headers, name).next().and_then(|value| std::str::from_utf8(value).ok());
-    let (origin, host) = (text("origin").map(str::to_owned), text("host").map(str::to_owned));
-    let forwarded = text("x-forwarded-for")
-        .map(|value| Forwarded::XForwardedFor(value.to_owned()))
-        .or_else(|| text("forwarded").map(|value| Forwarded::Forwarded(value.to_owned())));
+    let caller = Caller::read(request.path.unwrap_or_default(), headers).map_err(HandshakeError::Name)?;
     let deflate = deflate::negotiate(header_values(headers, "sec-websocket-extensions"));
-    Ok(Parsed::Upgrade(Upgrade { endpoint, accept, name, token, origin, host, forwarded, head_len, deflate }))
+    Ok(Parsed::Upgrade(Upgrade { endpoint, accept, caller, head_len, deflate }))
 }
 
 /// The value of query parameter `key` in `path`, decoded.
-fn query_value(path: &str, key: &str) -> Option<String> {
+pub(crate) fn query_value(path: &str, key: &str) -> Option<String> {
     let (_, query) = path.split_once('?')?;
     form_urlencoded::parse(query.as_bytes()).find(|(found, _)| found == key).map(|(_, value)| value.into_owned())
 }
 
 /// The credentials of `Authorization: Bearer TOKEN`.
-fn bearer(headers: &[httparse::Header<'_>]) -> Option<String> {
+pub(crate) fn bearer(headers: &[httparse::Header<'_>]) -> Option<String> {
     let value = std::str::from_utf8(header_values(headers, "authorization").next()?).ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
-fn header_values<'a>(headers: &'a [httparse::Header<'a>], name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+pub(crate) fn header_values<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
 }
 
@@ -176,13 +197,6 @@ fn incomplete(input: &[u8], max_head: usize) -> Result<Parsed, HandshakeError> {
         return Err(HandshakeError::HeadTooLarge(max_head));
     }
     Ok(Parsed::Incomplete)
-}
-
-/// The `name` query parameter, validated; `None` when absent.
-fn requested_name(path: &str) -> Result<Option<String>, HandshakeError> {
-    let Some(name) = query_value(path, "name") else { return Ok(None) };
-    command::validate_user(&name).map_err(HandshakeError::Name)?;
-    Ok(Some(name))
 }
 
 /// A `Sec-WebSocket-Key` must be 16 random bytes in base64.
@@ -262,10 +276,11 @@ mod tests {
         let Ok(Parsed::Upgrade(upgrade)) = parse_request(&input, 8192) else { panic!("not an upgrade") };
         assert_eq!(upgrade.endpoint, Endpoint::Protocol);
         assert_eq!(upgrade.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
-        assert_eq!(upgrade.name.as_deref(), Some("alice"));
+        assert_eq!(upgrade.caller.name.as_deref(), Some("alice"));
         assert_eq!(upgrade.head_len, GOOD.len(), "frames after the head are left alone");
         assert_eq!(upgrade.deflate, None, "no extension offered");
-        assert_eq!((upgrade.token, upgrade.origin, upgrade.host.as_deref()), (None, None, Some("x")));
+        let caller = upgrade.caller;
+        assert_eq!((caller.token, caller.origin, caller.host.as_deref()), (None, None, Some("x")));
     }
 
     #[test]
@@ -278,15 +293,15 @@ mod tests {
             upgrade
         };
         let bearer = with("Authorization: Bearer abc.def.ghi\r\nOrigin: https://app.test\r\n", "/ws");
-        assert_eq!(bearer.token.as_deref(), Some("abc.def.ghi"));
-        assert_eq!(bearer.origin.as_deref(), Some("https://app.test"));
+        assert_eq!(bearer.caller.token.as_deref(), Some("abc.def.ghi"));
+        assert_eq!(bearer.caller.origin.as_deref(), Some("https://app.test"));
         let query = with("Authorization: Bearer header-token\r\n", "/ws?token=query%2Etoken");
-        assert_eq!(query.token.as_deref(), Some("query.token"), "the query wins");
-        assert_eq!(with("Authorization: Basic abc\r\n", "/ws").token, None);
+        assert_eq!(query.caller.token.as_deref(), Some("query.token"), "the query wins");
+        assert_eq!(with("Authorization: Basic abc\r\n", "/ws").caller.token, None);
         let proxied = with("Forwarded: for=192.0.2.60\r\nX-Forwarded-For: 203.0.113.7, 10.0.0.1\r\n", "/ws");
-        assert_eq!(proxied.forwarded, Some(Forwarded::XForwardedFor("203.0.113.7, 10.0.0.1".into())));
+        assert_eq!(proxied.caller.forwarded, Some(Forwarded::XForwardedFor("203.0.113.7, 10.0.0.1".into())));
         let rfc = with("Forwarded: for=192.0.2.60;proto=https\r\n", "/ws");
-        assert_eq!(rfc.forwarded, Some(Forwarded::Forwarded("for=192.0.2.60;proto=https".into())));
+        assert_eq!(rfc.caller.forwarded, Some(Forwarded::Forwarded("for=192.0.2.60;proto=https".into())));
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! - [`deflate`]: permessage-deflate (RFC 7692): choosing an offer, compressing
 //!   a server message once for every subscriber, inflating a client message
 //!   under the size limit.
+//! - [`sse`]: Server-Sent Events followers: the request (rooms, resume
+//!   position, token) and the event stream's format (ids, events).
 //! - [`command`]: client commands (`join`, `send`, ...) parsed from JSON with a
 //!   clear error for each way they can be wrong.
 //! - [`event`]: server events and replies, serialized straight into a frame.
@@ -22,6 +24,7 @@ pub mod command;
 pub mod deflate;
 pub mod event;
 pub mod handshake;
+pub mod sse;
 pub mod text;
 pub mod ws;
 

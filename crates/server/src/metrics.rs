@@ -87,7 +87,7 @@ impl Metrics {
             "connections_refused",
             "Connections refused (limit: at max connections; handshake: bad upgrade request; origin: a page \
              from an origin not allowed; auth: no valid token; tls_handshake: TLS handshake failed, timed out \
-             or not TLS)",
+             or not TLS; forbidden: an event stream for a room the token does not allow)",
             self.connections_refused.clone(),
         );
         r.register("connections_closed", "Connections closed, by close code", self.connections_closed.clone());
@@ -174,6 +174,13 @@ impl Metrics {
             self.http_requests.clone(),
         );
         registry
+    }
+
+    /// Counts one write of `bytes` to a client's stream socket.
+    #[inline]
+    pub(crate) fn wrote(&self, bytes: usize) {
+        self.bytes_written.inc_by(bytes as u64);
+        self.socket_writes.inc();
     }
 
     pub(crate) fn closed(&self, code: u16) {

@@ -147,6 +147,7 @@ async fn serve(
     });
     tracker.spawn(keepalive(Arc::clone(&hub), config.websocket.clone(), stop.clone()));
     tracker.spawn(crate::trim::run(Arc::clone(&hub), stop.clone()));
+    tracker.spawn(crate::transport::sse::heartbeat(Arc::clone(&hub), config.sse.heartbeat, stop.clone()));
     tracker.spawn(Arc::clone(hub.expiries()).run(Arc::downgrade(&hub), stop.clone()));
     if let Some(reloads) = reloads {
         tracker.spawn(apply_reloads(Arc::clone(&hub), config.clone(), listening, reloads, stop.clone()));
@@ -203,6 +204,7 @@ pub(crate) fn hub_limits(config: &Config) -> HubLimits {
         write_window_max: config.delivery.write_window_max,
         compression: config.websocket.compression,
         compression_threshold: config.websocket.compression_threshold,
+        sse: config.sse.clone(),
     }
 }
 
@@ -295,6 +297,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("tcp_options (partial_line_pause, greeting_delay, keepalive)", tcp_options),
         ("udp_options", old.udp_options != new.udp_options),
         ("delivery", old.delivery != new.delivery),
+        ("sse", old.sse != new.sse),
         ("shutdown", old.shutdown != new.shutdown),
         ("api (idempotency_window, idempotency_max_keys, ready_timeout)", api_restart(&old.api, &new.api)),
         ("tls (on or off)", old.tls.enabled() != new.tls.enabled()),

@@ -34,6 +34,10 @@ pub struct Session {
 
 #[derive(Serialize)]
 struct JoinReply<'a> {
+    /// `joined` when it is an event, announcing a Server-Sent Events
+    /// follower's room; absent in a reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ev: Option<&'static str>,
     room: &'a str,
     /// The room's epoch; `null` while it has no stored message.
     epoch: Option<u64>,
@@ -96,6 +100,13 @@ impl Session {
         self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: token, inbox });
     }
 
+    /// Queues the `hello` of an event stream follower: no inbox status, as
+    /// a follower reads rooms, not the user's DMs.
+    pub fn greet_follower(&self) {
+        let conn = &self.conn;
+        self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: None, inbox: None });
+    }
+
     /// Gives the connection a new name and transport (a TCP client's first
     /// line decides both). Only before it joins a room: its presence would
     /// otherwise change identity under the other members.
@@ -153,6 +164,12 @@ impl Session {
     /// The rooms this connection is in, in joining order.
     pub fn rooms(&self) -> impl Iterator<Item = &str> {
         self.rooms.iter().map(|room| &*room.name)
+    }
+
+    /// The names of the rooms this connection is in, in joining order (the
+    /// rooms' own, to share).
+    pub fn room_names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.rooms.iter().map(|room| &room.name)
     }
 
     pub fn conn(&self) -> &Arc<Conn> {
@@ -280,6 +297,43 @@ impl Session {
         since: Option<u64>,
         epoch: Option<u64>,
     ) -> Result<(), HubError> {
+        let (reply, plan) = self.enter(room, since, epoch)?;
+        match since {
+            Some(_) => {
+                let answer = id.map(|re| Encoded::new(&event::Ok { re, ok: true, data: reply }));
+                self.reply_then_replay(answer, LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan);
+            }
+            None => self.reply_ok(id, reply),
+        }
+        Ok(())
+    }
+
+    /// Follows `room` for a Server-Sent Events stream: a join (with `since`
+    /// and `epoch`, a recovery) announced by a `joined` event instead of a
+    /// reply. Returns what was recovered and where the live stream starts.
+    pub fn follow(&mut self, room: &str, since: Option<u64>, epoch: Option<u64>) -> Result<Recovery, HubError> {
+        self.permit(room, Permission::Join)?;
+        let (mut announced, plan) = self.enter(room, since, epoch)?;
+        announced.ev = Some("joined");
+        let answer = Encoded::new(&announced);
+        match since {
+            Some(_) => {
+                self.reply_then_replay(Some(answer), LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan)
+            }
+            None => self.hub.reply(&self.conn, &answer),
+        }
+        Ok(plan)
+    }
+
+    /// Makes the connection a member of `room`; with `since`, live frames are
+    /// held from before it becomes one until the recovery ends. Returns the
+    /// join's answer and the recovery's plan.
+    fn enter<'r>(
+        &mut self,
+        room: &'r str,
+        since: Option<u64>,
+        epoch: Option<u64>,
+    ) -> Result<(JoinReply<'r>, Recovery), HubError> {
         if since.is_some() {
             self.begin_recovery()?;
         }
@@ -293,17 +347,14 @@ impl Session {
         }
         let plan = self.hub.recovery(LogKind::Room, room, since, epoch);
         let reply = JoinReply {
+            ev: None,
             room,
             epoch: plan.epoch,
             seq: plan.seq,
             recovered: plan.recovered,
             presence_events: joined.presence_events,
         };
-        match since {
-            Some(_) => self.reply_then_replay(id, reply, LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan),
-            None => self.reply_ok(id, reply),
-        }
-        Ok(())
+        Ok((reply, plan))
     }
 
     /// Answers `inbox`: the reply, then the user's DMs after `since`. The
@@ -313,7 +364,8 @@ impl Session {
         let user = Arc::clone(&self.conn.user);
         let plan = self.hub.recovery(LogKind::Inbox, &user, Some(since), epoch);
         let reply = InboxReply { epoch: plan.epoch, seq: plan.seq, recovered: plan.recovered.unwrap_or(false) };
-        self.reply_then_replay(id, reply, LogKey { kind: LogKind::Inbox, name: user }, plan);
+        let answer = id.map(|re| Encoded::new(&event::Ok { re, ok: true, data: reply }));
+        self.reply_then_replay(answer, LogKey { kind: LogKind::Inbox, name: user }, plan);
         Ok(())
     }
 
@@ -336,11 +388,11 @@ impl Session {
         self.conn.end_request();
     }
 
-    /// Sends `reply` ahead of held frames, then the replay `plan` asks for
+    /// Sends `answer` ahead of held frames, then the replay `plan` asks for
     /// (which ends the recovery), or ends the recovery at once.
-    fn reply_then_replay(&self, id: Option<&RawValue>, reply: impl Serialize, key: LogKey, plan: Recovery) {
-        if let Some(re) = id {
-            self.hub.reply_before_replay(&self.conn, &event::Ok { re, ok: true, data: reply });
+    fn reply_then_replay(&self, answer: Option<Encoded>, key: LogKey, plan: Recovery) {
+        if let Some(answer) = answer {
+            self.hub.reply_before_replay(&self.conn, &answer);
         }
         match plan.replay {
             Some(range) => self.hub.spawn_replay(Arc::clone(&self.conn), key, range),

@@ -1,5 +1,6 @@
 //! `switchboard bench idle`: N WebSocket connections opened, each joined to
-//! a room (on Switchboard) or to the peer's one room, and held. Reports the
+//! a room (on Switchboard) or to the peer's one room, and held; or, with
+//! `--sse`, N Server-Sent Events followers of a room each. Reports the
 //! connect rate and, given the server's pid, its resident memory per
 //! connection.
 //!
@@ -10,6 +11,7 @@
 //! closes.
 
 use super::common::{socket_allowance, source_ip};
+use super::sseclient::{self, SseConn};
 use super::target::Target;
 use super::wsclient::{self, Kind, WsConn};
 use anyhow::{bail, Context};
@@ -40,6 +42,10 @@ pub struct IdleArgs {
     /// Rooms to spread the connections over.
     #[arg(long, default_value_t = 100)]
     pub rooms: usize,
+    /// Follow the rooms over Server-Sent Events (`/api/rooms/ROOM/events`)
+    /// instead of joining them over WebSocket (Switchboard only).
+    #[arg(long)]
+    pub sse: bool,
     /// Source addresses 127.0.0.2 .. 127.0.0.(1+N) to spread connections over.
     #[arg(long, default_value_t = 8)]
     pub sources: u8,
@@ -131,6 +137,12 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One open connection.
+enum Held {
+    WebSocket(WsConn),
+    Sse(SseConn),
+}
+
 /// What keeps the connections open until the report is out.
 enum Holders {
     InProcess(Vec<tokio::task::JoinHandle<()>>),
@@ -161,10 +173,10 @@ impl Holders {
 }
 
 /// Opens connections `first..first+count`, each joined, `concurrency` at a time.
-async fn open_all(args: &IdleArgs, first: usize, count: usize) -> anyhow::Result<(Vec<WsConn>, Duration)> {
+async fn open_all(args: &IdleArgs, first: usize, count: usize) -> anyhow::Result<(Vec<Held>, Duration)> {
     let progress = super::progress(count as u64, "connections", args.json || args.worker.is_some())?;
     let started = Instant::now();
-    let conns: Vec<WsConn> = futures_util::stream::iter(first..first + count)
+    let conns: Vec<Held> = futures_util::stream::iter(first..first + count)
         .map(|index| {
             let progress = progress.clone();
             async move {
@@ -182,21 +194,39 @@ async fn open_all(args: &IdleArgs, first: usize, count: usize) -> anyhow::Result
     Ok((conns, started.elapsed()))
 }
 
-async fn open_one(args: &IdleArgs, index: usize) -> anyhow::Result<WsConn> {
+async fn open_one(args: &IdleArgs, index: usize) -> anyhow::Result<Held> {
     let name = format!("idle{index}");
     let source = source_ip(args.server, index, args.sources);
+    let room = format!("{}-{}", args.room, index % args.rooms.max(1));
+    if args.sse {
+        let path = args.target.follow_path(&name, &room)?;
+        let conn = sseclient::open(args.server, source, &path, READ_BUFFER, &args.tls)
+            .await
+            .with_context(|| format!("{name}: following"))?;
+        return Ok(Held::Sse(conn));
+    }
     let mut conn = wsclient::open(args.server, source, &args.target.path(&name), READ_BUFFER, &args.tls)
         .await
         .with_context(|| format!("{name}: connecting"))?;
-    let room = format!("{}-{}", args.room, index % args.rooms.max(1));
     args.target.join(&mut conn, &name, &room).await.with_context(|| format!("{name}: joining"))?;
-    Ok(conn)
+    Ok(Held::WebSocket(conn))
 }
 
 /// Idle clients still read, as real ones do: presence events and pings must
 /// not pile up in the server's queues and be counted as idle cost; and
 /// they answer application keepalives (Socket.IO, NATS) so they stay open.
-async fn hold(mut conn: WsConn, target: Target) {
+async fn hold(held: Held, target: Target) {
+    match held {
+        Held::WebSocket(conn) => hold_websocket(conn, target).await,
+        Held::Sse(mut conn) => {
+            while matches!(conn.fill().await, Ok(count) if count > 0) {
+                conn.drain(|_, _| {});
+            }
+        }
+    }
+}
+
+async fn hold_websocket(mut conn: WsConn, target: Target) {
     let mut answers: Vec<&'static [u8]> = Vec::new();
     while matches!(conn.fill().await, Ok(count) if count > 0) {
         let drained = conn.drain(|kind, data| {
@@ -239,6 +269,7 @@ fn spawn_workers(args: &IdleArgs, workers: usize) -> anyhow::Result<(usize, Dura
             .args(["--target", args.target.name(), "--room", &args.room])
             .args(["--rooms", &args.rooms.to_string(), "--sources", &args.sources.to_string()])
             .args(["--concurrency", &args.concurrency.to_string(), "--worker", &format!("{first}:{count}")])
+            .args(args.sse.then_some("--sse"))
             .args(args.tls.forwarded())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -282,6 +313,7 @@ fn report(args: &IdleArgs, counts: &Counts, memory: Option<(Resident, Resident)>
         let report = serde_json::json!({
             "scenario": "idle",
             "target": args.target.name(),
+            "transport": if args.sse { "sse" } else { "websocket" },
             "connections": opened,
             "rooms": args.rooms,
             "workers": workers,

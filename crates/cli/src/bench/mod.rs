@@ -1,5 +1,6 @@
 //! `switchboard bench`: load scenarios. `idle` measures what an idle,
-//! joined WebSocket costs the server; `fanout`, `echo` and `churn` measure
+//! joined WebSocket (or, with `--sse`, Server-Sent Events follower) costs
+//! the server; `fanout`, `echo` and `churn` measure
 //! delivery, round trips and connection turnover over WebSocket, against
 //! Switchboard or a peer server (see `target`); `tcp-fanout` and `udp-relay` measure
 //! delivery rate, loss and latency on the raw transports (and `tcp-fanout`
@@ -23,6 +24,7 @@ mod latency;
 mod lines;
 mod measure;
 mod replay;
+mod sseclient;
 mod stored;
 mod target;
 #[cfg(test)]

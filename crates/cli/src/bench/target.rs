@@ -113,6 +113,18 @@ impl Target {
         }
     }
 
+    /// The request path of a Server-Sent Events follower of `room` named
+    /// `name` (Switchboard only; `room` as it may stand in a path).
+    pub fn follow_path(self, name: &str, room: &str) -> anyhow::Result<String> {
+        if self != Target::Switchboard {
+            bail!("--sse: only Switchboard serves Server-Sent Events");
+        }
+        Ok(match TOKENS.get().and_then(Option::as_ref) {
+            Some(tokens) => format!("/api/rooms/{room}/events?token={}", token_for(tokens, name)),
+            None => format!("/api/rooms/{room}/events?name={name}"),
+        })
+    }
+
     /// After the WebSocket handshake: whatever makes `conn` receive what is
     /// published to `room`, done and confirmed.
     pub async fn join(self, conn: &mut WsConn, name: &str, room: &str) -> anyhow::Result<()> {

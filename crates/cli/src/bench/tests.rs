@@ -87,7 +87,15 @@ async fn lost_deliveries_are_exactly_the_dropped_ones() {
         protocol: Protocol::Switchboard,
         subscribers,
         rate: 500.0,
-        load: LoadArgs { duration: 1.0, size: 100, pid: None, server_core: Some(0), sources: 2, drain: 2.0 },
+        load: LoadArgs {
+            duration: 1.0,
+            size: 100,
+            pid: None,
+            server_core: Some(0),
+            sources: 2,
+            drain: 2.0,
+            drain_still: 2.0,
+        },
         json: false,
     };
     let started = std::time::Instant::now();

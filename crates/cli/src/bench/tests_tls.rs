@@ -31,6 +31,17 @@ async fn start_tls_server() -> (SocketAddr, tempfile::TempDir) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_over_wss_delivers_everything() {
+    fanout_over_tls(false).await;
+}
+
+/// Server-Sent Events followers over HTTPS (the follower's codec over the
+/// TLS socket), the publisher over WSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_to_event_streams_over_https_delivers_everything() {
+    fanout_over_tls(true).await;
+}
+
+async fn fanout_over_tls(sse: bool) {
     let (server, dir) = start_tls_server().await;
     let mut tls = TlsArgs::default();
     (tls.tls, tls.ca) = (true, Some(dir.path().join("cert.pem")));
@@ -43,7 +54,16 @@ async fn fanout_over_wss_delivers_everything() {
         rate: 200.0,
         stored: false,
         concurrency: 8,
-        load: LoadArgs { duration: 1.0, size: 100, pid: None, server_core: None, sources: 2, drain: 5.0 },
+        load: LoadArgs {
+            duration: 1.0,
+            size: 100,
+            pid: None,
+            server_core: None,
+            sources: 2,
+            drain: 5.0,
+            drain_still: 5.0,
+        },
+        sse,
         workers: 1,
         tls,
         json: false,

@@ -110,6 +110,7 @@ fn spawn(
         .args(["--target", args.target.name(), "--room", &args.room])
         .args(["--sources", &args.load.sources.to_string(), "--concurrency", &args.concurrency.to_string()])
         .args(["--worker", &format!("{first}:{count}")])
+        .args(args.sse.then_some("--sse"))
         .args(args.tls.forwarded())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

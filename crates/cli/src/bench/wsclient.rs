@@ -48,15 +48,12 @@ pub async fn open(
     tls: &TlsArgs,
 ) -> anyhow::Result<WsConn> {
     let handshake = async {
-        let stream = tls.wrap(connect(server, source).await?, server).await?;
-        let mut lines = Lines::with_capacity(stream, buffer);
         let key = client_key();
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        lines.send(request.as_bytes()).await?;
-        let head = read_head(&mut lines).await?;
+        let (lines, head) = exchange(server, source, tls, buffer, &request).await?;
         check_upgrade(&head, &key)?;
         anyhow::Ok(WsConn { lines, partial: None, owed: Vec::new() })
     };
@@ -73,6 +70,23 @@ fn client_key() -> String {
     raw[..8].copy_from_slice(&n.to_le_bytes());
     raw[8..].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
     base64::engine::general_purpose::STANDARD.encode(raw)
+}
+
+/// Connects to `server` from `source` (through TLS when `tls` says so),
+/// sends `request` and reads the response's head; returns the connection,
+/// with a read buffer of `buffer` bytes to start with, and the head.
+pub(super) async fn exchange(
+    server: SocketAddr,
+    source: Option<IpAddr>,
+    tls: &TlsArgs,
+    buffer: usize,
+    request: &str,
+) -> anyhow::Result<(Lines<Stream>, Vec<u8>)> {
+    let stream = tls.wrap(connect(server, source).await?, server).await?;
+    let mut lines = Lines::with_capacity(stream, buffer);
+    lines.send(request.as_bytes()).await?;
+    let head = read_head(&mut lines).await?;
+    Ok((lines, head))
 }
 
 /// Reads the response head (through the blank line) and consumes it.

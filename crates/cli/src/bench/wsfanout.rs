@@ -2,17 +2,21 @@
 //! P publishers sharing a total rate R, against Switchboard or any peer in
 //! `bench/peers/` (see [`Target`]). Every subscriber counts, checks and times
 //! what it receives; the report has deliveries/s, loss and publish-to-receive
-//! latency, and given the server's pid its CPU-seconds. When this process
+//! latency, and given the server's pid its CPU-seconds. With `--sse` the
+//! subscribers follow the room over Server-Sent Events instead (the
+//! publishers stay on WebSocket). When this process
 //! may not open every subscriber's socket, the subscribers run in worker
 //! processes (see `bench::workers`).
 
 use super::common::{each_stamp, now_micros, payload, socket_allowance, source_ip, Pacer, Tally, ERROR_EVENT};
 use super::measure::{measure, next_read, Errors, Feed, LoadArgs, Members, Published, Report};
+use super::sseclient::{self, SseConn};
 use super::target::Target;
 use super::workers::RemoteMembers;
 use super::wsclient::{self, close_reason, Kind, WsConn};
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -49,6 +53,11 @@ pub struct WsFanoutArgs {
     /// Subscribers connecting at once.
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
+    /// Subscribers follow the room over Server-Sent Events
+    /// (`/api/rooms/ROOM/events`) instead of WebSocket; publishers stay on
+    /// WebSocket (Switchboard only).
+    #[arg(long)]
+    pub sse: bool,
     #[command(flatten)]
     pub load: LoadArgs,
     /// Processes the subscribers read in: 0 picks this one when it may open
@@ -69,7 +78,8 @@ pub struct WsFanoutArgs {
 
 /// Connects everyone, publishes on schedule, and reports.
 pub async fn run(args: &WsFanoutArgs) -> anyhow::Result<Report> {
-    let spec = args.load.spec("fanout", args.target.name(), args.server, args.rate);
+    let scenario = if args.sse { "fanout-sse" } else { "fanout" };
+    let spec = args.load.spec(scenario, args.target.name(), args.server, args.rate);
     let processes = member_processes(args)?;
     if processes == 1 {
         let progress = super::progress(args.subscribers as u64, "subscribers", args.json)?;
@@ -101,19 +111,50 @@ fn member_processes(args: &WsFanoutArgs) -> anyhow::Result<usize> {
     Ok(processes)
 }
 
-/// Connects subscribers `first..first + count` and starts their reading
-/// tasks.
+/// Connects subscribers `first..first + count` (WebSocket members, or with
+/// `--sse` event stream followers) and starts their reading tasks.
 pub async fn subscribe(
     args: &WsFanoutArgs,
     first: usize,
     count: usize,
     progress: indicatif::ProgressBar,
 ) -> anyhow::Result<Members> {
-    let connections: Vec<WsConn> = futures_util::stream::iter(first..first + count)
+    let mut members = Members::new()?;
+    if args.sse {
+        let follow = |index| async move {
+            let name = format!("sub{index}");
+            let source = source_ip(args.server, index, args.load.sources);
+            let path = args.target.follow_path(&name, &args.room)?;
+            sseclient::open(args.server, source, &path, READ_BUFFER, &args.tls)
+                .await
+                .with_context(|| format!("{name}: following"))
+        };
+        for conn in open_each(args, first..first + count, progress, follow).await? {
+            members.spawn(move |feed| follower(conn, feed));
+        }
+    } else {
+        let join = |index| async move { connect(args, index, &format!("sub{index}")).await };
+        for conn in open_each(args, first..first + count, progress, join).await? {
+            let target = args.target;
+            members.spawn(move |feed| subscriber(conn, target, feed));
+        }
+    }
+    Ok(members)
+}
+
+/// Opens a connection for each of `indexes` with `open`, `--concurrency`
+/// at a time, counting them on `progress`.
+async fn open_each<T, F: Future<Output = anyhow::Result<T>>>(
+    args: &WsFanoutArgs,
+    indexes: std::ops::Range<usize>,
+    progress: indicatif::ProgressBar,
+    open: impl Fn(usize) -> F,
+) -> anyhow::Result<Vec<T>> {
+    let opened = futures_util::stream::iter(indexes)
         .map(|index| {
-            let progress = progress.clone();
+            let (progress, opening) = (progress.clone(), open(index));
             async move {
-                let conn = connect(args, index, &format!("sub{index}")).await;
+                let conn = opening.await;
                 progress.inc(1);
                 conn
             }
@@ -122,12 +163,25 @@ pub async fn subscribe(
         .try_collect()
         .await?;
     progress.finish_and_clear();
-    let mut members = Members::new()?;
-    for conn in connections {
-        let target = args.target;
-        members.spawn(move |feed| subscriber(conn, target, feed));
+    Ok(opened)
+}
+
+/// A follower: reads events until told to stop or closed, counting every
+/// message.
+async fn follower(mut conn: SseConn, feed: Feed) -> Tally {
+    let Feed { received, mut stop, mut tally } = feed;
+    while next_read(&mut stop, &mut tally, conn.fill()).await {
+        let before = tally.received;
+        let now = now_micros();
+        conn.drain(|name, data| match name {
+            None => each_stamp(data, |n, t| tally.record(n, t, now)),
+            Some(b"close") => tally.close(String::from_utf8_lossy(data).into_owned()),
+            Some(_) => {}
+        });
+        received.fetch_add(tally.received - before, Ordering::Relaxed);
+        tally.flush();
     }
-    Ok(members)
+    tally
 }
 
 /// Connects the publishers (named after the subscribers' numbers).

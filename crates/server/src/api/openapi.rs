@@ -21,8 +21,8 @@ use serde_json::{json, Map, Value};
 /// Routes in the document that this router does not serve, with who does.
 /// `tests/it/api_openapi.rs` tolerates a 404 for exactly these (until they are served).
 pub const SERVED_ELSEWHERE: &[(&str, &str, &str)] = &[
-    ("GET", "/api/rooms/{room}/events", "the front door (Server-Sent Events, transport::front)"),
-    ("GET", "/api/events", "the front door (Server-Sent Events, transport::front)"),
+    ("GET", "/api/rooms/{room}/events", "the front door (Server-Sent Events, transport::follow)"),
+    ("GET", "/api/events", "the front door (Server-Sent Events, transport::follow)"),
 ];
 
 pub fn endpoints() -> Vec<Endpoint> {

@@ -25,7 +25,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Top-level keys the environment may set; other `SWITCHBOARD_*` variables
 /// (such as `SWITCHBOARD_REQUIRE_EXTERNAL` for the test suite) are ignored.
-const ENV_KEYS: [&str; 16] = [
+const ENV_KEYS: [&str; 17] = [
     "http",
     "tcp",
     "udp",
@@ -36,6 +36,7 @@ const ENV_KEYS: [&str; 16] = [
     "tcp_options",
     "udp_options",
     "delivery",
+    "sse",
     "shutdown",
     "api",
     "auth",
@@ -61,6 +62,7 @@ pub struct Config {
     pub tcp_options: TcpOptions,
     pub udp_options: UdpOptions,
     pub delivery: Delivery,
+    pub sse: Sse,
     pub shutdown: Shutdown,
     pub api: Api,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed.
@@ -83,6 +85,7 @@ impl Default for Config {
             tcp_options: TcpOptions::default(),
             udp_options: UdpOptions::default(),
             delivery: Delivery::default(),
+            sse: Sse::default(),
             shutdown: Shutdown::default(),
             api: Api::default(),
             trusted_proxies: Vec::new(),
@@ -183,6 +186,9 @@ impl Config {
         }
         if limits.message_timeout.is_zero() || self.tcp_options.first_line_timeout.is_zero() {
             return fail("limits.message_timeout and tcp_options.first_line_timeout must be positive");
+        }
+        if self.sse.heartbeat.is_zero() || self.sse.max_rooms == 0 {
+            return fail("sse.heartbeat and sse.max_rooms must be positive");
         }
         Ok(())
     }

@@ -214,6 +214,26 @@ impl Default for Api {
     }
 }
 
+/// Server-Sent Events followers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sse {
+    /// Every follower is sent a comment line this often.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Rooms one stream may follow.
+    pub max_rooms: usize,
+    /// The reconnection delay sent to browsers (`retry:`).
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+}
+
+impl Default for Sse {
+    fn default() -> Self {
+        Sse { heartbeat: Duration::from_secs(15), max_rooms: 16, retry: Duration::from_secs(3) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Shutdown {

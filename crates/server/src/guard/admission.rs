@@ -1,7 +1,7 @@
 //! The per-address checks where connections begin: at accept on the HTTP
 //! and raw TCP ports, and at the WebSocket upgrade when the peer is a
 //! trusted proxy (only then is the client's address known, from its
-//! headers). A refusal is answered on the spot: `429` with `Retry-After`
+//! headers; an event stream request likewise). A refusal is answered on the spot: `429` with `Retry-After`
 //! on the HTTP port, a close line with code 1008 on raw TCP.
 
 use super::ip::{IpRefusal, IpTable};
@@ -9,7 +9,7 @@ use super::{admit_address, proxy};
 use crate::hub::Hub;
 use std::net::{IpAddr, SocketAddr};
 use switchboard_protocol::event::{self, Encoded, Framing};
-use switchboard_protocol::handshake::{self, Upgrade};
+use switchboard_protocol::handshake::{self, Forwarded};
 use switchboard_protocol::CloseCode;
 use tokio::net::TcpStream;
 
@@ -72,16 +72,17 @@ pub fn admit_at_accept(hub: &Hub, stream: &TcpStream, peer: SocketAddr, listener
     }
 }
 
-/// The client of a WebSocket upgrade: the forwarded address when the peer
-/// is a trusted proxy (then checked against its limits, and `slot` becomes
-/// its count), else the peer. `Err` is the refusal to answer.
-pub fn admit_upgrade<'a>(
+/// The client of a WebSocket upgrade or an event stream request: the
+/// address a trusted proxy's headers name (`forwarded`; then checked
+/// against its limits, and `slot` becomes its count), else the peer. `Err`
+/// is the refusal to answer.
+pub fn admit_forwarded<'a>(
     hub: &'a Hub,
     peer: SocketAddr,
-    upgrade: &Upgrade,
+    forwarded: Option<&Forwarded>,
     slot: &mut Slot<'a>,
 ) -> Result<SocketAddr, String> {
-    let client = proxy::client_address(peer, upgrade.forwarded.as_ref(), &hub.policy().guard.trusted_proxies);
+    let client = proxy::client_address(peer, forwarded, &hub.policy().guard.trusted_proxies);
     if client.ip() == peer.ip() {
         return Ok(peer);
     }

@@ -18,7 +18,7 @@ pub mod ip;
 pub mod proxy;
 pub mod rate;
 
-pub use admission::{admit_at_accept, admit_upgrade, Listener, Slot};
+pub use admission::{admit_at_accept, admit_forwarded, Listener, Slot};
 
 use crate::config::Config;
 use crate::hub::Hub;
@@ -59,6 +59,10 @@ pub mod reason {
     pub const API_RATE: &str = "api_rate";
     /// An idempotency key forgotten before its window: `api.idempotency_max_keys` were held.
     pub const API_IDEMPOTENCY_EVICTED: &str = "api_idempotency_evicted";
+    /// An event stream refused (400): more rooms than `sse.max_rooms`.
+    pub const SSE_ROOMS: &str = "sse_max_rooms";
+    /// An event stream closed (1008): its client sent data.
+    pub const SSE_INPUT: &str = "sse_input";
 }
 
 /// The abuse limits in force; part of the policy a reload swaps.

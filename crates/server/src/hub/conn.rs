@@ -42,6 +42,9 @@ pub enum Transport {
     TcpText,
     /// UDP, one JSON command or event per datagram.
     Udp,
+    /// A Server-Sent Events follower: queued as JSON lines, written as
+    /// events (`transport::sse`). It sends no commands.
+    Sse,
 }
 
 impl Transport {
@@ -53,6 +56,7 @@ impl Transport {
             Transport::TcpJson => "tcp_json",
             Transport::TcpText => "tcp_text",
             Transport::Udp => "udp",
+            Transport::Sse => "sse",
         }
     }
 
@@ -61,7 +65,7 @@ impl Transport {
     pub fn framing(self) -> Framing {
         match self {
             Transport::WebSocket | Transport::Echo => Framing::WebSocket,
-            Transport::TcpJson | Transport::TcpText => Framing::Line,
+            Transport::TcpJson | Transport::TcpText | Transport::Sse => Framing::Line,
             Transport::Udp => Framing::Datagram,
         }
     }
@@ -542,6 +546,26 @@ impl Conn {
             (0, false) => Gathered::HeadTooLarge,
             (frames, _) => Gathered::Copied { frames },
         }
+    }
+
+    /// Hands the front frames (the head without its written prefix) to
+    /// `visit` under the queue's lock, until it returns false or the queue
+    /// ends; returns how many it saw and their bytes. For a writer that
+    /// transforms frames before writing them (Server-Sent Events), which
+    /// then consumes every frame it saw, whole.
+    pub(crate) fn visit(&self, mut visit: impl FnMut(&[u8]) -> bool) -> (usize, usize) {
+        let outbound = self.lock();
+        self.reply_queued.store(false, Ordering::Relaxed);
+        let (mut frames, mut bytes) = (0, 0);
+        for frame in &outbound.frames {
+            let part = if frames == 0 { &frame[outbound.head_written as usize..] } else { &frame[..] };
+            frames += 1;
+            bytes += part.len();
+            if !visit(part) {
+                break;
+            }
+        }
+        (frames, bytes)
     }
 
     /// Removes `written` bytes from the front of the queue.

@@ -3,7 +3,7 @@
 //! acking it (the hub is the writer's [`Sink`]). Also what a `since` can
 //! recover, decided from the in-memory catalog.
 
-use super::conn::Conn;
+use super::conn::{Conn, Transport};
 use super::room::Room;
 use super::{lock, Hub, HubError};
 use crate::store::{Committed, LogKey, LogKind, LogMeta, Pruned, Sink, StoreError, Submission, SubmitError};
@@ -161,6 +161,11 @@ impl Hub {
         Recovery::plan(self.storage.meta(kind, name), since, epoch)
     }
 
+    /// The epoch of `room`'s history, once it has one.
+    pub fn room_epoch(&self, room: &str) -> Option<u64> {
+        self.storage.meta(LogKind::Room, room).map(|meta| meta.epoch)
+    }
+
     /// The user's inbox for the `hello`, if it ever received a DM.
     pub fn inbox_status(&self, user: &str) -> Option<InboxStatus> {
         let meta = self.storage.meta(LogKind::Inbox, user)?;
@@ -195,8 +200,11 @@ impl Hub {
 
     fn fan_out_inbox(&self, message: &Committed<Ticket>, encoded: &Encoded) {
         let users = lock(&self.users);
-        let conns = users.get(&message.key.name);
-        let delivered = self.deliver_and_mark(conns.iter(), message, encoded);
+        // A Server-Sent Events follower reads rooms, not the user's DMs: a
+        // DM it was sent would move the inbox's cursor past what the user's
+        // clients have seen.
+        let conns = users.get(&message.key.name).iter().filter(|conn| conn.transport != Transport::Sse);
+        let delivered = self.deliver_and_mark(conns, message, encoded);
         drop(users);
         if delivered {
             self.inbox_delivered(&message.key.name, message.seq);

@@ -5,7 +5,8 @@
 //! Locks and their order (always acquired left to right, never held across
 //! an await): `rooms` directory → a room's state → a connection's queue, and
 //! `users` → a connection's queue. The storage catalog comes last, inside
-//! either (recording `fanned_out`), or alone. Each is a `std::sync::Mutex`
+//! either (recording `fanned_out`), inside a follower's queue (reading an
+//! epoch, `transport::sse`), or alone. Each is a `std::sync::Mutex`
 //! held for map operations or one fan-out, never for IO.
 
 mod address;
@@ -68,6 +69,8 @@ pub struct HubLimits {
     pub compression: bool,
     /// Frames to compressing clients shorter than this stay uncompressed.
     pub compression_threshold: usize,
+    /// Server-Sent Events followers: rooms per stream, heartbeat, `retry`.
+    pub sse: crate::config::Sse,
 }
 
 /// A user and the profile of their token.
@@ -529,7 +532,7 @@ impl Hub {
 
     /// Counts and logs what an enqueue dropped; returns the deliveries it
     /// made (1 or 0) for the caller to count.
-    fn settle(&self, conn: &Conn, result: Enqueued) -> u64 {
+    pub(crate) fn settle(&self, conn: &Conn, result: Enqueued) -> u64 {
         match result {
             Enqueued::Queued => return 1,
             Enqueued::Overflow { dropped } => {

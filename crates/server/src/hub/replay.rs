@@ -72,9 +72,9 @@ impl Hub {
         self.deliver_replayed(conn, event);
     }
 
-    /// Queues `reply` (the join or inbox answer) ahead of held frames.
-    pub fn reply_before_replay(&self, conn: &Conn, reply: &impl Serialize) {
-        self.deliver_replayed(conn, &Encoded::new(reply));
+    /// Queues `answer` (the join or inbox answer) ahead of held frames.
+    pub fn reply_before_replay(&self, conn: &Conn, answer: &Encoded) {
+        self.deliver_replayed(conn, answer);
     }
 
     fn deliver_replayed(&self, conn: &Conn, event: &Encoded) {

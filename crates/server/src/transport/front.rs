@@ -1,8 +1,10 @@
 //! The front door of the HTTP port. Every accepted connection starts here:
 //! the request head is read into the thread's shared buffer and parsed
-//! there (`switchboard_protocol::handshake`). A WebSocket upgrade is
-//! answered directly and the socket becomes a WebSocket [`Connection`]; any other
-//! request is handed to hyper with the bytes already read put back.
+//! there (`switchboard_protocol::handshake`, then `::sse`). A WebSocket
+//! upgrade is answered directly and the socket becomes a WebSocket
+//! [`Connection`]; a Server-Sent Events request becomes a follower the
+//! same way (`super::follow`); any other request is handed to hyper with
+//! the bytes already read put back.
 //!
 //! Answering upgrades here rather than through hyper keeps a handshake
 //! from allocating hyper's per-connection buffers (about 16 KiB), whose
@@ -12,6 +14,7 @@
 //! the same deadline as the head), and the head is read through
 //! tokio-rustls; what follows is the same for both.
 
+use super::follow;
 use super::http::{self, HttpState};
 use super::rewind::Rewind;
 use super::socket::Accepted;
@@ -19,26 +22,29 @@ use super::stream::Connection;
 use super::tls_socket;
 use super::websocket::WsCodec;
 use super::with_read_buffer;
+use crate::auth::Profile;
 use crate::guard;
-use crate::hub::conn::Transport;
+use crate::hub::conn::{ConnId, Transport};
+use crate::hub::Hub;
 use crate::policy::Admission;
 use crate::session::Session;
 use bytes::{Bytes, BytesMut};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_protocol::deflate::Agreed;
-use switchboard_protocol::handshake::{self, Endpoint, HandshakeError, Parsed, Upgrade};
+use switchboard_protocol::handshake::{self, Caller, Endpoint, HandshakeError, Parsed, Upgrade};
+use switchboard_protocol::sse::{self, Follow, FollowError};
 use switchboard_protocol::ErrorCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-/// Longest request head accepted for an upgrade.
+/// Longest request head accepted for an upgrade or an event stream.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a refused client gets to read our answer before we close.
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
@@ -46,8 +52,11 @@ const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// How a connection began.
 enum Start {
     Upgrade(Upgrade, Bytes),
+    /// A Server-Sent Events request (boxed: the largest variant by far).
+    Follow(Box<Follow>, Bytes),
     Http(Bytes),
     Refuse(HandshakeError),
+    RefuseFollow(FollowError),
     TimedOut,
     Closed,
     NeedMore,
@@ -151,7 +160,7 @@ async fn dispatch<'a, S: Accepted>(
     match start {
         Start::Upgrade(mut upgrade, early) => {
             // Behind a trusted proxy the client is the one its headers name.
-            let client = match guard::admit_upgrade(&state.hub, peer, &upgrade, slot) {
+            let client = match guard::admit_forwarded(&state.hub, peer, upgrade.caller.forwarded.as_ref(), slot) {
                 Ok(client) => client,
                 Err(answer) => return refuse(stream, &answer).await,
             };
@@ -161,19 +170,20 @@ async fn dispatch<'a, S: Accepted>(
             };
             let deflate = upgrade.deflate.filter(|_| state.hub.limits().compression);
             let answer = handshake::switching_protocols(&upgrade.accept, deflate.as_ref());
-            // The flush pushes TLS records out; on plain TCP it does nothing.
-            let written = async {
-                stream.write_all(answer.as_bytes()).await?;
-                stream.flush().await
-            };
-            if let Err(error) = written.await {
-                tracing::debug!(%peer, %error, "could not answer the upgrade");
+            if !self::answer(&mut stream, &answer, peer).await {
                 return;
             }
             start_session(stream, early, client, &upgrade, admission, deflate, state);
             slot.keep();
         }
+        Start::Follow(request, early) => follow::serve(stream, *request, early, peer, slot, state).await,
         Start::Http(prefix) => http::serve(Rewind::new(prefix, stream), peer, Arc::clone(state)).await,
+        Start::RefuseFollow(error) => {
+            state.hub.metrics.refused("handshake");
+            tracing::debug!(%peer, %error, "event stream refused");
+            let (code, reason) = error.status();
+            refuse(stream, &sse::render::refusal(code, reason, error.code().as_str(), &error.to_string())).await;
+        }
         Start::Refuse(error) => {
             state.hub.metrics.refused("handshake");
             tracing::debug!(%peer, %error, "websocket upgrade refused");
@@ -189,6 +199,23 @@ async fn dispatch<'a, S: Accepted>(
     }
 }
 
+/// Writes the answer that starts a connection (the `101` of an upgrade, the
+/// `200` of an event stream); false, logged, when the client is gone. The
+/// flush pushes TLS records out; on plain TCP it does nothing.
+pub(crate) async fn answer<S: Accepted>(stream: &mut S, answer: &str, peer: SocketAddr) -> bool {
+    let written = async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.flush().await
+    };
+    match written.await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "could not answer the request");
+            false
+        }
+    }
+}
+
 /// Decides whether an upgrade may proceed and as whom, or the HTTP answer
 /// that refuses it: while shutting down (503), from a page of another
 /// origin (403), without a valid token in token mode (401, naming why).
@@ -198,17 +225,25 @@ fn admit(state: &HttpState, upgrade: &mut Upgrade, peer: SocketAddr) -> Result<A
         hub.metrics.refused("shutting_down");
         return Err(handshake::refusal(503, "Service Unavailable", "server is shutting down"));
     }
+    admit_caller(hub, &mut upgrade.caller, peer, "upgrade")
+}
+
+/// Who the caller of an upgrade or an event stream (`what`) may be, or the
+/// refusal with `{"code","error"}`: a page of an origin that may not
+/// connect (403), a missing or refused token in token mode (401). Counted
+/// and logged here.
+pub(crate) fn admit_caller(hub: &Hub, caller: &mut Caller, peer: SocketAddr, what: &str) -> Result<Admission, String> {
     let policy = hub.policy();
-    if !policy.origins.allows(upgrade.origin.as_deref(), upgrade.host.as_deref()) {
+    if !policy.origins.allows(caller.origin.as_deref(), caller.host.as_deref()) {
         hub.metrics.refused("origin");
-        tracing::info!(%peer, origin = upgrade.origin.as_deref(), "upgrade from a page of another origin refused");
-        let why = "this page's origin may not open WebSockets here (auth.allowed_origins)";
+        tracing::info!(%peer, origin = caller.origin.as_deref(), "{what} from a page of another origin refused");
+        let why = "this page's origin may not connect here (auth.allowed_origins)";
         return Err(handshake::refusal_json(403, "Forbidden", ErrorCode::OriginNotAllowed.as_str(), why));
     }
-    policy.admit(upgrade.name.take(), upgrade.token.as_deref()).map_err(|error| {
+    policy.admit(caller.name.take(), caller.token.as_deref()).map_err(|error| {
         hub.metrics.refused("auth");
         hub.metrics.auth_failed(error.code());
-        tracing::info!(%peer, code = error.code().as_str(), "upgrade refused: {error}");
+        tracing::info!(%peer, code = error.code().as_str(), "{what} refused: {error}");
         handshake::refusal_json(401, "Unauthorized", error.code().as_str(), &error.to_string())
     })
 }
@@ -241,7 +276,15 @@ fn start_from(input: &[u8]) -> Start {
             let early = Bytes::copy_from_slice(&input[upgrade.head_len..]);
             Start::Upgrade(upgrade, early)
         }
-        Ok(Parsed::Other) => Start::Http(Bytes::copy_from_slice(input)),
+        Ok(Parsed::Other) => match sse::parse_request(input, MAX_HEAD) {
+            Ok(sse::Parsed::Follow(follow)) => {
+                let early = Bytes::copy_from_slice(&input[follow.head_len..]);
+                Start::Follow(Box::new(follow), early)
+            }
+            Ok(sse::Parsed::Other) => Start::Http(Bytes::copy_from_slice(input)),
+            Ok(sse::Parsed::Incomplete) => Start::NeedMore,
+            Err(error) => Start::RefuseFollow(error),
+        },
         Ok(Parsed::Incomplete) => Start::NeedMore,
         Err(error) => Start::Refuse(error),
     }
@@ -273,24 +316,10 @@ fn start_session<S: Accepted>(
     deflate: Option<Agreed>,
     state: &HttpState,
 ) {
-    if let Err(error) = stream.tcp().set_nodelay(true) {
-        tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
-    }
-    let fd = stream.tcp().as_raw_fd();
-    let (socket, decrypted) = match stream.into_socket() {
-        Ok(taken) => taken,
-        Err(error) => {
-            tracing::debug!(%peer, %error, "TLS failed after the upgrade");
-            return;
-        }
-    };
-    let early = join(early, decrypted);
+    let Some((socket, early, fd)) = take_socket(stream, early, peer) else { return };
     let hub = Arc::clone(&state.hub);
     let id = hub.next_conn_id();
-    let (user, profile) = match admission {
-        Admission::Named(name) => (name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from), None),
-        Admission::Verified(identity) => (identity.user, Some(identity.profile)),
-    };
+    let (user, profile) = identity(admission, id);
     let transport = match upgrade.endpoint {
         Endpoint::Protocol => Transport::WebSocket,
         Endpoint::Echo => Transport::Echo,
@@ -308,6 +337,34 @@ fn start_session<S: Accepted>(
     };
     let codec = WsCodec::new(state.hub.limits().max_message_size, deflate.as_ref());
     state.tracker.spawn(Connection::new(socket, session, codec).run(early));
+}
+
+/// What the connection driver runs on once a connection is answered, with
+/// TCP_NODELAY set, and the bytes that came after the request (`early`,
+/// and what TLS decrypted but nobody read yet); `None`, logged, when TLS
+/// failed at the hand-over; with the socket's file descriptor, for the
+/// connection table.
+pub(crate) fn take_socket<S: Accepted>(stream: S, early: Bytes, peer: SocketAddr) -> Option<(S::Socket, Bytes, RawFd)> {
+    if let Err(error) = stream.tcp().set_nodelay(true) {
+        tracing::debug!(%peer, %error, "could not set TCP_NODELAY");
+    }
+    let fd = stream.tcp().as_raw_fd();
+    match stream.into_socket() {
+        Ok((socket, decrypted)) => Some((socket, join(early, decrypted), fd)),
+        Err(error) => {
+            tracing::debug!(%peer, %error, "TLS failed after the request was answered");
+            None
+        }
+    }
+}
+
+/// The user a new connection is registered as (open mode: the name asked
+/// for, else `guest-<id>`), and its token's profile.
+pub(crate) fn identity(admission: Admission, id: ConnId) -> (Arc<str>, Option<Arc<Profile>>) {
+    match admission {
+        Admission::Named(name) => (name.map_or_else(|| Arc::from(format!("guest-{id}")), Arc::from), None),
+        Admission::Verified(identity) => (identity.user, Some(identity.profile)),
+    }
 }
 
 /// `first` then `second`, copying only when both have bytes.

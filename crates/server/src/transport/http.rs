@@ -17,7 +17,7 @@ use crate::hub::Hub;
 use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::Request;
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -70,7 +70,7 @@ where
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         let refused = match declared_length(&request) {
             Some(length) if length > max_body => Some(too_large(&service_state, max_body)),
-            _ => upgrade_too_late(&request),
+            _ => not_first_request(&request),
         };
         request.extensions_mut().insert(Peer(peer));
         let router = service_state.api.clone();
@@ -119,11 +119,33 @@ fn too_large(state: &HttpState, limit: usize) -> Response {
     response
 }
 
-/// `400` for an upgrade to `/ws` after another request on the connection
-/// (the front door takes upgrades only as a connection's first request).
-fn upgrade_too_late(request: &Request<Incoming>) -> Option<Response> {
-    matches!(request.uri().path(), "/ws" | "/ws/echo").then(|| {
+/// The answer to a request only a connection's first request may make
+/// ([`super::front`] takes those): `400` for an upgrade to `/ws`, and a
+/// redirect to a fresh connection for an event stream.
+fn not_first_request(request: &Request<Incoming>) -> Option<Response> {
+    let path = request.uri().path();
+    if matches!(path, "/ws" | "/ws/echo") {
         let why = "a WebSocket upgrade must be the first request on its connection";
-        ApiError::bad(ErrorCode::BadRequest, why).into_response()
-    })
+        return Some(ApiError::bad(ErrorCode::BadRequest, why).into_response());
+    }
+    (request.method() == Method::GET && switchboard_protocol::sse::is_stream_path(path))
+        .then(|| again_on_a_new_connection(request))
+}
+
+/// An event stream asked for on a connection that already served a
+/// request (a browser reuses its connections): only a connection's first
+/// request can become a stream (`super::front`), so the answer sends the
+/// client to the same URL and closes this connection; the browser asks
+/// again on a fresh one (`EventSource` follows redirects, `Last-Event-ID`
+/// included).
+fn again_on_a_new_connection(request: &Request<Incoming>) -> Response {
+    let target = request.uri().path_and_query().map_or("/", |target| target.as_str());
+    let mut response =
+        (StatusCode::TEMPORARY_REDIRECT, "an event stream must be a connection's first request\n").into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(target) {
+        headers.insert(header::LOCATION, location);
+    }
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }

@@ -2,17 +2,20 @@
 //! and hands complete commands to a [`crate::session::Session`].
 //!
 //! - [`front`]: every connection on the HTTP port starts here; WebSocket
-//!   upgrades are answered directly, everything else goes to [`http`].
+//!   upgrades are answered directly, Server-Sent Events requests become
+//!   followers (`follow`, [`sse`]), everything else goes to [`http`].
 //! - [`http`]: hyper serving `/healthz`, `/metrics` and later the HTTP API.
-//! - [`stream`]: the connection driver shared by WebSocket and raw TCP,
+//! - [`stream`]: the connection driver shared by WebSocket, raw TCP and SSE,
 //!   over a [`socket::Socket`]: plain TCP or [`tls_socket`].
 //! - [`websocket`], [`tcp`]: their codecs.
 //! - [`udp`]: datagram sessions.
 
+mod follow;
 pub(crate) mod front;
 pub(crate) mod http;
 mod rewind;
 pub(crate) mod socket;
+pub(crate) mod sse;
 pub(crate) mod stream;
 pub(crate) mod tcp;
 pub(crate) mod tls_socket;

@@ -20,7 +20,7 @@
 
 use super::socket::Socket;
 use super::{with_read_buffer, with_write_buffer, READ_BUFFER_SIZE};
-use crate::hub::conn::{Conn, Gathered, Outgoing};
+use crate::hub::conn::{Gathered, Outgoing};
 use crate::session::Session;
 use bytes::Bytes;
 use std::future::{poll_fn, Future};
@@ -75,6 +75,25 @@ pub(crate) trait Codec: Send + 'static {
     }
     /// Called once when the connection ends, before it is unregistered.
     fn on_end(&mut self, _session: &Session) {}
+    /// One write from the front of the queue: how many frames it offered
+    /// and how many queued bytes the socket took (`None`: nothing is
+    /// queued). Every codec but Server-Sent Events writes the frames as
+    /// they are queued ([`write_frames`]).
+    #[inline(always)]
+    fn write_some<S: Socket>(&mut self, session: &Session, stream: &mut S) -> Option<(usize, io::Result<usize>)> {
+        write_frames(session, stream)
+    }
+    /// Sends what was taken but not sent yet (TLS records; nothing for a
+    /// plain socket). `WouldBlock` until all of it is out.
+    #[inline(always)]
+    fn flush<S: Socket>(&mut self, _session: &Session, stream: &mut S) -> io::Result<()> {
+        stream.flush()
+    }
+    /// Ends our direction once everything taken is sent.
+    #[inline(always)]
+    fn shutdown_write<S: Socket>(&mut self, _session: &Session, stream: &mut S) -> io::Result<()> {
+        stream.shutdown_write()
+    }
 }
 
 #[derive(Debug)]
@@ -360,14 +379,12 @@ impl<C: Codec, S: Socket> Connection<C, S> {
         let hub = self.session.hub();
         let mut first_write = None;
         while !self.write_blocked {
-            let Some((frames, sent)) = Self::write_some(conn, &mut self.stream) else {
+            let Some((frames, sent)) = self.codec.write_some(&self.session, &mut self.stream) else {
                 break;
             };
             match sent {
                 Ok(written) => {
                     conn.consume(written);
-                    hub.metrics.bytes_written.inc_by(written as u64);
-                    hub.metrics.socket_writes.inc();
                     first_write.get_or_insert(frames);
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.write_blocked = true,
@@ -398,7 +415,11 @@ impl<C: Codec, S: Socket> Connection<C, S> {
             return Step::Continue;
         }
         let shut = matches!(self.state, State::Closing { sent: false, .. }) && self.session.conn().is_drained();
-        let result = if shut { self.stream.shutdown_write() } else { self.stream.flush() };
+        let result = if shut {
+            self.codec.shutdown_write(&self.session, &mut self.stream)
+        } else {
+            self.codec.flush(&self.session, &mut self.stream)
+        };
         match result {
             Ok(()) if shut => self.state.mark_sent(),
             Ok(()) => {}
@@ -416,28 +437,6 @@ impl<C: Codec, S: Socket> Connection<C, S> {
             return Step::Done;
         }
         Step::Continue
-    }
-
-    /// One write from the front of the queue: small frames copied into the
-    /// thread's write buffer and sent as one slice, or, when the head is
-    /// large, up to [`MAX_IOVECS`] frames sent by reference. Returns how
-    /// many frames were offered and what the socket took; `None` when
-    /// nothing is queued.
-    fn write_some(conn: &Conn, stream: &mut S) -> Option<(usize, io::Result<usize>)> {
-        with_write_buffer(|buffer| match conn.gather(buffer, MAX_IOVECS) {
-            Gathered::Nothing => None,
-            Gathered::Copied { frames } => Some((frames, stream.try_write_vectored(&[IoSlice::new(buffer)]))),
-            Gathered::HeadTooLarge => {
-                let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
-                // A discard from another task may have emptied the queue since.
-                let count = conn.peek(&mut frames);
-                if count == 0 {
-                    return None;
-                }
-                let slices: [IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|i| IoSlice::new(&frames[i]));
-                Some((count, stream.try_write_vectored(&slices[..count])))
-            }
-        })
     }
 
     fn finish(&mut self) {
@@ -458,4 +457,32 @@ impl<C: Codec, S: Socket> Connection<C, S> {
         hub.unregister(conn);
         tracing::debug!(code, "connection finished");
     }
+}
+
+/// One write from the front of `session`'s queue: small frames copied into
+/// the thread's write buffer and sent as one slice, or, when the head is
+/// large, up to [`MAX_IOVECS`] frames sent by reference. Returns how many
+/// frames were offered and what the socket took (counted); `None` when
+/// nothing is queued.
+#[inline(always)]
+pub(crate) fn write_frames<S: Socket>(session: &Session, stream: &mut S) -> Option<(usize, io::Result<usize>)> {
+    let conn = session.conn();
+    let (frames, sent) = with_write_buffer(|buffer| match conn.gather(buffer, MAX_IOVECS) {
+        Gathered::Nothing => None,
+        Gathered::Copied { frames } => Some((frames, stream.try_write_vectored(&[IoSlice::new(buffer)]))),
+        Gathered::HeadTooLarge => {
+            let mut frames: [Bytes; MAX_IOVECS] = std::array::from_fn(|_| Bytes::new());
+            // A discard from another task may have emptied the queue since.
+            let count = conn.peek(&mut frames);
+            if count == 0 {
+                return None;
+            }
+            let slices: [IoSlice<'_>; MAX_IOVECS] = std::array::from_fn(|i| IoSlice::new(&frames[i]));
+            Some((count, stream.try_write_vectored(&slices[..count])))
+        }
+    })?;
+    if let Ok(written) = sent {
+        session.hub().metrics.wrote(written);
+    }
+    Some((frames, sent))
 }

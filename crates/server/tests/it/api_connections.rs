@@ -3,9 +3,10 @@
 //! real HTTP, against connections on every transport: what each row says,
 //! byte counts that are real, filters, HEAD, the API key, and the close
 //! with 4010 and the operator's reason on WebSocket, raw TCP (JSON lines
-//! and text) and UDP.
+//! and text), UDP and Server-Sent Events.
 
 use crate::api_support::{with_key, Api};
+use crate::sse_client::EventStream;
 use crate::support::{request, within, Datagrams, Lines, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -168,4 +169,30 @@ async fn a_kick_closes_with_4010_and_the_reason_on_every_transport() {
         }
     })
     .await;
+}
+
+/// An event stream follower is a row like any other (transport `sse`, its
+/// socket's descriptor, its room, the bytes it was sent), and a kick ends
+/// its stream with a `close` event carrying 4010 and the reason.
+#[tokio::test]
+async fn an_event_stream_follower_is_listed_and_kicked_like_any_connection() {
+    let server = TestServer::with(with_key).await;
+    let api = Api::keyed(&server);
+    let mut follower = EventStream::open(server.addr, "/api/rooms/feed/events?name=wall", "").await;
+    follower.until("joined").await;
+    let listed = row_until(&api, "wall", |row| row["bytes_out"].as_u64() > Some(0)).await;
+    assert_eq!((listed["transport"].clone(), listed["rooms"].clone()), (json!("sse"), json!(["feed"])), "{listed}");
+    assert!(listed["fd"].as_i64() > Some(2), "{listed}");
+    let only = table(&api, "?room=feed").await;
+    assert_eq!(only.len(), 1, "{only:?}");
+
+    let id = listed["id"].as_u64().expect("id");
+    let answer = api
+        .send(api.request(Method::DELETE, &format!("/api/connections/{id}")).json(&json!({"reason": "moved"})))
+        .await;
+    assert_eq!((answer.status, answer.body.clone()), (200, json!({"closed": 1})));
+    let close = follower.until("close").await;
+    assert_eq!(close.json(), json!({"ev": "close", "code": 4010, "reason": "moved"}));
+    assert_eq!(follower.last_event().await, None, "the stream ends after its close event");
+    assert_eq!(server.metric_reaching("switchboard_kicks_total", 1.0).await, 1.0);
 }

@@ -21,9 +21,13 @@ enum Kind {
     TcpClose,
     /// An HTTP status the HTTP API answers with `{"code", "error"}`.
     HttpStatus,
+    /// An HTTP status refusing a Server-Sent Events request.
+    SseStatus,
+    /// `code` of the `close` event that ends an event stream.
+    SseClose,
 }
 
-use Kind::{Close, Error, HttpStatus, Status, TcpClose};
+use Kind::{Close, Error, HttpStatus, SseClose, SseStatus, Status, TcpClose};
 
 /// (kind, code, the tests that provoke it: `module::function` in tests/it).
 const TESTED: &[(Kind, &str, &[&str])] = &[
@@ -127,9 +131,29 @@ const TESTED: &[(Kind, &str, &[&str])] = &[
     (TcpClose, "4003", &[TCP_TOKENS]),
     (TcpClose, "4010", &[KICK]),
     (TcpClose, "1008", &["abuse_raw::silent_and_trickling_tcp_sockets_are_closed_at_the_first_line_deadline"]),
+    (SseStatus, "400", &[SSE_REFUSED]),
+    (SseStatus, "401", &[SSE_TOKENS]),
+    (
+        SseStatus,
+        "403",
+        &[SSE_TOKENS, "sse_auth::cross_origin_pages_are_refused_and_listed_ones_are_told_they_may_read"],
+    ),
+    (SseStatus, "406", &[SSE_REFUSED]),
+    (SseStatus, "408", &[SSE_REFUSED]),
+    (SseStatus, "429", &["sse_auth::followers_count_against_their_address_s_connections"]),
+    (SseStatus, "431", &[SSE_REFUSED]),
+    (SseStatus, "503", &[SSE_SHUTDOWN, "sse::followers_count_against_the_connection_limit"]),
+    (SseClose, "1001", &[SSE_SHUTDOWN]),
+    (SseClose, "1008", &["sse::a_follower_that_sends_data_is_closed_with_1008"]),
+    (SseClose, "4005", &["sse_auth::an_expiring_token_is_announced_and_closes_the_stream_with_4005"]),
+    (SseClose, "4008", &["sse::a_follower_that_stops_reading_is_closed_as_a_slow_consumer"]),
 ];
 
 const KICK: &str = "api_connections::a_kick_closes_with_4010_and_the_reason_on_every_transport";
+const SSE_REFUSED: &str = "sse::bad_follow_requests_are_refused_with_their_status_and_counted";
+const SSE_TOKENS: &str = "sse_auth::token_mode_followers_need_a_token_that_allows_every_room";
+const SSE_SHUTDOWN: &str = "sse::shutdown_closes_followers_with_1001_and_refuses_new_ones_with_503";
+
 const REFUSED: &str = "closes::refused_upgrades_get_400_405_426_and_431";
 const LIMIT: &str = "limits::the_connection_limit_refuses_extras_and_the_server_keeps_serving";
 const BAD_INPUT: &str = "limits::bad_json_and_unknown_ops_get_error_replies_and_the_connection_survives";
@@ -197,7 +221,16 @@ fn documented() -> BTreeSet<(Kind, String)> {
         .into_iter()
         .filter(|cell| cell.len() == 3 && cell.chars().all(|c| c.is_ascii_digit()))
         .map(|code| (HttpStatus, code));
-    statuses.chain(errors).chain(closes).chain(tcp).chain(http).collect()
+    // The event stream section's tables: its statuses (three digits) and
+    // its close event's codes (four); its table of events is not codes.
+    let sse = first_cells(section(doc, "## Server-Sent Events")).into_iter().filter_map(|code| {
+        match (code.len(), code.chars().all(|c| c.is_ascii_digit())) {
+            (3, true) => Some((SseStatus, code)),
+            (4, true) => Some((SseClose, code)),
+            _ => None,
+        }
+    });
+    statuses.chain(errors).chain(closes).chain(tcp).chain(http).chain(sse).collect()
 }
 
 /// The body of test `module::function` in tests/it, if it exists.
