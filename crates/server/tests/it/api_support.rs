@@ -1,12 +1,12 @@
 //! Helpers for the HTTP API tests: a real HTTP client (reqwest) against a
 //! [`TestServer`], and a raw one for what reqwest will not send.
 
-use crate::support::{within, TestServer};
+use crate::support::{read_until_closed, within, TestServer};
 use reqwest::Method;
 use serde_json::Value;
 use switchboard_server::config::ApiKey;
 use switchboard_server::Config;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// An API key the tests configure.
@@ -89,13 +89,5 @@ impl Api {
 pub async fn raw(server: &TestServer, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(server.addr).await.expect("connect");
     let _ = stream.write_all(request).await;
-    let mut answer = Vec::new();
-    within(async {
-        let mut chunk = [0u8; 4096];
-        while let Ok(count @ 1..) = stream.read(&mut chunk).await {
-            answer.extend_from_slice(&chunk[..count]);
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&answer).into_owned()
+    read_until_closed(&mut stream).await
 }

@@ -2,10 +2,10 @@
 //! bytes, the answer's head, then the stream read line by line into the
 //! fields the format defines (`id`, `event`, `data`, `retry`, comments).
 
-use crate::support::within;
+use crate::support::{read_until_closed, within};
 use serde_json::Value;
 use std::net::SocketAddr;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -168,15 +168,7 @@ pub async fn refused(addr: SocketAddr, target: &str, headers: &str) -> (u16, Str
     let _ = stream.shutdown().await;
     // Read to the end; a refusal at accept may end in a reset (the server
     // closed with the request unread) after its answer.
-    let mut answer = Vec::new();
-    within(async {
-        let mut chunk = [0u8; 4096];
-        while let Ok(count @ 1..) = stream.read(&mut chunk).await {
-            answer.extend_from_slice(&chunk[..count]);
-        }
-    })
-    .await;
-    let answer = String::from_utf8(answer).expect("a text answer");
+    let answer = read_until_closed(&mut stream).await;
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or_else(|| panic!("an HTTP answer: {answer}"));
     let status = head.get(9..12).and_then(|code| code.parse().ok()).unwrap_or_else(|| panic!("a status: {head}"));
     (status, head.to_owned(), body.to_owned())

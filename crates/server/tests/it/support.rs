@@ -446,3 +446,17 @@ impl Datagrams {
         }
     }
 }
+
+/// Reads until the server closes (a reset after the answer counts as
+/// closed too), within [`within`]'s patience; what it said.
+pub async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    within(async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(count @ 1..) = stream.read(&mut chunk).await {
+            answer.extend_from_slice(&chunk[..count]);
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

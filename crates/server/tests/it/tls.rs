@@ -2,7 +2,7 @@
 //! port, plain clients on TLS ports, and certificates reloaded while
 //! connections stay open. Certificates are made in the test with rcgen.
 
-use crate::support::{within, TestServer, PATIENCE};
+use crate::support::{read_until_closed, within, TestServer, PATIENCE};
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -263,20 +263,6 @@ async fn raw_tcp_speaks_json_lines_over_tls_and_answers_before_closing() {
     assert!(seen.iter().any(|e| e["ev"] == json!("msg") && e["body"] == json!({"t": 21.5})), "{seen:?}");
     assert!(seen.iter().any(|e| e["re"] == json!(2) && e["ok"] == json!(true)), "{seen:?}");
     assert_eq!(seen.last().map(|e| (&e["ev"], &e["code"])), Some((&json!("close"), &json!(1000))), "{seen:?}");
-}
-
-/// Reads until the server closes; what it said.
-async fn read_until_closed(stream: &mut TcpStream) -> String {
-    let mut answer = Vec::new();
-    within(async {
-        let mut chunk = [0u8; 1024];
-        // A reset after the answer counts as closed too.
-        while let Ok(count @ 1..) = stream.read(&mut chunk).await {
-            answer.extend_from_slice(&chunk[..count]);
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test]
