@@ -1,9 +1,10 @@
-//! Publishing over HTTP: to rooms (members on every transport receive it
-//! like any message), to users (DMs, offline inbox), volatile, idempotent
+//! Publishing over HTTP: to rooms (members on every transport, event
+//! stream followers included, receive it like any message), to users (DMs, offline inbox), volatile, idempotent
 //! retries, and the 503s of storage that fails or is full.
 
 use crate::api_support::{with_key, Api};
 use crate::faulty::Faults;
+use crate::sse_client::EventStream;
 use crate::support::{is_msg, request, wait_for, within, Datagrams, Lines, TestServer};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -19,7 +20,7 @@ async fn tcp_member(server: &TestServer, name: &str, room: &str) -> Lines {
 }
 
 #[tokio::test]
-async fn a_publish_reaches_websocket_tcp_and_udp_members_once_stored() {
+async fn a_publish_reaches_websocket_tcp_udp_and_sse_members_once_stored() {
     let server = TestServer::start().await;
     let mut alice = server.client("alice").await;
     request(&mut alice, json!({"op": "join", "room": "lobby"})).await;
@@ -27,6 +28,8 @@ async fn a_publish_reaches_websocket_tcp_and_udp_members_once_stored() {
     let carol = Datagrams::hello(server.udp, "carol").await;
     carol.send(json!({"op": "join", "room": "lobby", "id": 1})).await;
     carol.until(|event| event["re"] == json!(1)).await;
+    let mut wall = EventStream::open(server.addr, "/api/rooms/lobby/events?name=wall", "").await;
+    wall.until("joined").await;
 
     let api = Api::new(&server);
     let answer = api.post("/api/rooms/lobby/messages", &json!({"body": {"text": "order shipped", "n": [1, 2]}})).await;
@@ -38,6 +41,8 @@ async fn a_publish_reaches_websocket_tcp_and_udp_members_once_stored() {
     assert_eq!(wait_for(&mut alice, is_msg).await, expected);
     assert_eq!(bob.json_until(is_msg).await, expected);
     assert_eq!(carol.until(is_msg).await, expected);
+    let followed = wall.until("message").await;
+    assert_eq!((followed.json(), followed.id), (expected.clone(), Some(format!("lobby:{epoch}:1"))));
 
     let named = api.post("/api/rooms/lobby/messages", &json!({"body": "hi", "from": "shop"})).await;
     assert_eq!((named.body["seq"].clone(), named.body["epoch"].as_u64()), (json!(2), Some(epoch)));
