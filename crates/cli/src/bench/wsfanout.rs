@@ -268,11 +268,35 @@ async fn publish(args: &WsFanoutArgs, publishers: Vec<WsConn>) -> anyhow::Result
             tokio::spawn(job.run(conn, Pacer::new(args.rate / count as f64, duration)))
         })
         .collect();
+    let mut open = Vec::new();
     for task in tasks {
-        task.await.context("a publisher task failed")??;
+        open.extend(task.await.context("a publisher task failed")??);
     }
     let seconds = started.elapsed().as_secs_f64();
-    Ok(Published { sent: sent.load(Ordering::Relaxed), seconds, errors, reader: None })
+    // The publishers stay connected until the run is measured: closed with
+    // what the server sent them unread, a socket is reset, and a reset can
+    // take the last messages the server had not read yet with it.
+    let target = args.target;
+    let reader = tokio::spawn(async move {
+        futures_util::future::join_all(open.into_iter().map(|conn| read_until_closed(conn, target))).await;
+    });
+    Ok(Published { sent: sent.load(Ordering::Relaxed), seconds, errors, reader: Some(reader) })
+}
+
+/// Reads and drops what the server sends `conn`, answering keepalives,
+/// until it closes or the task is aborted.
+async fn read_until_closed(mut conn: WsConn, target: Target) {
+    let mut answers = Vec::new();
+    while matches!(conn.fill().await, Ok(1..)) {
+        let drained = conn.drain(|kind, data| {
+            if matches!(kind, Kind::Text | Kind::Binary) {
+                answers.extend(target.keepalive(data));
+            }
+        });
+        if drained.is_err() || answer(&mut conn, &mut answers).await.is_err() {
+            break;
+        }
+    }
 }
 
 /// What one publisher needs.
@@ -295,18 +319,22 @@ impl PublishJob {
     /// Publishes on schedule until the run ends or the server drops this
     /// publisher; the latter is reported as a publisher error, and the run
     /// goes on with the other publishers.
-    async fn run(self, conn: WsConn, pacer: Pacer) -> anyhow::Result<()> {
-        if let Err(error) = self.publish(conn, pacer).await {
-            let sent = self.sent.load(Ordering::Relaxed);
-            self.errors.note(format!("a publisher stopped after {sent} messages in all: {error:#}").as_bytes());
+    /// Returns the connection when the schedule ended with it open.
+    async fn run(self, conn: WsConn, pacer: Pacer) -> anyhow::Result<Option<WsConn>> {
+        match self.publish(conn, pacer).await {
+            Ok(conn) => Ok(Some(conn)),
+            Err(error) => {
+                let sent = self.sent.load(Ordering::Relaxed);
+                self.errors.note(format!("a publisher stopped after {sent} messages in all: {error:#}").as_bytes());
+                Ok(None)
+            }
         }
-        Ok(())
     }
 
     /// Publishes each tick's batch in one write, and meanwhile reads (and
     /// drops) what the server sends this connection, answering keepalives
     /// and noting errors.
-    async fn publish(&self, mut conn: WsConn, mut pacer: Pacer) -> anyhow::Result<()> {
+    async fn publish(&self, mut conn: WsConn, mut pacer: Pacer) -> anyhow::Result<WsConn> {
         let (mut frames, mut body, mut message) = (Vec::new(), Vec::new(), Vec::new());
         let mut answers: Vec<&'static [u8]> = Vec::new();
         loop {
@@ -338,7 +366,7 @@ impl PublishJob {
                 }
             }
         }
-        Ok(())
+        Ok(conn)
     }
 
     fn note(&self, kind: Kind, data: &[u8], answers: &mut Vec<&'static [u8]>) {
