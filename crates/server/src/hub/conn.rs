@@ -17,59 +17,15 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use switchboard_protocol::CloseCode;
+
+pub use super::transport_kind::{ConnId, Transport};
 
 /// Requests one connection may have in flight (waiting for storage or a
 /// read); more are answered `overloaded`.
 pub const MAX_PENDING_REQUESTS: u16 = 4096;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
-use switchboard_protocol::event::Framing;
-use switchboard_protocol::CloseCode;
-
-/// Server-wide unique connection number, shown to clients as `conn`.
-pub type ConnId = u64;
-
-/// The transport a connection arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    /// `/ws`: the JSON protocol over WebSocket.
-    WebSocket,
-    /// `/ws/echo`: every message echoed back, no protocol.
-    Echo,
-    /// Raw TCP, one JSON value per line.
-    TcpJson,
-    /// Raw TCP for people: typed commands in, readable lines out.
-    TcpText,
-    /// UDP, one JSON command or event per datagram.
-    Udp,
-    /// A Server-Sent Events follower: queued as JSON lines, written as
-    /// events (`transport::sse`). It sends no commands.
-    Sse,
-}
-
-impl Transport {
-    /// The label used in metrics and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::WebSocket => "websocket",
-            Transport::Echo => "echo",
-            Transport::TcpJson => "tcp_json",
-            Transport::TcpText => "tcp_text",
-            Transport::Udp => "udp",
-            Transport::Sse => "sse",
-        }
-    }
-
-    /// How events are framed for this transport. Text mode receives JSON
-    /// lines that the hub renders for people before queueing.
-    pub fn framing(self) -> Framing {
-        match self {
-            Transport::WebSocket | Transport::Echo => Framing::WebSocket,
-            Transport::TcpJson | Transport::TcpText | Transport::Sse => Framing::Line,
-            Transport::Udp => Framing::Datagram,
-        }
-    }
-}
 
 /// Shared state of one open connection.
 #[derive(Debug)]

@@ -20,6 +20,7 @@ pub mod room;
 mod sweep;
 mod table;
 mod tabs;
+mod transport_kind;
 
 pub use api::{HistoryPage, PageQuery, RoomSummary};
 pub use durable::{Recovery, Stored, Ticket};
