@@ -75,6 +75,8 @@ pub struct Storage {
     pub inbox_max_age: Duration,
     /// DMs from one sender an inbox keeps (the newest); 0: no such bound.
     pub inbox_max_per_sender: u64,
+    /// Messages, and body bytes, that may wait for the SQLite writer; more
+    /// are refused with `overloaded`. Memory storage commits without a queue.
     pub queue_capacity: usize,
     pub queue_bytes: usize,
 }

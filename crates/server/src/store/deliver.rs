@@ -1,10 +1,16 @@
-//! Hands committed groups to the [`Sink`] on a thread of its own, in
-//! commit order, so the writer can start the next group's transaction and
-//! fsync while the hub fans the previous group out and acks it.
+//! Hands the writer's outcomes to the [`Sink`], in commit order, one of two
+//! ways:
+//! - on a thread of its own ([`Forward::start`]), so the writer can start
+//!   the next group's transaction and fsync while the hub fans the previous
+//!   group out and acks it (SQLite);
+//! - in place ([`Forward::in_place`]), on the thread that committed, when
+//!   the backend never waits on a device ([`Backend::commits_in_place`](super::Backend::commits_in_place)):
+//!   there is no fsync to overlap, and a hop to another thread would cost
+//!   more than the fan-out it moves.
 //!
-//! The channel between them is bounded: a hub that falls behind makes the
-//! writer wait, and the storage queue in front of the writer then fills and
-//! refuses with `overloaded`, as it would for a slow disk.
+//! The channel to the delivering thread is bounded: a hub that falls behind
+//! makes the writer wait, and the storage queue in front of the writer then
+//! fills and refuses with `overloaded`, as it would for a slow disk.
 
 use super::{Committed, Pruned, Sink, StoreError, Submission};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -21,9 +27,12 @@ pub(super) enum Outcome<T> {
     Pruned(Pruned),
 }
 
-/// The writer's end: sends outcomes in commit order.
-pub(super) struct Forward<T> {
-    outcomes: SyncSender<Outcome<T>>,
+/// The writer's end: passes outcomes on in commit order.
+pub(super) enum Forward<T> {
+    /// To the delivering thread.
+    Thread(SyncSender<Outcome<T>>),
+    /// Straight to the sink, on the caller's thread.
+    InPlace(Weak<dyn Sink<T>>),
 }
 
 impl<T: Send + 'static> Forward<T> {
@@ -32,24 +41,39 @@ impl<T: Send + 'static> Forward<T> {
         let (outcomes, receiver) = mpsc::sync_channel(PENDING_GROUPS);
         let thread =
             std::thread::Builder::new().name("storage-deliver".into()).spawn(move || deliver(&sink, receiver))?;
-        Ok((Forward { outcomes }, thread))
+        Ok((Forward::Thread(outcomes), thread))
     }
 
-    /// Queues an outcome, waiting while the hub is `PENDING_GROUPS` behind.
+    /// Hands every outcome to `sink` at once, on the committing thread.
+    pub(super) fn in_place(sink: Weak<dyn Sink<T>>) -> Forward<T> {
+        Forward::InPlace(sink)
+    }
+
+    /// Passes an outcome on; to a thread, waiting while the hub is
+    /// `PENDING_GROUPS` behind.
     pub(super) fn send(&self, outcome: Outcome<T>) {
-        if self.outcomes.send(outcome).is_err() {
-            tracing::error!("the storage delivery thread is gone; a stored group is not fanned out");
+        match self {
+            Forward::Thread(outcomes) => {
+                if outcomes.send(outcome).is_err() {
+                    tracing::error!("the storage delivery thread is gone; a stored group is not fanned out");
+                }
+            }
+            Forward::InPlace(sink) => hand(sink, outcome),
         }
     }
 }
 
 fn deliver<T>(sink: &Weak<dyn Sink<T>>, outcomes: Receiver<Outcome<T>>) {
     for outcome in outcomes {
-        let Some(sink) = sink.upgrade() else { continue };
-        match outcome {
-            Outcome::Committed(group) => sink.committed(group),
-            Outcome::Failed(group, error) => sink.failed(group, &error),
-            Outcome::Pruned(pruned) => sink.pruned(&pruned),
-        }
+        hand(sink, outcome);
+    }
+}
+
+fn hand<T>(sink: &Weak<dyn Sink<T>>, outcome: Outcome<T>) {
+    let Some(sink) = sink.upgrade() else { return };
+    match outcome {
+        Outcome::Committed(group) => sink.committed(group),
+        Outcome::Failed(group, error) => sink.failed(group, &error),
+        Outcome::Pruned(pruned) => sink.pruned(&pruned),
     }
 }

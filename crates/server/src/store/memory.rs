@@ -43,6 +43,10 @@ impl Backend for Memory {
         Ok(Vec::new())
     }
 
+    fn commits_in_place(&self) -> bool {
+        true
+    }
+
     fn commit(&mut self, group: &Group<'_>) -> Result<(), StoreError> {
         let mut logs = self.write();
         for message in group.messages {

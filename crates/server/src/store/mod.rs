@@ -192,6 +192,12 @@ pub trait Backend: Send {
     }
     /// A reader that may be used from any thread while the writer writes.
     fn reader(&self) -> Arc<dyn Reader>;
+    /// Whether a commit is quick enough, and free of any wait on a device,
+    /// to run on the submitter's thread instead of the writer's: no fsync to
+    /// share, so a group commit would buy nothing for two thread hops.
+    fn commits_in_place(&self) -> bool {
+        false
+    }
 }
 
 /// Range reads, safe to run concurrently with the writer (blocking: call
@@ -315,6 +321,9 @@ pub struct Storage<T: Send + 'static> {
     sender: RwLock<Option<SyncSender<writer::Input<T>>>>,
     /// The writer, then the delivering thread: joined in that order.
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The writer itself, when its backend commits in place: submitters
+    /// commit through it instead of queueing.
+    in_place: Option<Arc<Mutex<writer::Writer<T>>>>,
     /// Body bytes queued for the writer, and their bound.
     queued_bytes: Arc<AtomicUsize>,
     queue_bytes: usize,
@@ -352,25 +361,33 @@ impl Loaded {
         Ok(Loaded { backend, catalog })
     }
 
-    /// Starts the writer thread, which reports commits to `sink`.
+    /// Starts the writer thread, which reports commits to `sink` (through
+    /// a delivering thread, unless the backend commits in place).
     pub fn start<T: Send + 'static>(self, options: WriterOptions, sink: Weak<dyn Sink<T>>) -> Storage<T> {
         let catalog = Arc::new(Mutex::new(self.catalog));
         let reader = self.backend.reader();
+        let in_place = self.backend.commits_in_place();
         let (sender, receiver) = mpsc::sync_channel(options.queue_capacity);
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let queue_bytes = options.queue_bytes;
-        let threads = deliver::Forward::start(sink).and_then(|(forward, deliverer)| {
+        let forward = match in_place {
+            true => Ok((deliver::Forward::in_place(sink), None)),
+            false => deliver::Forward::start(sink).map(|(forward, deliverer)| (forward, Some(deliverer))),
+        };
+        let started = forward.and_then(|(forward, deliverer)| {
             let writer =
                 writer::Writer::new(self.backend, options, Arc::clone(&catalog), forward, Arc::clone(&queued_bytes));
+            let writer = Arc::new(Mutex::new(writer));
+            let shared = Arc::clone(&writer);
             let name = "storage-writer".to_owned();
-            let writer = std::thread::Builder::new().name(name).spawn(move || writer.run(receiver))?;
-            Ok(vec![writer, deliverer])
+            let thread = std::thread::Builder::new().name(name).spawn(move || writer::Writer::run(shared, receiver))?;
+            Ok((writer, std::iter::once(thread).chain(deliverer).collect()))
         });
-        let (sender, threads) = match threads {
-            Ok(threads) => (Some(sender), threads),
+        let (sender, in_place, threads) = match started {
+            Ok((writer, threads)) => (Some(sender), in_place.then_some(writer), threads),
             Err(error) => {
                 tracing::error!(%error, "cannot start the storage threads; every send will fail");
-                (None, Vec::new())
+                (None, None, Vec::new())
             }
         };
         Storage {
@@ -378,6 +395,7 @@ impl Loaded {
             reader,
             sender: RwLock::new(sender),
             threads: Mutex::new(threads),
+            in_place,
             queued_bytes,
             queue_bytes,
         }
@@ -385,8 +403,13 @@ impl Loaded {
 }
 
 impl<T: Send + 'static> Storage<T> {
-    /// Queues a message for the next group commit.
+    /// Queues a message for the next group commit, or, when the backend
+    /// commits in place, commits it and hands it to the sink before
+    /// returning. The caller holds no lock the sink takes.
     pub fn submit(&self, submission: Submission<T>) -> Result<(), SubmitError> {
+        if let Some(writer) = &self.in_place {
+            return lock(writer).commit_in_place(submission);
+        }
         let bytes = submission.body.get().len();
         if self.queued_bytes.fetch_add(bytes, Ordering::AcqRel) + bytes > self.queue_bytes {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -462,6 +485,10 @@ impl<T: Send + 'static> Storage<T> {
     /// submissions fail with [`SubmitError::Closed`].
     pub fn close(&self) {
         drop(self.sender.write().unwrap_or_else(|poisoned| poisoned.into_inner()).take());
+        if let Some(writer) = &self.in_place {
+            // Waits for a commit in progress; none starts after it.
+            lock(writer).close();
+        }
         // The writer commits what is queued and drops its end of the
         // delivery channel; the delivering thread then hands over the rest.
         for thread in std::mem::take(&mut *lock(&self.threads)) {

@@ -7,11 +7,13 @@ use super::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 
-/// Reports every outcome as `Ok(seq)` or `Err(ticket)`.
-struct Outcomes(Mutex<Sender<Result<(u64, u64), u32>>>);
+/// Reports every outcome as `Ok(seq)` or `Err(ticket)`, and the thread
+/// that handed over the last commit.
+struct Outcomes(Mutex<Sender<Result<(u64, u64), u32>>>, Mutex<Option<std::thread::ThreadId>>);
 
 impl Sink<u32> for Outcomes {
     fn committed(&self, group: Vec<Committed<u32>>) {
+        *lock(&self.1) = Some(std::thread::current().id());
         for message in group {
             let _ = lock(&self.0).send(Ok((message.seq, message.epoch)));
         }
@@ -77,7 +79,7 @@ fn start(backend: Box<dyn Backend>, room_max_messages: u64) -> Started {
 
 fn start_with(backend: Box<dyn Backend>, options: WriterOptions) -> Started {
     let (sender, receiver) = channel();
-    let sink = Arc::new(Outcomes(Mutex::new(sender)));
+    let sink = Arc::new(Outcomes(Mutex::new(sender), Mutex::new(None)));
     let weak: Weak<dyn Sink<u32>> = Arc::downgrade(&sink) as Weak<dyn Sink<u32>>;
     let storage = Loaded::load(backend).expect("load").start(options, weak);
     (storage, sink, receiver)
@@ -239,5 +241,32 @@ fn sqlite_remembers_seq_when_retention_removed_every_row() {
     assert_eq!((meta.first_seq, meta.last_seq), (4, 3));
     submit(&storage, LogKind::Room, "r", 9);
     assert_eq!(next(&outcomes).map(|(seq, _)| seq), Ok(4), "seq continues, never reused");
+    storage.close();
+}
+
+#[test]
+fn memory_commits_in_place_and_refuses_after_close() {
+    let (storage, sink, outcomes) = start(Box::new(Memory::new()), 100);
+    submit(&storage, LogKind::Room, "r", 1);
+    assert_eq!(*lock(&sink.1), Some(std::thread::current().id()), "handed over on the submitter's thread");
+    // No thread hop: the sink saw the commit before `submit` returned.
+    assert!(matches!(outcomes.try_recv(), Ok(Ok((1, _)))), "committed and handed over in place");
+    submit(&storage, LogKind::Room, "r", 2);
+    assert!(matches!(outcomes.try_recv(), Ok(Ok((2, _)))));
+    storage.close();
+    let key = LogKey { kind: LogKind::Room, name: Arc::from("r") };
+    let body = RawValue::from_string("3".into()).expect("json");
+    let late = storage.submit(Submission { key, from: Arc::from("alice"), body, ticket: 3 });
+    assert_eq!(late, Err(SubmitError::Closed));
+    assert!(outcomes.try_recv().is_err(), "nothing stored after close");
+}
+
+#[test]
+fn a_backend_that_does_not_commit_in_place_hands_over_on_another_thread() {
+    let (storage, sink, outcomes) = start(Box::new(Hooked { inner: Memory::new(), before_commit: || Ok(()) }), 100);
+    let caller = std::thread::current().id();
+    submit(&storage, LogKind::Room, "r", 1);
+    assert_eq!(next(&outcomes).map(|(seq, _)| seq), Ok(1));
+    assert_ne!(lock(&sink.1).expect("a commit was handed over"), caller, "fanned out on the delivery thread");
     storage.close();
 }

@@ -9,6 +9,12 @@
 //! message is fanned out and acked only once stored, and `seq` has no gaps:
 //! a failed group consumes no `seq`.
 //!
+//! A backend that never waits on a device (memory) skips the queue: the
+//! submitter takes the writer's lock and commits its one message in place,
+//! and the sink sees it on the same thread (see `docs/ARCHITECTURE.md`,
+//! "A memory commit happens where it is sent"). The thread then only
+//! persists cursors, answers probes and runs retention while nobody sends.
+//!
 //! Retention runs here too, between groups, in steps of at most
 //! [`TRIM_STEP`] messages, so a large trim never stalls publishers for long.
 //! Besides the bounds by count and age, an inbox keeps only the newest
@@ -18,7 +24,9 @@
 //! fetch from before it say `recovered: false`.
 
 use super::deliver::{Forward, Outcome};
-use super::{Backend, Catalog, Group, LogKey, LogKind, LogMeta, NewMessage, StoreError, SyncMode, WriterOptions};
+use super::{
+    Backend, Catalog, Group, LogKey, LogKind, LogMeta, NewMessage, StoreError, SubmitError, SyncMode, WriterOptions,
+};
 use crate::util::{lock, unix_ms};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
@@ -105,6 +113,14 @@ pub(super) struct Writer<T> {
     last_age_sweep: Instant,
     /// Body bytes waiting in the channel (the hub's bound on them).
     queued_bytes: Arc<AtomicUsize>,
+    /// Storage is closing: no more commits in place.
+    closed: bool,
+}
+
+impl<T> std::fmt::Debug for Writer<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("backend", &self.backend).finish_non_exhaustive()
+    }
 }
 
 impl<T: Send + 'static> Writer<T> {
@@ -128,47 +144,75 @@ impl<T: Send + 'static> Writer<T> {
             unsynced_since: None,
             last_age_sweep: Instant::now(),
             queued_bytes,
+            closed: false,
         }
     }
 
     /// Runs until every sender is gone, then commits what is left, syncs
-    /// and returns.
-    pub(super) fn run(mut self, receiver: Receiver<Input<T>>) {
+    /// and returns. The writer sits behind `shared`'s lock: with a backend
+    /// that commits in place, submitters commit through it too
+    /// ([`Writer::commit_in_place`]), and this thread keeps the rest
+    /// (cursors, probes, retention and batch fsyncs when idle).
+    pub(super) fn run(shared: Arc<Mutex<Self>>, receiver: Receiver<Input<T>>) {
         loop {
-            let first = match receiver.recv_timeout(self.idle_wait()) {
+            let wait = lock(&shared).idle_wait();
+            let first = match receiver.recv_timeout(wait) {
                 Ok(input) => Some(input),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            let mut group = Vec::new();
-            let mut probes = Vec::new();
-            for input in first.into_iter().chain(std::iter::from_fn(|| receiver.try_recv().ok())) {
-                match input {
-                    Input::Append(submission) => {
-                        self.queued_bytes.fetch_sub(submission.body.get().len(), Ordering::AcqRel);
-                        group.push(submission);
-                    }
-                    Input::Cursor(user) => {
-                        self.dirty_cursors.insert(user);
-                    }
-                    Input::Probe(answer) => probes.push(answer),
-                }
-                if group.len() >= MAX_GROUP {
-                    break;
-                }
-            }
-            if !group.is_empty() || !self.dirty_cursors.is_empty() {
-                self.commit(group);
-            }
-            self.answer_probes(probes);
-            self.housekeeping();
+            lock(&shared).take(first, &receiver);
         }
-        if !self.dirty_cursors.is_empty() {
-            self.commit(Vec::new());
+        let mut writer = lock(&shared);
+        if !writer.dirty_cursors.is_empty() {
+            writer.commit(Vec::new());
         }
-        if let Err(error) = self.backend.sync() {
+        if let Err(error) = writer.backend.sync() {
             tracing::error!(%error, "final storage sync failed");
         }
+    }
+
+    /// Commits `first` and whatever else is queued (up to [`MAX_GROUP`])
+    /// as one group, answers the probes among them, then housekeeping.
+    fn take(&mut self, first: Option<Input<T>>, receiver: &Receiver<Input<T>>) {
+        let mut group = Vec::new();
+        let mut probes = Vec::new();
+        for input in first.into_iter().chain(std::iter::from_fn(|| receiver.try_recv().ok())) {
+            match input {
+                Input::Append(submission) => {
+                    self.queued_bytes.fetch_sub(submission.body.get().len(), Ordering::AcqRel);
+                    group.push(submission);
+                }
+                Input::Cursor(user) => {
+                    self.dirty_cursors.insert(user);
+                }
+                Input::Probe(answer) => probes.push(answer),
+            }
+            if group.len() >= MAX_GROUP {
+                break;
+            }
+        }
+        if !group.is_empty() || !self.dirty_cursors.is_empty() {
+            self.commit(group);
+        }
+        self.answer_probes(probes);
+        self.housekeeping();
+    }
+
+    /// Commits one message on the caller's thread, its outcome handed to
+    /// the sink before this returns (a backend that commits in place).
+    pub(super) fn commit_in_place(&mut self, submission: Submission<T>) -> Result<(), SubmitError> {
+        if self.closed {
+            return Err(SubmitError::Closed);
+        }
+        self.commit(vec![submission]);
+        self.housekeeping();
+        Ok(())
+    }
+
+    /// Refuses every later [`Writer::commit_in_place`].
+    pub(super) fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Runs one write probe for every probe that arrived with the last group.
