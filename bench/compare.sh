@@ -2,7 +2,8 @@
 # Switchboard and every peer in bench/peers/ through the same scenarios, in
 # one run; each server pinned to core 0 with taskset, the load generator to
 # core 1. Writes the table into docs/BENCHMARKS.md (between the compare
-# markers) with the command, the date and the machine.
+# markers) with the command, the date and the machine, and its charts into
+# docs/img/compare-*.svg (bench/charts.py), shown below the table.
 #
 #   bash bench/compare.sh
 #
@@ -12,7 +13,7 @@
 #      IDLE_N    idle connections (default 15000)
 #      DURATION  seconds of each fan-out run (default 10)
 #      OUT       raw JSON reports (default target/compare)
-#      NO_WRITE  set to 1 to leave docs/BENCHMARKS.md alone
+#      NO_WRITE  set to 1 to leave docs/BENCHMARKS.md and docs/img alone
 #      WIDE_WINDOW  Switchboard's 1,000 × 1,000 run is repeated with
 #                `delivery.write_window_max` at this (default 40ms), to show
 #                what a longer window buys and costs; "none" skips it
