@@ -187,6 +187,19 @@ class ScalingCharts(unittest.TestCase):
             self.assertEqual(texts.get("failed"), ["failed", "failed"], "p99 and p50")
 
 
+class KeptScalingFigures(unittest.TestCase):
+    def test_the_figures_kept_by_hand_draw_and_say_where_they_came_from(self):
+        kept = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "img", "scaling-2026-11-30.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            with contextlib.redirect_stdout(io.StringIO()):
+                charts.main(["scaling-figures", kept, tmp])
+            root, texts, _ = parse(os.path.join(tmp, "scaling-latency.svg"))
+            self.assertIn("157.69 ms", texts)
+            self.assertIn("copied by hand", root.find(SVG + "desc").text)
+            _, texts, _ = parse(os.path.join(tmp, "scaling-fanout.svg"))
+            self.assertIn("37.00 µs", texts)  # 1e6 / 27,027, as the table's column
+
+
 class Scale(unittest.TestCase):
     def test_log_axis_starts_a_decade_below_and_covers_the_largest_value(self):
         scale = charts.Scale([819, 131_936], 0, 100, log=True)
