@@ -10,7 +10,7 @@
 #     per server CPU-second and p99;
 #   - memory per idle connection: `bench idle -n IDLE_N` (100 rooms).
 # The certificate is a self-signed ECDSA P-256 one made here with openssl;
-# the load generator offers X25519 only (see crates/cli/src/bench/tls.rs).
+# the load generator offers X25519 only (see crates/bench/src/tls.rs).
 #
 #   bash bench/tls.sh
 # Env: SERVERS   (default: "switchboard-tls nats-tls switchboard nats")

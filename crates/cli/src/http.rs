@@ -3,7 +3,6 @@
 //! (`https://`, rustls as the server), bounded in time and in the size of
 //! the answer. hyper's client connection does the HTTP.
 
-use crate::bench::tls::TlsArgs;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -11,6 +10,7 @@ use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use std::path::PathBuf;
 use std::time::Duration;
+use switchboard_bench::tls::TlsArgs;
 use tokio::net::TcpStream;
 
 /// The largest answer read (a connection table of ~50,000 rows).

@@ -1,8 +1,8 @@
-//! The `switchboard` command. It parses flags, sets up logging and binds;
-//! everything else lives in `switchboard-server` and `switchboard-client`.
+//! The `switchboard` command. It parses flags, sets up logging, binds and
+//! dispatches subcommands; everything else lives in `switchboard-server`
+//! and, for `bench`, `switchboard-bench`.
 
 mod alloc;
-mod bench;
 mod connections;
 mod health;
 mod http;
@@ -45,7 +45,7 @@ enum Command {
     /// SWITCHBOARD_BENCH_TOKEN_SECRET (HS256) or SWITCHBOARD_BENCH_TOKEN_KEY
     /// (a private key PEM) and each connection presents a token for its name.
     #[command(subcommand)]
-    Bench(bench::Scenario),
+    Bench(switchboard_bench::Scenario),
     /// Operate on stored history (with the server stopped).
     #[command(subcommand)]
     History(HistoryCommand),
@@ -162,7 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(args),
         Command::Token(args) => token::run(args),
-        Command::Bench(scenario) => bench::run(scenario),
+        Command::Bench(scenario) => switchboard_bench::run(scenario),
         Command::Healthcheck(args) => health::run(args),
         Command::Connections(args) => connections::run(args),
         Command::History(HistoryCommand::Reset { room, data }) => {

@@ -1,12 +1,14 @@
 //! `switchboard token`: mints a JWT for development and tests with the
-//! configured key, the way Centrifugo's `gentoken` does. The server never
-//! mints tokens; a real deployment's backend does, with its own JWT library.
+//! configured key, the way Centrifugo's `gentoken` does (signed by
+//! `switchboard_bench::signing`, which the load generator's tokens use too).
+//! The server never mints tokens; a real deployment's backend does, with
+//! its own JWT library.
 
 use anyhow::{bail, Context};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use switchboard_bench::signing::{mint, SigningKey};
 use switchboard_server::Config;
 
 #[derive(clap::Args)]
@@ -42,33 +44,6 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
     let claims = claims(&args, &config, unix_now())?;
     println!("{}", mint(&claims, &key)?);
     Ok(())
-}
-
-/// A key to sign with and its algorithm.
-pub struct SigningKey {
-    algorithm: Algorithm,
-    key: EncodingKey,
-}
-
-impl SigningKey {
-    /// HS256 with `secret`.
-    pub fn hmac(secret: &[u8]) -> anyhow::Result<SigningKey> {
-        Ok(SigningKey { algorithm: Algorithm::HS256, key: EncodingKey::from_secret(secret)? })
-    }
-
-    /// RS256, ES256 or EdDSA, from a private key in PEM.
-    pub fn from_pem(pem: &[u8]) -> anyhow::Result<SigningKey> {
-        type Parse = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
-        let kinds: [(Parse, Algorithm); 3] = [
-            (EncodingKey::from_ec_pem, Algorithm::ES256),
-            (EncodingKey::from_ed_pem, Algorithm::EdDSA),
-            (EncodingKey::from_rsa_pem, Algorithm::RS256),
-        ];
-        kinds
-            .iter()
-            .find_map(|(parse, algorithm)| parse(pem).ok().map(|key| SigningKey { algorithm: *algorithm, key }))
-            .context("the private key is not an EC (P-256), Ed25519 or RSA key in PEM")
-    }
 }
 
 fn signing_key(args: &TokenArgs, config: &Config) -> anyhow::Result<SigningKey> {
@@ -119,11 +94,6 @@ fn room_rule(rule: &str) -> anyhow::Result<Value> {
         bail!("--room {rule:?}: unknown permission {unknown:?} (join, send, history, presence)");
     }
     Ok(json!({ "match": pattern, "allow": allow }))
-}
-
-/// Signs `claims`.
-pub fn mint(claims: &Value, key: &SigningKey) -> anyhow::Result<String> {
-    Ok(jsonwebtoken::encode(&Header::new(key.algorithm), claims, &key.key)?)
 }
 
 fn unix_now() -> u64 {

@@ -28,7 +28,7 @@ async fn fanout_over_worker_processes_counts_every_delivery_once() {
     assert_eq!((report["received"].as_u64(), report["lost"].as_i64()), (Some(sent * 300), Some(0)), "{report}");
     assert_eq!((report["gaps"].as_u64(), report["members_closed"].as_u64()), (Some(0), Some(0)), "{report}");
     // Publisher and members are in different processes: the clock they
-    // share is checked in `bench::common`; here, that latencies were merged.
+    // share is checked in `switchboard_bench::common`; here, that latencies were merged.
     let p50 = report["latency_ms"]["p50"].as_f64().expect("latency");
     assert!(p50 > 0.0 && p50 < 1000.0, "p50 {p50} ms: {report}");
 }

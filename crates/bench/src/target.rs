@@ -8,7 +8,7 @@
 
 use super::common::CLOSE_EVENT;
 use super::wsclient::WsConn;
-use crate::token::SigningKey;
+use crate::signing::{self, SigningKey};
 use anyhow::{bail, Context};
 use memchr::memmem;
 use std::collections::HashMap;
@@ -63,7 +63,7 @@ fn token_for(tokens: &Tokens, name: &str) -> String {
     if let Some(info) = &tokens.info {
         claims["info"] = info.clone();
     }
-    let token = crate::token::mint(&claims, &tokens.key).unwrap_or_default();
+    let token = signing::mint(&claims, &tokens.key).unwrap_or_default();
     minted.insert(name.to_owned(), token.clone());
     token
 }

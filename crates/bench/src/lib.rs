@@ -1,12 +1,18 @@
-//! `switchboard bench`: load scenarios. `idle` measures what an idle,
-//! joined WebSocket (or, with `--sse`, Server-Sent Events follower) costs
-//! the server; `fanout`, `echo` and `churn` measure
-//! delivery, round trips and connection turnover over WebSocket, against
-//! Switchboard or a peer server (see `target`); `tcp-fanout` and `udp-relay` measure
-//! delivery rate, loss and latency on the raw transports (and `tcp-fanout`
-//! the same load against redis pub/sub); `stored` and `replay` measure
-//! storage: acked sends and replay after `join` with `since`; `http`
-//! measures HTTP publishes (or any HTTP server's requests).
+//! The load generator behind `switchboard bench`: its scenarios as a clap
+//! subcommand ([`Scenario`]) and [`run`], which the binary dispatches to.
+//! `idle` and `fanout` start worker processes of the running executable
+//! with `bench idle|fanout ... --worker FIRST:COUNT`, so the binary that
+//! calls [`run`] must route its `bench` subcommand here.
+//!
+//! The scenarios: `idle` measures what an idle, joined WebSocket (or,
+//! with `--sse`, Server-Sent Events follower) costs the server; `fanout`,
+//! `echo` and `churn` measure delivery, round trips and connection
+//! turnover over WebSocket, against Switchboard or a peer server (see
+//! `target`); `tcp-fanout` and `udp-relay` measure delivery rate, loss and
+//! latency on the raw transports (and `tcp-fanout` the same load against
+//! redis pub/sub); `stored` and `replay` measure storage: acked sends and
+//! replay after `join` with `since`; `http` measures HTTP publishes (or
+//! any HTTP server's requests).
 //!
 //! Against a server in token mode, set `SWITCHBOARD_BENCH_TOKEN_SECRET`
 //! (HS256) or `SWITCHBOARD_BENCH_TOKEN_KEY` (a private key in PEM: ES256,
@@ -24,6 +30,7 @@ mod latency;
 mod lines;
 mod measure;
 mod replay;
+pub mod signing;
 mod sseclient;
 mod stored;
 mod target;
@@ -33,13 +40,13 @@ mod tests;
 mod tests_tls;
 #[cfg(test)]
 mod tests_ws;
-pub(crate) mod tls;
+pub mod tls;
 mod udp;
 mod workers;
 mod wsclient;
 mod wsfanout;
 
-#[derive(clap::Subcommand)]
+#[derive(clap::Subcommand, Debug)]
 pub enum Scenario {
     /// Open N connections, join each to a room, hold them, and report the
     /// connect rate and (given --pid) the server's resident memory per connection.
