@@ -149,7 +149,6 @@ pub fn router(state: ApiState) -> Router {
     });
     routes
         .fallback(not_found)
-        .layer(cors::layer(&state.hub))
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::guard))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
