@@ -67,9 +67,14 @@ export async function say(page, text) {
   await box.press('Enter');
 }
 
-/** Waits until conversation `key` is the one shown (an empty list has no size, so ask the sidebar). */
+/**
+ * Waits until conversation `key` is the one shown: the sidebar marks it
+ * current (an empty list has no size to be visible by, and in a narrow
+ * window the sidebar itself is a closed drawer).
+ */
 export function shown(page, key) {
-  return page.locator(`button.convo[data-conversation="${key}"][aria-current="true"]`).waitFor({ timeout: WAIT });
+  return page.locator(`button.convo[data-conversation="${key}"][aria-current="true"]`)
+    .waitFor({ state: 'attached', timeout: WAIT });
 }
 
 /** Opens conversation `key` from the sidebar. */

@@ -31,6 +31,18 @@ describeInBrowser('the chat page', T, (newContext) => {
     cleanups.push(() => started.stop());
     return started;
   };
+  /**
+   * A second server over `data` while `first` is down, on any other port
+   * (were it given the first one's, the pages would reconnect to it and get
+   * live messages, which would prove nothing about recovery).
+   */
+  const elsewhere = async (first, options) => {
+    for (;;) {
+      const started = await server(options);
+      if (started.port !== first.port) return started;
+      await started.stop();
+    }
+  };
   /** A directory removed after the test. */
   const directory = (prefix) => {
     const made = mkdtempSync(join(tmpdir(), prefix));
@@ -111,7 +123,7 @@ describeInBrowser('the chat page', T, (newContext) => {
     }
     // Published while no page has a connection, through a server on another
     // port over the same data directory: the pages can only get these from storage.
-    const meanwhile = await server({ data });
+    const meanwhile = await elsewhere(first, { data });
     for (const n of [1, 2]) await publish(meanwhile, '/api/rooms/lobby/messages', { body: { text: `during the outage ${n}` }, from: 'carol' });
     await publish(meanwhile, '/api/users/bob/messages', { body: { text: 'a DM during the outage' }, from: 'carol' });
     await meanwhile.stop();
@@ -131,7 +143,7 @@ describeInBrowser('the chat page', T, (newContext) => {
     await say(bob, 'after the restart');
     await seen(alice, 'room:lobby', 'after the restart');
     assert.equal((await texts(alice, 'room:lobby')).length, 4);
-    assert.ok(second.port === first.port);
+    assert.equal(second.port, first.port);
   }));
 
   e2e('a page says so when the server could not recover everything it missed', withCleanup(async () => {
@@ -144,7 +156,7 @@ describeInBrowser('the chat page', T, (newContext) => {
     await seen(alice, 'room:lobby', 'seen before the outage');
     await first.kill();
     await alice.locator('#status[data-state="waiting"]').waitFor({ timeout: WAIT });
-    const meanwhile = await server({ data, config });
+    const meanwhile = await elsewhere(first, { data, config });
     for (const n of [1, 2, 3]) await publish(meanwhile, '/api/rooms/lobby/messages', { body: { text: `missed ${n}` }, from: 'carol' });
     await meanwhile.stop();
     await server({ data, config, port: first.port });
@@ -155,6 +167,27 @@ describeInBrowser('the chat page', T, (newContext) => {
     const said = await notices(alice, 'room:lobby');
     assert.ok(said.some((notice) => notice.startsWith('Some messages sent while you were away could not be recovered')),
       JSON.stringify(said));
+  }));
+
+  e2e('in a phone-sized window the lists are drawers and everything still works', withCleanup(async () => {
+    const chat = await server();
+    const phone = await newContext({ viewport: { width: 390, height: 760 }, hasTouch: true });
+    cleanups.push(() => phone.close());
+    const page = await signIn(phone, chat, 'dora');
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `nothing wider than the window (${overflow} px more)`);
+    assert.equal(await page.locator('#sidebar').isVisible(), false, 'the conversation list starts closed');
+    await page.getByRole('button', { name: 'Rooms', exact: true }).click();
+    await page.getByLabel('Join a room').fill('random');
+    await page.getByLabel('Join a room').press('Enter');
+    await shown(page, 'room:random');
+    await page.locator('#sidebar').waitFor({ state: 'hidden', timeout: WAIT });
+    await say(page, 'typed on a phone');
+    await seen(page, 'room:random', 'typed on a phone');
+    await page.getByRole('button', { name: 'Members', exact: true }).click();
+    await page.locator('#members button[data-user="dora"]').waitFor({ timeout: WAIT });
+    await page.keyboard.press('Escape');
+    await page.locator('#members-panel').waitFor({ state: 'hidden', timeout: WAIT });
   }));
 
   e2e('in token mode the page asks for a token and the user is the token\'s', withCleanup(async () => {

@@ -331,13 +331,27 @@ function noticeEverywhere(text) {
   for (const key of view.conversations.keys()) view.addNotice(key, text);
 }
 
+const DRAWERS = [
+  { name: 'show-sidebar', toggle: '#toggle-sidebar', panel: '#sidebar' },
+  { name: 'show-members', toggle: '#toggle-members', panel: '#members-panel' },
+];
+
+/** Opens (focus moves into it) or closes (focus back on its toggle) a drawer of the narrow layout. */
+function setDrawer(name, open) {
+  const drawer = DRAWERS.find((candidate) => candidate.name === name);
+  const wasOpen = document.body.classList.contains(name);
+  document.body.classList.toggle(name, open);
+  $(drawer.toggle).setAttribute('aria-expanded', String(open));
+  if (open) $(`${drawer.panel} button`)?.focus();
+  else if (wasOpen && $(drawer.panel).contains(document.activeElement)) $(drawer.toggle).focus();
+}
+
 function select(key) {
   view.activate(key);
   tabStore.set('active', key);
   if (chat && key?.startsWith('room:')) chat.showMembers(chat.rooms.get(key.slice(5)));
   else if (chat) chat.showMembers(null);
-  document.body.classList.remove('show-sidebar');
-  $('#toggle-sidebar').setAttribute('aria-expanded', 'false');
+  if (document.body.classList.contains('show-sidebar')) setDrawer('show-sidebar', false);
 }
 
 function openDmConversation(user) {
@@ -347,6 +361,7 @@ function openDmConversation(user) {
 }
 
 function openDm(user) {
+  if (document.body.classList.contains('show-members')) setDrawer('show-members', false);
   select(openDmConversation(user));
   $('#text').focus();
 }
@@ -425,12 +440,14 @@ function wire() {
     const token = $('#fresh-token').value.trim();
     if (token && chat) chat.refreshToken(token);
   });
-  for (const [button, className] of [['#toggle-sidebar', 'show-sidebar'], ['#toggle-members', 'show-members']]) {
-    $(button).addEventListener('click', () => {
-      const shown = document.body.classList.toggle(className);
-      $(button).setAttribute('aria-expanded', String(shown));
-    });
+  // Narrow windows: the conversation list and the member list are drawers.
+  for (const button of document.querySelectorAll('button[data-drawer]')) {
+    button.addEventListener('click', () => setDrawer(button.dataset.drawer, !document.body.classList.contains(button.dataset.drawer)));
   }
+  document.addEventListener('keydown', (event) => {
+    if (event.key !== 'Escape') return;
+    for (const drawer of DRAWERS) if (document.body.classList.contains(drawer.name)) setDrawer(drawer.name, false);
+  });
   // Back from sleep or a lost network: try now rather than at the end of the backoff.
   window.addEventListener('online', () => chat?.connection.reconnectNow());
 }
