@@ -26,8 +26,9 @@ class Chat {
     this.rooms = new Map();
     this.inbox = { epoch: null, seq: 0 };
     this.helloSeen = false;
+    // The rooms this tab is in, or wants to be in: joined or not (yet), kept across reloads.
     const saved = tabStore.get('rooms');
-    this.wanted = Array.isArray(saved) ? saved : [];
+    this.wanted = new Set(Array.isArray(saved) && saved.length > 0 ? saved : [credential.room || 'lobby']);
     this.connection = new Connection(() => this.url());
     this.connection.addEventListener('state', (event) => this.onState(event.detail));
     this.connection.addEventListener('frame', (event) => this.onFrame(event.detail));
@@ -50,7 +51,7 @@ class Chat {
   }
 
   save() {
-    tabStore.set('rooms', [...this.rooms.keys()]);
+    tabStore.set('rooms', [...this.wanted]);
   }
 
   onState(detail) {
@@ -87,15 +88,16 @@ class Chat {
     view.showApp(this.me);
     const first = !this.helloSeen;
     this.helloSeen = true;
+    // Rooms joined before this connection: rejoined where they were. Rooms wanted but not joined
+    // yet (a reload, or a connection that dropped before their join was answered): joined afresh.
+    const fresh = [...this.wanted].filter((name) => !this.rooms.has(name));
+    await Promise.all([...this.rooms.values()].map((room) => this.rejoin(room)));
+    for (const name of fresh) await this.join(name);
     if (first) {
-      const rooms = this.wanted.length > 0 ? this.wanted : [this.credential.room || 'lobby'];
-      for (const room of rooms) await this.join(room);
       const active = tabStore.get('active');
       if (typeof active === 'string' && active.startsWith('dm:')) select(openDmConversation(active.slice(3)));
       else if (typeof active === 'string' && this.rooms.has(active.slice(5))) select(active);
       else if (this.rooms.size > 0) select(`room:${[...this.rooms.keys()][0]}`);
-    } else {
-      await Promise.all([...this.rooms.values()].map((room) => this.rejoin(room)));
     }
     // The user has an inbox once anyone sent them a DM: fetch what this page has not shown.
     if (frame.inbox) await this.fetchInbox();
@@ -103,21 +105,25 @@ class Chat {
 
   // ---- rooms
 
+  /** Joins `name` afresh (no `since`) and shows its newest history; false when not joined. */
   async join(name) {
     const key = `room:${name}`;
+    this.wanted.add(name);
+    this.save();
     let reply;
     try {
       reply = await this.connection.request({ op: 'join', room: name });
     } catch {
-      return false;
+      return false; // Offline: still wanted, joined at the next hello.
     }
     if (!reply.ok) {
+      this.wanted.delete(name);
+      this.save();
       view.showError('#send-error', `Could not join ${name}: ${reply.error}`);
       return false;
     }
     const room = { name, key, epoch: reply.epoch, seq: reply.seq, presenceEvents: reply.presence_events };
     this.rooms.set(name, room);
-    this.save();
     view.ensure(key, 'room', name, () => select(key));
     if (reply.seq > 0) await this.history(room, reply.seq + 1);
     await this.presence(room);
@@ -233,6 +239,7 @@ class Chat {
     if (!room) return;
     view.addNotice(room.key, `You were removed from this room: ${frame.reason}`);
     this.rooms.delete(frame.room);
+    this.wanted.delete(frame.room);
     this.save();
   }
 
@@ -243,6 +250,7 @@ class Chat {
       // Offline: forgetting the room here is enough; the next connection does not rejoin it.
     }
     this.rooms.delete(name);
+    this.wanted.delete(name);
     this.save();
     view.remove(`room:${name}`);
     const next = [...this.rooms.keys()][0];
