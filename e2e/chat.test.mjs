@@ -2,8 +2,7 @@
 // switchboard binary, so the server's framing, close codes and shutdown are
 // checked the way a web client sees them. Run: npm test (see README.md).
 import assert from 'node:assert/strict';
-import { after, before, describe } from 'node:test';
-import { e2eTest, launchBrowser, missing, openClient, startServer } from './harness.mjs';
+import { describeInBrowser, e2eTest, openClient, startServer } from './harness.mjs';
 
 const MAX_MESSAGE_SIZE = 65_536; // the server's default limit
 const T = { timeout: 30_000 };
@@ -19,22 +18,12 @@ function assertRecentTs(ts) {
 // Every test gets its own server and its own browser context: no test sees
 // another's rooms, users, inboxes or seq numbers, so they pass in any order
 // and alone (node --test --test-name-pattern ...).
-describe('switchboard in a browser', () => {
-  let browser;
-
-  before(async () => {
-    if (missing) return; // the tests themselves skip or fail
-    browser = await launchBrowser();
-  }, T);
-
-  after(async () => {
-    await browser?.close();
-  }, T);
+describeInBrowser('switchboard in a browser', T, (newContext) => {
 
   // A fresh server and context for one test; `done` stops both.
   const fresh = async () => {
     const server = await startServer();
-    const context = await browser.newContext();
+    const context = await newContext();
     const done = async () => {
       await context.close();
       await server.stop();

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -59,9 +59,9 @@ process.on('exit', () => live.forEach((child) => child.kill('SIGKILL')));
  * the port it had); resolves once it logged its address. `data`: a data
  * directory that outlives the server (the caller removes it), for a
  * restart that keeps history; by default one inside the server's own
- * temporary directory.
+ * temporary directory. `args`: more arguments for `serve` (`--config FILE`).
  */
-export async function startServer({ readyMs = 15_000, config = {}, port: fixedPort = 0, data } = {}) {
+export async function startServer({ readyMs = 15_000, config = {}, port: fixedPort = 0, data, args: extra = [] } = {}) {
   // Strip SWITCHBOARD_* so a developer's shell cannot change the limits the tests assert on;
   // `config` adds the test's own (SWITCHBOARD_* names).
   const inherited = Object.entries(process.env).filter(([k]) => !k.startsWith('SWITCHBOARD_'));
@@ -71,6 +71,7 @@ export async function startServer({ readyMs = 15_000, config = {}, port: fixedPo
   // Port 0 for every listener: tests run servers side by side.
   const args = ['serve', '--http', `127.0.0.1:${fixedPort}`, '--tcp', '127.0.0.1:0', '--udp', '127.0.0.1:0'];
   if (data) args.push('--data', data);
+  args.push(...extra);
   const child = spawn(SERVER_BIN, args, {
     cwd,
     env: { ...env, NO_COLOR: '1', RUST_LOG: 'info' },
@@ -126,6 +127,25 @@ async function stop(child, exited) {
   if (first !== 'late') return { ...first, killed: false };
   child.kill('SIGKILL');
   return { ...(await exited), killed: true };
+}
+
+/**
+ * A describe() whose tests share one browser, launched before them and
+ * closed after them; `body` gets `newContext(options)`, a new context (its
+ * own cookies and storage) of that browser.
+ */
+export function describeInBrowser(name, timeouts, body) {
+  describe(name, () => {
+    let browser;
+    before(async () => {
+      if (missing) return; // the tests themselves skip or fail
+      browser = await launchBrowser();
+    }, timeouts);
+    after(async () => {
+      await browser?.close();
+    }, timeouts);
+    body((options) => browser.newContext(options));
+  });
 }
 
 export function launchBrowser() {

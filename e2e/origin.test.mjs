@@ -4,8 +4,8 @@
 // by a small HTTP server this test starts on another port.
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
-import { after, before, describe } from 'node:test';
-import { e2eTest, launchBrowser, missing, openClient, startServer } from './harness.mjs';
+import { after, before } from 'node:test';
+import { describeInBrowser, e2eTest, missing, openClient, startServer } from './harness.mjs';
 
 const T = { timeout: 30_000 };
 
@@ -28,24 +28,21 @@ async function originRefusals(server) {
   return line ? Number(line.split(' ').pop()) : 0;
 }
 
-describe('origins in a browser', () => {
-  let browser;
+describeInBrowser('origins in a browser', T, (newContext) => {
   let site;
 
   before(async () => {
     if (missing) return;
-    browser = await launchBrowser();
     site = await otherSite();
   }, T);
 
   after(async () => {
-    await browser?.close();
     await site?.close();
   }, T);
 
   e2e('a page of another site cannot connect; the server\'s own page can', async () => {
     const server = await startServer();
-    const context = await browser.newContext();
+    const context = await newContext();
     try {
       // A refused upgrade never opens: the browser reports 1006.
       await assert.rejects(
@@ -64,7 +61,7 @@ describe('origins in a browser', () => {
   e2e('a site listed in auth.allowed_origins can connect', async () => {
     const listed = site.url.replace(/\/$/, '');
     const server = await startServer({ config: { SWITCHBOARD_AUTH__ALLOWED_ORIGINS: `["${listed}"]` } });
-    const context = await browser.newContext();
+    const context = await newContext();
     try {
       const page = await openClient(context, server.wsUrl('/ws?name=bob'), { from: site.url });
       assert.equal((await page.next({ ev: 'hello' })).user, 'bob');

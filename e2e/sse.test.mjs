@@ -7,8 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe } from 'node:test';
-import { e2eTest, launchBrowser, missing, openClient, startServer } from './harness.mjs';
+import { describeInBrowser, e2eTest, openClient, startServer } from './harness.mjs';
 
 const T = { timeout: 60_000 };
 
@@ -42,23 +41,13 @@ async function publish(context, server, room, numbers) {
   await writer.page.close();
 }
 
-describe('Server-Sent Events in a browser', () => {
-  let browser;
-
-  before(async () => {
-    if (missing) return;
-    browser = await launchBrowser();
-  }, T);
-
-  after(async () => {
-    await browser?.close();
-  }, T);
+describeInBrowser('Server-Sent Events in a browser', T, (newContext) => {
 
   e2e('EventSource resumes with Last-Event-ID across a server restart, exactly once', async () => {
     const data = mkdtempSync(join(tmpdir(), 'switchboard-e2e-data-'));
     // A short reconnection delay, so the page retries often while the server is down.
     const config = { SWITCHBOARD_SSE__RETRY: '200ms' };
-    const context = await browser.newContext();
+    const context = await newContext();
     const servers = [];
     const start = async (options) => {
       const server = await startServer({ config, data, ...options });

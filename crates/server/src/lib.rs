@@ -12,6 +12,8 @@
 //!   hyper for plain HTTP, and the connection driver of WebSocket and raw TCP.
 //! - [`api`]: the HTTP API (axum): publish, history, presence, health,
 //!   metrics and its OpenAPI document.
+//! - [`web`]: the chat page at `/` and the dashboard at `/dashboard`
+//!   (HTML, CSS and JavaScript embedded in the binary).
 //! - [`session`]: one client's protocol state; commands in, hub calls out.
 //! - [`hub`]: rooms, presence, users and connections; routing and fan-out.
 //! - [`store`]: room histories and DM inboxes (SQLite or memory), the
@@ -42,6 +44,7 @@ pub mod tls;
 pub mod transport;
 pub mod trim;
 mod util;
+pub mod web;
 
 pub use config::Config;
 pub use server::{run, run_with_backend, run_with_reload, Listeners, ServerError};

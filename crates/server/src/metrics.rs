@@ -5,6 +5,7 @@
 //! Hot-path counters carry no labels; labelled families are used only where
 //! the label set is small and fixed (close codes, drop reasons).
 
+use crate::hub::conn::Transport;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +25,73 @@ pub struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
+}
+
+/// Why a frame or datagram was not delivered: the `reason` label of
+/// `switchboard_messages_dropped_total`. An enum, so that `/api/stats` and
+/// the exposition can list every reason, at 0 until its first drop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A connection's queue passed its bound (closed with 4008).
+    SlowConsumer,
+    /// The recipient was already closing.
+    Closing,
+    /// An event larger than a UDP member's datagram limit.
+    UdpOversize,
+    /// A datagram over the message size limit.
+    UdpTooLarge,
+    /// A UDP source over its datagram rate.
+    UdpRateLimited,
+    /// Dropped by the kernel: the server's UDP receive buffer was full.
+    UdpReceiveBuffer,
+    /// A send refused: the storage queue was full.
+    StorageBusy,
+    /// A request refused: the connection had too many waiting for answers.
+    TooManyPending,
+    /// Refused: the storage commit failed.
+    StorageError,
+    /// A compressed WebSocket message over the message limit once inflated.
+    WsInflatedTooLarge,
+    /// A compressed WebSocket message that was not valid deflate data.
+    WsInflateFailed,
+    /// A stored DM removed: its sender has `storage.inbox_max_per_sender` newer ones in that inbox.
+    InboxPerSender,
+}
+
+impl DropReason {
+    /// Every reason, in the order `/api/stats` lists them.
+    pub const ALL: [DropReason; 12] = [
+        DropReason::SlowConsumer,
+        DropReason::Closing,
+        DropReason::UdpOversize,
+        DropReason::UdpTooLarge,
+        DropReason::UdpRateLimited,
+        DropReason::UdpReceiveBuffer,
+        DropReason::StorageBusy,
+        DropReason::TooManyPending,
+        DropReason::StorageError,
+        DropReason::WsInflatedTooLarge,
+        DropReason::WsInflateFailed,
+        DropReason::InboxPerSender,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::Closing => "closing",
+            DropReason::UdpOversize => "udp_oversize",
+            DropReason::UdpTooLarge => "udp_too_large",
+            DropReason::UdpRateLimited => "udp_rate_limited",
+            DropReason::UdpReceiveBuffer => "udp_receive_buffer",
+            DropReason::StorageBusy => "storage_busy",
+            DropReason::TooManyPending => "too_many_pending",
+            DropReason::StorageError => "storage_error",
+            DropReason::WsInflatedTooLarge => "ws_inflated_too_large",
+            DropReason::WsInflateFailed => "ws_inflate_failed",
+            DropReason::InboxPerSender => crate::guard::reason::INBOX_PER_SENDER,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -78,7 +146,17 @@ pub struct Metrics {
 
 impl Metrics {
     /// Registers every metric in a new registry.
+    ///
+    /// Every transport's `connections_open` and every drop reason's
+    /// `messages_dropped` exist from the start, at 0: a scraper's `rate()`
+    /// sees the first drop, and reading them (`/api/stats`) adds nothing.
     pub fn registry(&self) -> Registry {
+        for transport in Transport::ALL {
+            drop(self.connections_open.get_or_create(&TransportLabel { transport: transport.as_str() }));
+        }
+        for reason in DropReason::ALL {
+            drop(self.dropped.get_or_create(&ReasonLabel { reason: reason.as_str() }));
+        }
         let mut registry = Registry::with_prefix("switchboard");
         let r = &mut registry;
         r.register("connections_open", "Open client connections", self.connections_open.clone());
@@ -187,8 +265,18 @@ impl Metrics {
         self.connections_closed.get_or_create(&CodeLabel { code }).inc();
     }
 
-    pub(crate) fn dropped(&self, reason: &'static str, frames: usize) {
-        self.dropped.get_or_create(&ReasonLabel { reason }).inc_by(frames as u64);
+    pub(crate) fn dropped(&self, reason: DropReason, frames: usize) {
+        self.dropped.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc_by(frames as u64);
+    }
+
+    /// Drops so far for `reason`.
+    pub fn dropped_count(&self, reason: DropReason) -> u64 {
+        self.dropped.get_or_create(&ReasonLabel { reason: reason.as_str() }).get()
+    }
+
+    /// Connections open now on `transport`.
+    pub fn open_count(&self, transport: Transport) -> i64 {
+        self.connections_open.get_or_create(&TransportLabel { transport: transport.as_str() }).get()
     }
 
     pub(crate) fn auth_failed(&self, code: switchboard_protocol::ErrorCode) {
@@ -221,4 +309,28 @@ pub fn render(registry: &Registry) -> String {
         tracing::error!(%error, "metrics encoding failed");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_drop_reason_and_transport_is_exported_at_zero_and_each_reason_explained() {
+        let text = render(&Metrics::default().registry());
+        let help = text.lines().find(|line| line.starts_with("# HELP switchboard_messages_dropped ")).unwrap_or("");
+        let mut labels: Vec<&str> = DropReason::ALL.iter().map(|reason| reason.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), DropReason::ALL.len(), "each reason once");
+        for reason in labels {
+            assert!(help.contains(&format!("{reason}:")), "the help explains {reason}");
+            let sample = format!("switchboard_messages_dropped_total{{reason=\"{reason}\"}} 0");
+            assert!(text.lines().any(|line| line == sample), "{sample}");
+        }
+        for transport in Transport::ALL {
+            let sample = format!("switchboard_connections_open{{transport=\"{}\"}} 0", transport.as_str());
+            assert!(text.lines().any(|line| line == sample), "{sample}");
+        }
+    }
 }

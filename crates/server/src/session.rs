@@ -11,6 +11,7 @@ use crate::hub::conn::Conn;
 use crate::hub::conn::Transport;
 use crate::hub::room::Room;
 use crate::hub::{Hub, HubError, Recovery};
+use crate::metrics::DropReason;
 use crate::policy::Admission;
 use crate::store::{LogKey, LogKind};
 use serde::Serialize;
@@ -372,7 +373,7 @@ impl Session {
     /// Counts a recovery as a pending request and starts holding live frames.
     fn begin_recovery(&self) -> Result<(), HubError> {
         if !self.conn.begin_request(false) {
-            self.hub.metrics.dropped("too_many_pending", 1);
+            self.hub.metrics.dropped(DropReason::TooManyPending, 1);
             return Err(HubError::TooManyPending);
         }
         self.conn.begin_replay();
@@ -383,7 +384,7 @@ impl Session {
     fn end_recovery(&self) {
         let dropped = self.conn.end_replay(0, 0);
         if dropped > 0 {
-            self.hub.metrics.dropped("closing", dropped);
+            self.hub.metrics.dropped(DropReason::Closing, dropped);
         }
         self.conn.end_request();
     }

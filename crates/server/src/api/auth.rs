@@ -48,11 +48,7 @@ impl FromRequestParts<ApiState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Caller, ApiError> {
         let hub = &state.hub;
-        let open = {
-            let policy = hub.policy();
-            !policy.token_mode() && policy.api_keys.is_empty()
-        };
-        let key = api_key(&parts.headers, hub, open).map_err(ApiError::Unauthorized)?;
+        let key = api_key(&parts.headers, hub, is_open(hub)).map_err(ApiError::Unauthorized)?;
         let client = client_address(parts, hub);
         let (name, bucket) = match key {
             Some(name) => (Arc::<str>::from(name.as_str()), Bucket::Key(name)),
@@ -61,6 +57,13 @@ impl FromRequestParts<ApiState> for Caller {
         state.shared.limiter.charge(bucket, hub)?;
         Ok(Caller { name })
     }
+}
+
+/// Whether the API is open (no key needed): open mode with no API key
+/// configured.
+pub fn is_open(hub: &Hub) -> bool {
+    let policy = hub.policy();
+    !policy.token_mode() && policy.api_keys.is_empty()
 }
 
 /// The client's address: the peer, or the client a trusted proxy names.

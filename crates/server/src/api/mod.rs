@@ -33,6 +33,7 @@ mod idempotency;
 mod openapi;
 mod publish;
 mod rooms;
+mod stats;
 mod users;
 
 pub use error::ApiError;
@@ -66,8 +67,14 @@ pub struct Endpoint {
 
 /// Every module's routes. The router and the OpenAPI document both read
 /// this list (see the module docs).
-const MODULES: &[fn() -> Vec<Endpoint>] =
-    &[health::endpoints, rooms::endpoints, users::endpoints, connections::endpoints, openapi::endpoints];
+const MODULES: &[fn() -> Vec<Endpoint>] = &[
+    health::endpoints,
+    rooms::endpoints,
+    users::endpoints,
+    connections::endpoints,
+    stats::endpoints,
+    openapi::endpoints,
+];
 
 /// Every endpoint the router serves.
 fn endpoints() -> Vec<Endpoint> {
@@ -121,13 +128,19 @@ impl ApiState {
     }
 }
 
-/// Each path's methods as an `Allow` value (`HEAD` wherever `GET` is).
+/// Each path's methods as an `Allow` value (`HEAD` wherever `GET` is),
+/// the web pages' included.
 fn allowed_methods(endpoints: &[Endpoint]) -> HashMap<&'static str, String> {
     let mut methods: HashMap<&'static str, Vec<&str>> = HashMap::new();
+    for page in crate::web::PATHS {
+        methods.entry(page).or_default().push("GET");
+    }
     for endpoint in endpoints {
         let listed = methods.entry(endpoint.path).or_default();
         listed.push(endpoint.method.as_str());
-        if endpoint.method == Method::GET {
+    }
+    for listed in methods.values_mut() {
+        if listed.contains(&"GET") {
             listed.push("HEAD");
         }
     }
@@ -142,14 +155,16 @@ fn allowed_methods(endpoints: &[Endpoint]) -> HashMap<&'static str, String> {
         .collect()
 }
 
-/// The HTTP API's router over `state`.
+/// The HTTP API's router over `state`, with the web pages (`crate::web`)
+/// beside it: they pass the request metrics, not the API's origin guard and
+/// CORS (they are public files a browser navigates to).
 pub fn router(state: ApiState) -> Router {
     let routes = MODULES.iter().fold(Router::new(), |router, endpoints| {
         endpoints().into_iter().fold(router, |router, endpoint| router.route(endpoint.path, endpoint.handler))
     });
-    routes
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::guard))
+    let api = routes.fallback(not_found).layer(axum::middleware::from_fn_with_state(state.clone(), cors::guard));
+    crate::web::routes()
+        .merge(api)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -6,6 +6,7 @@
 use super::conn::{Conn, Transport};
 use super::room::Room;
 use super::{lock, Hub, HubError};
+use crate::metrics::DropReason;
 use crate::store::{Committed, LogKey, LogKind, LogMeta, Pruned, Sink, StoreError, Submission, SubmitError};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -105,7 +106,7 @@ impl Hub {
 
     fn submit(&self, key: LogKey, conn: &Arc<Conn>, body: &RawValue, id: Option<&RawValue>) -> Result<(), HubError> {
         if !conn.begin_request(false) {
-            self.metrics.dropped("too_many_pending", 1);
+            self.metrics.dropped(DropReason::TooManyPending, 1);
             return Err(HubError::TooManyPending);
         }
         let ticket = Ticket::Conn { conn: Arc::clone(conn), id: id.map(ToOwned::to_owned) };
@@ -148,7 +149,7 @@ impl Hub {
     fn submit_failed(&self, conn: Option<u64>, error: SubmitError) -> HubError {
         match error {
             SubmitError::Busy => {
-                self.metrics.dropped("storage_busy", 1);
+                self.metrics.dropped(DropReason::StorageBusy, 1);
                 tracing::warn!(conn, "storage queue full: message refused with `overloaded`");
                 HubError::StorageBusy
             }
@@ -277,7 +278,7 @@ impl Sink<Ticket> for Hub {
     }
 
     fn pruned(&self, pruned: &Pruned) {
-        self.metrics.dropped(crate::guard::reason::INBOX_PER_SENDER, pruned.removed as usize);
+        self.metrics.dropped(DropReason::InboxPerSender, pruned.removed as usize);
         self.metrics.limit_hits_by(crate::guard::reason::INBOX_PER_SENDER, pruned.removed);
         tracing::warn!(
             inbox = %pruned.inbox,
@@ -289,7 +290,7 @@ impl Sink<Ticket> for Hub {
     }
 
     fn failed(&self, group: Vec<Submission<Ticket>>, error: &StoreError) {
-        self.metrics.dropped("storage_error", group.len());
+        self.metrics.dropped(DropReason::StorageError, group.len());
         let text = "the message could not be stored and was not delivered";
         tracing::error!(%error, messages = group.len(), "answering storage_failed");
         for submission in group {

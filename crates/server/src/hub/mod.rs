@@ -29,7 +29,7 @@ pub use table::{ConnectionRow, TableFilter};
 
 use crate::auth::expiry::Expiries;
 use crate::auth::Profile;
-use crate::metrics::{Metrics, TransportLabel};
+use crate::metrics::{DropReason, Metrics, TransportLabel};
 use crate::policy::{Policy, PolicyCell};
 use crate::store::{self, Storage, StoreError, WriterOptions};
 use crate::util::lock;
@@ -473,7 +473,7 @@ impl Hub {
             Transport::TcpText => text::render(event.json()).map(Bytes::from),
             // The datagram is the JSON and its newline.
             Transport::Udp if event.json().len() + 1 > self.limits.udp_max_event_bytes => {
-                self.metrics.dropped("udp_oversize", 1);
+                self.metrics.dropped(DropReason::UdpOversize, 1);
                 tracing::debug!(conn = conn.id, bytes = event.json().len(), "event too large for a UDP member");
                 None
             }
@@ -538,7 +538,7 @@ impl Hub {
             Enqueued::Queued => return 1,
             Enqueued::Overflow { dropped } => {
                 self.metrics.slow_consumers.inc();
-                self.metrics.dropped("slow_consumer", dropped);
+                self.metrics.dropped(DropReason::SlowConsumer, dropped);
                 tracing::warn!(
                     conn = conn.id,
                     user = %conn.user,
@@ -548,7 +548,7 @@ impl Hub {
                     "slow consumer: outbound queue over its bound, closing with 4008"
                 );
             }
-            Enqueued::Closed => self.metrics.dropped("closing", 1),
+            Enqueued::Closed => self.metrics.dropped(DropReason::Closing, 1),
         }
         0
     }

@@ -15,6 +15,7 @@
 
 use super::conn::Conn;
 use super::{Hub, HubError};
+use crate::metrics::DropReason;
 use crate::store::{LogKey, LogKind, StoreError, StoredMessage};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -130,7 +131,7 @@ impl Hub {
         self.queue_replayed(conn, &Encoded::new(&done)).await;
         let dropped = conn.end_replay(log, last);
         if dropped > 0 {
-            self.metrics.dropped("closing", dropped);
+            self.metrics.dropped(DropReason::Closing, dropped);
         }
         if key.kind == LogKind::Inbox && count > 0 {
             self.inbox_delivered(&key.name, last);
@@ -149,7 +150,7 @@ impl Hub {
         limit: Option<u64>,
     ) -> Result<(), HubError> {
         if !conn.begin_request(false) {
-            self.metrics.dropped("too_many_pending", 1);
+            self.metrics.dropped(DropReason::TooManyPending, 1);
             return Err(HubError::TooManyPending);
         }
         let hub = Arc::clone(self);

@@ -78,6 +78,12 @@ impl Hub {
             .collect()
     }
 
+    /// Bytes waiting in every connection's outbound queue (each queue
+    /// locked in turn, none while the users directory is).
+    pub fn queued_bytes_total(&self) -> usize {
+        self.connections().iter().map(|conn| conn.queued_bytes()).sum()
+    }
+
     /// Each connection's rooms, sorted: one room locked at a time.
     fn rooms_by_connection(&self) -> HashMap<ConnId, Vec<Arc<str>>> {
         let rooms: Vec<_> = lock(&self.rooms).rooms().cloned().collect();

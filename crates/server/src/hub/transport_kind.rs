@@ -26,6 +26,10 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// Every transport, in the order `/api/stats` lists them.
+    pub const ALL: [Transport; 6] =
+        [Transport::WebSocket, Transport::Sse, Transport::TcpJson, Transport::TcpText, Transport::Udp, Transport::Echo];
+
     /// The label used in metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

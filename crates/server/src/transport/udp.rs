@@ -18,6 +18,7 @@ use super::udp_out::{self, Outbox};
 use crate::guard::{self, reason};
 use crate::hub::conn::Transport;
 use crate::hub::Hub;
+use crate::metrics::DropReason;
 use crate::policy::Admission;
 use crate::session::Session;
 use serde::Deserialize;
@@ -124,7 +125,7 @@ impl Udp {
             return;
         }
         if datagram.len() > self.hub.limits().max_message_size {
-            self.hub.metrics.dropped("udp_too_large", 1);
+            self.hub.metrics.dropped(DropReason::UdpTooLarge, 1);
             return self.reply_error(from, ErrorCode::TooLarge, "datagram over the message size limit");
         }
         let Ok(text) = std::str::from_utf8(datagram) else {
@@ -179,7 +180,7 @@ impl Udp {
             bucket.tokens -= 1.0;
             return true;
         }
-        self.hub.metrics.dropped("udp_rate_limited", 1);
+        self.hub.metrics.dropped(DropReason::UdpRateLimited, 1);
         if bucket.warned.is_none_or(|warned| now.duration_since(warned) >= ERROR_EVERY) {
             tracing::warn!(%from, rate, "udp source over its datagram rate; dropping");
         }
@@ -312,7 +313,7 @@ impl KernelDrops {
             })
         });
         if let Some(drops) = drops.filter(|&drops| drops > self.seen) {
-            hub.metrics.dropped("udp_receive_buffer", (drops - self.seen) as usize);
+            hub.metrics.dropped(DropReason::UdpReceiveBuffer, (drops - self.seen) as usize);
             tracing::warn!(dropped = drops - self.seen, "the kernel dropped udp datagrams: receive buffer full");
             self.seen = drops;
         }

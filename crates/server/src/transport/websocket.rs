@@ -14,6 +14,7 @@
 use super::stream::Codec;
 use crate::guard::reason;
 use crate::hub::conn::Transport;
+use crate::metrics::DropReason;
 use crate::session::Session;
 use bytes::{Buf, Bytes, BytesMut};
 use std::future::Future;
@@ -182,8 +183,10 @@ fn protocol_error(error: &FrameError, session: &Session) -> CloseCode {
     let conn = session.conn();
     tracing::info!(conn = conn.id, user = %conn.user, peer = %conn.peer(), %error, "closing on protocol error");
     match error {
-        FrameError::Inflate(InflateError::TooBig { .. }) => session.hub().metrics.dropped("ws_inflated_too_large", 1),
-        FrameError::Inflate(InflateError::Invalid(_)) => session.hub().metrics.dropped("ws_inflate_failed", 1),
+        FrameError::Inflate(InflateError::TooBig { .. }) => {
+            session.hub().metrics.dropped(DropReason::WsInflatedTooLarge, 1)
+        }
+        FrameError::Inflate(InflateError::Invalid(_)) => session.hub().metrics.dropped(DropReason::WsInflateFailed, 1),
         _ => {}
     }
     error.close_code()
