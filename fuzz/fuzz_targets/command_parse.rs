@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_json(body, "send body");
                     assert_within(text, body, "send body");
                 }
-                Command::Dm { to, body } => {
+                Command::Dm { to, body, .. } => {
                     if let Err(error) = command::validate_user(to) {
                         panic!("accepted DM target {to:?} fails validate_user: {error}");
                     }

@@ -10,7 +10,7 @@ use crate::guard::reason;
 use crate::hub::conn::Conn;
 use crate::hub::conn::Transport;
 use crate::hub::room::Room;
-use crate::hub::{Hub, HubError, Recovery};
+use crate::hub::{Hub, HubError, Outgoing, Recovery};
 use crate::policy::Admission;
 use crate::store::{LogKey, LogKind};
 use serde::Serialize;
@@ -252,8 +252,13 @@ impl Session {
                 self.permit(&room, Permission::Join).and_then(|()| self.join(id, &room, since, epoch))
             }
             Command::Leave { room } => self.leave(id, &room),
-            Command::Send { room, body, volatile } => self.send(id, &room, body, volatile),
-            Command::Dm { to, body } => self.hub.direct(&self.conn, &to, body, id),
+            Command::Send { room, body, volatile, idempotency_key } => {
+                let message = Outgoing { body, id, idempotency_key: idempotency_key.as_deref() };
+                self.send(&room, message, volatile)
+            }
+            Command::Dm { to, body, idempotency_key } => {
+                self.hub.direct(&self.conn, &to, Outgoing { body, id, idempotency_key: idempotency_key.as_deref() })
+            }
             Command::Presence { room } => self.permit(&room, Permission::Presence).map(|()| self.presence(id, &room)),
             Command::History { room, before, limit } => self.permit(&room, Permission::History).and_then(|()| {
                 self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit)
@@ -409,15 +414,15 @@ impl Session {
         Ok(())
     }
 
-    fn send(&mut self, id: Option<&RawValue>, room: &str, body: &RawValue, volatile: bool) -> Result<(), HubError> {
+    fn send(&mut self, room: &str, message: Outgoing<'_>, volatile: bool) -> Result<(), HubError> {
         let index = self.room_index(room)?;
         self.permit(room, Permission::Send)?;
         if volatile {
-            let ts = self.hub.publish_volatile(&self.conn, &self.rooms[index], body)?;
-            self.reply_ok(id, VolatileReply { ts, volatile: true });
+            let ts = self.hub.publish_volatile(&self.conn, &self.rooms[index], message.body)?;
+            self.reply_ok(message.id, VolatileReply { ts, volatile: true });
         } else {
             // Acked by the hub once stored.
-            self.hub.publish(&self.conn, &self.rooms[index], body, id)?;
+            self.hub.publish(&self.conn, &self.rooms[index], message)?;
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ mod codes;
 mod compression;
 mod faulty;
 mod history;
+mod idempotent;
 mod lifecycle;
 mod limits;
 mod newcomer;
