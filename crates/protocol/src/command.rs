@@ -61,6 +61,8 @@ pub enum Command<'a> {
     Presence {
         room: String,
     },
+    /// The server's rooms (those with members) that the connection may join.
+    Rooms,
     /// Replays the user's stored DMs with a greater `seq`.
     Inbox {
         since: Option<u64>,
@@ -186,6 +188,7 @@ impl<'a> Fields<'a> {
                 limit: optional(self.limit, "limit").map_err(bad)?,
             },
             "presence" => Command::Presence { room: room()? },
+            "rooms" => Command::Rooms,
             "inbox" => Command::Inbox {
                 since: optional(self.since, "since").map_err(bad)?,
                 epoch: optional(self.epoch, "epoch").map_err(bad)?,
@@ -330,6 +333,7 @@ mod tests {
         let dm = parse(r#"{"op":"dm","to":"bob","body":"yo"}"#).expect("valid").command;
         assert!(matches!(dm, Command::Dm { ref to, .. } if to == "bob"));
         assert!(matches!(parse(r#"{"op":"ping"}"#).expect("valid").command, Command::Ping));
+        assert!(matches!(parse(r#"{"op":"rooms","id":1}"#).expect("valid").command, Command::Rooms));
         let leave = parse(r#"{"op":"leave","room":"r"}"#).expect("valid").command;
         assert!(matches!(leave, Command::Leave { ref room } if room == "r"));
         let presence = parse(r#"{"op":"presence","room":"r"}"#).expect("valid").command;

@@ -79,6 +79,11 @@ struct PresenceReply<'a> {
 }
 
 #[derive(Serialize)]
+struct RoomsReply<'a> {
+    rooms: &'a [Arc<str>],
+}
+
+#[derive(Serialize)]
 struct AuthReply {
     /// The new token's `exp`, if it has one.
     exp: Option<u64>,
@@ -264,6 +269,10 @@ impl Session {
                 self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit)
             }),
             Command::Inbox { since, epoch } => self.inbox(id, since.unwrap_or(0), epoch),
+            Command::Rooms => {
+                self.reply_ok(id, RoomsReply { rooms: &self.visible_rooms() });
+                Ok(())
+            }
             Command::Auth { token } => {
                 self.refresh(id, &token);
                 Ok(())
@@ -439,6 +448,15 @@ impl Session {
             }
             None => Ok(()),
         }
+    }
+
+    /// The server's rooms (those with members), sorted; in token mode only
+    /// those the connection's token lets it join.
+    pub fn visible_rooms(&self) -> Vec<Arc<str>> {
+        let profile = self.conn.profile();
+        let mut rooms = self.hub.room_names();
+        rooms.retain(|name| profile.as_ref().is_none_or(|profile| profile.allows(name, Permission::Join)));
+        rooms
     }
 
     /// Answers `presence`: the users, and the `info` of those who have one.

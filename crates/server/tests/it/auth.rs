@@ -166,6 +166,12 @@ async fn a_token_opens_only_the_rooms_it_names_for_each_command() {
     assert_eq!(request(&mut bob, json!({"op": "presence", "room": "news"})).await["users"], json!(["bob"]));
     let archive = request(&mut bob, json!({"op": "history", "room": "archive"})).await;
     assert_eq!(archive["ok"], json!(true), "history by permission, without membership: {archive}");
+    let mut carol = connect(&server, &token_for("carol")).await;
+    request(&mut carol, json!({"op": "join", "room": "secret"})).await;
+    let listed = request(&mut bob, json!({"op": "rooms"})).await;
+    assert_eq!(listed["rooms"], json!(["chat.lobby", "news"]), "only rooms bob's token lets him join: {listed}");
+    let everything = request(&mut carol, json!({"op": "rooms"})).await;
+    assert_eq!(everything["rooms"], json!(["chat.lobby", "news", "secret"]));
     assert_eq!(server.metric("switchboard_command_errors_total{code=\"forbidden\"}").await, 4.0);
 }
 
