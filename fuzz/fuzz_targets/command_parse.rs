@@ -53,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_json(body, "send body");
                     assert_within(text, body, "send body");
                 }
-                Command::Dm { to, body } => {
+                Command::Dm { to, body, .. } => {
                     if let Err(error) = command::validate_user(to) {
                         panic!("accepted DM target {to:?} fails validate_user: {error}");
                     }
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 // Numbers only: serde has already checked their range.
                 // Tokens are verified by the server, not the parser.
-                Command::Inbox { .. } | Command::Ping | Command::Auth { .. } => {}
+                Command::Inbox { .. } | Command::Ping | Command::Rooms | Command::Auth { .. } => {}
             }
         }
         Err(error) => {

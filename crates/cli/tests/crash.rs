@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use support::Server;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 use tokio_tungstenite::tungstenite::Message;
 
 const MESSAGES: u64 = 10_000;
@@ -30,10 +30,10 @@ fn server_flags(data: &std::path::Path, sync: &str) -> Vec<std::ffi::OsString> {
 /// sends and kills the server after `KILL_AFTER` acks. Returns id → seq of
 /// every ack received before the connection died.
 async fn send_until_killed(server: &mut Server) -> BTreeMap<u64, u64> {
-    let mut client = Client::connect(&server.url("writer")).await.expect("connect");
+    let mut client = Connection::connect(&server.url("writer")).await.expect("connect");
     let joined = client.request(json!({"op": "join", "room": "ledger"})).await.expect("join");
     assert_eq!(joined["ok"], json!(true));
-    let (mut sink, mut stream) = client.socket().split();
+    let (mut sink, mut stream) = client.socket().expect("a WebSocket").split();
     let (mut acked, mut sent) = (BTreeMap::new(), 0u64);
     let mut killed = false;
     loop {
@@ -67,7 +67,7 @@ async fn send_until_killed(server: &mut Server) -> BTreeMap<u64, u64> {
 }
 
 /// The whole stored history of `room`, oldest first, paging backwards.
-async fn whole_history(client: &mut Client, room: &str) -> Vec<Value> {
+async fn whole_history(client: &mut Connection, room: &str) -> Vec<Value> {
     let mut messages = Vec::new();
     let mut before = Value::Null;
     loop {
@@ -93,7 +93,7 @@ async fn crash_and_check(sync: &str) {
     assert!(acked.len() >= KILL_AFTER && (acked.len() as u64) < MESSAGES, "killed mid-stream: {}", acked.len());
 
     let server = Server::start(server_flags(dir.path(), sync));
-    let mut reader = Client::connect(&server.url("auditor")).await.expect("connect after restart");
+    let mut reader = Connection::connect(&server.url("auditor")).await.expect("connect after restart");
     // History needs membership.
     let next = reader.request(json!({"op": "join", "room": "ledger"})).await.expect("join");
     let history = tokio::time::timeout(PATIENCE, whole_history(&mut reader, "ledger")).await.expect("history in time");

@@ -8,7 +8,7 @@ mod support;
 use serde_json::{json, Value};
 use std::process::{Command, Output};
 use support::Server;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 
 const KEY: &str = "operator-key-0123456789";
 
@@ -35,9 +35,9 @@ fn text(bytes: &[u8]) -> String {
 async fn connections_prints_the_table_like_ss_with_the_api_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = keyed_server(&dir);
-    let mut alice = Client::connect(&server.url("alice")).await.expect("connect");
+    let mut alice = Connection::connect(&server.url("alice")).await.expect("connect");
     assert_eq!(alice.join("lobby").await.expect("join")["ok"], json!(true));
-    let _bob = Client::connect(&server.url("bob")).await.expect("connect");
+    let _bob = Connection::connect(&server.url("bob")).await.expect("connect");
     let url = format!("http://{}", server.http);
 
     let shown = switchboard(&["connections", &url, "--api-key", KEY]);

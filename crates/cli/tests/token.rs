@@ -5,7 +5,7 @@ mod support;
 use serde_json::json;
 use std::process::Command;
 use support::Server;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 
 const SECRET: &str = "a-cli-test-secret-of-32-bytes-ok";
 
@@ -29,7 +29,7 @@ async fn a_minted_token_names_its_user_and_limits_its_rooms() {
     let (ok, token, stderr) = mint(&flags, true);
     assert!(ok, "{stderr}");
     let url = format!("ws://{}/ws?token={}", server.http, token.trim());
-    let mut alice = Client::connect(&url).await.expect("the server accepts the token");
+    let mut alice = Connection::connect(&url).await.expect("the server accepts the token");
     assert_eq!(alice.user, "alice");
     assert_eq!(alice.join("chat.lobby").await.expect("reply")["ok"], json!(true));
     assert_eq!(alice.join("ops").await.expect("reply")["code"], json!("forbidden"));

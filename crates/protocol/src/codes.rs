@@ -140,6 +140,12 @@ impl ErrorCode {
             ErrorCode::NotReady => "not_ready",
         }
     }
+
+    /// The code a wire string names, for clients reading replies; `None`
+    /// for a code this version does not know (a newer server's).
+    pub fn from_wire(code: &str) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|known| known.as_str() == code)
+    }
 }
 
 impl fmt::Display for ErrorCode {
@@ -245,6 +251,12 @@ impl CloseCode {
     }
 }
 
+impl From<CloseCode> for u16 {
+    fn from(code: CloseCode) -> u16 {
+        code.as_u16()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +300,7 @@ mod tests {
         };
         for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(error_index(code), index, "{code}");
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
         }
         let close_index = |code: CloseCode| match code {
             CloseCode::Normal => 0,

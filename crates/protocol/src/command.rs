@@ -12,6 +12,8 @@ use serde_json::value::RawValue;
 pub const MAX_ROOM_LEN: usize = 128;
 /// Longest user name, in bytes.
 pub const MAX_USER_LEN: usize = 64;
+/// Longest `idempotency_key` (of `send`, `dm` and the HTTP API's publishes), in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 /// The client's `id`, echoed verbatim in the reply's `re` (a string or number).
 pub type RequestId<'a> = &'a RawValue;
@@ -41,10 +43,15 @@ pub enum Command<'a> {
         room: String,
         body: &'a RawValue,
         volatile: bool,
+        /// A repeat with the same key (same user and room, within the
+        /// server's window) is answered with the first ack, stored once.
+        idempotency_key: Option<String>,
     },
     Dm {
         to: String,
         body: &'a RawValue,
+        /// As for `Send`, scoped to the recipient.
+        idempotency_key: Option<String>,
     },
     History {
         room: String,
@@ -54,6 +61,8 @@ pub enum Command<'a> {
     Presence {
         room: String,
     },
+    /// The server's rooms (those with members) that the connection may join.
+    Rooms,
     /// Replays the user's stored DMs with a greater `seq`.
     Inbox {
         since: Option<u64>,
@@ -108,6 +117,8 @@ struct Fields<'a> {
     name: Option<&'a RawValue>,
     #[serde(borrow)]
     token: Option<&'a RawValue>,
+    #[serde(borrow)]
+    idempotency_key: Option<&'a RawValue>,
 }
 
 /// Parses one command. The input must be a single JSON object.
@@ -139,6 +150,13 @@ impl<'a> Fields<'a> {
             validate_room(&room).map_err(|m| (ErrorCode::BadRoom, m))?;
             Ok(room)
         };
+        let idempotency_key = || -> Result<Option<String>, (ErrorCode, String)> {
+            let key: Option<String> = optional(self.idempotency_key, "idempotency_key").map_err(bad)?;
+            if let Some(key) = &key {
+                check_idempotency_key(key).map_err(bad)?;
+            }
+            Ok(key)
+        };
         let body = || {
             let body = self.body.ok_or_else(|| bad(format!("`{op}` needs a `body`")))?;
             check_body(body).map_err(bad)?;
@@ -151,15 +169,18 @@ impl<'a> Fields<'a> {
                 epoch: optional(self.epoch, "epoch").map_err(bad)?,
             },
             "leave" => Command::Leave { room: room()? },
-            "send" => Command::Send {
-                room: room()?,
-                body: body()?,
-                volatile: optional(self.volatile, "volatile").map_err(bad)?.unwrap_or(false),
-            },
+            "send" => {
+                let volatile = optional(self.volatile, "volatile").map_err(bad)?.unwrap_or(false);
+                let idempotency_key = idempotency_key()?;
+                if volatile && idempotency_key.is_some() {
+                    return Err(bad("`idempotency_key` is for stored messages, not volatile ones".into()));
+                }
+                Command::Send { room: room()?, body: body()?, volatile, idempotency_key }
+            }
             "dm" => {
                 let to: String = required(self.to, "to").map_err(bad)?;
                 validate_user(&to).map_err(|m| (ErrorCode::BadUser, m))?;
-                Command::Dm { to, body: body()? }
+                Command::Dm { to, body: body()?, idempotency_key: idempotency_key()? }
             }
             "history" => Command::History {
                 room: room()?,
@@ -167,6 +188,7 @@ impl<'a> Fields<'a> {
                 limit: optional(self.limit, "limit").map_err(bad)?,
             },
             "presence" => Command::Presence { room: room()? },
+            "rooms" => Command::Rooms,
             "inbox" => Command::Inbox {
                 since: optional(self.since, "since").map_err(bad)?,
                 epoch: optional(self.epoch, "epoch").map_err(bad)?,
@@ -263,6 +285,14 @@ fn typed<T: for<'de> Deserialize<'de>>(raw: &RawValue, name: &str) -> Result<T, 
     })
 }
 
+/// Idempotency keys: 1 to [`MAX_IDEMPOTENCY_KEY`] bytes.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(format!("`idempotency_key` must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"));
+    }
+    Ok(())
+}
+
 /// Room names: 1 to 128 bytes with no control characters.
 pub fn validate_room(room: &str) -> Result<(), String> {
     if room.is_empty() || room.len() > MAX_ROOM_LEN {
@@ -292,8 +322,9 @@ mod tests {
         let send = parse(r#"{"op":"send","room":"lobby","body":{"t":"hi"},"id":7}"#).expect("valid");
         assert_eq!(send.id.map(RawValue::get), Some("7"));
         match send.command {
-            Command::Send { room, body, volatile } => {
+            Command::Send { room, body, volatile, idempotency_key } => {
                 assert_eq!((room.as_str(), body.get(), volatile), ("lobby", r#"{"t":"hi"}"#, false));
+                assert_eq!(idempotency_key, None);
             }
             other => panic!("parsed as {other:?}"),
         }
@@ -302,6 +333,7 @@ mod tests {
         let dm = parse(r#"{"op":"dm","to":"bob","body":"yo"}"#).expect("valid").command;
         assert!(matches!(dm, Command::Dm { ref to, .. } if to == "bob"));
         assert!(matches!(parse(r#"{"op":"ping"}"#).expect("valid").command, Command::Ping));
+        assert!(matches!(parse(r#"{"op":"rooms","id":1}"#).expect("valid").command, Command::Rooms));
         let leave = parse(r#"{"op":"leave","room":"r"}"#).expect("valid").command;
         assert!(matches!(leave, Command::Leave { ref room } if room == "r"));
         let presence = parse(r#"{"op":"presence","room":"r"}"#).expect("valid").command;
@@ -330,6 +362,10 @@ mod tests {
             parse(r#"{"op":"hello"}"#).expect("valid").command,
             Command::Hello { name: None, token: None }
         ));
+        let keyed = parse(r#"{"op":"send","room":"r","body":1,"idempotency_key":"k-1"}"#).expect("valid").command;
+        assert!(matches!(keyed, Command::Send { idempotency_key: Some(ref key), .. } if key == "k-1"));
+        let keyed_dm = parse(r#"{"op":"dm","to":"bob","body":1,"idempotency_key":"k"}"#).expect("valid").command;
+        assert!(matches!(keyed_dm, Command::Dm { idempotency_key: Some(ref key), .. } if key == "k"));
         let rejoin = parse(r#"{"op":"join","room":"r","since":5,"epoch":8}"#).expect("valid").command;
         assert!(matches!(rejoin, Command::Join { since: Some(5), epoch: Some(8), .. }));
     }
@@ -347,6 +383,14 @@ mod tests {
         let error = parse(r#"{"op":"send","room":"r","id":1}"#).expect_err("no body");
         assert_eq!(error.code, ErrorCode::BadRequest);
         assert!(error.message.contains("body"), "{}", error.message);
+
+        let long = format!(r#"{{"op":"send","room":"r","body":1,"idempotency_key":"{}"}}"#, "k".repeat(257));
+        for bad_key in [r#"{"op":"send","room":"r","body":1,"idempotency_key":""}"#, &long] {
+            let error = parse(bad_key).expect_err("key length");
+            assert!(error.message.contains("idempotency_key"), "{}", error.message);
+        }
+        let volatile_key = r#"{"op":"send","room":"r","body":1,"volatile":true,"idempotency_key":"k"}"#;
+        assert_eq!(parse(volatile_key).expect_err("volatile with a key").code, ErrorCode::BadRequest);
 
         let error = parse(r#"{"op":"join","room":5,"id":1}"#).expect_err("room type");
         assert!(error.message.contains("`room`"), "{}", error.message);

@@ -34,6 +34,7 @@ pub mod auth;
 pub mod config;
 pub mod guard;
 pub mod hub;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod policy;

@@ -129,6 +129,7 @@ pub struct Metrics {
     pub messages_published: Counter,
     pub messages_stored: Counter,
     pub messages_replayed: Counter,
+    pub idempotent_repeats: Counter,
     pub deliveries: Counter,
     pub dropped: Family<ReasonLabel, Counter>,
     pub slow_consumers: Counter,
@@ -193,6 +194,12 @@ impl Metrics {
             "messages_replayed",
             "Stored messages replayed after a join or inbox with since",
             self.messages_replayed.clone(),
+        );
+        r.register(
+            "idempotent_repeats",
+            "send and dm commands whose idempotency_key was seen within the window: answered with the first ack, \
+             not stored again",
+            self.idempotent_repeats.clone(),
         );
         r.register("deliveries", "Frames queued for subscribers", self.deliveries.clone());
         r.register(

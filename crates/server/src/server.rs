@@ -205,6 +205,8 @@ pub(crate) fn hub_limits(config: &Config) -> HubLimits {
         compression: config.websocket.compression,
         compression_threshold: config.websocket.compression_threshold,
         sse: config.sse.clone(),
+        idempotency_window: config.api.idempotency_window,
+        idempotency_max_keys: config.api.idempotency_max_keys,
     }
 }
 

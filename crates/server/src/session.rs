@@ -10,7 +10,7 @@ use crate::guard::reason;
 use crate::hub::conn::Conn;
 use crate::hub::conn::Transport;
 use crate::hub::room::Room;
-use crate::hub::{Hub, HubError, Recovery};
+use crate::hub::{Hub, HubError, Outgoing, Recovery};
 use crate::metrics::DropReason;
 use crate::policy::Admission;
 use crate::store::{LogKey, LogKind};
@@ -77,6 +77,11 @@ struct PresenceReply<'a> {
     /// The public `info` of users whose token has one (token mode).
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     info: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct RoomsReply<'a> {
+    rooms: &'a [Arc<str>],
 }
 
 #[derive(Serialize)]
@@ -253,13 +258,22 @@ impl Session {
                 self.permit(&room, Permission::Join).and_then(|()| self.join(id, &room, since, epoch))
             }
             Command::Leave { room } => self.leave(id, &room),
-            Command::Send { room, body, volatile } => self.send(id, &room, body, volatile),
-            Command::Dm { to, body } => self.hub.direct(&self.conn, &to, body, id),
+            Command::Send { room, body, volatile, idempotency_key } => {
+                let message = Outgoing { body, id, idempotency_key: idempotency_key.as_deref() };
+                self.send(&room, message, volatile)
+            }
+            Command::Dm { to, body, idempotency_key } => {
+                self.hub.direct(&self.conn, &to, Outgoing { body, id, idempotency_key: idempotency_key.as_deref() })
+            }
             Command::Presence { room } => self.permit(&room, Permission::Presence).map(|()| self.presence(id, &room)),
             Command::History { room, before, limit } => self.permit(&room, Permission::History).and_then(|()| {
                 self.hub.spawn_history(Arc::clone(&self.conn), id.map(ToOwned::to_owned), room, before, limit)
             }),
             Command::Inbox { since, epoch } => self.inbox(id, since.unwrap_or(0), epoch),
+            Command::Rooms => {
+                self.reply_ok(id, RoomsReply { rooms: &self.visible_rooms() });
+                Ok(())
+            }
             Command::Auth { token } => {
                 self.refresh(id, &token);
                 Ok(())
@@ -410,15 +424,15 @@ impl Session {
         Ok(())
     }
 
-    fn send(&mut self, id: Option<&RawValue>, room: &str, body: &RawValue, volatile: bool) -> Result<(), HubError> {
+    fn send(&mut self, room: &str, message: Outgoing<'_>, volatile: bool) -> Result<(), HubError> {
         let index = self.room_index(room)?;
         self.permit(room, Permission::Send)?;
         if volatile {
-            let ts = self.hub.publish_volatile(&self.conn, &self.rooms[index], body)?;
-            self.reply_ok(id, VolatileReply { ts, volatile: true });
+            let ts = self.hub.publish_volatile(&self.conn, &self.rooms[index], message.body)?;
+            self.reply_ok(message.id, VolatileReply { ts, volatile: true });
         } else {
             // Acked by the hub once stored.
-            self.hub.publish(&self.conn, &self.rooms[index], body, id)?;
+            self.hub.publish(&self.conn, &self.rooms[index], message)?;
         }
         Ok(())
     }
@@ -435,6 +449,15 @@ impl Session {
             }
             None => Ok(()),
         }
+    }
+
+    /// The server's rooms (those with members), sorted; in token mode only
+    /// those the connection's token lets it join.
+    pub fn visible_rooms(&self) -> Vec<Arc<str>> {
+        let profile = self.conn.profile();
+        let mut rooms = self.hub.room_names();
+        rooms.retain(|name| profile.as_ref().is_none_or(|profile| profile.allows(name, Permission::Join)));
+        rooms
     }
 
     /// Answers `presence`: the users, and the `info` of those who have one.

@@ -29,7 +29,6 @@ mod connections;
 mod cors;
 mod error;
 mod health;
-mod idempotency;
 mod openapi;
 mod publish;
 mod rooms;
@@ -94,7 +93,7 @@ struct Shared {
     /// Seconds from a publish's submission to the writer's answer (not volatile ones).
     publish_seconds: Histogram,
     limiter: auth::Limiter,
-    idempotency: idempotency::Window,
+    idempotency: crate::idempotency::Window<publish::Answer>,
     ready: Vec<Box<dyn ReadyCheck>>,
     ready_timeout: Duration,
     /// `/api/openapi.json`, rendered once.
@@ -118,7 +117,11 @@ impl ApiState {
             registry,
             publish_seconds,
             limiter: auth::Limiter::default(),
-            idempotency: idempotency::Window::new(api.idempotency_window, api.idempotency_max_keys),
+            idempotency: crate::idempotency::Window::new(
+                api.idempotency_window,
+                api.idempotency_max_keys,
+                crate::guard::reason::API_IDEMPOTENCY_EVICTED,
+            ),
             ready: health::checks(),
             ready_timeout: api.ready_timeout,
             openapi: openapi::render(&endpoints()),

@@ -8,7 +8,6 @@
 
 use super::auth::Caller;
 use super::error::ApiError;
-use super::idempotency::Answer;
 use super::ApiState;
 use crate::store::LogKind;
 use axum::http::header::{self, HeaderName, HeaderValue};
@@ -18,11 +17,16 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-use switchboard_protocol::command::{check_body, optional, validate_user};
+use switchboard_protocol::command::{check_body, check_idempotency_key, optional, validate_user};
 use switchboard_protocol::ErrorCode;
 
-/// Longest `idempotency_key`, in bytes.
-pub const MAX_IDEMPOTENCY_KEY: usize = 256;
+/// The answer a first request gave: its status and JSON body, which a
+/// repeat within the idempotency window gets again.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
 
 /// A publish request's fields as sent, each checked on its own so that an
 /// error names the field.
@@ -61,8 +65,8 @@ impl Publish {
         let volatile = optional(fields.volatile.as_deref(), "volatile").map_err(bad)?.unwrap_or(false);
         let idempotency_key: Option<String> =
             optional(fields.idempotency_key.as_deref(), "idempotency_key").map_err(bad)?;
-        if idempotency_key.as_ref().is_some_and(|key| key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY) {
-            return Err(bad(format!("`idempotency_key` must be 1 to {MAX_IDEMPOTENCY_KEY} bytes")));
+        if let Some(key) = &idempotency_key {
+            check_idempotency_key(key).map_err(bad)?;
         }
         Ok(Publish { body, from, volatile, idempotency_key })
     }

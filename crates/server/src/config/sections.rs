@@ -194,10 +194,11 @@ pub struct Api {
     /// is open), and how many at once after a quiet spell; 0 turns it off.
     pub requests_per_second: u32,
     pub requests_burst: u32,
-    /// How long a publish's `idempotency_key` is remembered.
+    /// How long a publish's (or a client `send`'s or `dm`'s) `idempotency_key` is remembered.
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
-    /// Most idempotency keys remembered at once (the oldest go first).
+    /// Most idempotency keys remembered at once, for publishes and for
+    /// client commands each (the oldest go first).
     pub idempotency_max_keys: usize,
     /// How long `/readyz` waits for each check (the storage write probe).
     #[serde(with = "humantime_serde")]

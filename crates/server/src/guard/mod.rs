@@ -59,6 +59,9 @@ pub mod reason {
     pub const API_RATE: &str = "api_rate";
     /// An idempotency key forgotten before its window: `api.idempotency_max_keys` were held.
     pub const API_IDEMPOTENCY_EVICTED: &str = "api_idempotency_evicted";
+    /// A `send` or `dm` idempotency key forgotten before its window:
+    /// `api.idempotency_max_keys` were held for WebSocket, TCP and UDP clients.
+    pub const IDEMPOTENCY_EVICTED: &str = "idempotency_evicted";
     /// An event stream refused (400): more rooms than `sse.max_rooms`.
     pub const SSE_ROOMS: &str = "sse_max_rooms";
     /// An event stream closed (1008): its client sent data.

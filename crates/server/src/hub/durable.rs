@@ -6,6 +6,7 @@
 use super::conn::{Conn, Transport};
 use super::room::Room;
 use super::{lock, Hub, HubError};
+use crate::idempotency::{Claim, First, Seen};
 use crate::metrics::DropReason;
 use crate::store::{Committed, LogKey, LogKind, LogMeta, Pruned, Sink, StoreError, Submission, SubmitError};
 use serde::Serialize;
@@ -20,8 +21,9 @@ use tokio::sync::oneshot;
 #[derive(Debug)]
 pub enum Ticket {
     /// A client's `send` or `dm`: the ack (if it had an `id`) goes into its
-    /// connection's queue, and its pending request ends.
-    Conn { conn: Arc<Conn>, id: Option<Box<RawValue>> },
+    /// connection's queue, and its pending request ends. With an
+    /// `idempotency_key`, `first` records where it was stored for repeats.
+    Conn { conn: Arc<Conn>, id: Option<Box<RawValue>>, first: Option<First<Stored>> },
     /// An HTTP request waiting for the outcome (`api`'s publish endpoints).
     Http(oneshot::Sender<Result<Stored, ()>>),
 }
@@ -84,37 +86,106 @@ impl Recovery {
     }
 }
 
+/// A client's `send` or `dm` as the hub stores it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub body: &'a RawValue,
+    /// The command's `id`, to answer.
+    pub id: Option<&'a RawValue>,
+    /// Its `idempotency_key`: a repeat within the window is answered with
+    /// the first ack and stores nothing.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// The ack of a repeated `idempotency_key`: the first attempt's `seq` and
+/// `ts`, saying it is a duplicate.
+#[derive(Serialize)]
+struct RepeatReply {
+    seq: u64,
+    ts: u64,
+    duplicate: bool,
+}
+
 impl Hub {
-    /// Queues `body` to be stored in `room`, of which `conn` is a member
+    /// Queues a message to be stored in `room`, of which `conn` is a member
     /// (the session's own list of rooms says so); the ack and the fan-out
     /// follow the commit.
-    pub fn publish(
-        &self,
-        conn: &Arc<Conn>,
-        room: &Room,
-        body: &RawValue,
-        id: Option<&RawValue>,
-    ) -> Result<(), HubError> {
-        self.submit(LogKey { kind: LogKind::Room, name: Arc::clone(&room.name) }, conn, body, id)
+    pub fn publish(self: &Arc<Self>, conn: &Arc<Conn>, room: &Room, message: Outgoing<'_>) -> Result<(), HubError> {
+        self.submit(LogKey { kind: LogKind::Room, name: Arc::clone(&room.name) }, conn, message)
     }
 
     /// Queues a DM to be stored in `to`'s inbox; it is pushed to `to`'s
     /// open connections once stored, and kept for when they connect.
-    pub fn direct(&self, from: &Arc<Conn>, to: &str, body: &RawValue, id: Option<&RawValue>) -> Result<(), HubError> {
-        self.submit(LogKey { kind: LogKind::Inbox, name: Arc::from(to) }, from, body, id)
+    pub fn direct(self: &Arc<Self>, from: &Arc<Conn>, to: &str, message: Outgoing<'_>) -> Result<(), HubError> {
+        self.submit(LogKey { kind: LogKind::Inbox, name: Arc::from(to) }, from, message)
     }
 
-    fn submit(&self, key: LogKey, conn: &Arc<Conn>, body: &RawValue, id: Option<&RawValue>) -> Result<(), HubError> {
+    fn submit(self: &Arc<Self>, key: LogKey, conn: &Arc<Conn>, message: Outgoing<'_>) -> Result<(), HubError> {
+        let first = match message.idempotency_key {
+            None => None,
+            Some(idempotency_key) => {
+                // Scoped by sender, target and key: names hold no newline.
+                let scope = format!("{}\n{}\n{}\n{idempotency_key}", conn.user, key.kind.code(), key.name);
+                match self.idempotency.claim(scope, &self.metrics) {
+                    Claim::First(first) => Some(first),
+                    Claim::Seen(seen) => return self.answer_repeat(conn, message.id, seen),
+                }
+            }
+        };
         if !conn.begin_request(false) {
             self.metrics.dropped(DropReason::TooManyPending, 1);
             return Err(HubError::TooManyPending);
         }
-        let ticket = Ticket::Conn { conn: Arc::clone(conn), id: id.map(ToOwned::to_owned) };
-        let submission = Submission { key, from: Arc::clone(&conn.user), body: body.to_owned(), ticket };
+        let ticket = Ticket::Conn { conn: Arc::clone(conn), id: message.id.map(ToOwned::to_owned), first };
+        let from = Arc::clone(&conn.user);
+        let submission = Submission { key, from, body: message.body.to_owned(), ticket };
         self.storage.submit(submission).map_err(|error| {
             conn.end_request();
             self.submit_failed(Some(conn.id), error)
         })
+    }
+
+    /// Answers a repeated `idempotency_key` with the first attempt's ack, at
+    /// once or when that attempt is stored. A first attempt that failed
+    /// (its client was answered `storage_failed` or `overloaded`) answers
+    /// the repeat `storage_failed`: nothing was stored, and sending again
+    /// with the same key stores.
+    fn answer_repeat(
+        self: &Arc<Self>,
+        conn: &Arc<Conn>,
+        id: Option<&RawValue>,
+        seen: Seen<Stored>,
+    ) -> Result<(), HubError> {
+        if let Some(stored) = seen.ready() {
+            self.ack_repeat(conn, id, Some(stored));
+            return Ok(());
+        }
+        if !conn.begin_request(false) {
+            self.metrics.dropped(DropReason::TooManyPending, 1);
+            return Err(HubError::TooManyPending);
+        }
+        let (hub, conn, id) = (Arc::clone(self), Arc::clone(conn), id.map(ToOwned::to_owned));
+        tokio::spawn(async move {
+            let stored = seen.answer().await;
+            hub.ack_repeat(&conn, id.as_deref(), stored);
+            conn.end_request();
+        });
+        Ok(())
+    }
+
+    fn ack_repeat(&self, conn: &Conn, id: Option<&RawValue>, stored: Option<Stored>) {
+        self.metrics.idempotent_repeats.inc();
+        let Some(re) = id else { return };
+        let reply = match stored {
+            Some(Stored { seq, ts, .. }) => {
+                Encoded::new(&event::Ok { re, ok: true, data: RepeatReply { seq, ts, duplicate: true } })
+            }
+            None => {
+                let text = "the first attempt with this idempotency_key was not stored; send it again";
+                Encoded::new(&event::Error::new(Some(re), ErrorCode::StorageFailed, text))
+            }
+        };
+        self.reply(conn, &reply);
     }
 
     /// Queues a message from the HTTP API, `from` whoever the caller says,
@@ -262,7 +333,10 @@ impl Sink<Ticket> for Hub {
                 }
             }
             match message.ticket {
-                Ticket::Conn { conn, id } => {
+                Ticket::Conn { conn, id, first } => {
+                    if let Some(first) = first {
+                        first.settle(Stored { seq, epoch: message.epoch, ts });
+                    }
                     if let Some(id) = &id {
                         let reply = event::Ok { re: id, ok: true, data: StoredReply { seq, ts } };
                         self.reply(&conn, &Encoded::new(&reply));
@@ -297,7 +371,8 @@ impl Sink<Ticket> for Hub {
             let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
             self.metrics.command_errors.get_or_create(&label).inc();
             match submission.ticket {
-                Ticket::Conn { conn, id } => {
+                // A keyed attempt's `first` goes with it: repeats learn it failed.
+                Ticket::Conn { conn, id, .. } => {
                     let reply = event::Error::new(id.as_deref(), ErrorCode::StorageFailed, text);
                     self.reply(&conn, &Encoded::new(&reply));
                     conn.end_request();

@@ -23,7 +23,7 @@ mod tabs;
 mod transport_kind;
 
 pub use api::{HistoryPage, PageQuery, RoomSummary};
-pub use durable::{Recovery, Stored, Ticket};
+pub use durable::{Outgoing, Recovery, Stored, Ticket};
 pub use replay::HISTORY_MAX_LIMIT;
 pub use table::{ConnectionRow, TableFilter};
 
@@ -72,6 +72,11 @@ pub struct HubLimits {
     pub compression_threshold: usize,
     /// Server-Sent Events followers: rooms per stream, heartbeat, `retry`.
     pub sse: crate::config::Sse,
+    /// How long a `send`'s or `dm`'s `idempotency_key` is remembered
+    /// (`api.idempotency_window`, shared with the HTTP API's setting).
+    pub idempotency_window: Duration,
+    /// Most such keys remembered at once (`api.idempotency_max_keys`).
+    pub idempotency_max_keys: usize,
 }
 
 /// A user and the profile of their token.
@@ -124,6 +129,8 @@ pub struct Hub {
     ips: crate::guard::ip::IpTable,
     /// Operators' reasons for kicks not yet sent (see [`table`]).
     kicks: table::Kicks,
+    /// The `idempotency_key`s of clients' `send`s and `dm`s (see [`durable`]).
+    idempotency: crate::idempotency::Window<Stored>,
 }
 
 impl Hub {
@@ -136,6 +143,11 @@ impl Hub {
         writer: WriterOptions,
     ) -> Result<Arc<Hub>, StoreError> {
         let loaded = store::Loaded::load(backend)?;
+        let idempotency = crate::idempotency::Window::new(
+            limits.idempotency_window,
+            limits.idempotency_max_keys,
+            crate::guard::reason::IDEMPOTENCY_EVICTED,
+        );
         Ok(Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
             let sink: std::sync::Weak<dyn store::Sink<Ticket>> = hub.clone();
             Hub {
@@ -153,6 +165,7 @@ impl Hub {
                 expiries: Arc::default(),
                 ips: crate::guard::ip::IpTable::default(),
                 kicks: table::Kicks::default(),
+                idempotency,
             }
         }))
     }

@@ -25,7 +25,7 @@
 //! `tcp_json` when it ends before any (it was served as JSON lines).
 
 use super::stream::Codec;
-use crate::auth::{AuthError, Permission};
+use crate::auth::AuthError;
 use crate::guard::rate::Verdict;
 use crate::guard::reason;
 use crate::hub::conn::Transport;
@@ -352,10 +352,7 @@ fn on_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
         }
         Input::Who => in_room(session, &|room| json!({"op": "presence", "room": room, "id": "t:who"})),
         Input::Rooms => {
-            let profile = session.conn().profile();
-            let visible = |name: &&Arc<str>| profile.as_ref().is_none_or(|p| p.allows(name, Permission::Join));
-            let rooms = session.hub().room_names();
-            let names: Vec<String> = rooms.iter().filter(visible).map(|name| text::sanitize(name)).collect();
+            let names: Vec<String> = session.visible_rooms().iter().map(|name| text::sanitize(name)).collect();
             say(session, &format!("* rooms: {}\n", if names.is_empty() { "none".into() } else { names.join(", ") }));
         }
         Input::History(limit) => {

@@ -11,7 +11,7 @@ use crate::support::{masked_frame, request, within, RawClient, TestServer};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_client::Client;
+use switchboard_client::Connection;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -85,7 +85,7 @@ impl Watch {
 }
 
 async fn publish_canary(
-    mut canary: Client,
+    mut canary: Connection,
     room: String,
     start: Arc<Instant>,
     stopped: watch::Receiver<bool>,
@@ -114,7 +114,7 @@ async fn publish_canary(
     }
 }
 
-async fn read_canary(mut client: Client, start: Arc<Instant>) -> Result<Duration, String> {
+async fn read_canary(mut client: Connection, start: Arc<Instant>) -> Result<Duration, String> {
     let mut worst = Duration::ZERO;
     loop {
         let event = client.next_event().await.map_err(|error| format!("{} closed: {error}", client.user))?;

@@ -10,7 +10,7 @@ use crate::sse_client::EventStream;
 use crate::support::{request, within, Datagrams, Lines, TestServer};
 use reqwest::Method;
 use serde_json::{json, Value};
-use switchboard_client::{Client, ClientError};
+use switchboard_client::{Connection, Error};
 
 /// The rows of the table, optionally filtered by `query` (`?user=..`).
 async fn table(api: &Api, query: &str) -> Vec<Value> {
@@ -98,11 +98,11 @@ async fn the_table_lists_every_transport_with_real_counts_and_filters() {
 }
 
 /// The close a WebSocket client receives: code and reason.
-async fn close_of(client: &mut Client) -> (u16, String) {
+async fn close_of(client: &mut Connection) -> (u16, String) {
     loop {
         match within(client.next_event()).await {
             Ok(_) => continue,
-            Err(ClientError::Closed(Some(frame))) => return (u16::from(frame.code), frame.reason.to_string()),
+            Err(Error::Closed(Some(frame))) => return (u16::from(frame.code), frame.reason.to_string()),
             Err(other) => panic!("no close frame: {other:?}"),
         }
     }

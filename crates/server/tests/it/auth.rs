@@ -6,7 +6,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use switchboard_client::{Client, ClientError};
+use switchboard_client::{Connection, Error};
 use switchboard_server::config::ApiKey;
 use switchboard_server::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -76,7 +76,7 @@ fn code_of(body: &str) -> String {
     parsed["code"].as_str().expect("code").to_owned()
 }
 
-async fn connect(server: &TestServer, token: &str) -> Client {
+async fn connect(server: &TestServer, token: &str) -> Connection {
     server.client_with_token(token).await
 }
 
@@ -166,6 +166,12 @@ async fn a_token_opens_only_the_rooms_it_names_for_each_command() {
     assert_eq!(request(&mut bob, json!({"op": "presence", "room": "news"})).await["users"], json!(["bob"]));
     let archive = request(&mut bob, json!({"op": "history", "room": "archive"})).await;
     assert_eq!(archive["ok"], json!(true), "history by permission, without membership: {archive}");
+    let mut carol = connect(&server, &token_for("carol")).await;
+    request(&mut carol, json!({"op": "join", "room": "secret"})).await;
+    let listed = request(&mut bob, json!({"op": "rooms"})).await;
+    assert_eq!(listed["rooms"], json!(["chat.lobby", "news"]), "only rooms bob's token lets him join: {listed}");
+    let everything = request(&mut carol, json!({"op": "rooms"})).await;
+    assert_eq!(everything["rooms"], json!(["chat.lobby", "news", "secret"]));
     assert_eq!(server.metric("switchboard_command_errors_total{code=\"forbidden\"}").await, 4.0);
 }
 
@@ -225,7 +231,7 @@ async fn a_fresh_token_extends_the_connection_and_may_not_change_its_user() {
     let closed = within(async {
         loop {
             match lapsed.next_event().await {
-                Err(ClientError::Closed(frame)) => return frame,
+                Err(Error::Closed(frame)) => return frame,
                 Err(error) => panic!("{error}"),
                 Ok(_) => {}
             }
@@ -311,7 +317,7 @@ async fn a_reload_rotates_the_secret_without_dropping_connections_and_a_broken_o
     let next = signed(&json!({"sub": "jon", "exp": now() + 600}), b"the-next-secret-of-thirty-two-b");
     let jon = within(async {
         loop {
-            if let Ok(client) = Client::connect(&format!("ws://{}/ws?token={next}", server.addr)).await {
+            if let Ok(client) = Connection::connect(&format!("ws://{}/ws?token={next}", server.addr)).await {
                 return client;
             }
             tokio::task::yield_now().await;

@@ -11,13 +11,13 @@
 use crate::support::{is_msg, request, wait_for, Datagrams, TestServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use switchboard_client::Client;
+use switchboard_client::Connection;
 
 /// Three members of `lobby` on a server with `window`, each having read
 /// message 0 from the first: everyone has just written.
-async fn lobby(window: Duration) -> (TestServer, Vec<Client>) {
+async fn lobby(window: Duration) -> (TestServer, Vec<Connection>) {
     let server = TestServer::with(|config| config.delivery.write_window = window).await;
-    let mut members: Vec<Client> = Vec::new();
+    let mut members: Vec<Connection> = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let mut client = server.client(name).await;
         assert_eq!(request(&mut client, json!({"op": "join", "room": "lobby"})).await["ok"], json!(true));
@@ -34,7 +34,7 @@ fn volatile(n: u64) -> String {
     json!({"op": "send", "room": "lobby", "volatile": true, "body": {"n": n}}).to_string()
 }
 
-async fn receive(member: &mut Client, n: u64) {
+async fn receive(member: &mut Connection, n: u64) {
     wait_for(member, |event| is_msg(event) && event["body"]["n"] == json!(n)).await;
 }
 
@@ -85,7 +85,7 @@ async fn with_the_window_at_zero_each_frame_goes_out_on_its_own() {
 /// with 100 ms windows that may grow to `window_max`.
 struct Feed {
     server: TestServer,
-    subscribers: Vec<Client>,
+    subscribers: Vec<Connection>,
     publisher: Datagrams,
 }
 
@@ -96,7 +96,7 @@ impl Feed {
             config.delivery.write_window_max = window_max;
         })
         .await;
-        let mut subscribers: Vec<Client> = Vec::new();
+        let mut subscribers: Vec<Connection> = Vec::new();
         for name in ["bob", "carol", "dave"] {
             let mut client = server.client(name).await;
             assert_eq!(request(&mut client, json!({"op": "join", "room": "feed"})).await["ok"], json!(true));

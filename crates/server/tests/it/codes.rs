@@ -7,7 +7,7 @@ use crate::faulty::Faults;
 use crate::support::{is_msg, replies_before_pong, request, wait_for, within, Datagrams, Lines, TestServer};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 use switchboard_server::hub::conn::MAX_PENDING_REQUESTS;
 
 /// Asserts `reply` is the failure `{"re":id,"ok":false,"code":code,"error":..}`.
@@ -22,7 +22,7 @@ fn assert_refused(reply: &Value, id: Value, code: &str) {
 
 /// Sends every command; returns the replies that came before the answer
 /// to a ping sent after them.
-async fn replies_to(client: &mut Client, commands: impl IntoIterator<Item = Value>) -> Vec<Value> {
+async fn replies_to(client: &mut Connection, commands: impl IntoIterator<Item = Value>) -> Vec<Value> {
     for command in commands {
         client.send_text(command.to_string()).await.expect("send");
     }
@@ -88,7 +88,7 @@ async fn overloaded_answers_sends_past_the_storage_queue() {
 
 /// The ids of successful replies, from `seen` and then from `client`, until
 /// the reply to `last`.
-async fn acks_until(client: &mut Client, seen: Vec<Value>, last: u64) -> Vec<u64> {
+async fn acks_until(client: &mut Connection, seen: Vec<Value>, last: u64) -> Vec<u64> {
     let mut ids: Vec<u64> = seen.iter().filter(|r| r["ok"] == json!(true)).filter_map(|r| r["re"].as_u64()).collect();
     within(async {
         while ids.last() != Some(&last) {

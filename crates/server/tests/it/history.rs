@@ -5,7 +5,7 @@
 use crate::support::{is_msg, request, wait_for, within, Lines, TestServer};
 use serde_json::{json, Value};
 use std::path::Path;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 use switchboard_server::config::StorageBackend;
 use switchboard_server::store::sqlite::{Sqlite, DATABASE_FILE};
 use switchboard_server::store::SyncMode;
@@ -29,7 +29,7 @@ fn keep_publishing(
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let url = server.url(name);
     let task = tokio::spawn(async move {
-        let mut client = within(Client::connect(&url)).await.expect("publisher connects");
+        let mut client = within(Connection::connect(&url)).await.expect("publisher connects");
         request(&mut client, json!({"op": "join", "room": room})).await;
         let mut acked = 0;
         while !*stopped.borrow_and_update() {
@@ -293,7 +293,7 @@ async fn a_graceful_shutdown_acks_every_message_it_stored() {
     let server = TestServer::with(on_disk(dir.path())).await;
     let mut writer = server.client("writer").await;
     request(&mut writer, json!({"op": "join", "room": "r"})).await;
-    let (mut sink, mut stream) = writer.socket().split();
+    let (mut sink, mut stream) = writer.socket().expect("a WebSocket").split();
     const SENDS: usize = 300;
     for n in 1..=SENDS {
         let send = json!({"op": "send", "room": "r", "id": n, "body": n});

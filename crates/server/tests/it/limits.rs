@@ -32,7 +32,7 @@ async fn an_oversize_message_closes_with_1009() {
     let mut alice = server.client("alice").await;
     alice.send_text("x".repeat(2000)).await.expect("send");
     let closed = within(alice.next_event()).await;
-    let Err(switchboard_client::ClientError::Closed(Some(frame))) = closed else {
+    let Err(switchboard_client::Error::Closed(Some(frame))) = closed else {
         panic!("expected a close frame, got {closed:?}");
     };
     assert_eq!(u16::from(frame.code), 1009);
@@ -106,7 +106,7 @@ async fn a_client_that_stops_reading_gets_4008_while_others_keep_receiving() {
     // The slow client reads what reached it, then the close frame.
     let close = within(async {
         loop {
-            match slow.socket().next().await {
+            match slow.socket().expect("a WebSocket").next().await {
                 Some(Ok(Message::Close(frame))) => return frame,
                 Some(Ok(_)) => {}
                 other => panic!("connection ended without a close frame: {other:?}"),
@@ -174,7 +174,7 @@ async fn the_connection_limit_refuses_extras_and_the_server_keeps_serving() {
     // The slot frees when the server finishes the close; retry until then.
     let carol = within(async {
         loop {
-            if let Ok(client) = switchboard_client::Client::connect(&server.url("carol")).await {
+            if let Ok(client) = switchboard_client::Connection::connect(&server.url("carol")).await {
                 return client;
             }
             tokio::task::yield_now().await;

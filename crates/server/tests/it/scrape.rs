@@ -13,7 +13,7 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_parse::Value;
 use serde_json::json;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 use tokio::net::TcpStream;
 
 /// What `/metrics` answers `key`: status, content type and body.
@@ -97,8 +97,8 @@ async fn reaching(server: &TestServer, family: &str, label: Option<(&str, &str)>
 /// One member of room `r` on each transport: two WebSocket users, a JSON
 /// lines device, a person in text mode and a UDP player.
 struct Members {
-    alice: Client,
-    bob: Client,
+    alice: Connection,
+    bob: Connection,
     device: Lines,
     person: Lines,
     player: Datagrams,

@@ -7,7 +7,7 @@ use crate::support::{is_msg, replies_before_pong, request, within, Datagrams, Li
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switchboard_client::{Client, ClientError};
+use switchboard_client::{Connection, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Long enough that a shutdown that waited for it would fail the test.
@@ -35,7 +35,7 @@ async fn shutdown_ends_as_soon_as_every_client_has_closed() {
     let started = Instant::now();
     let stopped = server.shutdown();
     let closed = within(library.next_event()).await;
-    assert!(matches!(&closed, Err(ClientError::Closed(Some(frame))) if u16::from(frame.code) == 1001), "{closed:?}");
+    assert!(matches!(&closed, Err(Error::Closed(Some(frame))) if u16::from(frame.code) == 1001), "{closed:?}");
     drop(library);
     assert_eq!(raw.close_code().await, 1001);
     raw.send_frame(0x88, &1001u16.to_be_bytes()).await;
@@ -52,7 +52,7 @@ async fn shutdown_ends_as_soon_as_every_client_has_closed() {
 /// Sends one at a time, each followed by a ping that is answered after it,
 /// until a send is refused (once the storage drain has begun). Returns the
 /// ids accepted before, and the refusal.
-async fn send_until_refused(client: &mut Client) -> (Vec<u64>, Value) {
+async fn send_until_refused(client: &mut Connection) -> (Vec<u64>, Value) {
     let mut accepted = Vec::new();
     for id in 100.. {
         let send = json!({"op": "send", "room": "r", "body": id, "id": id});
@@ -137,7 +137,7 @@ async fn requests_during_the_storage_drain_are_refused_with_shutting_down_and_th
         }
     })
     .await;
-    assert!(matches!(&closed, ClientError::Closed(Some(frame)) if u16::from(frame.code) == 1001), "{closed:?}");
+    assert!(matches!(&closed, Error::Closed(Some(frame)) if u16::from(frame.code) == 1001), "{closed:?}");
     assert_eq!(acked, accepted, "acked in order, then closed");
     let mut udp_acked = Vec::new();
     loop {
@@ -167,7 +167,7 @@ async fn an_upgrade_that_arrives_while_shutting_down_is_answered_503() {
     let stopped = server.shutdown();
     // Alice is closed only once the server is shutting down.
     let closed = within(alice.next_event()).await;
-    assert!(matches!(&closed, Err(ClientError::Closed(Some(frame))) if u16::from(frame.code) == 1001), "{closed:?}");
+    assert!(matches!(&closed, Err(Error::Closed(Some(frame))) if u16::from(frame.code) == 1001), "{closed:?}");
     let rest = "Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     late.write_all(rest.as_bytes()).await.expect("write");

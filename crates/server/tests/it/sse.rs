@@ -6,12 +6,12 @@ use crate::sse_client::{code, refused, Block, EventStream};
 use crate::support::{is_msg, request, wait_for, within, TestServer};
 use serde_json::json;
 use std::time::Duration;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 use tokio::io::AsyncWriteExt;
 
 /// Sends `count` messages to `room`, numbered from `first`, each acked
 /// (stored) before the next.
-async fn publish(client: &mut Client, room: &str, first: u64, count: u64) {
+async fn publish(client: &mut Connection, room: &str, first: u64, count: u64) {
     for n in first..first + count {
         let ack = request(client, json!({"op": "send", "room": room, "body": {"n": n}})).await;
         assert_eq!(ack["ok"], json!(true), "{ack}");
@@ -19,7 +19,7 @@ async fn publish(client: &mut Client, room: &str, first: u64, count: u64) {
 }
 
 /// The room's epoch, from a history page.
-async fn epoch_of(client: &mut Client, room: &str) -> u64 {
+async fn epoch_of(client: &mut Connection, room: &str) -> u64 {
     request(client, json!({"op": "history", "room": room, "limit": 1})).await["epoch"].as_u64().expect("an epoch")
 }
 

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
-use switchboard_client::Client;
+use switchboard_client::Connection;
 use switchboard_server::store::Backend;
 use switchboard_server::{Config, Listeners};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -89,13 +89,13 @@ impl TestServer {
         format!("ws://{}/ws?name={name}", self.addr)
     }
 
-    pub async fn client(&self, name: &str) -> Client {
-        within(Client::connect(&self.url(name))).await.expect("connect")
+    pub async fn client(&self, name: &str) -> Connection {
+        within(Connection::connect(&self.url(name))).await.expect("connect")
     }
 
     /// A client that presents `token` (token mode).
-    pub async fn client_with_token(&self, token: &str) -> Client {
-        within(Client::connect(&format!("ws://{}/ws?token={token}", self.addr))).await.expect("connect")
+    pub async fn client_with_token(&self, token: &str) -> Connection {
+        within(Connection::connect(&format!("ws://{}/ws?token={token}", self.addr))).await.expect("connect")
     }
 
     /// Starts a graceful shutdown and returns the server task to await.
@@ -159,7 +159,7 @@ pub async fn within<T>(future: impl std::future::Future<Output = T>) -> T {
 }
 
 /// Reads events until one matches `wanted`, failing after [`PATIENCE`].
-pub async fn wait_for(client: &mut Client, mut wanted: impl FnMut(&Value) -> bool) -> Value {
+pub async fn wait_for(client: &mut Connection, mut wanted: impl FnMut(&Value) -> bool) -> Value {
     within(async {
         loop {
             let event = client.next_event().await.expect("event");
@@ -172,14 +172,14 @@ pub async fn wait_for(client: &mut Client, mut wanted: impl FnMut(&Value) -> boo
 }
 
 /// Sends a command with an id and returns its reply.
-pub async fn request(client: &mut Client, command: Value) -> Value {
+pub async fn request(client: &mut Connection, command: Value) -> Value {
     within(client.request(command)).await.expect("reply")
 }
 
 /// Sends a ping without an id and reads events until its `pong`; returns
 /// the replies (events with `re`) that came before it. Commands are
 /// handled in order, so everything sent before the ping has been by then.
-pub async fn replies_before_pong(client: &mut Client) -> Vec<Value> {
+pub async fn replies_before_pong(client: &mut Connection) -> Vec<Value> {
     client.send_text(json!({"op": "ping"}).to_string()).await.expect("ping");
     let mut replies = Vec::new();
     within(async {

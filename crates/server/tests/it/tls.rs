@@ -343,3 +343,31 @@ async fn apply(server: &TestServer, config: &Config) {
         tokio::time::timeout(PATIENCE, server.reload(config.clone())).await.expect("in time");
     }
 }
+
+#[tokio::test]
+async fn the_client_library_speaks_wss_and_tls_trusting_a_private_certificate() {
+    use switchboard_client::{Client, Event};
+    let certificate = Certificate::new();
+    let (server, _dir) = tls_server(&certificate, |_| {}).await;
+    let tls = switchboard_client::tls_trusting_pem(certificate.cert_pem.as_bytes()).expect("a PEM certificate");
+    let (http, tcp) = (server.addr.port(), server.tcp.port());
+    for url in [format!("wss://127.0.0.1:{http}/ws"), format!("tls://127.0.0.1:{tcp}")] {
+        let connecting = Client::builder(&url).name("alice").tls(tls.clone()).connect();
+        let (client, mut events) = within(connecting).await.unwrap_or_else(|error| panic!("{url}: {error}"));
+        within(client.join("secure")).await.expect("join");
+        let ack = within(client.send("secure", json!({"over": url}))).await.expect("stored");
+        let heard = within(async {
+            loop {
+                if let Some(Event::Message(message)) = events.next().await {
+                    return message;
+                }
+            }
+        })
+        .await;
+        assert_eq!((heard.seq, &heard.body["over"]), (Some(ack.seq), &json!(url)));
+        client.close().await;
+    }
+    // Without the certificate the default roots refuse it.
+    let untrusted = within(Client::connect(&format!("wss://127.0.0.1:{http}/ws"))).await;
+    assert!(matches!(untrusted, Err(switchboard_client::Error::Connect { .. })), "{untrusted:?}");
+}
