@@ -12,8 +12,15 @@
 # leaves out start-up, connecting, joining and leaving, which both runs do
 # alike. The load generator checks that nothing was lost.
 #
+# With SCENARIO=http it counts instructions per HTTP publish instead:
+# `switchboard bench http` with SUBSCRIBERS clients (keep-alive, stored
+# publishes unless HTTP_FLAGS says --volatile), the requests answered taking
+# the deliveries' place; RATE is unused.
+#
 # usage: bash bench/instructions.sh [SUBSCRIBERS] [RATE] [SHORT] [LONG]
 #   defaults: 200 subscribers, 100 messages/s, 4 s and 12 s
+# env: SCENARIO         fanout (default) or http
+#      HTTP_FLAGS       extra `bench http` flags, e.g. --volatile
 # env: SWITCHBOARD_BIN  the server binary to measure (default: built here)
 #      CLIENT_BIN       the load generator (default: SWITCHBOARD_BIN)
 #      WINDOW, WINDOW_MAX  the flush clock's windows (default: 5ms, 20ms)
@@ -28,6 +35,7 @@ RATE=${2:-100}
 SHORT=${3:-4}
 LONG=${4:-12}
 OUT=${OUT:-target/instructions}
+SCENARIO=${SCENARIO:-fanout}
 WINDOW=${WINDOW:-5ms}
 WINDOW_MAX=${WINDOW_MAX:-20ms}
 EXIT_WAIT=${EXIT_WAIT:-120}
@@ -61,8 +69,14 @@ run() {
             exit 1
         fi
     done
-    taskset -c 1 "$CLIENT_BIN" bench fanout --server "127.0.0.1:$port" -s "$SUBS" -r "$RATE" \
-        --duration "$seconds" --json >"$report"
+    if [ "$SCENARIO" = http ]; then
+        # shellcheck disable=SC2086
+        taskset -c 1 "$CLIENT_BIN" bench http --server "127.0.0.1:$port" -c "$SUBS" \
+            --duration "$seconds" --json ${HTTP_FLAGS:-} >"$report"
+    else
+        taskset -c 1 "$CLIENT_BIN" bench fanout --server "127.0.0.1:$port" -s "$SUBS" -r "$RATE" \
+            --duration "$seconds" --json >"$report"
+    fi
     # Callgrind writes its totals when the server exits, which takes longer
     # than stop_server waits before its SIGKILL: wait up to EXIT_WAIT.
     kill "$SERVER_PID"
@@ -78,7 +92,9 @@ run() {
         echo "instructions: callgrind wrote no totals to $out" >&2
         exit 1
     fi
-    echo "$instructions $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["received"], r["lost"])' "$report")" \
+    # An HTTP run's "deliveries" are the requests answered; its refusals count as lost.
+    echo "$instructions $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1]))
+print(r["ok"], sum(r["refused"].values())) if "ok" in r else print(r["received"], r["lost"])' "$report")" \
         >"$OUT/result.$seconds"
 }
 
@@ -96,6 +112,6 @@ short_ir, short_received, long_ir, long_received = map(float, sys.argv[1:])
 received = long_received - short_received
 if received <= 0:
     sys.exit("instructions: the longer run delivered no more than the shorter one")
-print(f"{received:.0f} more deliveries in the longer run")
-print(f"user-space instructions per delivery: {(long_ir - short_ir) / received:.0f}")
+print(f"{received:.0f} more deliveries (HTTP: requests answered) in the longer run")
+print(f"user-space instructions per delivery (HTTP: per request): {(long_ir - short_ir) / received:.0f}")
 EOF
