@@ -34,6 +34,30 @@ pub fn rss_bytes() -> u64 {
     kib * 1024
 }
 
+/// Whether the calling test should run its body here: true in a child
+/// process of this test binary that runs `test` (its full name) alone. In
+/// the parent it starts that child, waits for it, fails if it failed, and
+/// returns false. Resident memory is the process's, and the other tests of
+/// this binary run beside each other in it: their allocations (kept by the
+/// allocator after they are freed) made a memory bound fail under load, so
+/// a test that asserts one measures a process of its own.
+pub async fn alone(test: &'static str) -> bool {
+    const ALONE: &str = "SWITCHBOARD_TEST_ALONE";
+    if std::env::var_os(ALONE).is_some() {
+        return true;
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let binary = std::env::current_exe().expect("the test binary");
+        let arguments = [test, "--exact", "--test-threads=1", "--nocapture"];
+        std::process::Command::new(binary).args(arguments).env(ALONE, "1").status()
+    })
+    .await
+    .expect("the child's waiter")
+    .expect("start the test binary again");
+    assert!(status.success(), "{test} failed in a process of its own ({status}; its output is above)");
+    false
+}
+
 /// Asserts the process grew by less than [`RSS_GROWTH_BOUND`] since `before`.
 pub fn assert_rss_bounded(before: u64, what: &str) {
     let grown = rss_bytes().saturating_sub(before);
@@ -141,6 +165,9 @@ pub async fn raw_member(server: &TestServer, name: &str, room: &str) -> RawClien
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_messages_closes_the_flooder_not_the_room() {
+    if !alone("abuse::a_flood_of_large_messages_closes_the_flooder_not_the_room").await {
+        return;
+    }
     // The flood: one member sends 200 messages of 60 KB in about
     // 20 ms. Before per-connection limits every other member got 4008.
     let server = TestServer::start().await;
@@ -197,6 +224,9 @@ async fn a_command_over_the_rate_is_refused_with_rate_limited_and_the_connection
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_from_a_client_that_does_not_read_close_it_with_1008() {
+    if !alone("abuse::pings_from_a_client_that_does_not_read_close_it_with_1008").await {
+        return;
+    }
     let server = TestServer::with(|config| config.limits.outbound_queue_bytes = 64 * 1024).await;
     let before = rss_bytes();
     let watch = Watch::start(&server, "feed", 2).await;

@@ -2,7 +2,7 @@
 //! members ([`Watch`]): silent and trickling raw TCP sockets, UDP floods
 //! from addresses without a session, oversized HTTP requests.
 
-use crate::abuse::{assert_rss_bounded, rss_bytes, Watch};
+use crate::abuse::{alone, assert_rss_bounded, rss_bytes, Watch};
 use crate::support::{within, TestServer};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -18,6 +18,9 @@ async fn read_all(stream: &mut TcpStream) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_tcp_sockets_are_closed_at_the_first_line_deadline() {
+    if !alone("abuse_raw::silent_and_trickling_tcp_sockets_are_closed_at_the_first_line_deadline").await {
+        return;
+    }
     let server = TestServer::with(|config| config.tcp_options.first_line_timeout = Duration::from_millis(400)).await;
     let before = rss_bytes();
     let watch = Watch::start(&server, "feed", 1).await;
@@ -153,6 +156,9 @@ async fn udp_sessions_count_towards_the_connection_limit_and_the_per_address_lim
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_http_heads_get_431_and_hold_no_memory() {
+    if !alone("abuse_raw::oversized_http_heads_get_431_and_hold_no_memory").await {
+        return;
+    }
     let server = TestServer::start().await;
     let before = rss_bytes();
     let watch = Watch::start(&server, "feed", 1).await;
