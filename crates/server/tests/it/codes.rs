@@ -64,15 +64,17 @@ async fn storage_failed_answers_a_send_a_dm_and_a_history_read_that_storage_refu
 
 #[tokio::test]
 async fn overloaded_answers_sends_past_the_storage_queue() {
-    // Commits are held: the writer holds its first group, the queue holds
-    // 8 more, and what comes after is refused.
+    // Commits are held: the queue holds 8 sends and what comes after is
+    // refused. The writer may also have taken a first group out of the queue
+    // (then held in its commit) before the rest arrived, or not yet woken at
+    // all on a loaded machine: at least 8 are accepted, and the 50 overflow.
     let faults = Arc::new(Faults::default());
     let server = TestServer::with_backend(faults.backend(), |config| config.storage.queue_capacity = 8).await;
     let mut alice = server.client("alice").await;
     request(&mut alice, json!({"op": "join", "room": "r"})).await;
     let stall = faults.stall();
     let refused = replies_to(&mut alice, (1..=50).map(send)).await;
-    assert!(!refused.is_empty() && refused.len() <= 50 - 9, "{} of 50 refused", refused.len());
+    assert!(!refused.is_empty() && refused.len() <= 50 - 8, "{} of 50 refused", refused.len());
     for reply in &refused {
         assert_refused(reply, reply["re"].clone(), "overloaded");
     }
