@@ -16,6 +16,9 @@
 //!   (HTML, CSS and JavaScript embedded in the binary).
 //! - [`session`]: one client's protocol state; commands in, hub calls out.
 //! - [`hub`]: rooms, presence, users and connections; routing and fan-out.
+//! - [`broker`]: the seam that orders, stores and carries stored messages
+//!   (`seq`, history, delivery to every node with members); the local
+//!   broker over [`store`].
 //! - [`store`]: room histories and DM inboxes (SQLite or memory), the
 //!   writer thread with group commit, and retention.
 //! - [`metrics`]: counters and gauges for `/metrics`.
@@ -31,6 +34,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod broker;
 pub mod config;
 pub mod guard;
 pub mod hub;

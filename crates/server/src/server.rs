@@ -1,6 +1,7 @@
 //! `run`: wires config, hub, listeners and shutdown together, and the
 //! accept loops with their admission limit.
 
+use crate::broker::local::LocalBroker;
 use crate::config::{Config, StorageBackend};
 use crate::guard::{self, Listener};
 use crate::hub::{Hub, HubLimits};
@@ -10,7 +11,7 @@ use crate::policy::{Policy, PolicyCell, PolicyError};
 use crate::session::Session;
 use crate::store::memory::Memory;
 use crate::store::sqlite::Sqlite;
-use crate::store::{Backend, StoreError};
+use crate::store::{self, Backend, StoreError};
 use crate::tls::Acceptors;
 use crate::transport::front::{self, Counted};
 use crate::transport::http::HttpState;
@@ -118,7 +119,15 @@ async fn serve(
     tracing::info!(mode = if policy.load().token_mode() { "token" } else { "open" }, "authentication");
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(max_connections as i64);
-    let hub = Hub::start(hub_limits(&config), Arc::clone(&metrics), policy, backend, config.storage.writer_options())?;
+    let loaded = store::Loaded::load(backend)?;
+    let writer = config.storage.writer_options();
+    let hub = Hub::start(
+        hub_limits(&config),
+        Arc::clone(&metrics),
+        policy,
+        Arc::new(crate::broker::presence::LocalPresence),
+        |deliveries| Arc::new(LocalBroker::start(loaded, writer, deliveries)),
+    );
     tracing::info!(
         backend = ?config.storage.backend,
         data = %config.data.display(),

@@ -92,11 +92,11 @@ impl Hub {
     /// Reads one page of `room`'s history (on the blocking pool), within
     /// half of `limits.outbound_queue_bytes` of bodies, as `history` does.
     pub async fn history_page(&self, room: &str, query: PageQuery) -> Result<HistoryPage, StoreError> {
-        let Some(meta) = self.storage.meta(LogKind::Room, room) else {
+        let Some(meta) = self.broker.meta(LogKind::Room, room) else {
             return Ok(HistoryPage { epoch: None, first_seq: 0, last_seq: 0, messages: Vec::new(), more: false });
         };
         let limit = query.limit.clamp(1, HISTORY_MAX_LIMIT) as usize;
-        let (reader, log) = (self.storage.reader(), meta.id);
+        let (reader, log) = (self.broker.reader(), meta.id);
         let read = tokio::task::spawn_blocking(move || match query.after {
             Some(after) => reader.after(log, after, limit),
             None => reader.before(log, query.before.unwrap_or(u64::MAX), limit),

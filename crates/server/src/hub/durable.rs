@@ -1,17 +1,18 @@
-//! Stored messages in the hub: submitting room messages and DMs to the
-//! storage writer, and, once a group is committed, fanning it out and
-//! acking it (the hub is the writer's [`Sink`]). Also what a `since` can
-//! recover, decided from the in-memory catalog.
+//! Stored messages in the hub: publishing room messages and DMs to the
+//! [`Broker`](crate::broker::Broker), and, as the broker's [`Deliveries`],
+//! fanning out each stored message that arrives and answering its
+//! publisher. Also what a `since` can recover, decided from what the broker
+//! knows of the log.
 
 use super::conn::{Conn, Transport};
 use super::room::Room;
 use super::{lock, Hub, HubError};
+use crate::broker::{Deliveries, Delivery, Publication, PublishError, Stored, Unstored};
 use crate::idempotency::{Claim, First, Seen};
 use crate::metrics::DropReason;
-use crate::store::{Committed, LogKey, LogKind, LogMeta, Pruned, Sink, StoreError, Submission, SubmitError};
+use crate::store::{LogKey, LogKind, LogMeta, Pruned};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use std::collections::HashMap;
 use std::sync::Arc;
 use switchboard_protocol::event::{self, Encoded, InboxStatus};
 use switchboard_protocol::ErrorCode;
@@ -26,14 +27,6 @@ pub enum Ticket {
     Conn { conn: Arc<Conn>, id: Option<Box<RawValue>>, first: Option<First<Stored>> },
     /// An HTTP request waiting for the outcome (`api`'s publish endpoints).
     Http(oneshot::Sender<Result<Stored, ()>>),
-}
-
-/// Where a message was stored, as an HTTP publish answers it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Stored {
-    pub seq: u64,
-    pub epoch: u64,
-    pub ts: u64,
 }
 
 #[derive(Serialize)]
@@ -138,8 +131,8 @@ impl Hub {
         }
         let ticket = Ticket::Conn { conn: Arc::clone(conn), id: message.id.map(ToOwned::to_owned), first };
         let from = Arc::clone(&conn.user);
-        let submission = Submission { key, from, body: message.body.to_owned(), ticket };
-        self.storage.submit(submission).map_err(|error| {
+        let publication = Publication { key, from, body: message.body.to_owned(), ticket };
+        self.broker.publish(publication).map_err(|error| {
             conn.end_request();
             self.submit_failed(Some(conn.id), error)
         })
@@ -201,46 +194,46 @@ impl Hub {
     ) -> Result<oneshot::Receiver<Result<Stored, ()>>, HubError> {
         let (answer, receiver) = oneshot::channel();
         let key = LogKey { kind, name: Arc::from(name) };
-        let submission = Submission { key, from, body, ticket: Ticket::Http(answer) };
-        self.storage.submit(submission).map_err(|error| self.submit_failed(None, error))?;
+        let publication = Publication { key, from, body, ticket: Ticket::Http(answer) };
+        self.broker.publish(publication).map_err(|error| self.submit_failed(None, error))?;
         Ok(receiver)
     }
 
     /// Proves the storage takes a write: a probe queued behind whatever the
     /// writer has to do (`/readyz`). The receiver gets `Err(reason)` when the
     /// backend could not write.
-    pub fn probe_storage(&self) -> Result<oneshot::Receiver<Result<(), String>>, SubmitError> {
+    pub fn probe_storage(&self) -> Result<oneshot::Receiver<Result<(), String>>, PublishError> {
         let (answer, receiver) = oneshot::channel();
-        self.storage.probe(Box::new(move |outcome| {
+        self.broker.probe(Box::new(move |outcome| {
             let _ = answer.send(outcome);
         }))?;
         Ok(receiver)
     }
 
-    fn submit_failed(&self, conn: Option<u64>, error: SubmitError) -> HubError {
+    fn submit_failed(&self, conn: Option<u64>, error: PublishError) -> HubError {
         match error {
-            SubmitError::Busy => {
+            PublishError::Busy => {
                 self.metrics.dropped(DropReason::StorageBusy, 1);
                 tracing::warn!(conn, "storage queue full: message refused with `overloaded`");
                 HubError::StorageBusy
             }
-            SubmitError::Closed => HubError::ShuttingDown,
+            PublishError::Closed => HubError::ShuttingDown,
         }
     }
 
     /// What `since` can recover in a log.
     pub fn recovery(&self, kind: LogKind, name: &str, since: Option<u64>, epoch: Option<u64>) -> Recovery {
-        Recovery::plan(self.storage.meta(kind, name), since, epoch)
+        Recovery::plan(self.broker.meta(kind, name), since, epoch)
     }
 
     /// The epoch of `room`'s history, once it has one.
     pub fn room_epoch(&self, room: &str) -> Option<u64> {
-        self.storage.meta(LogKind::Room, room).map(|meta| meta.epoch)
+        self.broker.meta(LogKind::Room, room).map(|meta| meta.epoch)
     }
 
     /// The user's inbox for the `hello`, if it ever received a DM.
     pub fn inbox_status(&self, user: &str) -> Option<InboxStatus> {
-        let meta = self.storage.meta(LogKind::Inbox, user)?;
+        let meta = self.broker.meta(LogKind::Inbox, user)?;
         let read = meta.delivered.max(meta.first_seq.saturating_sub(1));
         let waiting = meta.last_seq.saturating_sub(read).min(meta.retained());
         Some(InboxStatus { epoch: meta.epoch, seq: meta.last_seq, waiting })
@@ -248,13 +241,13 @@ impl Hub {
 
     /// Records that the user's DMs through `seq` reached a connection.
     pub(super) fn inbox_delivered(&self, user: &str, seq: u64) {
-        self.storage.mark_delivered(user, seq);
+        self.broker.mark_delivered(user, seq);
     }
 
     /// Fans a stored message out to `room`'s members and records it as
     /// fanned out under the same lock that orders joins (see
     /// `docs/ARCHITECTURE.md`, "Recovery").
-    fn fan_out_room(&self, room: Option<&Arc<Room>>, message: &Committed<Ticket>, encoded: &Encoded) {
+    fn fan_out_room(&self, room: Option<&Arc<Room>>, message: &Delivery<'_>, encoded: &Encoded) {
         self.metrics.messages_published.inc();
         if let Some(room) = room {
             let mut state = room.lock();
@@ -270,7 +263,7 @@ impl Hub {
         self.deliver_and_mark(current.iter().flat_map(|state| state.members()), message, encoded);
     }
 
-    fn fan_out_inbox(&self, message: &Committed<Ticket>, encoded: &Encoded) {
+    fn fan_out_inbox(&self, message: &Delivery<'_>, encoded: &Encoded) {
         let users = lock(&self.users);
         // A Server-Sent Events follower reads rooms, not the user's DMs: a
         // DM it was sent would move the inbox's cursor past what the user's
@@ -290,7 +283,7 @@ impl Hub {
     fn deliver_and_mark<'a>(
         &self,
         members: impl Iterator<Item = &'a Arc<Conn>>,
-        message: &Committed<Ticket>,
+        message: &Delivery<'_>,
         encoded: &Encoded,
     ) -> bool {
         let (mut delivered, mut queued) = (false, 0);
@@ -299,55 +292,34 @@ impl Hub {
             delivered = true;
         }
         self.metrics.deliveries.inc_by(queued);
-        self.storage.mark_fanned_out(message.key.kind, &message.key.name, message.seq);
+        self.broker.mark_fanned_out(message.key.kind, &message.key.name, message.seq);
         delivered
     }
 }
 
-impl Sink<Ticket> for Hub {
-    fn committed(&self, group: Vec<Committed<Ticket>>) {
-        self.metrics.messages_stored.inc_by(group.len() as u64);
-        // Rooms are looked up after the commit, so a room created since the
-        // message was sent still gets it (see `docs/ARCHITECTURE.md`).
-        let rooms: HashMap<Arc<str>, Arc<Room>> = {
-            let directory = lock(&self.rooms);
-            let rooms = group.iter().filter(|message| message.key.kind == LogKind::Room);
-            rooms
-                .filter_map(|message| {
-                    directory.get(&message.key.name).map(|room| (Arc::clone(&room.name), Arc::clone(room)))
-                })
-                .collect()
-        };
-        for message in group {
-            let (name, body, from) = (&*message.key.name, &*message.body, &*message.from);
-            let (seq, ts) = (message.seq, message.ts);
-            match message.key.kind {
-                LogKind::Room => {
-                    let event =
-                        event::RoomMessage { ev: "msg", room: name, seq: Some(seq), from, ts, body, volatile: None };
-                    self.fan_out_room(rooms.get(name), &message, &Encoded::new(&event));
-                }
-                LogKind::Inbox => {
-                    let event = event::DirectMessage { ev: "dm", from, to: name, seq, ts, body };
-                    self.fan_out_inbox(&message, &Encoded::new(&event));
-                }
+impl Deliveries<Ticket> for Hub {
+    fn deliver(&self, message: &Delivery<'_>) {
+        let (name, body, from, seq, ts) = (&*message.key.name, message.body, message.from, message.seq, message.ts);
+        match message.key.kind {
+            LogKind::Room => {
+                // Looked up now, not when the message was sent, so a room
+                // created since still gets it (see `docs/ARCHITECTURE.md`).
+                let room = lock(&self.rooms).get(name).cloned();
+                let event =
+                    event::RoomMessage { ev: "msg", room: name, seq: Some(seq), from, ts, body, volatile: None };
+                self.fan_out_room(room.as_ref(), message, &Encoded::new(&event));
             }
-            match message.ticket {
-                Ticket::Conn { conn, id, first } => {
-                    if let Some(first) = first {
-                        first.settle(Stored { seq, epoch: message.epoch, ts });
-                    }
-                    if let Some(id) = &id {
-                        let reply = event::Ok { re: id, ok: true, data: StoredReply { seq, ts } };
-                        self.reply(&conn, &Encoded::new(&reply));
-                    }
-                    conn.end_request();
-                }
-                // The request may have gone (its client left): the message is stored all the same.
-                Ticket::Http(answer) => {
-                    let _ = answer.send(Ok(Stored { seq, epoch: message.epoch, ts }));
-                }
+            LogKind::Inbox => {
+                let event = event::DirectMessage { ev: "dm", from, to: name, seq, ts, body };
+                self.fan_out_inbox(message, &Encoded::new(&event));
             }
+        }
+    }
+
+    fn settle(&self, ticket: Ticket, outcome: Result<Stored, Unstored>) {
+        match outcome {
+            Ok(stored) => self.acknowledge(ticket, stored),
+            Err(Unstored::StorageFailed) => self.refuse_unstored(ticket),
         }
     }
 
@@ -362,24 +334,45 @@ impl Sink<Ticket> for Hub {
             "inbox over storage.inbox_max_per_sender: the sender's oldest DMs there were removed"
         );
     }
+}
 
-    fn failed(&self, group: Vec<Submission<Ticket>>, error: &StoreError) {
-        self.metrics.dropped(DropReason::StorageError, group.len());
-        let text = "the message could not be stored and was not delivered";
-        tracing::error!(%error, messages = group.len(), "answering storage_failed");
-        for submission in group {
-            let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
-            self.metrics.command_errors.get_or_create(&label).inc();
-            match submission.ticket {
-                // A keyed attempt's `first` goes with it: repeats learn it failed.
-                Ticket::Conn { conn, id, .. } => {
-                    let reply = event::Error::new(id.as_deref(), ErrorCode::StorageFailed, text);
+impl Hub {
+    /// Answers the publisher of a stored message.
+    fn acknowledge(&self, ticket: Ticket, stored: Stored) {
+        self.metrics.messages_stored.inc();
+        match ticket {
+            Ticket::Conn { conn, id, first } => {
+                if let Some(first) = first {
+                    first.settle(stored);
+                }
+                if let Some(id) = &id {
+                    let reply = event::Ok { re: id, ok: true, data: StoredReply { seq: stored.seq, ts: stored.ts } };
                     self.reply(&conn, &Encoded::new(&reply));
-                    conn.end_request();
                 }
-                Ticket::Http(answer) => {
-                    let _ = answer.send(Err(()));
-                }
+                conn.end_request();
+            }
+            // The request may have gone (its client left): the message is stored all the same.
+            Ticket::Http(answer) => {
+                let _ = answer.send(Ok(stored));
+            }
+        }
+    }
+
+    /// Answers the publisher of a message that could not be stored.
+    fn refuse_unstored(&self, ticket: Ticket) {
+        self.metrics.dropped(DropReason::StorageError, 1);
+        let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
+        self.metrics.command_errors.get_or_create(&label).inc();
+        match ticket {
+            // A keyed attempt's `first` goes with it: repeats learn it failed.
+            Ticket::Conn { conn, id, .. } => {
+                let text = "the message could not be stored and was not delivered";
+                let reply = event::Error::new(id.as_deref(), ErrorCode::StorageFailed, text);
+                self.reply(&conn, &Encoded::new(&reply));
+                conn.end_request();
+            }
+            Ticket::Http(answer) => {
+                let _ = answer.send(Err(()));
             }
         }
     }

@@ -9,7 +9,10 @@ fn test_hub() -> Arc<Hub> {
     let policy = Arc::new(PolicyCell::new(Policy::build(&config, &[]).expect("policy")));
     let writer = config.storage.writer_options();
     let limits = crate::server::hub_limits(&config);
-    Hub::start(limits, Arc::default(), policy, Box::new(Memory::new()), writer).expect("hub")
+    let loaded = crate::store::Loaded::load(Box::new(Memory::new())).expect("load");
+    Hub::start(limits, Arc::default(), policy, Arc::new(crate::broker::presence::LocalPresence), |deliveries| {
+        Arc::new(crate::broker::local::LocalBroker::start(loaded, writer, deliveries))
+    })
 }
 
 fn peer() -> SocketAddr {

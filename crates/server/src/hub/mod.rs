@@ -8,12 +8,17 @@
 //! either (recording `fanned_out`), inside a follower's queue (reading an
 //! epoch, `transport::sse`), or alone. Each is a `std::sync::Mutex`
 //! held for map operations or one fan-out, never for IO.
+//!
+//! Stored messages go through a [`Broker`] (`crate::broker`): the hub
+//! publishes to it, and it calls back the hub's [`Deliveries`] to fan a
+//! stored message out ([`durable`]) and to answer its publisher.
 
 mod address;
 mod api;
 pub mod conn;
 mod durable;
 pub mod flush;
+mod framing;
 mod outbound;
 mod replay;
 pub mod room;
@@ -22,16 +27,18 @@ mod table;
 mod tabs;
 mod transport_kind;
 
+pub use crate::broker::Stored;
 pub use api::{HistoryPage, PageQuery, RoomSummary};
-pub use durable::{Outgoing, Recovery, Stored, Ticket};
+pub use durable::{Outgoing, Recovery, Ticket};
 pub use replay::HISTORY_MAX_LIMIT;
 pub use table::{ConnectionRow, TableFilter};
 
 use crate::auth::expiry::Expiries;
 use crate::auth::Profile;
+use crate::broker::presence::{Announce, Presence};
+use crate::broker::{Broker, Deliveries};
 use crate::metrics::{DropReason, Metrics, TransportLabel};
 use crate::policy::{Policy, PolicyCell};
-use crate::store::{self, Storage, StoreError, WriterOptions};
 use crate::util::lock;
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
@@ -41,8 +48,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard_protocol::event::{Encoded, Framing};
-use switchboard_protocol::{deflate, event, text, ws, CloseCode};
+use switchboard_protocol::event::Encoded;
+use switchboard_protocol::{event, CloseCode};
 use tabs::TabSet;
 
 /// Hub-wide limits, taken from the config.
@@ -119,7 +126,10 @@ pub struct Hub {
     rooms: Mutex<Directory>,
     /// Every open connection by user name (DMs, keepalive, shutdown).
     users: Mutex<TabSet>,
-    storage: Storage<Ticket>,
+    /// Orders, stores and carries stored messages (see `crate::broker`).
+    broker: Arc<dyn Broker<Ticket>>,
+    /// Who is in a room across nodes (see `crate::broker::presence`).
+    presence: Arc<dyn Presence>,
     flush_clock: Arc<FlushClock>,
     /// What SIGHUP may change: authentication, origins, API keys.
     policy: Arc<PolicyCell>,
@@ -134,22 +144,23 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over `backend`, whose storage writer starts now.
+    /// A hub whose stored messages go through the broker `connect` makes
+    /// (the broker reaches the hub through the [`Deliveries`] it is given),
+    /// and whose rooms' presence changes go to `presence`.
     pub fn start(
         limits: HubLimits,
         metrics: Arc<Metrics>,
         policy: Arc<PolicyCell>,
-        backend: Box<dyn store::Backend>,
-        writer: WriterOptions,
-    ) -> Result<Arc<Hub>, StoreError> {
-        let loaded = store::Loaded::load(backend)?;
+        presence: Arc<dyn Presence>,
+        connect: impl FnOnce(std::sync::Weak<dyn Deliveries<Ticket>>) -> Arc<dyn Broker<Ticket>>,
+    ) -> Arc<Hub> {
         let idempotency = crate::idempotency::Window::new(
             limits.idempotency_window,
             limits.idempotency_max_keys,
             crate::guard::reason::IDEMPOTENCY_EVICTED,
         );
-        Ok(Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
-            let sink: std::sync::Weak<dyn store::Sink<Ticket>> = hub.clone();
+        Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
+            let deliveries: std::sync::Weak<dyn Deliveries<Ticket>> = hub.clone();
             Hub {
                 flush_clock: Arc::new(FlushClock::new(limits.write_window, limits.write_window_max)),
                 limits,
@@ -160,25 +171,26 @@ impl Hub {
                 shutting_down: AtomicBool::new(false),
                 rooms: Mutex::default(),
                 users: Mutex::default(),
-                storage: loaded.start(writer, sink),
+                broker: connect(deliveries),
+                presence,
                 policy,
                 expiries: Arc::default(),
                 ips: crate::guard::ip::IpTable::default(),
                 kicks: table::Kicks::default(),
                 idempotency,
             }
-        }))
+        })
     }
 
     /// How many room histories and inboxes exist.
     pub fn storage_log_count(&self) -> usize {
-        self.storage.log_count()
+        self.broker.log_count()
     }
 
-    /// Stores what is queued and stops the storage writer (at shutdown,
-    /// after the last connection is gone).
+    /// Settles what the broker accepted and stops it (at shutdown, after
+    /// the last connection is gone).
     pub fn close_storage(&self) {
-        self.storage.close();
+        self.broker.close();
     }
 
     /// The clock that coalesces fan-out writes; its task runs in the server.
@@ -344,8 +356,10 @@ impl Hub {
             }
             let first_of_user = state.add(conn);
             let presence_events = self.presence_events(&state);
-            if first_of_user == Some(true) && presence_events {
-                self.presence(&state, conn, "join", &room.name);
+            let announce =
+                first_of_user == Some(true) && self.presence.arrived(&room.name, &conn.user) == Announce::Now;
+            if announce && presence_events {
+                self.announce_presence(&state, conn, "join", &room.name);
             }
             drop(state);
             return Ok(Joined { room: first_of_user.map(|_| room), presence_events });
@@ -358,6 +372,7 @@ impl Hub {
             return Arc::clone(room);
         }
         let room = Arc::new(Room::new(Arc::from(name)));
+        self.broker.subscribe(&room.name);
         rooms.insert(Arc::clone(&room));
         self.metrics.rooms.inc();
         room
@@ -368,8 +383,12 @@ impl Hub {
     pub fn leave(&self, conn: &Conn, room: &Arc<Room>) {
         let now_empty = {
             let mut state = room.lock();
-            if state.remove(conn) == Some(true) && self.presence_events(&state) {
-                self.presence(&state, conn, "leave", &room.name);
+            let last_of_user = state.remove(conn) == Some(true);
+            if last_of_user
+                && self.presence.departed(&room.name, &conn.user) == Announce::Now
+                && self.presence_events(&state)
+            {
+                self.announce_presence(&state, conn, "leave", &room.name);
             }
             state.is_empty()
         };
@@ -387,6 +406,7 @@ impl Hub {
         state.removed = true;
         if rooms.get(&room.name).is_some_and(|current| Arc::ptr_eq(current, room)) {
             rooms.remove(&room.name);
+            self.broker.unsubscribe(&room.name);
             self.metrics.rooms.dec();
         }
     }
@@ -396,7 +416,7 @@ impl Hub {
         limit == 0 || state.user_count() <= limit
     }
 
-    fn presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
+    fn announce_presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
         let profile = conn.profile();
         let info = profile.as_ref().and_then(|profile| profile.info());
         let encoded = Encoded::new(&event::Presence { ev, room, user: &conn.user, info });
@@ -466,76 +486,8 @@ impl Hub {
         self.settle(conn, conn.enqueue_stored(frame, self.limits.outbound_queue_bytes, log, seq))
     }
 
-    /// The event framed for `conn`'s transport, or `None` if it cannot be
-    /// sent there (counted). Inlined into fan-out loops: a plain WebSocket
-    /// member, the common case, costs a clone of the event's shared frame.
-    #[inline]
-    fn frame_for(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
-        match (conn.transport, conn.deflate_window()) {
-            (Transport::WebSocket | Transport::Echo, None) => Some(event.framed(Framing::WebSocket)),
-            (Transport::WebSocket | Transport::Echo, Some(bits)) => Some(self.deflate_frame(event, bits)),
-            _ => self.tcp_or_udp_frame(conn, event),
-        }
-    }
-
-    /// The event framed for a TCP or UDP member, or `None` if it is too
-    /// large for a datagram (counted).
-    #[inline(never)]
-    fn tcp_or_udp_frame(&self, conn: &Conn, event: &Encoded) -> Option<Bytes> {
-        match conn.transport {
-            Transport::TcpText => text::render(event.json()).map(Bytes::from),
-            // The datagram is the JSON and its newline.
-            Transport::Udp if event.json().len() + 1 > self.limits.udp_max_event_bytes => {
-                self.metrics.dropped(DropReason::UdpOversize, 1);
-                tracing::debug!(conn = conn.id, bytes = event.json().len(), "event too large for a UDP member");
-                None
-            }
-            transport => Some(event.framed(transport.framing())),
-        }
-    }
-
-    /// An event's WebSocket frame for a member that agreed to
-    /// permessage-deflate with window `bits`: compressed when the event
-    /// reaches the threshold and compression makes it smaller. The
-    /// compressed frame is shared like the plain one.
-    #[inline(never)]
-    fn deflate_frame(&self, event: &Encoded, bits: u8) -> Bytes {
-        let json_len = event.json().len();
-        let counted = || {
-            self.metrics.compressions.inc();
-        };
-        let compressed =
-            (json_len >= self.limits.compression_threshold).then(|| event.deflated(bits, counted)).flatten();
-        match compressed {
-            Some(frame) => self.count_compressed(ws::frame_len(json_len), frame),
-            None => event.framed(Framing::WebSocket),
-        }
-    }
-
-    /// A message's frame for `conn` (the echo endpoint), compressed on the
-    /// same terms as events, but for this connection alone.
-    pub fn message_frame(&self, conn: &Conn, opcode: ws::OpCode, payload: &[u8]) -> Bytes {
-        let compressed =
-            conn.deflate_window().filter(|_| payload.len() >= self.limits.compression_threshold).and_then(|bits| {
-                self.metrics.compressions.inc();
-                deflate::compress_frame(opcode, payload, deflate::effective_window(payload.len(), bits))
-            });
-        match compressed {
-            Some(frame) => self.count_compressed(ws::frame_len(payload.len()), frame),
-            None => ws::encode(opcode, payload),
-        }
-    }
-
-    /// Counts a compressed frame and the bytes it saved against a plain
-    /// frame of `plain_len` bytes.
-    fn count_compressed(&self, plain_len: usize, frame: Bytes) -> Bytes {
-        self.metrics.compressed_frames.inc();
-        self.metrics.compression_saved_bytes.inc_by(plain_len.saturating_sub(frame.len()) as u64);
-        frame
-    }
-
     /// Queues a frame for one connection, accounting for what cannot be.
-    pub fn deliver(&self, conn: &Conn, frame: Bytes) {
+    pub fn queue_frame(&self, conn: &Conn, frame: Bytes) {
         self.account(conn, conn.enqueue(frame, self.limits.outbound_queue_bytes));
     }
 
@@ -606,3 +558,7 @@ impl Hub {
 #[cfg(test)]
 #[path = "hub_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "seam_tests.rs"]
+mod seam_tests;

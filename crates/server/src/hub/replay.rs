@@ -55,7 +55,7 @@ impl Hub {
     async fn read_after(&self, log: u64, after: u64, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
         let mut result = Err(StoreError::Stopped);
         for attempt in 1..=2 {
-            let reader = self.storage.reader();
+            let reader = self.broker.reader();
             let read = tokio::task::spawn_blocking(move || reader.after(log, after, limit));
             result = read.await.unwrap_or(Err(StoreError::Stopped));
             match &result {
@@ -171,11 +171,11 @@ impl Hub {
     ) {
         // Without an id nobody would read the answer.
         let Some(id) = id else { return };
-        let meta = self.storage.meta(LogKind::Room, &room);
+        let meta = self.broker.meta(LogKind::Room, &room);
         let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT).clamp(1, HISTORY_MAX_LIMIT) as usize;
         let page = match meta {
             Some(meta) => {
-                let (reader, before) = (self.storage.reader(), before.unwrap_or(u64::MAX));
+                let (reader, before) = (self.broker.reader(), before.unwrap_or(u64::MAX));
                 let read = tokio::task::spawn_blocking(move || reader.before(meta.id, before, limit));
                 read.await.unwrap_or(Err(StoreError::Stopped))
             }

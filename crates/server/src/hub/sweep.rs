@@ -21,7 +21,7 @@ impl Hub {
                 tracing::info!(conn = conn.id, user = %conn.user, "idle timeout, closing with 4001");
                 conn.close(CloseCode::IdleTimeout, false);
             } else if conn.ping_due(now, ping_interval.as_millis() as u64) {
-                self.deliver(&conn, ping.clone());
+                self.queue_frame(&conn, ping.clone());
             }
         }
     }

@@ -14,7 +14,7 @@
 
 use super::{Committed, Pruned, Sink, StoreError, Submission};
 use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::sync::Weak;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Groups that may wait for the hub.
@@ -32,12 +32,12 @@ pub(super) enum Forward<T> {
     /// To the delivering thread.
     Thread(SyncSender<Outcome<T>>),
     /// Straight to the sink, on the caller's thread.
-    InPlace(Weak<dyn Sink<T>>),
+    InPlace(Arc<dyn Sink<T>>),
 }
 
 impl<T: Send + 'static> Forward<T> {
     /// Starts the delivering thread for `sink`.
-    pub(super) fn start(sink: Weak<dyn Sink<T>>) -> std::io::Result<(Forward<T>, JoinHandle<()>)> {
+    pub(super) fn start(sink: Arc<dyn Sink<T>>) -> std::io::Result<(Forward<T>, JoinHandle<()>)> {
         let (outcomes, receiver) = mpsc::sync_channel(PENDING_GROUPS);
         let thread =
             std::thread::Builder::new().name("storage-deliver".into()).spawn(move || deliver(&sink, receiver))?;
@@ -45,7 +45,7 @@ impl<T: Send + 'static> Forward<T> {
     }
 
     /// Hands every outcome to `sink` at once, on the committing thread.
-    pub(super) fn in_place(sink: Weak<dyn Sink<T>>) -> Forward<T> {
+    pub(super) fn in_place(sink: Arc<dyn Sink<T>>) -> Forward<T> {
         Forward::InPlace(sink)
     }
 
@@ -63,14 +63,13 @@ impl<T: Send + 'static> Forward<T> {
     }
 }
 
-fn deliver<T>(sink: &Weak<dyn Sink<T>>, outcomes: Receiver<Outcome<T>>) {
+fn deliver<T>(sink: &Arc<dyn Sink<T>>, outcomes: Receiver<Outcome<T>>) {
     for outcome in outcomes {
         hand(sink, outcome);
     }
 }
 
-fn hand<T>(sink: &Weak<dyn Sink<T>>, outcome: Outcome<T>) {
-    let Some(sink) = sink.upgrade() else { return };
+fn hand<T>(sink: &Arc<dyn Sink<T>>, outcome: Outcome<T>) {
     match outcome {
         Outcome::Committed(group) => sink.committed(group),
         Outcome::Failed(group, error) => sink.failed(group, &error),

@@ -9,7 +9,8 @@
 //!   decide `recovered` without touching the disk;
 //! - the writer thread ([`writer`]): the only place that assigns `seq`,
 //!   writes, fsyncs (group commit) and enforces retention. It hands every
-//!   committed group to a [`Sink`] (the hub), which fans it out and acks.
+//!   committed group to a [`Sink`] (the local broker's, which passes it on
+//!   to the hub: fan-out, then the ack).
 //!
 //! The traits are blocking and batch-shaped: a group commit is one call,
 //! which a Redis backend maps onto one `MULTI`/`EXEC` pipeline, and reads
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -363,7 +364,7 @@ impl Loaded {
 
     /// Starts the writer thread, which reports commits to `sink` (through
     /// a delivering thread, unless the backend commits in place).
-    pub fn start<T: Send + 'static>(self, options: WriterOptions, sink: Weak<dyn Sink<T>>) -> Storage<T> {
+    pub fn start<T: Send + 'static>(self, options: WriterOptions, sink: Arc<dyn Sink<T>>) -> Storage<T> {
         let catalog = Arc::new(Mutex::new(self.catalog));
         let reader = self.backend.reader();
         let in_place = self.backend.commits_in_place();

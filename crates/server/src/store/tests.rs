@@ -80,8 +80,7 @@ fn start(backend: Box<dyn Backend>, room_max_messages: u64) -> Started {
 fn start_with(backend: Box<dyn Backend>, options: WriterOptions) -> Started {
     let (sender, receiver) = channel();
     let sink = Arc::new(Outcomes(Mutex::new(sender), Mutex::new(None)));
-    let weak: Weak<dyn Sink<u32>> = Arc::downgrade(&sink) as Weak<dyn Sink<u32>>;
-    let storage = Loaded::load(backend).expect("load").start(options, weak);
+    let storage = Loaded::load(backend).expect("load").start(options, Arc::clone(&sink) as Arc<dyn Sink<u32>>);
     (storage, sink, receiver)
 }
 

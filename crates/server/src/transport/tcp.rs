@@ -133,7 +133,7 @@ impl TcpCodec {
         self.mode = Mode::Greeted;
         let greeting =
             if session.hub().policy().token_mode() { event::TCP_GREETING_TOKEN } else { event::TCP_GREETING };
-        session.hub().deliver(session.conn(), Bytes::from_static(greeting.as_bytes()));
+        session.hub().queue_frame(session.conn(), Bytes::from_static(greeting.as_bytes()));
     }
 
     /// Time left for the first line to complete.
@@ -310,7 +310,7 @@ fn start_text(line: &str, session: &mut Session) -> Result<(), CloseCode> {
 
 /// Queues a line of text exactly as given (text mode only).
 fn say(session: &Session, line: &str) {
-    session.hub().deliver(session.conn(), Bytes::copy_from_slice(line.as_bytes()));
+    session.hub().queue_frame(session.conn(), Bytes::copy_from_slice(line.as_bytes()));
 }
 
 /// The room plain lines are said in: the most recently joined.

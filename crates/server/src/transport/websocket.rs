@@ -195,7 +195,7 @@ fn protocol_error(error: &FrameError, session: &Session) -> CloseCode {
 /// Handles one message; `Err` when the peer asked to close.
 fn on_message(message: Message, session: &mut Session) -> Result<(), CloseCode> {
     let echo = session.conn().transport == Transport::Echo;
-    let queue = |frame| session.hub().deliver(session.conn(), frame);
+    let queue = |frame| session.hub().queue_frame(session.conn(), frame);
     let echoed = |opcode, payload: &[u8]| session.hub().message_frame(session.conn(), opcode, payload);
     match message {
         Message::Text(text) if echo => queue(echoed(OpCode::Text, &text)),

@@ -1,0 +1,115 @@
+//! The seam between the hub and whatever orders, stores and carries stored
+//! messages: the [`Broker`]. The hub hands it a publication; the broker
+//! gives it the next `seq` of its log, stores it, and brings it back to the
+//! hub of every node that has members for it through one entry point,
+//! [`Deliveries::deliver`]. The publisher's answer is a separate call,
+//! [`Deliveries::settle`], made once the broker knows the message is
+//! stored (or could not be).
+//!
+//! Two brokers fit behind it:
+//! - [`local::LocalBroker`]: one node, over the storage writer (SQLite or
+//!   memory) of [`crate::store`]; every publication is delivered on this
+//!   node, before it is settled;
+//! - a cluster broker (Redis): one atomic step assigns `seq`, appends to
+//!   the log's stream and publishes to the log's channel; a node subscribes
+//!   to the rooms it has members in ([`Broker::subscribe`]) and delivers
+//!   what arrives in `seq` order.
+//!
+//! The broker also answers what recovery needs of a log (its [`LogMeta`]:
+//! epoch, retained range, what this node delivered) and reads ranges of it.
+//!
+//! Presence, the other thing that crosses nodes, has its own seam:
+//! [`presence::Presence`].
+
+pub mod local;
+pub mod presence;
+
+use crate::store::{LogKey, LogKind, LogMeta, ProbeAnswer, Pruned, Reader};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+pub use crate::store::Submission as Publication;
+
+/// A stored message arriving for one log, in `seq` order per log.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub key: &'a LogKey,
+    /// The log's id on this node (replays deduplicate by `(log, seq)`).
+    pub log: u64,
+    pub epoch: u64,
+    pub seq: u64,
+    pub ts: u64,
+    pub from: &'a str,
+    /// The body as the publisher sent it (valid JSON).
+    pub body: &'a RawValue,
+}
+
+/// Where a message was stored: the publisher's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stored {
+    pub seq: u64,
+    pub epoch: u64,
+    pub ts: u64,
+}
+
+/// Why a publication was not accepted (answered at once).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("too many messages are waiting to be stored")]
+    Busy,
+    #[error("the broker is closed")]
+    Closed,
+}
+
+/// Why an accepted publication was not stored (answered through
+/// [`Deliveries::settle`]); nothing of it was stored or delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unstored {
+    /// The storage failed to write it (logged by the broker).
+    StorageFailed,
+}
+
+/// Orders, stores and carries stored messages; see the module docs.
+/// Every method returns without waiting on IO: whatever a broker must ask
+/// another process, it asks on a task or thread of its own.
+pub trait Broker<T>: Send + Sync + std::fmt::Debug {
+    /// Accepts a message for its log; it is delivered and settled later
+    /// (a local broker may do both before returning: the caller then must
+    /// hold no lock [`Deliveries`] takes).
+    fn publish(&self, publication: Publication<T>) -> Result<(), PublishError>;
+    /// This node has its first member in `room`: deliver its messages here.
+    /// Called under the hub's directory lock.
+    fn subscribe(&self, room: &Arc<str>);
+    /// This node's last member left `room`. Called under the directory lock.
+    fn unsubscribe(&self, room: &str);
+    /// What is known of a log, if it exists.
+    fn meta(&self, kind: LogKind, name: &str) -> Option<LogMeta>;
+    /// Records that a log's messages through `seq` were fanned out here.
+    /// The caller holds the lock that orders fan-out with joining.
+    fn mark_fanned_out(&self, kind: LogKind, name: &str, seq: u64);
+    /// Records that a user's DMs through `seq` reached one of their
+    /// connections (the inbox's delivery cursor).
+    fn mark_delivered(&self, user: &str, seq: u64);
+    /// Range reads of the logs (blocking: call from `spawn_blocking`).
+    fn reader(&self) -> Arc<dyn Reader>;
+    /// Proves a write would succeed now (`/readyz`); `answer` gets the
+    /// outcome.
+    fn probe(&self, answer: ProbeAnswer) -> Result<(), PublishError>;
+    /// How many logs exist.
+    fn log_count(&self) -> usize;
+    /// Settles what was accepted and stops; later publications fail with
+    /// [`PublishError::Closed`]. Blocks until done.
+    fn close(&self);
+}
+
+/// The hub's side of the seam: what a broker calls.
+pub trait Deliveries<T>: Send + Sync {
+    /// A stored message for this node's members of `message.key`.
+    fn deliver(&self, message: &Delivery<'_>);
+    /// The publisher's outcome, after the message was delivered here (when
+    /// it is delivered here at all).
+    fn settle(&self, ticket: T, outcome: Result<Stored, Unstored>);
+    /// Stored DMs were removed by `storage.inbox_max_per_sender`.
+    fn pruned(&self, pruned: &Pruned);
+}
