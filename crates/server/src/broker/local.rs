@@ -3,7 +3,7 @@
 //! on this node, then settled, in commit order. Subscriptions are nothing
 //! to do: every log's messages are this node's.
 
-use super::{Broker, Deliveries, Delivery, PublishError, Stored, Unstored};
+use super::{Broker, Deliveries, Delivery, Pending, PublishError, Stored, Unstored};
 use crate::store::{
     Committed, Loaded, LogKind, LogMeta, ProbeAnswer, Pruned, Reader, Sink, Storage, StoreError, Submission,
     SubmitError, WriterOptions,
@@ -38,6 +38,10 @@ impl<T: Send + 'static> Broker<T> for LocalBroker<T> {
     fn subscribe(&self, _room: &Arc<str>) {}
 
     fn unsubscribe(&self, _room: &str) {}
+
+    fn pending(&self, _kind: LogKind, _name: &str) -> Option<Pending> {
+        None
+    }
 
     fn meta(&self, kind: LogKind, name: &str) -> Option<LogMeta> {
         self.storage.meta(kind, name)

@@ -22,6 +22,7 @@
 //! [`presence::Presence`].
 
 pub mod local;
+pub mod order;
 pub mod presence;
 
 use crate::store::{LogKey, LogKind, LogMeta, ProbeAnswer, Pruned, Reader};
@@ -30,6 +31,10 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 pub use crate::store::Submission as Publication;
+
+/// What to await before this node can answer for a log (see
+/// [`Broker::pending`]).
+pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A stored message arriving for one log, in `seq` order per log.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +88,12 @@ pub trait Broker<T>: Send + Sync + std::fmt::Debug {
     fn subscribe(&self, room: &Arc<str>);
     /// This node's last member left `room`. Called under the directory lock.
     fn unsubscribe(&self, room: &str);
+    /// Whether this node knows where a log stands (on a cluster: its
+    /// subscription is in place and its position read). `None`: it does, and
+    /// [`Broker::meta`] answers for it now. Otherwise a future that ends
+    /// once it does, or once the broker gave up waiting (then `meta` says
+    /// what it knows, and recovery answers accordingly).
+    fn pending(&self, kind: LogKind, name: &str) -> Option<Pending>;
     /// What is known of a log, if it exists.
     fn meta(&self, kind: LogKind, name: &str) -> Option<LogMeta>;
     /// Records that a log's messages through `seq` were fanned out here.

@@ -221,6 +221,12 @@ impl Hub {
         }
     }
 
+    /// What to await before [`Hub::recovery`] can answer for a log (see
+    /// [`crate::broker::Broker::pending`]); `None` on a single node.
+    pub fn pending(&self, kind: LogKind, name: &str) -> Option<crate::broker::Pending> {
+        self.broker.pending(kind, name)
+    }
+
     /// What `since` can recover in a log.
     pub fn recovery(&self, kind: LogKind, name: &str, since: Option<u64>, epoch: Option<u64>) -> Recovery {
         Recovery::plan(self.broker.meta(kind, name), since, epoch)

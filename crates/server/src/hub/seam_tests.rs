@@ -18,6 +18,8 @@ struct RecordingBroker {
     subscriptions: Mutex<Vec<String>>,
     /// `(user, seq)` of each inbox delivery cursor moved.
     delivered: Mutex<Vec<(String, u64)>>,
+    /// While set and closed, every log is pending until it opens.
+    gate: Mutex<Option<tokio::sync::watch::Receiver<bool>>>,
 }
 
 impl Broker<Ticket> for RecordingBroker {
@@ -30,6 +32,12 @@ impl Broker<Ticket> for RecordingBroker {
     }
     fn unsubscribe(&self, room: &str) {
         lock(&self.subscriptions).push(format!("-{room}"));
+    }
+    fn pending(&self, _kind: LogKind, _name: &str) -> Option<crate::broker::Pending> {
+        let mut gate = lock(&self.gate).clone().filter(|gate| !*gate.borrow())?;
+        Some(Box::pin(async move {
+            let _ = gate.wait_for(|open| *open).await;
+        }))
     }
     fn meta(&self, _kind: LogKind, _name: &str) -> Option<LogMeta> {
         None
@@ -207,4 +215,35 @@ fn presence_changes_are_announced_here_only_when_the_manager_says_now_and_only_f
         };
         assert_eq!(seen, expected, "{announce:?}");
     }
+}
+
+#[tokio::test]
+async fn a_join_the_broker_cannot_answer_for_yet_is_answered_once_it_can_and_before_what_arrived_meanwhile() {
+    let broker = Arc::new(RecordingBroker::default());
+    let (open, gate) = tokio::sync::watch::channel(false);
+    *lock(&broker.gate) = Some(gate);
+    let hub = hub_over(Arc::clone(&broker), Arc::new(LocalPresence));
+    let alice = member(&hub, "alice");
+    let mut session = crate::session::Session::silent(Arc::clone(&hub), Arc::clone(&alice));
+    session.handle(r#"{"id":1,"op":"join","room":"lobby"}"#);
+    tokio::task::yield_now().await;
+    assert!(lines(&alice).is_empty(), "no answer while the broker does not know where the room stands");
+
+    let key = crate::store::LogKey { kind: LogKind::Room, name: Arc::from("lobby") };
+    let delivery = Delivery { key: &key, log: 1, epoch: 7, seq: 1, ts: 5, from: "bob", body: &body("2") };
+    Deliveries::deliver(&*hub, &delivery);
+    assert!(lines(&alice).is_empty(), "a message that arrives meanwhile is held");
+
+    open.send(true).expect("gate");
+    let mut got = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while got.len() < 2 {
+            got.extend(lines(&alice));
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the answer and the held message");
+    assert_eq!((&got[0]["re"], &got[0]["ok"], &got[0]["room"]), (&1.into(), &true.into(), &"lobby".into()), "{got:?}");
+    assert_eq!((&got[1]["ev"], &got[1]["seq"]), (&"msg".into(), &1.into()), "{got:?}");
 }

@@ -19,12 +19,12 @@ use crate::auth::Permission;
 use crate::guard::{self, reason};
 use crate::hub::conn::Transport;
 use crate::policy::Admission;
-use crate::session::Session;
+use crate::session::{Followed, Session};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use switchboard_protocol::sse::render::{refusal, response_head};
-use switchboard_protocol::sse::Follow;
+use switchboard_protocol::sse::{Follow, Position};
 use switchboard_protocol::{CloseCode, ErrorCode};
 
 /// Answers a follow request and, once admitted, starts the follower.
@@ -101,25 +101,43 @@ fn start<S: Accepted>(
     if let Some(profile) = profile {
         hub.identify(&conn, profile);
     }
-    let mut session = Session::silent(hub, conn);
+    let session = Session::silent(hub, conn);
     session.greet_follower();
-    let mut starts = Vec::with_capacity(follow.rooms.len());
-    for (room, resume) in follow.rooms.iter().zip(&follow.resume) {
-        match session.follow(room, resume.map(|at| at.seq), resume.and_then(|at| at.epoch)) {
-            // Replayed messages move the position on from where the replay starts.
-            Ok(plan) => starts.push((plan.epoch, plan.replay.map_or(plan.seq, |(_, after, _)| after))),
+    let rooms: Vec<(String, Option<Position>)> =
+        follow.rooms.iter().cloned().zip(follow.resume.iter().copied()).collect();
+    state.tracker.spawn(async move {
+        let (session, cursors) = follow_rooms(session, rooms).await;
+        tracing::debug!(conn = id, %peer, user = %session.conn().user, rooms = cursors.len(), "event stream open");
+        Connection::new(socket, session, SseCodec::new(cursors)).run(early).await
+    });
+}
+
+/// Joins the follower to its rooms, each with its recovery, and returns
+/// where each room's stream starts. In a cluster a room may first wait for
+/// the broker to know where it stands.
+async fn follow_rooms(mut session: Session, rooms: Vec<(String, Option<Position>)>) -> (Session, Vec<Cursor>) {
+    let mut starts = Vec::with_capacity(rooms.len());
+    for (room, resume) in &rooms {
+        let (since, epoch) = (resume.map(|at| at.seq), resume.and_then(|at| at.epoch));
+        let plan = match session.follow(room, since, epoch) {
+            Ok(Followed::Planned(plan)) => plan,
+            Ok(Followed::Pending { wait, presence_events }) => {
+                wait.await;
+                session.follow_planned(room, since, epoch, presence_events)
+            }
             Err(error) => {
-                tracing::debug!(conn = id, room, %error, "event stream could not follow its room, closing");
+                tracing::debug!(conn = session.conn().id, room, %error, "event stream could not follow its room, closing");
                 session.conn().close(CloseCode::GoingAway, false);
                 break;
             }
-        }
+        };
+        // Replayed messages move the position on from where the replay starts.
+        starts.push((plan.epoch, plan.replay.map_or(plan.seq, |(_, after, _)| after)));
     }
     let cursors = session
         .room_names()
         .zip(starts)
         .map(|(room, (epoch, seq))| Cursor { room: Arc::clone(room), epoch, seq })
         .collect();
-    tracing::debug!(conn = id, %peer, user = %session.conn().user, rooms = follow.rooms.len(), "event stream open");
-    state.tracker.spawn(Connection::new(socket, session, SseCodec::new(cursors)).run(early));
+    (session, cursors)
 }

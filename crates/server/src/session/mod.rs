@@ -4,16 +4,18 @@
 //! transport that speaks the JSON protocol shares it. Every command is
 //! charged to the connection's rate budget first (`crate::guard::rate`).
 
+mod recovery;
+
+pub use recovery::Followed;
+
 use crate::auth::{AuthError, Permission, Profile};
 use crate::guard::rate::{Budget, Exceeded, Verdict};
 use crate::guard::reason;
 use crate::hub::conn::Conn;
 use crate::hub::conn::Transport;
 use crate::hub::room::Room;
-use crate::hub::{Hub, HubError, Outgoing, Recovery};
-use crate::metrics::DropReason;
+use crate::hub::{Hub, HubError, Outgoing};
 use crate::policy::Admission;
-use crate::store::{LogKey, LogKind};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use smallvec::SmallVec;
@@ -34,34 +36,8 @@ pub struct Session {
 }
 
 #[derive(Serialize)]
-struct JoinReply<'a> {
-    /// `joined` when it is an event, announcing a Server-Sent Events
-    /// follower's room; absent in a reply.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ev: Option<&'static str>,
-    room: &'a str,
-    /// The room's epoch; `null` while it has no stored message.
-    epoch: Option<u64>,
-    /// The newest stored `seq` when the join was handled.
-    seq: u64,
-    /// Present when `since` was given: whether every message after it is
-    /// replayed (they follow this reply, then a `replayed` event).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    recovered: Option<bool>,
-    /// False when the room is over `limits.presence_events_max_members`.
-    presence_events: bool,
-}
-
-#[derive(Serialize)]
 struct LeaveReply<'a> {
     room: &'a str,
-}
-
-#[derive(Serialize)]
-struct InboxReply {
-    epoch: Option<u64>,
-    seq: u64,
-    recovered: bool,
 }
 
 #[derive(Serialize)]
@@ -299,119 +275,6 @@ impl Session {
                 HubError::StorageBusy | HubError::TooManyPending => ErrorCode::Overloaded,
             };
             self.reply_error(id, code, &error.to_string());
-        }
-    }
-
-    /// Joins `room`. With `since`, live frames are held from before the
-    /// connection becomes a member until the replay is queued ahead of them
-    /// (see `hub::replay`); what to replay is decided after joining.
-    fn join(
-        &mut self,
-        id: Option<&RawValue>,
-        room: &str,
-        since: Option<u64>,
-        epoch: Option<u64>,
-    ) -> Result<(), HubError> {
-        let (reply, plan) = self.enter(room, since, epoch)?;
-        match since {
-            Some(_) => {
-                let answer = id.map(|re| Encoded::new(&event::Ok { re, ok: true, data: reply }));
-                self.reply_then_replay(answer, LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan);
-            }
-            None => self.reply_ok(id, reply),
-        }
-        Ok(())
-    }
-
-    /// Follows `room` for a Server-Sent Events stream: a join (with `since`
-    /// and `epoch`, a recovery) announced by a `joined` event instead of a
-    /// reply. Returns what was recovered and where the live stream starts.
-    pub fn follow(&mut self, room: &str, since: Option<u64>, epoch: Option<u64>) -> Result<Recovery, HubError> {
-        self.permit(room, Permission::Join)?;
-        let (mut announced, plan) = self.enter(room, since, epoch)?;
-        announced.ev = Some("joined");
-        let answer = Encoded::new(&announced);
-        match since {
-            Some(_) => {
-                self.reply_then_replay(Some(answer), LogKey { kind: LogKind::Room, name: Arc::from(room) }, plan)
-            }
-            None => self.hub.reply(&self.conn, &answer),
-        }
-        Ok(plan)
-    }
-
-    /// Makes the connection a member of `room`; with `since`, live frames are
-    /// held from before it becomes one until the recovery ends. Returns the
-    /// join's answer and the recovery's plan.
-    fn enter<'r>(
-        &mut self,
-        room: &'r str,
-        since: Option<u64>,
-        epoch: Option<u64>,
-    ) -> Result<(JoinReply<'r>, Recovery), HubError> {
-        if since.is_some() {
-            self.begin_recovery()?;
-        }
-        let joined = self.hub.join(&self.conn, room).inspect_err(|_| {
-            if since.is_some() {
-                self.end_recovery();
-            }
-        })?;
-        if let Some(room) = joined.room {
-            self.rooms.push(room);
-        }
-        let plan = self.hub.recovery(LogKind::Room, room, since, epoch);
-        let reply = JoinReply {
-            ev: None,
-            room,
-            epoch: plan.epoch,
-            seq: plan.seq,
-            recovered: plan.recovered,
-            presence_events: joined.presence_events,
-        };
-        Ok((reply, plan))
-    }
-
-    /// Answers `inbox`: the reply, then the user's DMs after `since`. The
-    /// user's connections receive DMs live all along, so holding starts now.
-    fn inbox(&mut self, id: Option<&RawValue>, since: u64, epoch: Option<u64>) -> Result<(), HubError> {
-        self.begin_recovery()?;
-        let user = Arc::clone(&self.conn.user);
-        let plan = self.hub.recovery(LogKind::Inbox, &user, Some(since), epoch);
-        let reply = InboxReply { epoch: plan.epoch, seq: plan.seq, recovered: plan.recovered.unwrap_or(false) };
-        let answer = id.map(|re| Encoded::new(&event::Ok { re, ok: true, data: reply }));
-        self.reply_then_replay(answer, LogKey { kind: LogKind::Inbox, name: user }, plan);
-        Ok(())
-    }
-
-    /// Counts a recovery as a pending request and starts holding live frames.
-    fn begin_recovery(&self) -> Result<(), HubError> {
-        if !self.conn.begin_request(false) {
-            self.hub.metrics.dropped(DropReason::TooManyPending, 1);
-            return Err(HubError::TooManyPending);
-        }
-        self.conn.begin_replay();
-        Ok(())
-    }
-
-    /// Ends a recovery that replays nothing: held frames follow the reply.
-    fn end_recovery(&self) {
-        let dropped = self.conn.end_replay(0, 0);
-        if dropped > 0 {
-            self.hub.metrics.dropped(DropReason::Closing, dropped);
-        }
-        self.conn.end_request();
-    }
-
-    /// Sends `answer` ahead of held frames, then the replay `plan` asks for
-    /// (which ends the recovery), or ends the recovery at once.
-    fn reply_then_replay(&self, answer: Option<Encoded>, key: LogKey, plan: Recovery) {
-        if let Some(answer) = answer {
-            self.hub.reply_before_replay(&self.conn, &answer);
-        }
-        match plan.replay {
-            Some(range) => self.hub.spawn_replay(Arc::clone(&self.conn), key, range),
-            None => self.end_recovery(),
         }
     }
 
