@@ -19,6 +19,8 @@
 //! - [`broker`]: the seam that orders, stores and carries stored messages
 //!   (`seq`, history, delivery to every node with members); the local
 //!   broker over [`store`].
+//! - [`cluster`]: the Redis engine of a cluster (scripts, keys, the
+//!   subscriber, presence in Redis), behind `broker::cluster`.
 //! - [`store`]: room histories and DM inboxes (SQLite or memory), the
 //!   writer thread with group commit, and retention.
 //! - [`metrics`]: counters and gauges for `/metrics`.
@@ -35,6 +37,7 @@
 pub mod api;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod guard;
 pub mod hub;

@@ -29,6 +29,8 @@ mod limits;
 mod newcomer;
 mod proxy;
 mod raw;
+mod redis_engine;
+mod redis_support;
 mod registry;
 mod scrape;
 mod shutdown;

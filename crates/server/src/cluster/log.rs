@@ -1,0 +1,150 @@
+//! Logs (room histories and DM inboxes) in Redis: the `publish` script that
+//! assigns `seq`, and the reads of a log's meta and history ranges.
+//!
+//! A log's `seq` is gapless within an epoch and assigned by one script, so
+//! for one log the order of `PUBLISH`es equals `seq` order. `ts` comes from
+//! Redis's clock and never goes backwards within a log. The epoch changes
+//! only when the meta key is gone (expired, evicted, deleted, or lost with
+//! the data): its history is then dropped with it.
+
+use super::payload::{self, number, text};
+use super::scripts::scripts;
+use super::{bounded, ClusterError, Engine};
+use crate::store::{new_epoch, LogKey, StoredMessage};
+use redis::Value;
+use serde_json::value::RawValue;
+use std::time::Duration;
+
+/// A message to append.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Who sent it.
+    pub from: &'a str,
+    /// The body as the client sent it (valid JSON).
+    pub body: &'a RawValue,
+    /// The caller's idempotency scope (who, target, key), if any: a repeat
+    /// within `idempotency_window` gets the first answer and stores nothing.
+    pub idempotency: Option<&'a str>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub seq: u64,
+    pub epoch: u64,
+    /// Milliseconds since the Unix epoch, on Redis's clock.
+    pub ts: u64,
+    /// An idempotency repeat: these are the first attempt's values.
+    pub duplicate: bool,
+}
+
+/// What Redis knows about a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogInfo {
+    pub epoch: u64,
+    /// The newest `seq` (0 before the first message of this epoch).
+    pub top_seq: u64,
+    /// The oldest retained `seq`; `top_seq + 1` when nothing is retained.
+    pub first_seq: u64,
+    /// `ts` of the oldest retained message (0 when none).
+    pub first_ts: u64,
+}
+
+impl Engine {
+    /// Appends `message` to `log` and publishes it to the log's channel, in
+    /// one script. Returns once Redis ran it: the ack may go out.
+    pub async fn publish(&self, log: &LogKey, message: Outgoing<'_>) -> Result<Published, ClusterError> {
+        let keys = self.keys().log(log);
+        let config = self.config();
+        let ttl = match log.kind {
+            crate::store::LogKind::Room => config.room_ttl,
+            crate::store::LogKind::Inbox => config.inbox_ttl,
+        };
+        let json = |text: &str| serde_json::to_string(text).map_err(|e| ClusterError::BadReply(e.to_string()));
+        let mut call = scripts().publish.key(&keys.meta);
+        call.key(&keys.stream);
+        if let Some(scope) = message.idempotency {
+            call.key(keys.idempotency(scope));
+        }
+        call.arg(new_epoch())
+            .arg(config.history_max_len.max(1))
+            .arg(ttl.map_or(0, whole_seconds))
+            .arg(&keys.channel)
+            .arg(self.keys().publish_command())
+            .arg(log.kind.code())
+            .arg(json(&log.name)?)
+            .arg(message.from)
+            .arg(json(message.from)?)
+            .arg(message.body.get())
+            .arg(whole_seconds(config.idempotency_window));
+        let mut conn = self.conn();
+        let reply: Value = bounded(self.timeout(), Some("publish"), call.invoke_async(&mut conn)).await?;
+        let Value::Array(fields) = &reply else {
+            return Err(payload::bad("publish answer", &reply));
+        };
+        match fields.as_slice() {
+            [seq, epoch, ts, duplicate] => Ok(Published {
+                seq: number(seq)?,
+                epoch: number(epoch)?,
+                ts: number(ts)?,
+                duplicate: number(duplicate)? == 1,
+            }),
+            _ => Err(payload::bad("publish answer", &reply)),
+        }
+    }
+
+    /// The log's epoch, newest and oldest retained `seq`; `None` when Redis
+    /// has no such log (never written, expired or lost).
+    pub async fn meta(&self, log: &LogKey) -> Result<Option<LogInfo>, ClusterError> {
+        let keys = self.keys().log(log);
+        let mut call = scripts().meta.key(&keys.meta);
+        call.key(&keys.stream);
+        let mut conn = self.conn();
+        let reply: Value = bounded(self.timeout(), Some("meta"), call.invoke_async(&mut conn)).await?;
+        let fields = match reply {
+            Value::Nil => return Ok(None),
+            Value::Array(fields) => fields,
+            other => return Err(payload::bad("meta answer", &other)),
+        };
+        let [epoch, top, oldest, first_ts] = fields.as_slice() else {
+            return Err(ClusterError::BadReply(format!("meta answer has {} fields", fields.len())));
+        };
+        let top_seq = number(top)?;
+        let oldest = text(oldest)?;
+        let (first_seq, first_ts) =
+            if oldest.is_empty() { (top_seq + 1, 0) } else { (payload::stream_seq(&oldest)?, number(first_ts)?) };
+        Ok(Some(LogInfo { epoch: number(epoch)?, top_seq, first_seq, first_ts }))
+    }
+
+    /// Up to `limit` messages with `seq > after`, oldest first.
+    pub async fn after(&self, log: &LogKey, after: u64, limit: usize) -> Result<Vec<StoredMessage>, ClusterError> {
+        if limit == 0 || after == u64::MAX {
+            return Ok(Vec::new());
+        }
+        let stream = self.keys().log(log).stream;
+        let mut command = redis::cmd("XRANGE");
+        command.arg(&stream).arg(format!("{}-0", after + 1)).arg("+").arg("COUNT").arg(limit);
+        let mut conn = self.conn();
+        payload::entries(bounded(self.timeout(), None, command.query_async(&mut conn)).await?)
+    }
+
+    /// Up to `limit` messages with `seq < before`, oldest first (the newest
+    /// `limit` of them).
+    pub async fn before(&self, log: &LogKey, before: u64, limit: usize) -> Result<Vec<StoredMessage>, ClusterError> {
+        if limit == 0 || before <= 1 {
+            return Ok(Vec::new());
+        }
+        let stream = self.keys().log(log).stream;
+        let mut command = redis::cmd("XREVRANGE");
+        command.arg(&stream).arg(format!("{}-0", before - 1)).arg("-").arg("COUNT").arg(limit);
+        let mut conn = self.conn();
+        let mut messages = payload::entries(bounded(self.timeout(), None, command.query_async(&mut conn)).await?)?;
+        messages.reverse();
+        Ok(messages)
+    }
+}
+
+/// A duration as whole seconds, at least 1 (Redis refuses `EX 0`).
+fn whole_seconds(duration: Duration) -> u64 {
+    duration.as_secs().max(1)
+}
