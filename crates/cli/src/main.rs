@@ -94,6 +94,11 @@ struct ServeArgs {
     /// When stored messages are fsynced: always, batch or none [default: always].
     #[arg(long, value_parser = ["always", "batch", "none"])]
     sync: Option<String>,
+    /// Join a cluster of nodes serving the same rooms through Redis:
+    /// redis://HOST:PORT, rediss://, redis+cluster://H1:P1,H2:P2 or
+    /// redis+sentinel://H1:P1/MASTER (config `cluster.redis`).
+    #[arg(long)]
+    redis: Option<String>,
     /// PEM certificate chain: with --tls-key, serve HTTPS and WSS on the
     /// HTTP port and TLS on the raw TCP port (UDP stays plain). Reloaded on SIGHUP.
     #[arg(long, requires = "tls_key")]
@@ -128,6 +133,9 @@ impl ServeArgs {
         }
         if !storage.is_empty() {
             layer.insert("storage".into(), serde_json::Value::Object(storage));
+        }
+        if let Some(redis) = &self.redis {
+            layer.insert("cluster".into(), json!({ "redis": redis }));
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
             layer.insert("tls".into(), json!({"cert": cert, "key": key}));

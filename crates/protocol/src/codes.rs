@@ -67,12 +67,14 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// HTTP (503 from `/readyz`): the server cannot take work (storage not writable, shutting down).
     NotReady,
+    /// A cluster node cannot reach Redis: the message was not stored or delivered (HTTP 503).
+    Unavailable,
 }
 
 impl ErrorCode {
     /// Every code, in the order of docs/PROTOCOL.md's table (a test checks
     /// the two against each other).
-    pub const ALL: [ErrorCode; 30] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownOp,
         ErrorCode::BadRequest,
@@ -103,6 +105,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::NotReady,
+        ErrorCode::Unavailable,
     ];
 
     /// The stable string used on the wire.
@@ -138,6 +141,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::NotReady => "not_ready",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 
@@ -184,6 +188,9 @@ pub enum CloseCode {
     /// 4010: an operator closed the connection (`DELETE /api/connections/{id}`);
     /// the close carries their reason when they gave one.
     Kicked,
+    /// 4012: a cluster's Redis lost a room's history (or the user's inbox):
+    /// reconnect and rejoin with `since`, which answers `recovered: false`.
+    HistoryReset,
     /// Any other code, as received from a peer.
     Other(u16),
 }
@@ -203,12 +210,13 @@ impl CloseCode {
             CloseCode::TokenExpired => 4005,
             CloseCode::SlowConsumer => 4008,
             CloseCode::Kicked => 4010,
+            CloseCode::HistoryReset => 4012,
             CloseCode::Other(code) => code,
         }
     }
 
     /// Every named code (all but [`CloseCode::Other`]).
-    pub const NAMED: [CloseCode; 11] = [
+    pub const NAMED: [CloseCode; 12] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::Protocol,
@@ -220,6 +228,7 @@ impl CloseCode {
         CloseCode::TokenExpired,
         CloseCode::SlowConsumer,
         CloseCode::Kicked,
+        CloseCode::HistoryReset,
     ];
 
     /// The code for a number: a named variant when there is one.
@@ -241,6 +250,7 @@ impl CloseCode {
             CloseCode::TokenExpired => "token expired",
             CloseCode::SlowConsumer => "slow consumer",
             CloseCode::Kicked => "kicked by an operator",
+            CloseCode::HistoryReset => "history lost: rejoin with since",
             CloseCode::Other(_) => "",
         }
     }
@@ -297,6 +307,7 @@ mod tests {
             ErrorCode::MethodNotAllowed => 27,
             ErrorCode::UnsupportedMediaType => 28,
             ErrorCode::NotReady => 29,
+            ErrorCode::Unavailable => 30,
         };
         for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
             assert_eq!(error_index(code), index, "{code}");
@@ -314,6 +325,7 @@ mod tests {
             CloseCode::TokenExpired => 8,
             CloseCode::SlowConsumer => 9,
             CloseCode::Kicked => 10,
+            CloseCode::HistoryReset => 11,
             CloseCode::Other(_) => usize::MAX,
         };
         for (index, code) in CloseCode::NAMED.into_iter().enumerate() {

@@ -56,11 +56,15 @@ pub enum DropReason {
     WsInflateFailed,
     /// A stored DM removed: its sender has `storage.inbox_max_per_sender` newer ones in that inbox.
     InboxPerSender,
+    /// Refused: a cluster node could not reach Redis (`unavailable`).
+    ClusterUnavailable,
+    /// Gone from a log's stream in Redis before this node read them to fill a gap.
+    ClusterGap,
 }
 
 impl DropReason {
     /// Every reason, in the order `/api/stats` lists them.
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::SlowConsumer,
         DropReason::Closing,
         DropReason::UdpOversize,
@@ -73,6 +77,8 @@ impl DropReason {
         DropReason::WsInflatedTooLarge,
         DropReason::WsInflateFailed,
         DropReason::InboxPerSender,
+        DropReason::ClusterUnavailable,
+        DropReason::ClusterGap,
     ];
 
     /// The label value.
@@ -90,6 +96,8 @@ impl DropReason {
             DropReason::WsInflatedTooLarge => "ws_inflated_too_large",
             DropReason::WsInflateFailed => "ws_inflate_failed",
             DropReason::InboxPerSender => crate::guard::reason::INBOX_PER_SENDER,
+            DropReason::ClusterUnavailable => "cluster_unavailable",
+            DropReason::ClusterGap => "cluster_gap",
         }
     }
 }
@@ -143,6 +151,10 @@ pub struct Metrics {
     pub limit_hits: Family<ReasonLabel, Counter>,
     pub http_requests: Family<HttpLabel, Counter>,
     pub kicks: Counter,
+    /// Cluster mode: 1 while Redis answers and the subscription is live.
+    pub cluster_up: Gauge,
+    pub cluster_history_resets: Counter,
+    pub cluster_pushes_dropped: Counter,
 }
 
 impl Metrics {
@@ -211,10 +223,26 @@ impl Metrics {
              many requests waiting; storage_error: refused, commit failed; ws_inflated_too_large: a compressed \
              WebSocket message over the message limit once inflated, closed with 1009; ws_inflate_failed: invalid \
              deflate data, closed with 1007; inbox_per_sender: a stored DM removed, its sender has \
-             storage.inbox_max_per_sender newer ones in that inbox)",
+             storage.inbox_max_per_sender newer ones in that inbox; cluster_unavailable: refused, Redis \
+             unreachable; cluster_gap: gone from a stream in Redis before this node could read it)",
             self.dropped.clone(),
         );
         r.register("slow_consumer_disconnects", "Connections closed with 4008", self.slow_consumers.clone());
+        r.register(
+            "cluster_redis_up",
+            "Cluster mode: 1 while Redis answers and this node's subscription is live (0 on a single node)",
+            self.cluster_up.clone(),
+        );
+        r.register(
+            "cluster_history_resets",
+            "Logs whose history Redis lost (a new epoch); their members here were closed with 4012",
+            self.cluster_history_resets.clone(),
+        );
+        r.register(
+            "cluster_pushes_dropped",
+            "Publications the Redis subscriber could not keep up with (each one triggers a repair from the streams)",
+            self.cluster_pushes_dropped.clone(),
+        );
         r.register("bytes_written", "Bytes written to client sockets", self.bytes_written.clone());
         r.register(
             "socket_writes",

@@ -96,6 +96,7 @@ impl From<HubError> for ApiError {
         let code = match error {
             HubError::StorageBusy | HubError::TooManyPending => ErrorCode::Overloaded,
             HubError::ShuttingDown => ErrorCode::ShuttingDown,
+            HubError::Unavailable => ErrorCode::Unavailable,
             // Not reachable from the API (it needs no membership or token),
             // kept total all the same.
             HubError::NotMember(_) => ErrorCode::NotMember,

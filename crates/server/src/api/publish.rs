@@ -132,9 +132,13 @@ async fn store(
             let body = serde_json::to_string(&stored).unwrap_or_default();
             Ok(Answer { status: StatusCode::CREATED.as_u16(), body })
         }
-        Ok(Err(())) => Err(ApiError::unavailable(
+        Ok(Err(crate::broker::Unstored::StorageFailed)) => Err(ApiError::unavailable(
             ErrorCode::StorageFailed,
             "the message could not be stored and was not delivered",
+        )),
+        Ok(Err(crate::broker::Unstored::Unavailable)) => Err(ApiError::unavailable(
+            ErrorCode::Unavailable,
+            "the cluster cannot reach Redis: the message was not stored or delivered; retry",
         )),
         Err(_) => Err(ApiError::unavailable(ErrorCode::ShuttingDown, "the storage writer stopped")),
     }

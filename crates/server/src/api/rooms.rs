@@ -187,14 +187,12 @@ async fn presence(
     Path(room): Path<String>,
 ) -> Result<Response, ApiError> {
     let room = checked_room(room)?;
-    let (users, profiles) = state.hub.presence_of(&room);
-    let present: Vec<Present<'_>> = users
-        .iter()
-        .map(|user| {
-            let info = profiles.iter().find(|(name, _)| name == user).and_then(|(_, profile)| profile.info());
-            Present { user, info }
-        })
-        .collect();
+    let members = state.hub.members_of(&room).await.map_err(|error| {
+        tracing::warn!(room, %error, "presence could not be listed");
+        ApiError::unavailable(ErrorCode::Unavailable, "the cluster cannot reach Redis to list presence; retry")
+    })?;
+    let present: Vec<Present<'_>> =
+        members.iter().map(|(user, info)| Present { user, info: info.as_deref() }).collect();
     Ok(json_response(StatusCode::OK, &Presence { room: &room, users: present }))
 }
 

@@ -35,9 +35,9 @@ impl<T: Send + 'static> Broker<T> for LocalBroker<T> {
         self.storage.submit(publication).map_err(refused)
     }
 
-    fn subscribe(&self, _room: &Arc<str>) {}
+    fn subscribe(&self, _kind: LogKind, _name: &Arc<str>) {}
 
-    fn unsubscribe(&self, _room: &str) {}
+    fn unsubscribe(&self, _kind: LogKind, _name: &str) {}
 
     fn pending(&self, _kind: LogKind, _name: &str) -> Option<Pending> {
         None
@@ -66,6 +66,8 @@ impl<T: Send + 'static> Broker<T> for LocalBroker<T> {
     fn log_count(&self) -> usize {
         self.storage.log_count()
     }
+
+    fn relay(&self, _room: &str, _event: &[u8]) {}
 
     fn close(&self) {
         self.storage.close();

@@ -21,6 +21,7 @@
 //! Presence, the other thing that crosses nodes, has its own seam:
 //! [`presence::Presence`].
 
+pub mod cluster;
 pub mod local;
 pub mod order;
 pub mod presence;
@@ -31,6 +32,18 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 pub use crate::store::Submission as Publication;
+
+/// The two seams a hub is built over (see [`crate::hub::Hub::start`]).
+pub struct Seams<T> {
+    pub broker: Arc<dyn Broker<T>>,
+    pub presence: Arc<dyn presence::Presence>,
+}
+
+impl<T> std::fmt::Debug for Seams<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seams").field("broker", &self.broker).field("presence", &self.presence).finish()
+    }
+}
 
 /// What to await before this node can answer for a log (see
 /// [`Broker::pending`]).
@@ -65,6 +78,8 @@ pub enum PublishError {
     Busy,
     #[error("the broker is closed")]
     Closed,
+    #[error("the cluster's Redis is unreachable")]
+    Unavailable,
 }
 
 /// Why an accepted publication was not stored (answered through
@@ -73,6 +88,8 @@ pub enum PublishError {
 pub enum Unstored {
     /// The storage failed to write it (logged by the broker).
     StorageFailed,
+    /// A cluster's Redis did not answer (logged by the broker).
+    Unavailable,
 }
 
 /// Orders, stores and carries stored messages; see the module docs.
@@ -83,11 +100,12 @@ pub trait Broker<T>: Send + Sync + std::fmt::Debug {
     /// (a local broker may do both before returning: the caller then must
     /// hold no lock [`Deliveries`] takes).
     fn publish(&self, publication: Publication<T>) -> Result<(), PublishError>;
-    /// This node has its first member in `room`: deliver its messages here.
-    /// Called under the hub's directory lock.
-    fn subscribe(&self, room: &Arc<str>);
-    /// This node's last member left `room`. Called under the directory lock.
-    fn unsubscribe(&self, room: &str);
+    /// This node has its first member of a log (a room's first member, or
+    /// a user's first connection for their inbox): deliver its messages
+    /// here. Called under the hub's directory lock (rooms) or users lock.
+    fn subscribe(&self, kind: LogKind, name: &Arc<str>);
+    /// This node's last member of a log is gone. Called under the same lock.
+    fn unsubscribe(&self, kind: LogKind, name: &str);
     /// Whether this node knows where a log stands (on a cluster: its
     /// subscription is in place and its position read). `None`: it does, and
     /// [`Broker::meta`] answers for it now. Otherwise a future that ends
@@ -109,6 +127,9 @@ pub trait Broker<T>: Send + Sync + std::fmt::Debug {
     fn probe(&self, answer: ProbeAnswer) -> Result<(), PublishError>;
     /// How many logs exist.
     fn log_count(&self) -> usize;
+    /// Carries an unstored event (a volatile message) that this node
+    /// already fanned out to its own members of `room` to the other nodes'.
+    fn relay(&self, room: &str, event: &[u8]);
     /// Settles what was accepted and stops; later publications fail with
     /// [`PublishError::Closed`]. Blocks until done.
     fn close(&self);
@@ -123,4 +144,11 @@ pub trait Deliveries<T>: Send + Sync {
     fn settle(&self, ticket: T, outcome: Result<Stored, Unstored>);
     /// Stored DMs were removed by `storage.inbox_max_per_sender`.
     fn pruned(&self, pruned: &Pruned);
+    /// An unstored event another node relayed (a volatile message, or a
+    /// presence change decided cluster-wide): fan it out to this node's
+    /// members of `room`, but for `except`'s connections.
+    fn relayed(&self, room: &str, event: &[u8], except: Option<&str>);
+    /// The log's history was lost (a cluster's Redis began it again in a
+    /// new epoch): its members here must resynchronise.
+    fn history_reset(&self, key: &LogKey);
 }

@@ -11,7 +11,29 @@
 //!   other nodes whether this was the user's first (or last) connection
 //!   anywhere, and then to the members on every node.
 
+use serde_json::value::RawValue;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// A room's users (with the `info` of those who have one), or why they
+/// could not be listed.
+pub type MemberList = Result<Vec<(Arc<str>, Option<Box<RawValue>>)>, String>;
+
+/// Who is in a room: this node's rooms say it all, or the manager must ask.
+pub enum Members {
+    Here,
+    Later(Pin<Box<dyn Future<Output = MemberList> + Send>>),
+}
+
+impl std::fmt::Debug for Members {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Members::Here => "Members::Here",
+            Members::Later(_) => "Members::Later",
+        })
+    }
+}
 
 /// Whether the hub announces a presence change itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,10 +48,13 @@ pub enum Announce {
 /// Keeps presence across nodes; see the module docs. Called under the
 /// room's lock: no method waits on IO.
 pub trait Presence: Send + Sync + std::fmt::Debug {
-    /// `user` has their first connection in `room` on this node.
-    fn arrived(&self, room: &Arc<str>, user: &Arc<str>) -> Announce;
+    /// `user` (whose token's `info` is `info`) has their first connection
+    /// in `room` on this node.
+    fn arrived(&self, room: &Arc<str>, user: &Arc<str>, info: Option<&RawValue>) -> Announce;
     /// `user`'s last connection in `room` on this node left.
     fn departed(&self, room: &Arc<str>, user: &Arc<str>) -> Announce;
+    /// Who is in `room` on every node.
+    fn members(&self, room: &str) -> Members;
 }
 
 /// Presence of a single node: the hub's own rooms are the whole picture.
@@ -37,11 +62,15 @@ pub trait Presence: Send + Sync + std::fmt::Debug {
 pub struct LocalPresence;
 
 impl Presence for LocalPresence {
-    fn arrived(&self, _room: &Arc<str>, _user: &Arc<str>) -> Announce {
+    fn arrived(&self, _room: &Arc<str>, _user: &Arc<str>, _info: Option<&RawValue>) -> Announce {
         Announce::Now
     }
 
     fn departed(&self, _room: &Arc<str>, _user: &Arc<str>) -> Announce {
         Announce::Now
+    }
+
+    fn members(&self, _room: &str) -> Members {
+        Members::Here
     }
 }

@@ -7,6 +7,7 @@
 //! - [`sections`]: storage, limits and the transports' options;
 //! - [`trust`]: identity, TLS and who may read metrics.
 
+mod cluster;
 pub mod listen;
 mod sections;
 mod trust;
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use cluster::Cluster;
 pub use sections::*;
 pub use trust::{ApiKey, Auth, AuthMode, MetricsOptions, Tls};
 
@@ -25,7 +27,7 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 const ENV_PREFIX: &str = "SWITCHBOARD_";
 /// Top-level keys the environment may set; other `SWITCHBOARD_*` variables
 /// (such as `SWITCHBOARD_REQUIRE_EXTERNAL` for the test suite) are ignored.
-const ENV_KEYS: [&str; 17] = [
+const ENV_KEYS: [&str; 18] = [
     "http",
     "tcp",
     "udp",
@@ -43,6 +45,7 @@ const ENV_KEYS: [&str; 17] = [
     "tls",
     "metrics",
     "trusted_proxies",
+    "cluster",
 ];
 
 /// Everything the server can be told. See `default.toml` for meanings.
@@ -70,6 +73,7 @@ pub struct Config {
     pub auth: Auth,
     pub tls: Tls,
     pub metrics: MetricsOptions,
+    pub cluster: Cluster,
 }
 
 impl Default for Config {
@@ -92,6 +96,7 @@ impl Default for Config {
             auth: Auth::default(),
             tls: Tls::default(),
             metrics: MetricsOptions::default(),
+            cluster: Cluster::default(),
         }
     }
 }

@@ -55,7 +55,13 @@ impl Hub {
     /// unstored and without a `seq` (nobody when the room has no members);
     /// returns its `ts`.
     pub fn publish_volatile_from(&self, room: &str, from: &str, body: &RawValue) -> u64 {
-        let Some(room) = lock(&self.rooms).get(room).cloned() else { return unix_ms() };
+        let Some(room) = lock(&self.rooms).get(room).cloned() else {
+            // No member here; a cluster's other nodes may have some.
+            let ts = unix_ms();
+            let message = event::RoomMessage { ev: "msg", room, seq: None, from, ts, body, volatile: Some(true) };
+            self.broker.relay(room, Encoded::new(&message).json());
+            return ts;
+        };
         let mut state = room.lock();
         self.fan_out_volatile(&mut state, &room.name, from, body)
     }
@@ -65,7 +71,10 @@ impl Hub {
     pub(super) fn fan_out_volatile(&self, state: &mut RoomState, room: &str, from: &str, body: &RawValue) -> u64 {
         let ts = unix_ms();
         let message = event::RoomMessage { ev: "msg", room, seq: None, from, ts, body, volatile: Some(true) };
-        self.fan_out(state.members_in_address_order(), &Encoded::new(&message));
+        let encoded = Encoded::new(&message);
+        self.fan_out(state.members_in_address_order(), &encoded);
+        // The other nodes' members (a cluster); nothing to do on one node.
+        self.broker.relay(room, encoded.json());
         self.metrics.messages_published.inc();
         ts
     }

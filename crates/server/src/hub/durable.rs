@@ -26,7 +26,7 @@ pub enum Ticket {
     /// `idempotency_key`, `first` records where it was stored for repeats.
     Conn { conn: Arc<Conn>, id: Option<Box<RawValue>>, first: Option<First<Stored>> },
     /// An HTTP request waiting for the outcome (`api`'s publish endpoints).
-    Http(oneshot::Sender<Result<Stored, ()>>),
+    Http(oneshot::Sender<Result<Stored, Unstored>>),
 }
 
 #[derive(Serialize)]
@@ -191,7 +191,7 @@ impl Hub {
         name: &str,
         from: Arc<str>,
         body: Box<RawValue>,
-    ) -> Result<oneshot::Receiver<Result<Stored, ()>>, HubError> {
+    ) -> Result<oneshot::Receiver<Result<Stored, Unstored>>, HubError> {
         let (answer, receiver) = oneshot::channel();
         let key = LogKey { kind, name: Arc::from(name) };
         let publication = Publication { key, from, body, ticket: Ticket::Http(answer) };
@@ -218,6 +218,11 @@ impl Hub {
                 HubError::StorageBusy
             }
             PublishError::Closed => HubError::ShuttingDown,
+            PublishError::Unavailable => {
+                self.metrics.dropped(DropReason::ClusterUnavailable, 1);
+                tracing::warn!(conn, "Redis unreachable: message refused with `unavailable`");
+                HubError::Unavailable
+            }
         }
     }
 
@@ -325,7 +330,34 @@ impl Deliveries<Ticket> for Hub {
     fn settle(&self, ticket: Ticket, outcome: Result<Stored, Unstored>) {
         match outcome {
             Ok(stored) => self.acknowledge(ticket, stored),
-            Err(Unstored::StorageFailed) => self.refuse_unstored(ticket),
+            Err(reason) => self.refuse_unstored(ticket, reason),
+        }
+    }
+
+    fn relayed(&self, room: &str, event: &[u8], except: Option<&str>) {
+        let Some(room) = lock(&self.rooms).get(room).cloned() else { return };
+        let Ok(event) = serde_json::from_slice::<&RawValue>(event) else {
+            return tracing::warn!(room = %room.name, "a relayed event is not JSON; dropped");
+        };
+        let encoded = Encoded::new(&event);
+        let mut state = room.lock();
+        match except {
+            Some(user) => self.fan_out(state.members().filter(|member| &*member.user != user), &encoded),
+            None => self.fan_out(state.members_in_address_order(), &encoded),
+        }
+    }
+
+    fn history_reset(&self, key: &LogKey) {
+        let members: Vec<Arc<Conn>> = match key.kind {
+            LogKind::Room => lock(&self.rooms)
+                .get(&key.name)
+                .map(|room| room.lock().members().cloned().collect())
+                .unwrap_or_default(),
+            LogKind::Inbox => lock(&self.users).get(&key.name).to_vec(),
+        };
+        tracing::warn!(log = %key.name, members = members.len(), "history lost: closing its members here with 4012");
+        for member in members {
+            member.close(switchboard_protocol::CloseCode::HistoryReset, false);
         }
     }
 
@@ -365,20 +397,29 @@ impl Hub {
     }
 
     /// Answers the publisher of a message that could not be stored.
-    fn refuse_unstored(&self, ticket: Ticket) {
-        self.metrics.dropped(DropReason::StorageError, 1);
-        let label = crate::metrics::ErrorLabel { code: ErrorCode::StorageFailed.as_str() };
-        self.metrics.command_errors.get_or_create(&label).inc();
+    fn refuse_unstored(&self, ticket: Ticket, reason: Unstored) {
+        let (drop, code, text) = match reason {
+            Unstored::StorageFailed => (
+                DropReason::StorageError,
+                ErrorCode::StorageFailed,
+                "the message could not be stored and was not delivered",
+            ),
+            Unstored::Unavailable => (
+                DropReason::ClusterUnavailable,
+                ErrorCode::Unavailable,
+                "the cluster cannot reach Redis: the message was not stored or delivered; retry",
+            ),
+        };
+        self.metrics.dropped(drop, 1);
+        self.metrics.command_errors.get_or_create(&crate::metrics::ErrorLabel { code: code.as_str() }).inc();
         match ticket {
             // A keyed attempt's `first` goes with it: repeats learn it failed.
             Ticket::Conn { conn, id, .. } => {
-                let text = "the message could not be stored and was not delivered";
-                let reply = event::Error::new(id.as_deref(), ErrorCode::StorageFailed, text);
-                self.reply(&conn, &Encoded::new(&reply));
+                self.reply(&conn, &Encoded::new(&event::Error::new(id.as_deref(), code, text)));
                 conn.end_request();
             }
             Ticket::Http(answer) => {
-                let _ = answer.send(Err(()));
+                let _ = answer.send(Err(reason));
             }
         }
     }

@@ -10,8 +10,9 @@ fn test_hub() -> Arc<Hub> {
     let writer = config.storage.writer_options();
     let limits = crate::server::hub_limits(&config);
     let loaded = crate::store::Loaded::load(Box::new(Memory::new())).expect("load");
-    Hub::start(limits, Arc::default(), policy, Arc::new(crate::broker::presence::LocalPresence), |deliveries| {
-        Arc::new(crate::broker::local::LocalBroker::start(loaded, writer, deliveries))
+    Hub::start(limits, Arc::default(), policy, |deliveries| crate::broker::Seams {
+        broker: Arc::new(crate::broker::local::LocalBroker::start(loaded, writer, deliveries)),
+        presence: Arc::new(crate::broker::presence::LocalPresence),
     })
 }
 

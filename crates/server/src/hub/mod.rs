@@ -20,6 +20,7 @@ mod durable;
 pub mod flush;
 mod framing;
 mod outbound;
+mod presence;
 mod replay;
 pub mod room;
 mod sweep;
@@ -36,20 +37,21 @@ pub use table::{ConnectionRow, TableFilter};
 use crate::auth::expiry::Expiries;
 use crate::auth::Profile;
 use crate::broker::presence::{Announce, Presence};
-use crate::broker::{Broker, Deliveries};
+use crate::broker::{Broker, Deliveries, Seams};
 use crate::metrics::{DropReason, Metrics, TransportLabel};
 use crate::policy::{Policy, PolicyCell};
+use crate::store::LogKind;
 use crate::util::lock;
 use bytes::Bytes;
 use conn::{Conn, ConnId, Enqueued, Transport};
 use flush::FlushClock;
-use room::{Directory, Room, RoomState};
+use room::{Directory, Room};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_protocol::event::Encoded;
-use switchboard_protocol::{event, CloseCode};
+use switchboard_protocol::CloseCode;
 use tabs::TabSet;
 
 /// Hub-wide limits, taken from the config.
@@ -111,6 +113,8 @@ pub enum HubError {
     StorageBusy,
     #[error("too many requests in flight on this connection; wait for their answers")]
     TooManyPending,
+    #[error("the cluster cannot reach Redis: the message was not stored or delivered; retry")]
+    Unavailable,
 }
 
 /// Rooms, users and connections of one server.
@@ -144,15 +148,14 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub whose stored messages go through the broker `connect` makes
-    /// (the broker reaches the hub through the [`Deliveries`] it is given),
-    /// and whose rooms' presence changes go to `presence`.
+    /// A hub over the broker and presence manager `connect` makes: stored
+    /// messages go through the broker, presence changes to the manager, and
+    /// both reach the hub through the [`Deliveries`] they are given.
     pub fn start(
         limits: HubLimits,
         metrics: Arc<Metrics>,
         policy: Arc<PolicyCell>,
-        presence: Arc<dyn Presence>,
-        connect: impl FnOnce(std::sync::Weak<dyn Deliveries<Ticket>>) -> Arc<dyn Broker<Ticket>>,
+        connect: impl FnOnce(std::sync::Weak<dyn Deliveries<Ticket>>) -> Seams<Ticket>,
     ) -> Arc<Hub> {
         let idempotency = crate::idempotency::Window::new(
             limits.idempotency_window,
@@ -161,6 +164,7 @@ impl Hub {
         );
         Arc::new_cyclic(|hub: &std::sync::Weak<Hub>| {
             let deliveries: std::sync::Weak<dyn Deliveries<Ticket>> = hub.clone();
+            let Seams { broker, presence } = connect(deliveries);
             Hub {
                 flush_clock: Arc::new(FlushClock::new(limits.write_window, limits.write_window_max)),
                 limits,
@@ -171,7 +175,7 @@ impl Hub {
                 shutting_down: AtomicBool::new(false),
                 rooms: Mutex::default(),
                 users: Mutex::default(),
-                broker: connect(deliveries),
+                broker,
                 presence,
                 policy,
                 expiries: Arc::default(),
@@ -292,7 +296,12 @@ impl Hub {
     /// (1001) if the server is shutting down.
     fn add(&self, conn: Conn) -> Arc<Conn> {
         let conn = Arc::new(conn);
-        lock(&self.users).add(&conn);
+        {
+            let mut users = lock(&self.users);
+            if users.add(&conn) == Some(true) {
+                self.inbox_arrived(&conn.user);
+            }
+        }
         if self.is_shutting_down() {
             conn.close(CloseCode::GoingAway, false);
         }
@@ -318,7 +327,28 @@ impl Hub {
 
     /// Removes `conn` from the users directory; false if it was not there.
     fn forget(&self, conn: &Conn) -> bool {
-        lock(&self.users).remove(conn).is_some()
+        let mut users = lock(&self.users);
+        let removed = users.remove(conn);
+        if removed == Some(true) {
+            self.inbox_left(&conn.user);
+        }
+        removed.is_some()
+    }
+
+    /// A user's first connection here: their inbox's messages come here
+    /// (called under the users lock). Placeholder names (`#pending-…`) have
+    /// no inbox.
+    fn inbox_arrived(&self, user: &Arc<str>) {
+        if !user.starts_with('#') {
+            self.broker.subscribe(LogKind::Inbox, user);
+        }
+    }
+
+    /// A user's last connection here went (called under the users lock).
+    fn inbox_left(&self, user: &str) {
+        if !user.starts_with('#') {
+            self.broker.unsubscribe(LogKind::Inbox, user);
+        }
     }
 
     /// Re-registers a connection that is in no room under a new name and
@@ -330,9 +360,13 @@ impl Hub {
             // takes: nothing addressed to the new name can be queued before
             // the old queue is in place, or be replaced by it.
             let mut users = lock(&self.users);
-            users.remove(old);
+            if users.remove(old) == Some(true) {
+                self.inbox_left(&old.user);
+            }
             old.move_queue_to(&conn);
-            users.add(&conn);
+            if users.add(&conn) == Some(true) {
+                self.inbox_arrived(&conn.user);
+            }
         }
         if self.is_shutting_down() {
             conn.close(CloseCode::GoingAway, false);
@@ -356,8 +390,7 @@ impl Hub {
             }
             let first_of_user = state.add(conn);
             let presence_events = self.presence_events(&state);
-            let announce =
-                first_of_user == Some(true) && self.presence.arrived(&room.name, &conn.user) == Announce::Now;
+            let announce = first_of_user == Some(true) && self.arrived(&room.name, conn) == Announce::Now;
             if announce && presence_events {
                 self.announce_presence(&state, conn, "join", &room.name);
             }
@@ -372,7 +405,7 @@ impl Hub {
             return Arc::clone(room);
         }
         let room = Arc::new(Room::new(Arc::from(name)));
-        self.broker.subscribe(&room.name);
+        self.broker.subscribe(LogKind::Room, &room.name);
         rooms.insert(Arc::clone(&room));
         self.metrics.rooms.inc();
         room
@@ -406,21 +439,9 @@ impl Hub {
         state.removed = true;
         if rooms.get(&room.name).is_some_and(|current| Arc::ptr_eq(current, room)) {
             rooms.remove(&room.name);
-            self.broker.unsubscribe(&room.name);
+            self.broker.unsubscribe(LogKind::Room, &room.name);
             self.metrics.rooms.dec();
         }
-    }
-
-    fn presence_events(&self, state: &RoomState) -> bool {
-        let limit = self.limits.presence_events_max_members;
-        limit == 0 || state.user_count() <= limit
-    }
-
-    fn announce_presence(&self, state: &RoomState, conn: &Conn, ev: &'static str, room: &str) {
-        let profile = conn.profile();
-        let info = profile.as_ref().and_then(|profile| profile.info());
-        let encoded = Encoded::new(&event::Presence { ev, room, user: &conn.user, info });
-        self.fan_out(state.others(conn.id), &encoded);
     }
 
     /// Delivers a volatile message to `room` at once, unstored and without
@@ -436,17 +457,6 @@ impl Hub {
             return Err(HubError::NotMember(room.name.to_string()));
         }
         Ok(self.fan_out_volatile(&mut state, &room.name, &conn.user, body))
-    }
-
-    /// The users present in `room`, sorted, and their token profiles
-    /// (empty if the room does not exist).
-    pub fn presence_of(&self, room: &str) -> (Vec<Arc<str>>, Vec<UserProfile>) {
-        let room = lock(&self.rooms).get(room).cloned();
-        room.map(|room| {
-            let state = room.lock();
-            (state.user_names(), state.profiles())
-        })
-        .unwrap_or_default()
     }
 
     /// Queues an event for one connection in that connection's framing.

@@ -27,11 +27,11 @@ impl Broker<Ticket> for RecordingBroker {
         lock(&self.published).push(publication);
         Ok(())
     }
-    fn subscribe(&self, room: &Arc<str>) {
-        lock(&self.subscriptions).push(format!("+{room}"));
+    fn subscribe(&self, kind: LogKind, name: &Arc<str>) {
+        lock(&self.subscriptions).push(format!("+{}{name}", if kind == LogKind::Inbox { "@" } else { "" }));
     }
-    fn unsubscribe(&self, room: &str) {
-        lock(&self.subscriptions).push(format!("-{room}"));
+    fn unsubscribe(&self, kind: LogKind, name: &str) {
+        lock(&self.subscriptions).push(format!("-{}{name}", if kind == LogKind::Inbox { "@" } else { "" }));
     }
     fn pending(&self, _kind: LogKind, _name: &str) -> Option<crate::broker::Pending> {
         let mut gate = lock(&self.gate).clone().filter(|gate| !*gate.borrow())?;
@@ -56,6 +56,7 @@ impl Broker<Ticket> for RecordingBroker {
     fn log_count(&self) -> usize {
         0
     }
+    fn relay(&self, _room: &str, _event: &[u8]) {}
     fn close(&self) {}
 }
 
@@ -64,7 +65,7 @@ impl Broker<Ticket> for RecordingBroker {
 struct FixedPresence(Announce, Mutex<Vec<String>>);
 
 impl Presence for FixedPresence {
-    fn arrived(&self, room: &Arc<str>, user: &Arc<str>) -> Announce {
+    fn arrived(&self, room: &Arc<str>, user: &Arc<str>, _info: Option<&RawValue>) -> Announce {
         lock(&self.1).push(format!("+{user}@{room}"));
         self.0
     }
@@ -72,13 +73,16 @@ impl Presence for FixedPresence {
         lock(&self.1).push(format!("-{user}@{room}"));
         self.0
     }
+    fn members(&self, _room: &str) -> crate::broker::presence::Members {
+        crate::broker::presence::Members::Here
+    }
 }
 
 fn hub_over(broker: Arc<RecordingBroker>, presence: Arc<dyn Presence>) -> Arc<Hub> {
     let config = Config::default();
     let policy = Arc::new(PolicyCell::new(Policy::build(&config, &[]).expect("policy")));
     let limits = crate::server::hub_limits(&config);
-    Hub::start(limits, Arc::default(), policy, presence, |_| broker)
+    Hub::start(limits, Arc::default(), policy, |_| crate::broker::Seams { broker, presence })
 }
 
 fn member(hub: &Hub, user: &str) -> Arc<Conn> {
@@ -165,18 +169,25 @@ fn a_message_the_broker_could_not_store_reaches_nobody_and_its_sender_is_told() 
 }
 
 #[test]
-fn the_broker_is_told_when_a_room_gets_its_first_member_here_and_loses_its_last() {
+fn the_broker_is_told_when_a_room_or_an_inbox_gets_its_first_member_here_and_loses_its_last() {
     let broker = Arc::new(RecordingBroker::default());
     let hub = hub_over(Arc::clone(&broker), Arc::new(LocalPresence));
     let (alice, bob) = (member(&hub, "alice"), member(&hub, "bob"));
     let room = hub.join(&alice, "lobby").expect("join").room.expect("new member");
     hub.join(&bob, "lobby").expect("join");
+    assert_eq!(*lock(&broker.subscriptions), ["+@alice", "+@bob", "+lobby"], "inboxes on connect, the room once");
     hub.leave(&alice, &room);
-    assert_eq!(*lock(&broker.subscriptions), ["+lobby"]);
+    assert_eq!(lock(&broker.subscriptions).len(), 3);
     hub.leave(&bob, &room);
-    assert_eq!(*lock(&broker.subscriptions), ["+lobby", "-lobby"]);
+    assert_eq!(lock(&broker.subscriptions)[3..], ["-lobby"]);
     hub.join(&bob, "lobby").expect("join again");
-    assert_eq!(*lock(&broker.subscriptions), ["+lobby", "-lobby", "+lobby"]);
+    assert_eq!(lock(&broker.subscriptions)[3..], ["-lobby", "+lobby"]);
+    let bob_tab = member(&hub, "bob");
+    hub.unregister(&bob_tab);
+    assert_eq!(lock(&broker.subscriptions)[3..], ["-lobby", "+lobby"], "bob's second tab changes nothing");
+    hub.leave(&alice, &room);
+    hub.unregister(&alice);
+    assert_eq!(lock(&broker.subscriptions)[5..], ["-@alice"], "alice's last connection went");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod recovery;
 pub use recovery::Followed;
 
 use crate::auth::{AuthError, Permission, Profile};
+use crate::broker::presence::{MemberList, Members};
 use crate::guard::rate::{Budget, Exceeded, Verdict};
 use crate::guard::reason;
 use crate::hub::conn::Conn;
@@ -23,6 +24,42 @@ use std::sync::Arc;
 use switchboard_protocol::command::{self, Command, Request};
 use switchboard_protocol::event::{self, Encoded};
 use switchboard_protocol::{CloseCode, ErrorCode};
+
+/// Queues the `hello`: ahead of the held frames (and ending the hold) when
+/// it had to wait for the inbox's position.
+fn hello(hub: &Hub, conn: &Conn, token: Option<&str>, held: bool) {
+    let inbox = hub.inbox_status(&conn.user);
+    let hello = Encoded::new(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: token, inbox });
+    if !held {
+        return hub.reply(conn, &hello);
+    }
+    hub.reply_before_replay(conn, &hello);
+    let dropped = conn.end_replay(0, 0);
+    if dropped > 0 {
+        hub.metrics.dropped(crate::metrics::DropReason::Closing, dropped);
+    }
+    conn.end_request();
+}
+
+/// Answers `presence` with `members`, or `unavailable` when a cluster
+/// could not list them.
+fn reply_presence(hub: &Hub, conn: &Conn, id: Option<&RawValue>, room: &str, members: MemberList) {
+    let Some(re) = id else { return };
+    let members = match members {
+        Ok(members) => members,
+        Err(error) => {
+            tracing::warn!(room, %error, "presence could not be listed");
+            let text = "the cluster cannot reach Redis to list presence; retry";
+            return hub.reply(conn, &Encoded::new(&event::Error::new(Some(re), ErrorCode::Unavailable, text)));
+        }
+    };
+    let users: Vec<Arc<str>> = members.iter().map(|(user, _)| Arc::clone(user)).collect();
+    let info = members
+        .iter()
+        .filter_map(|(user, info)| Some((user.to_string(), serde_json::from_str(info.as_deref()?.get()).ok()?)))
+        .collect();
+    hub.reply(conn, &Encoded::new(&event::Ok { re, ok: true, data: PresenceReply { room, users: &users, info } }));
+}
 
 /// One connection's protocol state.
 #[derive(Debug)]
@@ -77,9 +114,18 @@ impl Session {
 
     /// Queues the `hello` event (with the UDP session token, if any).
     pub fn greet(&self, token: Option<&str>) {
-        let conn = &self.conn;
-        let inbox = self.hub.inbox_status(&conn.user);
-        self.queue(&event::Hello { ev: "hello", user: &conn.user, conn: conn.id, session: token, inbox });
+        let Some(pending) = self.hub.pending(crate::store::LogKind::Inbox, &self.conn.user) else {
+            return hello(&self.hub, &self.conn, token, false);
+        };
+        // A cluster node that just subscribed to the user's inbox: the
+        // `hello` (with the inbox's position) waits, and comes first.
+        self.conn.begin_request(true);
+        self.conn.begin_replay();
+        let (hub, conn, token) = (Arc::clone(&self.hub), Arc::clone(&self.conn), token.map(ToOwned::to_owned));
+        tokio::spawn(async move {
+            pending.await;
+            hello(&hub, &conn, token.as_deref(), true);
+        });
     }
 
     /// Queues the `hello` of an event stream follower: no inbox status, as
@@ -272,6 +318,7 @@ impl Session {
                 HubError::NotMember(_) => ErrorCode::NotMember,
                 HubError::Forbidden(..) => ErrorCode::Forbidden,
                 HubError::ShuttingDown => ErrorCode::ShuttingDown,
+                HubError::Unavailable => ErrorCode::Unavailable,
                 HubError::StorageBusy | HubError::TooManyPending => ErrorCode::Overloaded,
             };
             self.reply_error(id, code, &error.to_string());
@@ -325,15 +372,24 @@ impl Session {
 
     /// Answers `presence`: the users, and the `info` of those who have one.
     fn presence(&self, id: Option<&RawValue>, room: &str) {
-        let (users, profiles) = self.hub.presence_of(room);
-        let info = profiles
-            .iter()
-            .filter_map(|(user, profile)| {
-                let info = serde_json::from_str(profile.info()?.get()).ok()?;
-                Some((user.to_string(), info))
-            })
-            .collect();
-        self.reply_ok(id, PresenceReply { room, users: &users, info });
+        let list = match self.hub.members(room) {
+            Members::Here => return reply_presence(&self.hub, &self.conn, id, room, Ok(self.hub.local_members(room))),
+            Members::Later(list) => list,
+        };
+        if !self.conn.begin_request(false) {
+            self.hub.metrics.dropped(crate::metrics::DropReason::TooManyPending, 1);
+            return self.reply_error(id, ErrorCode::Overloaded, &HubError::TooManyPending.to_string());
+        }
+        let (hub, conn, id, room) =
+            (Arc::clone(&self.hub), Arc::clone(&self.conn), id.map(ToOwned::to_owned), room.to_owned());
+        tokio::spawn(async move {
+            let mut members = list.await;
+            if let Ok(members) = &mut members {
+                members.sort_by(|a, b| a.0.cmp(&b.0));
+            }
+            reply_presence(&hub, &conn, id.as_deref(), &room, members);
+            conn.end_request();
+        });
     }
 
     /// Answers `auth`: a fresh token for the same user replaces the

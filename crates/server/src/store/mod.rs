@@ -66,6 +66,13 @@ pub struct LogKey {
     pub name: Arc<str>,
 }
 
+impl LogKey {
+    /// A room's history.
+    pub fn room(name: &str) -> Self {
+        LogKey { kind: LogKind::Room, name: Arc::from(name) }
+    }
+}
+
 /// What the server keeps in memory about one log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogMeta {
@@ -229,6 +236,10 @@ pub enum StoreError {
     Sync(std::io::Error),
     #[error("the storage writer has stopped")]
     Stopped,
+    #[error("the cluster's Redis: {0}")]
+    Broker(String),
+    #[error("log {log} is not subscribed on this node")]
+    Unsubscribed { log: u64 },
 }
 
 crate::util::from_cause!(StoreError, StoreError::Sqlite, rusqlite::Error);

@@ -18,6 +18,7 @@ mod auth_raw;
 mod chat;
 mod client_lib;
 mod closes;
+mod cluster;
 mod coalesce;
 mod codes;
 mod compression;

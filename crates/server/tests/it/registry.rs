@@ -56,6 +56,11 @@ const TESTED: &[(Kind, &str, &[&str])] = &[
         ],
     ),
     (Error, "shutting_down", &[DRAIN]),
+    (
+        Error,
+        "unavailable",
+        &["cluster::redis_killed_and_restarted_loses_no_acked_message_and_publishes_meanwhile_are_refused"],
+    ),
     (Error, "too_large", &[OVERSIZE]),
     (Error, "no_session", &["raw::udp_sessions_expire_and_unknown_sources_get_a_short_error"]),
     (
@@ -123,6 +128,11 @@ const TESTED: &[(Kind, &str, &[&str])] = &[
     (Close, "4005", &[REFRESH]),
     (Close, "4008", &["limits::a_client_that_stops_reading_gets_4008_while_others_keep_receiving"]),
     (Close, "4010", &[KICK]),
+    (
+        Close,
+        "4012",
+        &["cluster::members_of_a_room_whose_history_redis_lost_are_closed_with_4012_and_then_told_recovered_false"],
+    ),
     (TcpClose, "1000", &["closes::quit_closes_a_text_mode_connection_with_1000"]),
     (TcpClose, "1001", &["raw::shutdown_is_announced_on_tcp_and_udp_too"]),
     (TcpClose, "1009", &[OVERSIZE]),

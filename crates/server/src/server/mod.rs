@@ -1,7 +1,8 @@
 //! `run`: wires config, hub, listeners and shutdown together, and the
 //! accept loops with their admission limit.
 
-use crate::broker::local::LocalBroker;
+mod start;
+
 use crate::config::{Config, StorageBackend};
 use crate::guard::{self, Listener};
 use crate::hub::{Hub, HubLimits};
@@ -11,7 +12,7 @@ use crate::policy::{Policy, PolicyCell, PolicyError};
 use crate::session::Session;
 use crate::store::memory::Memory;
 use crate::store::sqlite::Sqlite;
-use crate::store::{self, Backend, StoreError};
+use crate::store::{Backend, StoreError};
 use crate::tls::Acceptors;
 use crate::transport::front::{self, Counted};
 use crate::transport::http::HttpState;
@@ -53,6 +54,8 @@ pub enum ServerError {
     Policy(#[from] PolicyError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
 }
 
 crate::util::from_cause!(ServerError, ServerError::Storage, StoreError);
@@ -85,7 +88,11 @@ pub async fn run_with_reload(
     shutdown: impl Future<Output = ()>,
     reloads: Option<Reloads>,
 ) -> Result<(), ServerError> {
-    let backend = open_backend(&config)?;
+    // A cluster node keeps history in Redis: no data directory to open.
+    let backend: Box<dyn Backend> = match config.cluster.enabled() {
+        true => Box::new(Memory::new()),
+        false => open_backend(&config)?,
+    };
     serve(config, listeners, backend, shutdown, reloads).await
 }
 
@@ -119,22 +126,8 @@ async fn serve(
     tracing::info!(mode = if policy.load().token_mode() { "token" } else { "open" }, "authentication");
     let metrics = Arc::new(Metrics::default());
     metrics.max_connections.set(max_connections as i64);
-    let loaded = store::Loaded::load(backend)?;
-    let writer = config.storage.writer_options();
-    let hub = Hub::start(
-        hub_limits(&config),
-        Arc::clone(&metrics),
-        policy,
-        Arc::new(crate::broker::presence::LocalPresence),
-        |deliveries| Arc::new(LocalBroker::start(loaded, writer, deliveries)),
-    );
-    tracing::info!(
-        backend = ?config.storage.backend,
-        data = %config.data.display(),
-        sync = ?config.storage.sync,
-        logs = hub.storage_log_count(),
-        "storage ready"
-    );
+    let started = start::start_hub(&config, hub_limits(&config), &metrics, policy, backend).await?;
+    let (hub, cluster_presence) = (started.hub, started.presence);
     let tls = config.tls.enabled().then(|| Acceptors::new(Arc::clone(hub.policy_cell()))).transpose()?;
     let shown = if tls.is_some() { "on: HTTPS and WSS, TLS on raw TCP; UDP stays plain" } else { "off" };
     tracing::info!(tls = shown, "encryption");
@@ -191,6 +184,13 @@ async fn serve(
         () = accept_http(listeners.http, &state) => {}
         () = raw_tcp => {}
         () = shutdown => {}
+    }
+    if let Some(presence) = &cluster_presence {
+        // Users who reconnect to another node meanwhile do not flap.
+        let grace = config.cluster.presence_grace;
+        if let Err(error) = presence.leave_after(grace).await {
+            tracing::warn!(%error, "could not keep presence for the grace period; the reaper removes it");
+        }
     }
     drain(&hub, &tracker, &stop, &udp_stop, config.shutdown.drain_timeout).await;
     clock_stop.cancel();

@@ -1,0 +1,204 @@
+//! The control task of a cluster node: it owns the Redis subscriber,
+//! subscribes and unsubscribes logs in the order the hub asked, reads each
+//! new subscription's position, hands publications to their slots, and
+//! repairs every slot when the subscription comes back after an outage.
+
+use super::slot::{Arrival, Next, Slot};
+use super::{Control, Shared};
+use crate::cluster::{LogInfo, Subscriber, SubscriberEvent};
+use crate::store::LogKey;
+use crate::util::lock;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How often subscriptions that failed are tried again.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+/// Most subscription requests taken in one batch.
+const BATCH: usize = 512;
+
+pub(super) async fn run<T: Send + 'static>(
+    shared: Arc<Shared<T>>,
+    subscriber: Subscriber,
+    mut events: mpsc::Receiver<SubscriberEvent>,
+    mut requests: mpsc::UnboundedReceiver<Control>,
+) {
+    let mut retry = tokio::time::interval(RETRY_EVERY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed: Vec<Arc<Slot>> = Vec::new();
+    loop {
+        tokio::select! {
+            request = requests.recv() => {
+                let Some(request) = request else { return };
+                let mut batch = vec![request];
+                while batch.len() < BATCH {
+                    match requests.try_recv() {
+                        Ok(request) => batch.push(request),
+                        Err(_) => break,
+                    }
+                }
+                handle_requests(&shared, &subscriber, batch, &mut failed).await;
+            }
+            event = events.recv() => {
+                let Some(event) = event else {
+                    tracing::error!("the Redis subscriber stopped");
+                    return;
+                };
+                on_event(&shared, event, &mut failed);
+            }
+            _ = retry.tick(), if !failed.is_empty() => {
+                let again = std::mem::take(&mut failed);
+                let requests = again.into_iter().map(Control::Subscribe).collect();
+                handle_requests(&shared, &subscriber, requests, &mut failed).await;
+            }
+        }
+    }
+}
+
+/// Subscribes and unsubscribes in order; a subscription that worked gets
+/// its position read. Failures are kept in `failed` for a retry.
+async fn handle_requests<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    subscriber: &Subscriber,
+    batch: Vec<Control>,
+    failed: &mut Vec<Arc<Slot>>,
+) {
+    let mut subscribes: Vec<Arc<Slot>> = Vec::new();
+    for request in batch {
+        match request {
+            Control::Subscribe(slot) => subscribes.push(slot),
+            Control::Unsubscribe(key) => {
+                // A subscribe of the same log waiting in this batch goes first.
+                subscribe(shared, subscriber, std::mem::take(&mut subscribes), failed).await;
+                failed.retain(|slot| slot.key != key);
+                if !is_current(shared, &key) {
+                    if let Err(error) = subscriber.unsubscribe(std::slice::from_ref(&key)).await {
+                        tracing::debug!(log = %key.name, %error, "unsubscribe failed; the channel's pushes are ignored");
+                    }
+                }
+            }
+        }
+    }
+    subscribe(shared, subscriber, subscribes, failed).await;
+}
+
+/// Whether the node has a slot for `key` now (it was subscribed again).
+fn is_current<T>(shared: &Shared<T>, key: &LogKey) -> bool {
+    lock(&shared.slots).by_key.contains_key(key)
+}
+
+async fn subscribe<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    subscriber: &Subscriber,
+    slots: Vec<Arc<Slot>>,
+    failed: &mut Vec<Arc<Slot>>,
+) {
+    // Only slots still in the table: a later unsubscribe replaced them.
+    let slots: Vec<Arc<Slot>> = slots.into_iter().filter(|slot| is_current_slot(shared, slot)).collect();
+    if slots.is_empty() {
+        return;
+    }
+    let keys: Vec<LogKey> = slots.iter().map(|slot| slot.key.clone()).collect();
+    if let Err(error) = subscriber.subscribe(&keys).await {
+        shared.unreachable(&error);
+        tracing::warn!(logs = keys.len(), %error, "cannot subscribe yet; retrying");
+        failed.extend(slots);
+        return;
+    }
+    for slot in slots {
+        match shared.engine.meta(&slot.key).await {
+            Ok(info) => start(shared, &slot, info),
+            Err(error) => {
+                shared.unreachable(&error);
+                tracing::warn!(log = %slot.key.name, %error, "cannot read the log's position yet; retrying");
+                failed.push(slot);
+            }
+        }
+    }
+}
+
+fn is_current_slot<T>(shared: &Shared<T>, slot: &Arc<Slot>) -> bool {
+    lock(&shared.slots).by_key.get(&slot.key).is_some_and(|current| Arc::ptr_eq(current, slot))
+}
+
+/// Sets a new subscription's position, or repairs a started one.
+fn start<T: Send + 'static>(shared: &Arc<Shared<T>>, slot: &Arc<Slot>, info: Option<LogInfo>) {
+    let Some(deliveries) = shared.deliveries.upgrade() else { return };
+    let position = info.map_or((0, 0, (1, 0)), |info| (info.epoch, info.top_seq, (info.first_seq, info.first_ts)));
+    let next = match slot.position() {
+        None => slot.start(position, &*deliveries),
+        Some((epoch, last)) => repair(slot, (epoch, last), position),
+    };
+    shared.follow_up(slot, next);
+}
+
+/// What a started slot at `(epoch, last)` must do to catch up with the
+/// log's position in Redis.
+fn repair(slot: &Slot, (epoch, last): (u64, u64), (log_epoch, top, _): (u64, u64, (u64, u64))) -> Next {
+    // An epoch of 0: Redis has no history of the log at all any more. A top
+    // below what was delivered here: Redis went back in time (a failover to
+    // a replica that had not received the newest messages), and the `seq`s
+    // it hands out next were delivered here already, for other messages.
+    if epoch != 0 && (log_epoch != epoch || top < last) {
+        return slot.restart(log_epoch, top);
+    }
+    match (top > last).then(|| slot.begin_fill()).flatten() {
+        Some(after) => Next::Fill { after },
+        None => Next::Nothing,
+    }
+}
+
+fn on_event<T: Send + 'static>(shared: &Arc<Shared<T>>, event: SubscriberEvent, failed: &mut Vec<Arc<Slot>>) {
+    match event {
+        SubscriberEvent::Publication(publication) => {
+            let arrival = Arrival { epoch: publication.epoch, message: publication.message };
+            shared.arrive(&publication.log, arrival);
+        }
+        SubscriberEvent::Relayed(relayed) => {
+            // The sending node delivered it to its own members already.
+            if relayed.origin != shared.engine.keys().node_id() {
+                if let Some(deliveries) = shared.deliveries.upgrade() {
+                    deliveries.relayed(&relayed.log.name, relayed.event.get().as_bytes(), relayed.except.as_deref());
+                }
+            }
+        }
+        SubscriberEvent::Lost(reason) => {
+            if shared.up.swap(false, Ordering::AcqRel) {
+                shared.metrics.cluster_up.set(0);
+            }
+            tracing::error!(?reason, "the Redis subscription is down: publishing fails until it is back");
+        }
+        SubscriberEvent::Resubscribed => {
+            shared.up.store(true, Ordering::Release);
+            shared.metrics.cluster_up.set(1);
+            tracing::info!("the Redis subscription is back: repairing every log");
+            repair_all(shared, failed.as_slice());
+        }
+        SubscriberEvent::Dropped(count) => {
+            shared.metrics.cluster_pushes_dropped.inc_by(count);
+            tracing::warn!(count, "the subscriber dropped pushes: repairing every log");
+            repair_all(shared, failed.as_slice());
+        }
+    }
+}
+
+/// Reads every subscribed log's position and fills what was missed; logs
+/// that failed to subscribe are tried again at once.
+fn repair_all<T: Send + 'static>(shared: &Arc<Shared<T>>, failed: &[Arc<Slot>]) {
+    let slots: Vec<Arc<Slot>> = lock(&shared.slots).by_key.values().cloned().collect();
+    let started =
+        |slot: &Arc<Slot>| slot.position().is_some() && !failed.iter().any(|waiting| Arc::ptr_eq(waiting, slot));
+    for slot in slots.into_iter().filter(started) {
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            match shared.engine.meta(&slot.key).await {
+                Ok(info) => start(&shared, &slot, info),
+                Err(error) => {
+                    shared.unreachable(&error);
+                    tracing::warn!(log = %slot.key.name, %error, "repair could not read the log's position");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,323 @@
+//! The broker of a node in a cluster on Redis: [`crate::cluster`]'s engine
+//! behind the [`Broker`] seam.
+//!
+//! - **Publish.** One script in Redis assigns the message its `seq` (and
+//!   the log's epoch), appends it to the log's stream and publishes it to
+//!   the log's channel; the publisher is answered once the script returned.
+//!   While Redis is unreachable, publishing is refused at once
+//!   ([`PublishError::Unavailable`]), never acked falsely.
+//! - **Deliver.** The node subscribes to a room's channel when the room
+//!   gets its first member here, and to a user's inbox channel when the user
+//!   connects here. Each subscribed log has a [`slot::Slot`] that delivers
+//!   its messages exactly once and in `seq` order, whichever way they come:
+//!   the channel, the publisher's own answer (so a sender sees their message
+//!   without waiting for the channel's copy), or a read of the stream that
+//!   fills a gap.
+//! - **Repair.** When the subscription comes back after Redis was lost (or
+//!   the subscriber dropped pushes), every slot compares its position with
+//!   the log's in Redis and reads what it missed; a log whose epoch changed
+//!   (Redis lost it) has its members resynchronise ([`Deliveries::history_reset`]).
+//!
+//! The tasks: [`control`] owns the subscriber (subscriptions, pushes,
+//! repairs); publishes and fills run on tasks of their own.
+
+mod control;
+pub mod presence;
+mod reader;
+mod slot;
+
+use super::{Broker, Deliveries, Pending, Publication, PublishError, Stored, Unstored};
+use crate::cluster::{ClusterError, Engine, Outgoing as ClusterOutgoing, Subscriber, SubscriberEvent};
+use crate::metrics::{DropReason, Metrics};
+use crate::store::{LogKey, LogKind, LogMeta, ProbeAnswer, Reader, StoredMessage};
+use crate::util::lock;
+use slot::{Arrival, Next, Slot};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Messages read from a stream per round trip when filling a gap.
+const FILL_PAGE: usize = 500;
+
+/// The logs this node is subscribed to, by key and by this node's id.
+#[derive(Debug, Default)]
+pub(crate) struct Slots {
+    by_key: HashMap<LogKey, Arc<Slot>>,
+    by_id: HashMap<u64, LogKey>,
+    next_id: u64,
+}
+
+/// What the control task is asked to do.
+#[derive(Debug)]
+enum Control {
+    Subscribe(Arc<Slot>),
+    Unsubscribe(LogKey),
+}
+
+/// A cluster node's broker; see the module docs.
+pub struct ClusterBroker<T: Send + 'static> {
+    shared: Arc<Shared<T>>,
+    reader: Arc<dyn Reader>,
+}
+
+struct Shared<T> {
+    engine: Engine,
+    deliveries: Weak<dyn Deliveries<T>>,
+    slots: Arc<Mutex<Slots>>,
+    control: mpsc::UnboundedSender<Control>,
+    /// Whether Redis answers (the subscription is live and the last
+    /// command did not find it unreachable).
+    up: AtomicBool,
+    closed: AtomicBool,
+    metrics: Arc<Metrics>,
+    /// How long a join may wait for its room's subscription.
+    wait_limit: Duration,
+}
+
+impl<T: Send + 'static> std::fmt::Debug for ClusterBroker<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let node = self.shared.engine.keys().node_id().to_owned();
+        f.debug_struct("ClusterBroker").field("node", &node).finish_non_exhaustive()
+    }
+}
+
+/// A cluster broker whose subscriber is open, waiting for the hub.
+#[derive(Debug)]
+pub struct Prepared {
+    engine: Engine,
+    subscriber: Subscriber,
+    events: mpsc::Receiver<SubscriberEvent>,
+}
+
+impl ClusterBroker<()> {
+    /// Opens the subscriber over a connected `engine` (the first step:
+    /// the hub the broker serves does not exist yet).
+    pub async fn prepare(engine: Engine) -> Result<Prepared, ClusterError> {
+        let (subscriber, events) = engine.subscriber().await?;
+        Ok(Prepared { engine, subscriber, events })
+    }
+}
+
+impl Prepared {
+    /// Starts the broker for the hub behind `deliveries`: spawns the
+    /// control task (call within the runtime).
+    pub fn start<T: Send + 'static>(
+        self,
+        metrics: Arc<Metrics>,
+        deliveries: Weak<dyn Deliveries<T>>,
+    ) -> ClusterBroker<T> {
+        let Prepared { engine, subscriber, events } = self;
+        let (control, requests) = mpsc::unbounded_channel();
+        let slots = Arc::new(Mutex::new(Slots::default()));
+        let wait_limit = engine.config().command_timeout * 2;
+        let shared = Arc::new(Shared {
+            engine: engine.clone(),
+            deliveries,
+            slots: Arc::clone(&slots),
+            control,
+            up: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+            metrics,
+            wait_limit,
+        });
+        tokio::spawn(control::run(Arc::clone(&shared), subscriber, events, requests));
+        let reader = Arc::new(reader::ClusterReader::new(engine, slots));
+        ClusterBroker { shared, reader }
+    }
+}
+
+impl<T: Send + 'static> Shared<T> {
+    fn slot(&self, key: &LogKey) -> Option<Arc<Slot>> {
+        lock(&self.slots).by_key.get(key).cloned()
+    }
+
+    /// Offers a message to its log's slot (if the node is subscribed to it)
+    /// and does what that calls for.
+    fn arrive(self: &Arc<Self>, key: &LogKey, arrival: Arrival) {
+        let (Some(slot), Some(deliveries)) = (self.slot(key), self.deliveries.upgrade()) else { return };
+        let next = slot.offer(arrival, &*deliveries);
+        self.follow_up(&slot, next);
+    }
+
+    /// Starts a fill or a reset, as a slot asked.
+    fn follow_up(self: &Arc<Self>, slot: &Arc<Slot>, next: Next) {
+        match next {
+            Next::Nothing => {}
+            Next::Fill { after } => {
+                tokio::spawn(Arc::clone(self).fill(Arc::clone(slot), after));
+            }
+            Next::Reset => self.reset(slot),
+        }
+    }
+
+    /// Reads what `slot` is missing after `after` from the stream, page by
+    /// page, until the gap is closed.
+    async fn fill(self: Arc<Self>, slot: Arc<Slot>, mut after: u64) {
+        loop {
+            let epoch = slot.position().map_or(0, |(epoch, _)| epoch);
+            let read = self.engine.after(&slot.key, after, FILL_PAGE).await;
+            let Some(deliveries) = self.deliveries.upgrade() else { return };
+            let messages = match read {
+                Ok(messages) => messages,
+                Err(error) => {
+                    self.unreachable(&error);
+                    tracing::warn!(log = %slot.key.name, %error, "cannot read a gap from the stream; retrying at the next repair");
+                    return slot.fill_failed();
+                }
+            };
+            let (next, skipped) = slot.filled(after, epoch, messages, &*deliveries);
+            if skipped > 0 {
+                self.metrics.dropped(DropReason::ClusterGap, skipped as usize);
+                tracing::warn!(log = %slot.key.name, after, skipped, "messages gone from the stream before this node read them");
+            }
+            match next {
+                Next::Fill { after: next_after } => after = next_after,
+                other => return self.follow_up(&slot, other),
+            }
+        }
+    }
+
+    /// The log began again in another epoch (Redis lost it): its members
+    /// here resynchronise.
+    fn reset(&self, slot: &Slot) {
+        self.metrics.cluster_history_resets.inc();
+        tracing::warn!(log = %slot.key.name, "the log's history was lost in Redis (new epoch): its members resynchronise");
+        if let Some(deliveries) = self.deliveries.upgrade() {
+            deliveries.history_reset(&slot.key);
+        }
+    }
+
+    /// Notes that Redis did not answer.
+    fn unreachable(&self, error: &ClusterError) {
+        if error.is_unavailable() && self.up.swap(false, Ordering::AcqRel) {
+            self.metrics.cluster_up.set(0);
+            tracing::error!(%error, "Redis is unreachable: publishing fails until it answers again");
+        }
+    }
+
+    /// Stores and publishes one message, then answers its publisher.
+    async fn publish(self: Arc<Self>, publication: Publication<T>) {
+        let Publication { key, from, body, ticket } = publication;
+        let outgoing = ClusterOutgoing { from: &from, body: &body, idempotency: None };
+        let outcome = self.engine.publish(&key, outgoing).await;
+        let Some(deliveries) = self.deliveries.upgrade() else { return };
+        match outcome {
+            Ok(published) => {
+                let stored = Stored { seq: published.seq, epoch: published.epoch, ts: published.ts };
+                let message = StoredMessage { seq: published.seq, ts: published.ts, from: from.to_string(), body };
+                self.arrive(&key, Arrival { epoch: published.epoch, message });
+                deliveries.settle(ticket, Ok(stored));
+            }
+            Err(error) => {
+                self.unreachable(&error);
+                tracing::warn!(log = %key.name, %error, "publish failed: answering unavailable");
+                deliveries.settle(ticket, Err(Unstored::Unavailable));
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
+    fn publish(&self, publication: Publication<T>) -> Result<(), PublishError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed);
+        }
+        if !self.shared.up.load(Ordering::Acquire) {
+            return Err(PublishError::Unavailable);
+        }
+        tokio::spawn(Arc::clone(&self.shared).publish(publication));
+        Ok(())
+    }
+
+    fn subscribe(&self, kind: LogKind, name: &Arc<str>) {
+        let key = LogKey { kind, name: Arc::clone(name) };
+        let slot = {
+            let mut slots = lock(&self.shared.slots);
+            slots.next_id += 1;
+            let slot = Arc::new(Slot::new(slots.next_id, key.clone()));
+            slots.by_id.insert(slot.id, key.clone());
+            if let Some(old) = slots.by_key.insert(key, Arc::clone(&slot)) {
+                slots.by_id.remove(&old.id);
+            }
+            slot
+        };
+        let _ = self.shared.control.send(Control::Subscribe(slot));
+    }
+
+    fn unsubscribe(&self, kind: LogKind, name: &str) {
+        let key = LogKey { kind, name: Arc::from(name) };
+        {
+            let mut slots = lock(&self.shared.slots);
+            if let Some(slot) = slots.by_key.remove(&key) {
+                slots.by_id.remove(&slot.id);
+            }
+        }
+        let _ = self.shared.control.send(Control::Unsubscribe(key));
+    }
+
+    fn pending(&self, kind: LogKind, name: &str) -> Option<Pending> {
+        let slot = self.shared.slot(&LogKey { kind, name: Arc::from(name) })?;
+        if slot.is_ready() {
+            return None;
+        }
+        let (mut ready, limit) = (slot.readiness(), self.shared.wait_limit);
+        Some(Box::pin(async move {
+            // Past the limit the join is answered with what is known.
+            let _ = tokio::time::timeout(limit, ready.wait_for(|ready| *ready)).await;
+        }))
+    }
+
+    fn meta(&self, kind: LogKind, name: &str) -> Option<LogMeta> {
+        let slot = self.shared.slot(&LogKey { kind, name: Arc::from(name) })?;
+        slot.meta(self.shared.engine.config().history_max_len)
+    }
+
+    fn mark_fanned_out(&self, kind: LogKind, name: &str, seq: u64) {
+        if let Some(slot) = self.shared.slot(&LogKey { kind, name: Arc::from(name) }) {
+            slot.mark_fanned_out(seq);
+        }
+    }
+
+    fn mark_delivered(&self, _user: &str, _seq: u64) {}
+
+    fn reader(&self) -> Arc<dyn Reader> {
+        Arc::clone(&self.reader)
+    }
+
+    fn probe(&self, answer: ProbeAnswer) -> Result<(), PublishError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let outcome = match shared.engine.ping().await {
+                Ok(()) if shared.up.load(Ordering::Acquire) => Ok(()),
+                Ok(()) => Err("Redis answers, but the subscription is not back yet".to_owned()),
+                Err(error) => {
+                    shared.unreachable(&error);
+                    Err(format!("Redis: {error}"))
+                }
+            };
+            answer(outcome);
+        });
+        Ok(())
+    }
+
+    fn log_count(&self) -> usize {
+        lock(&self.shared.slots).by_key.len()
+    }
+
+    fn relay(&self, room: &str, event: &[u8]) {
+        let (shared, key, event) = (Arc::clone(&self.shared), LogKey::room(room), event.to_vec());
+        tokio::spawn(async move {
+            if let Err(error) = shared.engine.broadcast(&key, &event, None).await {
+                shared.unreachable(&error);
+                shared.metrics.dropped(DropReason::ClusterUnavailable, 1);
+                tracing::warn!(room = %key.name, %error, "a volatile message did not reach the other nodes");
+            }
+        });
+    }
+
+    fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,311 @@
+//! Several Switchboard nodes on one real `redis-server` (and on a 3-master
+//! Redis Cluster): every message reaches every member on every node once
+//! and in `seq` order, DMs cross nodes, presence is one per user across
+//! nodes, a client that moves to another node recovers with `since`, and a
+//! Redis crash and restart loses no acked message (publishes during the
+//! outage are answered `unavailable`). A node killed with SIGKILL is in
+//! crates/cli/tests/cluster_crash.rs: it needs the binary as a process.
+
+use crate::redis_support::{RedisCluster, RedisServer};
+use crate::support::{request, wait_for, within, TestServer};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+use switchboard_client::{Connection, Error};
+
+/// A node on `redis` named `id`, with short timeouts for the tests.
+async fn node(redis: &str, id: &str) -> TestServer {
+    let (redis, id) = (redis.to_owned(), id.to_owned());
+    TestServer::with(move |config| {
+        config.cluster.redis = redis;
+        config.cluster.node_id = id;
+        config.cluster.node_timeout = Duration::from_secs(3);
+        config.cluster.command_timeout = Duration::from_millis(500);
+    })
+    .await
+}
+
+async fn nodes(redis: &str) -> Vec<TestServer> {
+    vec![node(redis, "a").await, node(redis, "b").await, node(redis, "c").await]
+}
+
+/// Reads until `count` room messages arrived; returns them in order.
+async fn messages(client: &mut Connection, count: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let event = wait_for(client, |event| event["ev"] == json!("msg")).await;
+        got.push(event);
+    }
+    got
+}
+
+/// Checks that `got` holds seqs `1..=count` in order, and each
+/// `(from, n)` of `sent` once.
+fn exactly_once_in_order(got: &[Value], sent: &HashSet<(String, u64)>, who: &str) {
+    let seqs: Vec<u64> = got.iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
+    let expected: Vec<u64> = (1..=got.len() as u64).collect();
+    assert_eq!(seqs, expected, "{who}: every seq once, in order");
+    let bodies: HashSet<(String, u64)> = got
+        .iter()
+        .map(|event| (event["from"].as_str().expect("from").to_owned(), event["body"]["n"].as_u64().expect("n")))
+        .collect();
+    assert_eq!(&bodies, sent, "{who}: every message once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_deliver_every_room_message_and_dm_once_and_in_order_on_every_node() {
+    let Some(redis) = RedisServer::start("cluster::three_nodes") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut clients = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        for tab in 0..2 {
+            let mut client = node.client(&format!("u{index}{tab}")).await;
+            assert_eq!(request(&mut client, json!({"op": "join", "room": "lobby"})).await["ok"], json!(true));
+            clients.push(client);
+        }
+    }
+    // Every client sends 15 messages without waiting, all at once.
+    const EACH: u64 = 15;
+    let mut sent = HashSet::new();
+    for n in 0..EACH {
+        for client in &mut clients {
+            let send = json!({"op": "send", "room": "lobby", "body": {"n": n}});
+            within(client.send_text(send.to_string())).await.expect("send");
+            sent.insert((client.user.clone(), n));
+        }
+    }
+    let total = sent.len();
+    for client in &mut clients {
+        let got = messages(client, total).await;
+        exactly_once_in_order(&got, &sent, &client.user.clone());
+    }
+    // Nothing more arrives: no copy from the channel after the publisher's own.
+    for client in &mut clients {
+        let extra = client.next_event_within(Duration::from_millis(300)).await;
+        assert!(extra.is_err() || extra.as_ref().is_ok_and(|event| event["ev"] != json!("msg")), "{extra:?}");
+    }
+
+    // A DM from node a to a user on node c.
+    let (first, rest) = clients.split_at_mut(1);
+    let reply = request(&mut first[0], json!({"op": "dm", "to": "u21", "body": "psst"})).await;
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    let to = rest.iter_mut().find(|client| client.user == "u21").expect("u21");
+    let dm = wait_for(to, |event| event["ev"] == json!("dm")).await;
+    assert_eq!((&dm["from"], &dm["body"], &dm["seq"]), (&json!("u00"), &json!("psst"), &reply["seq"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_moves_to_another_node_recovers_what_it_missed_with_since() {
+    let Some(redis) = RedisServer::start("cluster::moves") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut sender = nodes[1].client("sender").await;
+    request(&mut sender, json!({"op": "join", "room": "news"})).await;
+    let mut reader = nodes[0].client("reader").await;
+    let joined = request(&mut reader, json!({"op": "join", "room": "news"})).await;
+    for n in 0..3 {
+        assert_eq!(sender.send("news", json!({"n": n})).await.expect("send")["ok"], json!(true));
+    }
+    let seen = messages(&mut reader, 3).await;
+    let last = seen[2]["seq"].as_u64().expect("seq");
+    let epoch = joined["epoch"].clone();
+    within(reader.close()).await.expect("close");
+    let mut acked = Vec::new();
+    for n in 3..8 {
+        acked.push(sender.send("news", json!({"n": n})).await.expect("send")["seq"].as_u64().expect("seq"));
+    }
+    let mut moved = nodes[2].client("reader").await;
+    let rejoin = json!({"op": "join", "room": "news", "since": last, "epoch": epoch});
+    let reply = request(&mut moved, rejoin).await;
+    assert_eq!(reply["recovered"], json!(true), "{reply}");
+    let replayed = messages(&mut moved, 5).await;
+    let seqs: Vec<u64> = replayed.iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, acked, "exactly what was missed, in order");
+    // Live again from here.
+    sender.send("news", json!({"n": 8})).await.expect("send");
+    assert_eq!(messages(&mut moved, 1).await[0]["body"]["n"], json!(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_on_two_nodes_is_one_member_and_leaves_when_their_last_connection_does() {
+    let Some(redis) = RedisServer::start("cluster::presence") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut bob = nodes[2].client("bob").await;
+    request(&mut bob, json!({"op": "join", "room": "lobby"})).await;
+    let mut alice_a = nodes[0].client("alice").await;
+    request(&mut alice_a, json!({"op": "join", "room": "lobby"})).await;
+    let joined = wait_for(&mut bob, |event| event["ev"] == json!("join")).await;
+    assert_eq!(joined["user"], json!("alice"));
+    let mut alice_b = nodes[1].client("alice").await;
+    request(&mut alice_b, json!({"op": "join", "room": "lobby"})).await;
+    let members = request(&mut bob, json!({"op": "presence", "room": "lobby"})).await;
+    assert_eq!(members["users"], json!(["alice", "bob"]), "one alice across two nodes: {members}");
+    request(&mut alice_a, json!({"op": "leave", "room": "lobby"})).await;
+    request(&mut alice_b, json!({"op": "presence", "room": "lobby"})).await;
+    // Her second connection keeps her in: the next presence event bob sees
+    // is her leave after her last connection goes, not a leave now.
+    request(&mut alice_b, json!({"op": "leave", "room": "lobby"})).await;
+    let event = wait_for(&mut bob, |event| event["ev"] == json!("leave") || event["ev"] == json!("join")).await;
+    assert_eq!((&event["ev"], &event["user"]), (&json!("leave"), &json!("alice")), "{event}");
+    let members = request(&mut bob, json!({"op": "presence", "room": "lobby"})).await;
+    assert_eq!(members["users"], json!(["bob"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volatile_message_reaches_the_members_on_every_node() {
+    let Some(redis) = RedisServer::start("cluster::volatile") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut watchers = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let mut client = node.client(&format!("w{index}")).await;
+        request(&mut client, json!({"op": "join", "room": "game"})).await;
+        watchers.push(client);
+    }
+    let reply =
+        request(&mut watchers[0], json!({"op": "send", "room": "game", "body": {"x": 1}, "volatile": true})).await;
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    for watcher in &mut watchers {
+        let event = wait_for(watcher, |event| event["ev"] == json!("msg")).await;
+        assert_eq!(
+            (&event["volatile"], &event["from"], &event["body"]),
+            (&json!(true), &json!("w0"), &json!({"x": 1}))
+        );
+        let extra = watcher.next_event_within(Duration::from_millis(300)).await;
+        assert!(extra.is_err() || extra.as_ref().is_ok_and(|event| event["ev"] != json!("msg")), "once: {extra:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_loses_no_acked_message_and_publishes_meanwhile_are_refused() {
+    let Some(mut redis) = RedisServer::start("cluster::redis_restart") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut sender = nodes[0].client("sender").await;
+    request(&mut sender, json!({"op": "join", "room": "feed"})).await;
+    let mut reader = nodes[1].client("reader").await;
+    request(&mut reader, json!({"op": "join", "room": "feed"})).await;
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        acked.push(sender.send("feed", json!({"n": n})).await.expect("send")["seq"].as_u64().expect("seq"));
+    }
+    redis.kill9();
+    // Until the node notices, a publish waits for its command timeout; then
+    // it is refused at once. Either way: `unavailable`, never an ack.
+    let mut refused = 0;
+    for n in 5..10 {
+        let reply = request(&mut sender, json!({"op": "send", "room": "feed", "body": {"n": n}})).await;
+        assert_eq!(reply["code"], json!("unavailable"), "no false ack while Redis is down: {reply}");
+        refused += 1;
+    }
+    assert_eq!(refused, 5);
+    let ready = reqwest::get(format!("http://{}/readyz", nodes[0].addr)).await.expect("readyz");
+    assert_eq!(ready.status(), 503, "not ready while Redis is down");
+    let metric = "switchboard_messages_dropped_total{reason=\"cluster_unavailable\"}";
+    assert!(nodes[0].metric(metric).await >= 5.0);
+    redis.restart();
+    // The node resubscribes; a send succeeds again within the patience.
+    let again = within(async {
+        loop {
+            let reply = request(&mut sender, json!({"op": "send", "room": "feed", "body": {"n": 10}})).await;
+            if reply["ok"] == json!(true) {
+                return reply;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    acked.push(again["seq"].as_u64().expect("seq"));
+    // Every acked message reached the reader once, in order: the five
+    // before, then the one after (AOF with fsync always kept the seq).
+    let got = messages(&mut reader, acked.len()).await;
+    let seqs: Vec<u64> = got.iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, acked, "no acked message lost, none twice");
+    assert_eq!(acked, vec![1, 2, 3, 4, 5, 6], "the refused sends consumed no seq");
+    let history = request(&mut reader, json!({"op": "history", "room": "feed", "limit": 50})).await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(6), "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_chat_on_a_three_master_redis_cluster_with_sharded_pubsub() {
+    let Some(cluster) = RedisCluster::start("cluster::redis_cluster") else { return };
+    let nodes = nodes(&cluster.url()).await;
+    let mut clients = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let mut client = node.client(&format!("c{index}")).await;
+        for room in ["red", "green", "blue"] {
+            assert_eq!(request(&mut client, json!({"op": "join", "room": room})).await["ok"], json!(true));
+        }
+        clients.push(client);
+    }
+    let mut sent = HashSet::new();
+    for n in 0..5 {
+        for client in &mut clients {
+            for room in ["red", "green", "blue"] {
+                let send = json!({"op": "send", "room": room, "body": {"n": n}});
+                within(client.send_text(send.to_string())).await.expect("send");
+            }
+            sent.insert((client.user.clone(), n));
+        }
+    }
+    for client in &mut clients {
+        let got = messages(client, sent.len() * 3).await;
+        for room in ["red", "green", "blue"] {
+            let in_room: Vec<Value> = got.iter().filter(|event| event["room"] == json!(room)).cloned().collect();
+            exactly_once_in_order(&in_room, &sent, &format!("{} in {room}", client.user));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_a_room_whose_history_redis_lost_are_closed_with_4012_and_then_told_recovered_false() {
+    let Some(redis) = RedisServer::start("cluster::history_lost") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut sender = nodes[0].client("sender").await;
+    request(&mut sender, json!({"op": "join", "room": "feed"})).await;
+    let mut reader = nodes[1].client("reader").await;
+    request(&mut reader, json!({"op": "join", "room": "feed"})).await;
+    for n in 0..2 {
+        sender.send("feed", json!({"n": n})).await.expect("send");
+    }
+    messages(&mut reader, 2).await;
+    let epoch = request(&mut reader, json!({"op": "history", "room": "feed"})).await["epoch"].clone();
+    assert!(epoch.is_u64(), "{epoch}");
+    // Redis loses everything (as after a restart without persistence).
+    redis.cli(&["FLUSHALL"]);
+    // A message from a backend starts the new epoch (the sender, a member
+    // here too, is closed with 4012 like the reader).
+    let url = format!("http://{}/api/rooms/feed/messages", nodes[2].addr);
+    let published = reqwest::Client::new().post(url).json(&json!({"body": {"n": 2}})).send().await.expect("publish");
+    assert_eq!(published.status(), 201);
+    let closed = within(async {
+        loop {
+            match reader.next_event().await {
+                Ok(_) => continue,
+                Err(error) => return error,
+            }
+        }
+    })
+    .await;
+    let Error::Closed(Some(close)) = closed else { panic!("closed with a code: {closed:?}") };
+    assert_eq!(close.code.as_u16(), 4012, "history lost: {close:?}");
+    let mut back = nodes[1].client("reader").await;
+    let rejoin = json!({"op": "join", "room": "feed", "since": 2, "epoch": epoch});
+    let reply = request(&mut back, rejoin).await;
+    assert_eq!(reply["recovered"], json!(false), "what it held cannot be continued: {reply}");
+    assert_ne!(reply["epoch"], epoch, "a new epoch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dm_to_a_user_connected_nowhere_waits_in_redis_for_them_on_another_node() {
+    let Some(redis) = RedisServer::start("cluster::offline_dm") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut alice = nodes[0].client("alice").await;
+    let sent = request(&mut alice, json!({"op": "dm", "to": "bob", "body": "while you were out"})).await;
+    assert_eq!(sent["ok"], json!(true), "{sent}");
+    let mut bob = nodes[2].client("bob").await;
+    let inbox = &bob.hello["inbox"];
+    assert_eq!(inbox["seq"], sent["seq"], "hello: {}", bob.hello);
+    assert!(inbox["epoch"].is_u64(), "hello: {}", bob.hello);
+    let reply = request(&mut bob, json!({"op": "inbox", "since": 0})).await;
+    assert_eq!(reply["recovered"], json!(true), "{reply}");
+    let dm = wait_for(&mut bob, |event| event["ev"] == json!("dm")).await;
+    assert_eq!((&dm["from"], &dm["body"]), (&json!("alice"), &json!("while you were out")));
+}
