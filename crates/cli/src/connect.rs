@@ -1,4 +1,4 @@
-//! What the client commands (`send`, `tail`) share: who to be on
+//! What the client commands (`chat`, `send`, `tail`) share: who to be on
 //! the server (`--name`, `--token`, `--ca`), connecting with the client
 //! library, and how each way of failing becomes an exit status that a
 //! script can branch on ([`Failure`], [`Kind`]).

@@ -1,9 +1,10 @@
 //! The `switchboard` command. It parses flags, sets up logging, binds and
 //! dispatches subcommands; everything else lives in `switchboard-server`,
 //! `switchboard-bench` for `bench`, and `switchboard-client` for the
-//! client commands (`send`, `tail`).
+//! client commands (`chat`, `send`, `tail`).
 
 mod alloc;
+mod chat;
 mod connect;
 mod connections;
 mod health;
@@ -60,6 +61,9 @@ enum Command {
     /// connection's id, file descriptor, transport, peer, user, rooms,
     /// bytes in and out, queued bytes and age.
     Connections(connections::ConnectionsArgs),
+    /// Chat in the terminal: line editing and history, names in colour, the
+    /// text mode's slash commands, and recovery across server restarts.
+    Chat(chat::ChatArgs),
     /// Send messages to a room from a script: TEXT, or each line of
     /// standard input with `-`, each stored before the next is sent.
     Send(send::SendArgs),
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(scenario) => switchboard_bench::run(scenario),
         Command::Healthcheck(args) => health::run(args),
         Command::Connections(args) => connections::run(args),
+        Command::Chat(args) => chat::run(args),
         Command::Send(args) => send::run(args),
         Command::Tail(args) => tail::run(args),
         Command::History(HistoryCommand::Reset { room, data }) => {
