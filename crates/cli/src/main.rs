@@ -1,12 +1,17 @@
 //! The `switchboard` command. It parses flags, sets up logging, binds and
-//! dispatches subcommands; everything else lives in `switchboard-server`
-//! and, for `bench`, `switchboard-bench`.
+//! dispatches subcommands; everything else lives in `switchboard-server`,
+//! `switchboard-bench` for `bench`, and `switchboard-client` for the
+//! client commands (`chat`, `send`, `tail`).
 
 mod alloc;
+mod chat;
+mod connect;
 mod connections;
 mod health;
 mod http;
 mod logs;
+mod send;
+mod tail;
 mod token;
 
 use anyhow::Context;
@@ -56,6 +61,15 @@ enum Command {
     /// connection's id, file descriptor, transport, peer, user, rooms,
     /// bytes in and out, queued bytes and age.
     Connections(connections::ConnectionsArgs),
+    /// Chat in the terminal: line editing and history, names in colour, the
+    /// text mode's slash commands, and recovery across server restarts.
+    Chat(chat::ChatArgs),
+    /// Send messages to a room from a script: TEXT, or each line of
+    /// standard input with `-`, each stored before the next is sent.
+    Send(send::SendArgs),
+    /// Print a room's events as NDJSON (one JSON object a line), following
+    /// it across server restarts.
+    Tail(tail::TailArgs),
 }
 
 #[derive(Subcommand)]
@@ -157,7 +171,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             logs::fatal(&error, logging);
-            ExitCode::FAILURE
+            // The client commands' failures have statuses of their own.
+            error.downcast_ref::<connect::Failure>().map_or(ExitCode::FAILURE, connect::Failure::exit_code)
         }
     }
 }
@@ -173,6 +188,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(scenario) => switchboard_bench::run(scenario),
         Command::Healthcheck(args) => health::run(args),
         Command::Connections(args) => connections::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Send(args) => send::run(args),
+        Command::Tail(args) => tail::run(args),
         Command::History(HistoryCommand::Reset { room, data }) => {
             let mut store = Sqlite::open(&data, SyncMode::Always)
                 .with_context(|| format!("opening {} (is a server running on it?)", data.display()))?;

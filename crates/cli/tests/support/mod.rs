@@ -1,6 +1,8 @@
 //! The `switchboard` binary as the tests start it: serving on ephemeral
 //! ports, its address read from its log (on stderr).
 
+pub mod proxy;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -15,30 +17,40 @@ const STARTUP: Duration = Duration::from_secs(30);
 pub struct Server {
     child: Child,
     pub http: SocketAddr,
+    /// Raw TCP (JSON lines or text).
+    #[allow(dead_code)] // Not every test binary speaks raw TCP.
+    pub tcp: SocketAddr,
 }
 
 impl Server {
     /// `switchboard serve` on port 0 with `flags` added.
     #[allow(dead_code)] // Not every test binary starts one without extra environment.
-    pub fn start<I, S>(flags: I) -> Server
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
+    pub fn start(flags: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Server {
         Server::start_with_env(flags, [("SWITCHBOARD_UNUSED", "")])
     }
 
     /// Like [`Server::start`], with `env` added to the environment.
-    pub fn start_with_env<I, S, E, K, V>(flags: I, env: E) -> Server
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-        E: IntoIterator<Item = (K, V)>,
-        K: AsRef<OsStr>,
-        V: AsRef<OsStr>,
-    {
+    pub fn start_with_env(
+        flags: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: impl IntoIterator<Item = (impl AsRef<OsStr>, impl AsRef<OsStr>)>,
+    ) -> Server {
+        Server::spawn("127.0.0.1:0", flags, env)
+    }
+
+    /// Like [`Server::start`], with HTTP and WebSocket on `http` (a
+    /// restart on the port of a server that was killed).
+    #[allow(dead_code)] // Only the restart tests need a given port.
+    pub fn start_at(http: SocketAddr, flags: impl IntoIterator<Item = impl AsRef<OsStr>>) -> Server {
+        Server::spawn(&http.to_string(), flags, [("SWITCHBOARD_UNUSED", "")])
+    }
+
+    fn spawn(
+        http: &str,
+        flags: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: impl IntoIterator<Item = (impl AsRef<OsStr>, impl AsRef<OsStr>)>,
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--http", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+            .args(["serve", "--http", http, "--tcp", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
             .args(flags)
             .envs(env)
             .env("NO_COLOR", "1")
@@ -59,13 +71,17 @@ impl Server {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("{line}");
                 if line.contains("switchboard listening") {
-                    let field = line.split_whitespace().find_map(|word| word.strip_prefix("address="));
-                    let _ = found.send(field.and_then(|text| text.parse::<SocketAddr>().ok()));
+                    let field = |name: &str| {
+                        let value = line.split_whitespace().find_map(|word| word.strip_prefix(name));
+                        value.and_then(|text| text.parse::<SocketAddr>().ok())
+                    };
+                    let _ = found.send(field("address=").zip(field("tcp=")));
                 }
             }
         });
-        let http = address.recv_timeout(STARTUP).expect("server logged its address").expect("address parses");
-        Server { child, http }
+        let addresses = address.recv_timeout(STARTUP).expect("server logged its address");
+        let (http, tcp) = addresses.expect("addresses parse");
+        Server { child, http, tcp }
     }
 
     #[allow(dead_code)] // Not every test binary opens a client.
