@@ -26,6 +26,10 @@ pub struct LoadArgs {
     /// Server process id, to measure its CPU time over the run.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// More process ids (comma-separated) whose CPU time is added to the
+    /// server's: the other nodes of a cluster, and its Redis.
+    #[arg(long, value_delimiter = ',')]
+    pub also_pid: Vec<u32>,
     /// The CPU the server is pinned to, to measure how busy that core was.
     #[arg(long)]
     pub server_core: Option<usize>,
@@ -54,6 +58,7 @@ impl LoadArgs {
             duration: Duration::from_secs_f64(self.duration.max(0.0)),
             size: self.size,
             pid: self.pid,
+            also_pids: self.also_pid.clone(),
             core: self.server_core,
             drain: Duration::from_secs_f64(self.drain.max(0.0)),
             still: Duration::from_secs_f64(self.drain_still.max(0.0)),
@@ -71,6 +76,8 @@ pub struct Spec {
     pub duration: Duration,
     pub size: usize,
     pub pid: Option<u32>,
+    /// Processes whose CPU time counts with the server's (`--also-pid`).
+    pub also_pids: Vec<u32>,
     /// The CPU the server runs on, to measure how busy it was.
     pub core: Option<usize>,
     /// Longest wait for late deliveries after the last publish.
@@ -310,13 +317,13 @@ where
     M: MemberSet,
     P: Future<Output = anyhow::Result<Published>>,
 {
-    let before = Usage::read(spec.pid, spec.core)?;
+    let before = Usage::read_all(spec.pid, &spec.also_pids, spec.core)?;
     let start = Instant::now();
     let published = publisher.await?;
     let count = members.count();
     let expected = published.sent * count as u64;
     let last_delivery = drain(members.received(), expected, spec.drain, spec.still).await;
-    let used = Usage::read(spec.pid, spec.core)?.since(before);
+    let used = Usage::read_all(spec.pid, &spec.also_pids, spec.core)?.since(before);
     if let Some(reader) = &published.reader {
         reader.abort();
     }
@@ -404,6 +411,17 @@ impl Usage {
             core: core.map(core_busy_seconds).transpose()?,
             bench: cpu_seconds(std::process::id()).ok(),
         })
+    }
+
+    /// [`Usage::read`], with the CPU time of `also` added to the server's.
+    pub fn read_all(pid: Option<u32>, also: &[u32], core: Option<usize>) -> anyhow::Result<Usage> {
+        let mut usage = Usage::read(pid, core)?;
+        if let Some(process) = usage.process.as_mut() {
+            for &other in also {
+                *process += cpu_seconds(other)?;
+            }
+        }
+        Ok(usage)
     }
 
     /// What was used between `before` and this reading.

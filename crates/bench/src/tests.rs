@@ -91,6 +91,7 @@ async fn lost_deliveries_are_exactly_the_dropped_ones() {
             duration: 1.0,
             size: 100,
             pid: None,
+            also_pid: Vec::new(),
             server_core: Some(0),
             sources: 2,
             drain: 2.0,

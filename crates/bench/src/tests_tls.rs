@@ -46,6 +46,7 @@ async fn fanout_over_tls(sse: bool) {
     let mut tls = TlsArgs::default();
     (tls.tls, tls.ca) = (true, Some(dir.path().join("cert.pem")));
     let args = WsFanoutArgs {
+        also: Vec::new(),
         server,
         target: Target::Switchboard,
         room: "fan".to_owned(),
@@ -58,6 +59,7 @@ async fn fanout_over_tls(sse: bool) {
             duration: 1.0,
             size: 100,
             pid: None,
+            also_pid: Vec::new(),
             server_core: None,
             sources: 2,
             drain: 5.0,

@@ -75,6 +75,7 @@ async fn websocket_fanout_counts_exactly_the_dropped_deliveries() {
     let (server, fake) = start_fake().await;
     let subscribers = 10;
     let args = WsFanoutArgs {
+        also: Vec::new(),
         server,
         target: Target::NodeWs,
         room: "fan".to_owned(),
@@ -87,6 +88,7 @@ async fn websocket_fanout_counts_exactly_the_dropped_deliveries() {
             duration: 1.0,
             size: 100,
             pid: None,
+            also_pid: Vec::new(),
             server_core: None,
             sources: 2,
             drain: 2.0,

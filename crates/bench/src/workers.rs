@@ -110,6 +110,10 @@ fn spawn(
         .args(["--target", args.target.name(), "--room", &args.room])
         .args(["--sources", &args.load.sources.to_string(), "--concurrency", &args.concurrency.to_string()])
         .args(["--worker", &format!("{first}:{count}")])
+        .args(match args.also.is_empty() {
+            true => Vec::new(),
+            false => vec!["--also".to_owned(), args.also.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")],
+        })
         .args(args.sse.then_some("--sse"))
         .args(args.tls.forwarded())
         .stdin(Stdio::piped())

@@ -30,6 +30,11 @@ pub struct WsFanoutArgs {
     /// Server address (host:port of its WebSocket listener).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub server: SocketAddr,
+    /// More servers (nodes of one cluster, comma-separated): subscribers
+    /// are spread over `--server` and these in turn; publishers stay on
+    /// `--server`.
+    #[arg(long, value_delimiter = ',')]
+    pub also: Vec<SocketAddr>,
     /// Which server that is: how to join and publish.
     #[arg(long, value_enum, default_value_t = Target::Switchboard)]
     pub target: Target,
@@ -133,7 +138,8 @@ pub async fn subscribe(
             members.spawn(move |feed| follower(conn, feed));
         }
     } else {
-        let join = |index| async move { connect(args, index, &format!("sub{index}")).await };
+        let join =
+            |index| async move { connect(args, member_server(args, index), index, &format!("sub{index}")).await };
         for conn in open_each(args, first..first + count, progress, join).await? {
             let target = args.target;
             members.spawn(move |feed| subscriber(conn, target, feed));
@@ -187,19 +193,27 @@ async fn follower(mut conn: SseConn, feed: Feed) -> Tally {
 /// Connects the publishers (named after the subscribers' numbers).
 async fn connect_publishers(args: &WsFanoutArgs) -> anyhow::Result<Vec<WsConn>> {
     futures_util::stream::iter(0..args.publishers.max(1))
-        .then(|index| async move { connect(args, args.subscribers + index, &format!("pub{index}")).await })
+        .then(|index| async move { connect(args, args.server, args.subscribers + index, &format!("pub{index}")).await })
         .try_collect()
         .await
 }
 
 /// One connection, opened and in the room, named `name`.
-async fn connect(args: &WsFanoutArgs, index: usize, name: &str) -> anyhow::Result<WsConn> {
-    let source = source_ip(args.server, index, args.load.sources);
-    let mut conn = wsclient::open(args.server, source, &args.target.path(name), READ_BUFFER, &args.tls)
+async fn connect(args: &WsFanoutArgs, server: SocketAddr, index: usize, name: &str) -> anyhow::Result<WsConn> {
+    let source = source_ip(server, index, args.load.sources);
+    let mut conn = wsclient::open(server, source, &args.target.path(name), READ_BUFFER, &args.tls)
         .await
         .with_context(|| format!("{name}: connecting"))?;
     args.target.join(&mut conn, name, &args.room).await.with_context(|| format!("{name}: joining"))?;
     Ok(conn)
+}
+
+/// The server subscriber `index` connects to: `--server` and `--also` in turn.
+fn member_server(args: &WsFanoutArgs, index: usize) -> SocketAddr {
+    match index % (args.also.len() + 1) {
+        0 => args.server,
+        other => args.also[other - 1],
+    }
 }
 
 /// Reads until told to stop or closed, counting every message.

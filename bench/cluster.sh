@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Switchboard on Redis with 1, 2 and 3 nodes, in one run: SUBSCRIBERS
+# WebSocket subscribers spread over the nodes (`bench fanout --also`), one
+# publisher on the first node sending stored messages at each of RATES, and
+# the CPU time of every node and of Redis summed over the measured window
+# (`--pid` and `--also-pid`). A single node without Redis (`--storage memory`)
+# runs first as the reference. The servers (nodes and Redis) share core 0,
+# the load generator has core 1; a fresh Redis and fresh nodes for each case.
+# Redis runs with `appendonly yes` and `appendfsync everysec`, a common
+# production setting.
+#   bash bench/cluster.sh
+# env: SUBSCRIBERS (default 1000), RATES (default "100 1000"), DURATION
+#      (seconds per case, default 10), NODES (default "1 2 3"), OUT (JSON
+#      reports, default target/cluster-bench), SWITCHBOARD_BIN (default: built here)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUBSCRIBERS=${SUBSCRIBERS:-1000}
+RATES=${RATES:-"100 1000"}
+DURATION=${DURATION:-10}
+NODES=${NODES:-"1 2 3"}
+OUT=${OUT:-target/cluster-bench}
+command -v redis-server >/dev/null || { echo "cluster: needs redis-server (apt-get install redis-server)" >&2; exit 1; }
+[ "$(nproc)" -ge 2 ] || { echo "cluster: needs two cores (servers and load apart)" >&2; exit 1; }
+if [ -z "${SWITCHBOARD_BIN:-}" ]; then
+    cargo build --release -q -p switchboard
+fi
+BIN=${SWITCHBOARD_BIN:-target/release/switchboard}
+mkdir -p "$OUT"
+. bench/lib.sh
+
+PIDS=()
+REDIS_DIR=
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+    [ -n "$REDIS_DIR" ] && rm -rf "$REDIS_DIR"
+    REDIS_DIR=
+}
+trap stop_all EXIT
+
+# start_node PORT [REDIS_URL]: a node on core 0.
+start_node() {
+    local port=$1 redis=${2:-} flags=(--storage memory)
+    [ -n "$redis" ] && flags=(--redis "$redis")
+    env RUST_LOG=warn SWITCHBOARD_LIMITS__MESSAGES_PER_SECOND=0 SWITCHBOARD_LIMITS__BYTES_PER_SECOND=0 \
+        SWITCHBOARD_CLUSTER__NODE_ID="node-$port" taskset -c 0 "$BIN" serve --http "127.0.0.1:$port" \
+        --tcp 127.0.0.1:0 --udp 127.0.0.1:0 "${flags[@]}" >>"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$!")
+    wait_listening "$port" || { echo "cluster: a node did not start (see $OUT/server.log)" >&2; exit 1; }
+}
+
+# case NAME NODES RATE: NODES 0 is the single node without Redis.
+run_case() {
+    local name=$1 nodes=$2 rate=$3 redis_url= redis_pid= ports=() also=() pids=()
+    if [ "$nodes" -gt 0 ]; then
+        local redis_port
+        redis_port=$(free_port)
+        REDIS_DIR=$(mktemp -d)
+        taskset -c 0 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly yes \
+            --appendfsync everysec --dir "$REDIS_DIR" >"$REDIS_DIR/log" 2>&1 &
+        redis_pid=$!
+        PIDS+=("$redis_pid")
+        for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+        redis_url="redis://127.0.0.1:$redis_port"
+    fi
+    for _ in $(seq "$(( nodes > 0 ? nodes : 1 ))"); do
+        local port
+        port=$(free_port)
+        start_node "$port" "$redis_url"
+        ports+=("$port")
+        pids+=("$SERVER_PID")
+    done
+    for port in "${ports[@]:1}"; do also+=("127.0.0.1:$port"); done
+    local others=("${pids[@]:1}")
+    [ -n "$redis_pid" ] && others+=("$redis_pid")
+    local extra=()
+    [ "${#also[@]}" -gt 0 ] && extra+=(--also "$(IFS=,; echo "${also[*]}")")
+    [ "${#others[@]}" -gt 0 ] && extra+=(--also-pid "$(IFS=,; echo "${others[*]}")")
+    taskset -c 1 "$BIN" bench fanout --server "127.0.0.1:${ports[0]}" -s "$SUBSCRIBERS" -r "$rate" --stored \
+        --duration "$DURATION" --pid "${pids[0]}" "${extra[@]}" --json >"$OUT/$name.r$rate.json"
+    if [ -n "$redis_pid" ]; then
+        # Redis's own CPU over the case, to see its work per message.
+        awk '{print ($14 + $15)}' "/proc/$redis_pid/stat" >"$OUT/$name.r$rate.redis-ticks"
+    fi
+    stop_all
+}
+
+echo "load before: $(uptime)"
+for rate in $RATES; do
+    run_case single 0 "$rate"
+    for nodes in $NODES; do
+        run_case "nodes$nodes" "$nodes" "$rate"
+    done
+done
+echo "load after: $(uptime)"
+python3 - "$OUT" "$SUBSCRIBERS" <<'EOF'
+import glob, json, os, sys
+out, subscribers = sys.argv[1], int(sys.argv[2])
+tick = os.sysconf("SC_CLK_TCK")
+print(f"| setup | msg/s | subscribers | delivered | lost | p99 ms | CPU-s (nodes + Redis) | µs CPU per delivery | Redis CPU ms per message (whole case, setup included) |")
+print("|---|---|---|---|---|---|---|---|---|")
+def key(path):
+    name = os.path.basename(path)
+    return (int(name.split(".r")[1].split(".")[0]), name)
+for path in sorted(glob.glob(f"{out}/*.json"), key=key):
+    report = json.load(open(path))
+    name = os.path.basename(path)[:-5]
+    setup, rate = name.split(".r")
+    delivered = report["received"]
+    lost = report["lost"]
+    p99 = (report.get("latency_ms") or {}).get("p99")
+    cpu = report.get("server_cpu_seconds")
+    per = cpu / delivered * 1e6 if cpu and delivered else None
+    redis = ""
+    ticks = f"{out}/{name}.redis-ticks"
+    if os.path.exists(ticks):
+        sent = report["sent"]
+        redis_s = float(open(ticks).read()) / tick
+        redis = f"{redis_s / sent * 1000:.3f}" if sent else ""
+    fmt = lambda v, f: (f.format(v) if v is not None else "?")
+    print(f"| {setup} | {rate} | {subscribers} | {delivered} | {lost} | {fmt(p99, '{:.2f}')} | {fmt(cpu, '{:.2f}')} | {fmt(per, '{:.2f}')} | {redis} |")
+# Redis's CPU per message with the setup (connecting and joining every
+# subscriber, the same at every rate) taken out: the difference between the
+# two rates' cases over the difference in messages sent.
+cases = {}
+for path in glob.glob(f"{out}/*.redis-ticks"):
+    name = os.path.basename(path)[: -len(".redis-ticks")]
+    setup, rate = name.split(".r")
+    sent = json.load(open(f"{out}/{name}.json"))["sent"]
+    cases.setdefault(setup, []).append((sent, float(open(path).read()) / tick))
+print()
+print("| setup | Redis CPU µs per message (between the two rates) |")
+print("|---|---|")
+for setup, runs in sorted(cases.items()):
+    if len(runs) == 2:
+        (sent_a, cpu_a), (sent_b, cpu_b) = sorted(runs)
+        if sent_b > sent_a:
+            print(f"| {setup} | {(cpu_b - cpu_a) / (sent_b - sent_a) * 1e6:.1f} |")
+EOF
