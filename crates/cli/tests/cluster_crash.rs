@@ -22,7 +22,11 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 fn node(redis: &RedisServer, id: &str) -> Server {
     let timeout = format!("{}ms", NODE_TIMEOUT.as_millis());
-    let env = [("SWITCHBOARD_CLUSTER__NODE_ID", id), ("SWITCHBOARD_CLUSTER__NODE_TIMEOUT", timeout.as_str())];
+    let env = [
+        ("SWITCHBOARD_CLUSTER__NODE_ID", id),
+        ("SWITCHBOARD_CLUSTER__NODE_TIMEOUT", timeout.as_str()),
+        ("SWITCHBOARD_CLUSTER__PRESENCE_GRACE", "3s"),
+    ];
     Server::start_with_env(["--redis".to_owned(), redis.url()], env)
 }
 
@@ -78,4 +82,36 @@ async fn a_node_killed_with_sigkill_takes_its_users_out_of_presence_on_the_other
     assert_eq!(reply["recovered"], json!(true), "{reply}");
     let recovered = next_matching(&mut back, |event| event["ev"] == json!("msg")).await;
     assert_eq!((&recovered["seq"], &recovered["body"]), (&missed["seq"], &json!("while alice was away")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_shuts_down_keeps_its_users_present_while_they_reconnect_elsewhere() {
+    let Some(redis) = RedisServer::start("cluster_crash::graceful") else { return };
+    let mut leaving = node(&redis, "leaving");
+    let staying = node(&redis, "staying");
+    let mut bob = Connection::connect(&staying.url("bob")).await.expect("connect");
+    bob.request(json!({"op": "join", "room": "lobby"})).await.expect("join");
+    let mut alice = Connection::connect(&leaving.url("alice")).await.expect("connect");
+    alice.request(json!({"op": "join", "room": "lobby"})).await.expect("join");
+    next_matching(&mut bob, |event| event["ev"] == json!("join")).await;
+
+    leaving.terminate();
+    // Alice's socket closes (1001) and she reconnects to the other node.
+    let closed = tokio::time::timeout(PATIENCE, async { while alice.next_event().await.is_ok() {} }).await;
+    assert!(closed.is_ok(), "the draining node closed alice");
+    let mut back = Connection::connect(&staying.url("alice")).await.expect("connect");
+    back.request(json!({"op": "join", "room": "lobby"})).await.expect("join");
+    // Past the grace (3 s) and a reaper round: the departing node's entry is
+    // reaped, and alice, present on the other node, never left or joined again.
+    let quiet = tokio::time::timeout(NODE_TIMEOUT * 3 + Duration::from_secs(1), async {
+        next_matching(&mut bob, |event| event["ev"] == json!("leave") || event["ev"] == json!("join")).await
+    })
+    .await;
+    assert!(quiet.is_err(), "no leave or join flapped: {quiet:?}");
+    let members = bob.request(json!({"op": "presence", "room": "lobby"})).await.expect("presence");
+    assert_eq!(members["users"], json!(["alice", "bob"]), "{members}");
+    // Her last connection going now is a leave.
+    back.close().await.expect("close");
+    let left = next_matching(&mut bob, |event| event["ev"] == json!("leave")).await;
+    assert_eq!(left["user"], json!("alice"));
 }

@@ -89,6 +89,13 @@ impl Server {
         format!("ws://{}/ws?name={name}", self.http)
     }
 
+    /// SIGTERM: starts a graceful shutdown (not waited for).
+    #[allow(dead_code)] // Only the cluster tests shut down gracefully.
+    pub fn terminate(&mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|status| status.success()), "SIGTERM");
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     #[allow(dead_code)] // Only the crash tests kill.
     pub fn kill(&mut self) {

@@ -3,7 +3,7 @@
 //! on this node, then settled, in commit order. Subscriptions are nothing
 //! to do: every log's messages are this node's.
 
-use super::{Broker, Deliveries, Delivery, Pending, PublishError, Stored, Unstored};
+use super::{Broker, Deliveries, Delivery, Lookup, Pending, PublishError, Stored, Unstored};
 use crate::store::{
     Committed, Loaded, LogKind, LogMeta, ProbeAnswer, Pruned, Reader, Sink, Storage, StoreError, Submission,
     SubmitError, WriterOptions,
@@ -41,6 +41,10 @@ impl<T: Send + 'static> Broker<T> for LocalBroker<T> {
 
     fn pending(&self, _kind: LogKind, _name: &str) -> Option<Pending> {
         None
+    }
+
+    fn lookup(&self, _kind: LogKind, _name: &str) -> Lookup {
+        Lookup::Here
     }
 
     fn meta(&self, kind: LogKind, name: &str) -> Option<LogMeta> {

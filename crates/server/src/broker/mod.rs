@@ -45,6 +45,27 @@ impl<T> std::fmt::Debug for Seams<T> {
     }
 }
 
+/// What a read of a log's history found: its metadata and a reader bound
+/// to it, or nothing when the log does not exist.
+pub type Found = Result<Option<(LogMeta, Arc<dyn Reader>)>, crate::store::StoreError>;
+
+/// Where to read a log from (see [`Broker::lookup`]).
+pub enum Lookup {
+    /// [`Broker::meta`] and [`Broker::reader`] answer for it.
+    Here,
+    /// This node does not follow the log: what to await instead.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Found> + Send>>),
+}
+
+impl std::fmt::Debug for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Lookup::Here => "Lookup::Here",
+            Lookup::Later(_) => "Lookup::Later",
+        })
+    }
+}
+
 /// What to await before this node can answer for a log (see
 /// [`Broker::pending`]).
 pub type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -112,6 +133,10 @@ pub trait Broker<T>: Send + Sync + std::fmt::Debug {
     /// once it does, or once the broker gave up waiting (then `meta` says
     /// what it knows, and recovery answers accordingly).
     fn pending(&self, kind: LogKind, name: &str) -> Option<Pending>;
+    /// Where to read a log's history for a reader that is not one of its
+    /// members here (the HTTP API): a single node knows every log; a cluster
+    /// node not subscribed to it asks Redis.
+    fn lookup(&self, kind: LogKind, name: &str) -> Lookup;
     /// What is known of a log, if it exists.
     fn meta(&self, kind: LogKind, name: &str) -> Option<LogMeta>;
     /// Records that a log's messages through `seq` were fanned out here.

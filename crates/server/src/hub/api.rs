@@ -7,6 +7,7 @@
 use super::replay::HISTORY_MAX_LIMIT;
 use super::room::RoomState;
 use super::{lock, Hub};
+use crate::broker::Lookup;
 use crate::store::{LogKind, StoreError, StoredMessage};
 use crate::util::unix_ms;
 use serde_json::value::RawValue;
@@ -101,11 +102,15 @@ impl Hub {
     /// Reads one page of `room`'s history (on the blocking pool), within
     /// half of `limits.outbound_queue_bytes` of bodies, as `history` does.
     pub async fn history_page(&self, room: &str, query: PageQuery) -> Result<HistoryPage, StoreError> {
-        let Some(meta) = self.broker.meta(LogKind::Room, room) else {
+        let found = match self.broker.lookup(LogKind::Room, room) {
+            Lookup::Here => self.broker.meta(LogKind::Room, room).map(|meta| (meta, self.broker.reader())),
+            Lookup::Later(found) => found.await?,
+        };
+        let Some((meta, reader)) = found else {
             return Ok(HistoryPage { epoch: None, first_seq: 0, last_seq: 0, messages: Vec::new(), more: false });
         };
         let limit = query.limit.clamp(1, HISTORY_MAX_LIMIT) as usize;
-        let (reader, log) = (self.broker.reader(), meta.id);
+        let log = meta.id;
         let read = tokio::task::spawn_blocking(move || match query.after {
             Some(after) => reader.after(log, after, limit),
             None => reader.before(log, query.before.unwrap_or(u64::MAX), limit),

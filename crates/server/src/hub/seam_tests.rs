@@ -39,6 +39,9 @@ impl Broker<Ticket> for RecordingBroker {
             let _ = gate.wait_for(|open| *open).await;
         }))
     }
+    fn lookup(&self, _kind: LogKind, _name: &str) -> crate::broker::Lookup {
+        crate::broker::Lookup::Here
+    }
     fn meta(&self, _kind: LogKind, _name: &str) -> Option<LogMeta> {
         None
     }

@@ -309,3 +309,22 @@ async fn a_dm_to_a_user_connected_nowhere_waits_in_redis_for_them_on_another_nod
     let dm = wait_for(&mut bob, |event| event["ev"] == json!("dm")).await;
     assert_eq!((&dm["from"], &dm["body"]), (&json!("alice"), &json!("while you were out")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_reads_a_rooms_history_on_a_node_where_nobody_follows_it() {
+    let Some(redis) = RedisServer::start("cluster::api_history") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut sender = nodes[0].client("sender").await;
+    request(&mut sender, json!({"op": "join", "room": "archive"})).await;
+    for n in 0..3 {
+        sender.send("archive", json!({"n": n})).await.expect("send");
+    }
+    let url = format!("http://{}/api/rooms/archive/messages", nodes[2].addr);
+    let page: Value = reqwest::get(url).await.expect("history").json().await.expect("JSON");
+    let bodies: Vec<&Value> = page["messages"].as_array().expect("messages").iter().map(|m| &m["body"]["n"]).collect();
+    assert_eq!(bodies, [&json!(0), &json!(1), &json!(2)], "{page}");
+    assert_eq!(page["last_seq"], json!(3), "{page}");
+    let url = format!("http://{}/api/rooms/nothing-here/messages", nodes[2].addr);
+    let empty: Value = reqwest::get(url).await.expect("history").json().await.expect("JSON");
+    assert_eq!(empty["messages"], json!([]), "{empty}");
+}

@@ -26,10 +26,10 @@ pub mod presence;
 mod reader;
 mod slot;
 
-use super::{Broker, Deliveries, Pending, Publication, PublishError, Stored, Unstored};
+use super::{Broker, Deliveries, Lookup, Pending, Publication, PublishError, Stored, Unstored};
 use crate::cluster::{ClusterError, Engine, Outgoing as ClusterOutgoing, Subscriber, SubscriberEvent};
 use crate::metrics::{DropReason, Metrics};
-use crate::store::{LogKey, LogKind, LogMeta, ProbeAnswer, Reader, StoredMessage};
+use crate::store::{LogKey, LogKind, LogMeta, ProbeAnswer, Reader, StoreError, StoredMessage};
 use crate::util::lock;
 use slot::{Arrival, Next, Slot};
 use std::collections::HashMap;
@@ -266,6 +266,28 @@ impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
         Some(Box::pin(async move {
             // Past the limit the join is answered with what is known.
             let _ = tokio::time::timeout(limit, ready.wait_for(|ready| *ready)).await;
+        }))
+    }
+
+    fn lookup(&self, kind: LogKind, name: &str) -> Lookup {
+        let key = LogKey { kind, name: Arc::from(name) };
+        if self.shared.slot(&key).is_some_and(|slot| slot.is_ready()) {
+            return Lookup::Here;
+        }
+        let engine = self.shared.engine.clone();
+        Lookup::Later(Box::pin(async move {
+            let info = engine.meta(&key).await.map_err(|error| StoreError::Broker(error.to_string()))?;
+            Ok(info.map(|info| {
+                let meta = LogMeta {
+                    first_seq: info.first_seq,
+                    first_ts: info.first_ts,
+                    last_seq: info.top_seq,
+                    fanned_out: info.top_seq,
+                    ..LogMeta::new(0, info.epoch)
+                };
+                let reader: Arc<dyn Reader> = Arc::new(reader::KeyReader::new(engine, key));
+                (meta, reader)
+            }))
         }))
     }
 

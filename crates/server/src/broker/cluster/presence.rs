@@ -21,6 +21,7 @@ use crate::store::LogKey;
 use crate::util::lock;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use switchboard_protocol::event::{self, Encoded};
@@ -45,6 +46,8 @@ pub struct ClusterPresence {
     engine: Engine,
     changes: mpsc::UnboundedSender<Change>,
     here: Here,
+    /// Shutting down: departures stay in Redis for the grace period.
+    leaving: AtomicBool,
 }
 
 /// What the presence task needs.
@@ -70,12 +73,16 @@ impl ClusterPresence {
         let ttl = engine.config().node_timeout * 4;
         let task = Task { engine: engine.clone(), here: Arc::clone(&here), deliveries, metrics, ttl };
         tokio::spawn(task.run(receiver));
-        ClusterPresence { engine, changes, here }
+        ClusterPresence { engine, changes, here, leaving: AtomicBool::new(false) }
     }
 
     /// A graceful shutdown: this node's entries stay for `grace`, so users
     /// who reconnect to another node meanwhile do not leave and join again.
+    /// From now on the departures of this node's users (their connections
+    /// closing as the node drains) are not applied: the reaper removes them
+    /// once `grace` has passed, unless the users are back elsewhere.
     pub async fn leave_after(&self, grace: Duration) -> Result<(), ClusterError> {
+        self.leaving.store(true, Ordering::Release);
         self.engine.leave_after(grace).await
     }
 }
@@ -89,6 +96,9 @@ impl Presence for ClusterPresence {
     }
 
     fn departed(&self, room: &Arc<str>, user: &Arc<str>) -> Announce {
+        if self.leaving.load(Ordering::Acquire) {
+            return Announce::Later;
+        }
         lock(&self.here).remove(&(Arc::clone(room), Arc::clone(user)));
         let _ = self.changes.send(Change::Departed { room: Arc::clone(room), user: Arc::clone(user) });
         Announce::Later
