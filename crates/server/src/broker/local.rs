@@ -31,7 +31,7 @@ impl<T: Send + 'static> LocalBroker<T> {
 }
 
 impl<T: Send + 'static> Broker<T> for LocalBroker<T> {
-    fn publish(&self, publication: Submission<T>) -> Result<(), PublishError> {
+    fn publish(&self, publication: Submission<T>, _idempotency: Option<&str>) -> Result<(), PublishError> {
         self.storage.submit(publication).map_err(refused)
     }
 

@@ -120,7 +120,10 @@ pub trait Broker<T>: Send + Sync + std::fmt::Debug {
     /// Accepts a message for its log; it is delivered and settled later
     /// (a local broker may do both before returning: the caller then must
     /// hold no lock [`Deliveries`] takes).
-    fn publish(&self, publication: Publication<T>) -> Result<(), PublishError>;
+    /// `idempotency` is the publication's idempotency scope (sender, log
+    /// and key): a broker shared by several nodes stores a repeat once even
+    /// when it reaches another node (the hub deduplicates on its own node).
+    fn publish(&self, publication: Publication<T>, idempotency: Option<&str>) -> Result<(), PublishError>;
     /// This node has its first member of a log (a room's first member, or
     /// a user's first connection for their inbox): deliver its messages
     /// here. Called under the hub's directory lock (rooms) or users lock.

@@ -114,16 +114,16 @@ impl Hub {
     }
 
     fn submit(self: &Arc<Self>, key: LogKey, conn: &Arc<Conn>, message: Outgoing<'_>) -> Result<(), HubError> {
-        let first = match message.idempotency_key {
+        // Scoped by sender, target and key: names hold no newline.
+        let scope = message
+            .idempotency_key
+            .map(|idempotency_key| format!("{}\n{}\n{}\n{idempotency_key}", conn.user, key.kind.code(), key.name));
+        let first = match &scope {
             None => None,
-            Some(idempotency_key) => {
-                // Scoped by sender, target and key: names hold no newline.
-                let scope = format!("{}\n{}\n{}\n{idempotency_key}", conn.user, key.kind.code(), key.name);
-                match self.idempotency.claim(scope, &self.metrics) {
-                    Claim::First(first) => Some(first),
-                    Claim::Seen(seen) => return self.answer_repeat(conn, message.id, seen),
-                }
-            }
+            Some(scope) => match self.idempotency.claim(scope.clone(), &self.metrics) {
+                Claim::First(first) => Some(first),
+                Claim::Seen(seen) => return self.answer_repeat(conn, message.id, seen),
+            },
         };
         if !conn.begin_request(false) {
             self.metrics.dropped(DropReason::TooManyPending, 1);
@@ -132,7 +132,9 @@ impl Hub {
         let ticket = Ticket::Conn { conn: Arc::clone(conn), id: message.id.map(ToOwned::to_owned), first };
         let from = Arc::clone(&conn.user);
         let publication = Publication { key, from, body: message.body.to_owned(), ticket };
-        self.broker.publish(publication).map_err(|error| {
+        // A cluster's broker checks the scope again in Redis, for a repeat
+        // that reaches another node.
+        self.broker.publish(publication, scope.as_deref()).map_err(|error| {
             conn.end_request();
             self.submit_failed(Some(conn.id), error)
         })
@@ -195,7 +197,7 @@ impl Hub {
         let (answer, receiver) = oneshot::channel();
         let key = LogKey { kind, name: Arc::from(name) };
         let publication = Publication { key, from, body, ticket: Ticket::Http(answer) };
-        self.broker.publish(publication).map_err(|error| self.submit_failed(None, error))?;
+        self.broker.publish(publication, None).map_err(|error| self.submit_failed(None, error))?;
         Ok(receiver)
     }
 

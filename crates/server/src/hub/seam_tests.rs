@@ -23,7 +23,7 @@ struct RecordingBroker {
 }
 
 impl Broker<Ticket> for RecordingBroker {
-    fn publish(&self, publication: Publication<Ticket>) -> Result<(), PublishError> {
+    fn publish(&self, publication: Publication<Ticket>, _idempotency: Option<&str>) -> Result<(), PublishError> {
         lock(&self.published).push(publication);
         Ok(())
     }

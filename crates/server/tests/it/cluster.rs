@@ -328,3 +328,22 @@ async fn the_http_api_reads_a_rooms_history_on_a_node_where_nobody_follows_it() 
     let empty: Value = reqwest::get(url).await.expect("history").json().await.expect("JSON");
     assert_eq!(empty["messages"], json!([]), "{empty}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_repeated_with_its_idempotency_key_on_another_node_is_stored_once() {
+    let Some(redis) = RedisServer::start("cluster::idempotent") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let send = json!({"op": "send", "room": "orders", "body": "pay 10", "idempotency_key": "k-1"});
+    let mut first = nodes[0].client("shop").await;
+    request(&mut first, json!({"op": "join", "room": "orders"})).await;
+    let stored = request(&mut first, send.clone()).await;
+    assert_eq!(stored["ok"], json!(true), "{stored}");
+    within(first.close()).await.expect("close");
+    // The client lost its connection before the ack and resends elsewhere.
+    let mut again = nodes[1].client("shop").await;
+    request(&mut again, json!({"op": "join", "room": "orders"})).await;
+    let repeat = request(&mut again, send).await;
+    assert_eq!((&repeat["ok"], &repeat["seq"]), (&json!(true), &stored["seq"]), "the first attempt's seq: {repeat}");
+    let history = request(&mut again, json!({"op": "history", "room": "orders"})).await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(1), "stored once: {history}");
+}

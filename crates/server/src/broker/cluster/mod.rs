@@ -198,16 +198,19 @@ impl<T: Send + 'static> Shared<T> {
     }
 
     /// Stores and publishes one message, then answers its publisher.
-    async fn publish(self: Arc<Self>, publication: Publication<T>) {
+    async fn publish(self: Arc<Self>, publication: Publication<T>, idempotency: Option<String>) {
         let Publication { key, from, body, ticket } = publication;
-        let outgoing = ClusterOutgoing { from: &from, body: &body, idempotency: None };
+        let outgoing = ClusterOutgoing { from: &from, body: &body, idempotency: idempotency.as_deref() };
         let outcome = self.engine.publish(&key, outgoing).await;
         let Some(deliveries) = self.deliveries.upgrade() else { return };
         match outcome {
             Ok(published) => {
                 let stored = Stored { seq: published.seq, epoch: published.epoch, ts: published.ts };
-                let message = StoredMessage { seq: published.seq, ts: published.ts, from: from.to_string(), body };
-                self.arrive(&key, Arrival { epoch: published.epoch, message });
+                // A repeat (another node stored it first) was delivered then.
+                if !published.duplicate {
+                    let message = StoredMessage { seq: published.seq, ts: published.ts, from: from.to_string(), body };
+                    self.arrive(&key, Arrival { epoch: published.epoch, message });
+                }
                 deliveries.settle(ticket, Ok(stored));
             }
             Err(error) => {
@@ -220,14 +223,14 @@ impl<T: Send + 'static> Shared<T> {
 }
 
 impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
-    fn publish(&self, publication: Publication<T>) -> Result<(), PublishError> {
+    fn publish(&self, publication: Publication<T>, idempotency: Option<&str>) -> Result<(), PublishError> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed);
         }
         if !self.shared.up.load(Ordering::Acquire) {
             return Err(PublishError::Unavailable);
         }
-        tokio::spawn(Arc::clone(&self.shared).publish(publication));
+        tokio::spawn(Arc::clone(&self.shared).publish(publication, idempotency.map(ToOwned::to_owned)));
         Ok(())
     }
 
