@@ -82,15 +82,17 @@ impl Engine {
         let Value::Array(fields) = &reply else {
             return Err(payload::bad("publish answer", &reply));
         };
-        match fields.as_slice() {
-            [seq, epoch, ts, duplicate] => Ok(Published {
+        let published = match fields.as_slice() {
+            [seq, epoch, ts, duplicate] => Published {
                 seq: number(seq)?,
                 epoch: number(epoch)?,
                 ts: number(ts)?,
                 duplicate: number(duplicate)? == 1,
-            }),
-            _ => Err(payload::bad("publish answer", &reply)),
-        }
+            },
+            _ => return Err(payload::bad("publish answer", &reply)),
+        };
+        self.wait_durable().await?;
+        Ok(published)
     }
 
     /// The log's epoch, newest and oldest retained `seq`; `None` when Redis

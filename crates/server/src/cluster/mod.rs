@@ -26,6 +26,7 @@
 //! never a false ack.
 
 pub mod connection;
+mod durability;
 pub mod keys;
 pub mod log;
 mod payload;
@@ -82,6 +83,12 @@ pub struct ClusterConfig {
     pub node_timeout: Duration,
     /// How long one reaper holds the reaper lock (`SET NX PX`).
     pub reaper_lease: Duration,
+    /// Replicas that must have a published message before it is acked
+    /// (`WAIT`); 0: none.
+    pub wait_replicas: u32,
+    /// Whether a published message must also be in the master's AOF before
+    /// it is acked (`WAITAOF`, Redis 7.2 and later).
+    pub wait_aof: bool,
     /// Pushes (publications) the subscriber buffers before it drops and
     /// reports [`SubscriberEvent::Dropped`].
     pub subscriber_buffer: usize,
@@ -105,6 +112,8 @@ impl ClusterConfig {
             node_timeout: Duration::from_secs(30),
             reaper_lease: Duration::from_secs(10),
             subscriber_buffer: 8192,
+            wait_replicas: 0,
+            wait_aof: false,
         }
     }
 }
@@ -196,6 +205,7 @@ impl Engine {
         let conn = connection::connect(&target, &config, None).await?;
         let engine = Engine { inner: Arc::new(EngineInner { config, target, keys, conn }) };
         engine.ping().await?;
+        engine.check_durability().await?;
         Ok(engine)
     }
 

@@ -27,6 +27,12 @@ pub struct Cluster {
     /// `unavailable`.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
+    /// Replicas that must have a message before it is acked (`WAIT`): a
+    /// failover to one of them then loses no acked message. 0: none.
+    pub wait_replicas: u32,
+    /// Whether a message must also be in the master's append-only file
+    /// before it is acked (`WAITAOF`, Redis 7.2 and later).
+    pub wait_aof: bool,
 }
 
 impl Default for Cluster {
@@ -39,6 +45,8 @@ impl Default for Cluster {
             node_timeout: Duration::from_secs(30),
             presence_grace: Duration::from_secs(10),
             command_timeout: Duration::from_secs(2),
+            wait_replicas: 0,
+            wait_aof: false,
         }
     }
 }

@@ -88,6 +88,8 @@ fn cluster_config(config: &Config) -> ClusterConfig {
     engine.room_ttl = Some(config.storage.room_max_age);
     engine.inbox_ttl = Some(config.storage.inbox_max_age);
     engine.idempotency_window = config.api.idempotency_window;
+    engine.wait_replicas = cluster.wait_replicas;
+    engine.wait_aof = cluster.wait_aof;
     engine
 }
 

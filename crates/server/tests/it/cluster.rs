@@ -347,3 +347,42 @@ async fn a_send_repeated_with_its_idempotency_key_on_another_node_is_stored_once
     let history = request(&mut again, json!({"op": "history", "room": "orders"})).await;
     assert_eq!(history["messages"].as_array().map(Vec::len), Some(1), "stored once: {history}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_an_ack_means_a_replica_has_the_message_and_without_the_replica_sends_are_refused() {
+    let Some(mut set) = crate::redis_support::RedisSentinelSet::start("cluster::wait_replicas") else { return };
+    let url = format!("redis://127.0.0.1:{}", set.master.port);
+    let node = TestServer::with(move |config| {
+        config.cluster.redis = url;
+        config.cluster.node_id = "careful".to_owned();
+        config.cluster.command_timeout = Duration::from_secs(1);
+        config.cluster.wait_replicas = 1;
+    })
+    .await;
+    let mut writer = node.client("writer").await;
+    request(&mut writer, json!({"op": "join", "room": "ledger"})).await;
+    let acked = request(&mut writer, json!({"op": "send", "room": "ledger", "body": 1})).await;
+    assert_eq!(acked["ok"], json!(true), "{acked}");
+    // Acked means the replica has it already: no waiting for it here.
+    assert_eq!(set.replica.cli(&["XLEN", "sb:{r:ledger}:x"]).trim(), "1", "the replica holds the acked message");
+    set.replica.kill9();
+    let refused = request(&mut writer, json!({"op": "send", "room": "ledger", "body": 2})).await;
+    assert_eq!(refused["code"], json!("unavailable"), "no replica confirmed it: {refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_aof_on_a_redis_without_waitaof_is_refused_when_the_node_connects() {
+    let Some(redis) = RedisServer::start("cluster::wait_aof") else { return };
+    let version = redis.cli(&["INFO", "server"]);
+    let version = version.lines().find_map(|line| line.strip_prefix("redis_version:")).unwrap_or("").trim().to_owned();
+    let mut config = switchboard_server::cluster::ClusterConfig::new(redis.url(), "n");
+    config.wait_aof = true;
+    let connected = switchboard_server::cluster::Engine::connect(config).await;
+    let newer =
+        version.split('.').take(2).map(|part| part.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>() >= vec![7, 2];
+    match (newer, connected) {
+        (true, Ok(_)) => {}
+        (false, Err(error)) => assert!(error.to_string().contains("7.2"), "{error}"),
+        (newer, other) => panic!("Redis {version} (WAITAOF: {newer}): {other:?}"),
+    }
+}
