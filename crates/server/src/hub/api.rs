@@ -56,23 +56,24 @@ impl Hub {
     /// unstored and without a `seq` (nobody when the room has no members);
     /// returns its `ts`.
     pub fn publish_volatile_from(&self, room: &str, from: &str, body: &RawValue) -> u64 {
-        let Some(room) = lock(&self.rooms).get(room).cloned() else {
-            // No member here; a cluster's other nodes may have some.
-            let ts = unix_ms();
-            let message = event::RoomMessage { ev: "msg", room, seq: None, from, ts, body, volatile: Some(true) };
-            self.broker.relay(room, Encoded::new(&message).json());
-            return ts;
-        };
-        let mut state = room.lock();
-        self.fan_out_volatile(&mut state, &room.name, from, body)
+        let found = lock(&self.rooms).get(room).cloned();
+        match found {
+            Some(room) => self.fan_out_volatile(&mut room.lock(), &room.name, from, body),
+            None => {
+                // No member here; a cluster's other nodes may have some.
+                let ts = unix_ms();
+                self.broker.relay(room, volatile_event(room, from, ts, body).json());
+                ts
+            }
+        }
     }
 
     /// Fans a volatile message out to the members of a room whose state
-    /// the caller locked; returns its `ts`.
+    /// the caller locked, and relays it to a cluster's other nodes; returns
+    /// its `ts`.
     pub(super) fn fan_out_volatile(&self, state: &mut RoomState, room: &str, from: &str, body: &RawValue) -> u64 {
         let ts = unix_ms();
-        let message = event::RoomMessage { ev: "msg", room, seq: None, from, ts, body, volatile: Some(true) };
-        let encoded = Encoded::new(&message);
+        let encoded = volatile_event(room, from, ts, body);
         self.fan_out(state.members_in_address_order(), &encoded);
         // The other nodes' members (a cluster); nothing to do on one node.
         self.broker.relay(room, encoded.json());
@@ -153,4 +154,9 @@ impl Hub {
         }
         dropped > 0
     }
+}
+
+/// A volatile message's event: no `seq`, `"volatile": true`.
+fn volatile_event(room: &str, from: &str, ts: u64, body: &RawValue) -> Encoded {
+    Encoded::new(&event::RoomMessage { ev: "msg", room, seq: None, from, ts, body, volatile: Some(true) })
 }

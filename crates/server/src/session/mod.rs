@@ -34,11 +34,7 @@ fn hello(hub: &Hub, conn: &Conn, token: Option<&str>, held: bool) {
         return hub.reply(conn, &hello);
     }
     hub.reply_before_replay(conn, &hello);
-    let dropped = conn.end_replay(0, 0);
-    if dropped > 0 {
-        hub.metrics.dropped(crate::metrics::DropReason::Closing, dropped);
-    }
-    conn.end_request();
+    recovery::end_recovery(hub, conn);
 }
 
 /// Answers `presence` with `members`, or `unavailable` when a cluster
@@ -119,8 +115,7 @@ impl Session {
         };
         // A cluster node that just subscribed to the user's inbox: the
         // `hello` (with the inbox's position) waits, and comes first.
-        self.conn.begin_request(true);
-        self.conn.begin_replay();
+        recovery::hold_live_frames(&self.conn);
         let (hub, conn, token) = (Arc::clone(&self.hub), Arc::clone(&self.conn), token.map(ToOwned::to_owned));
         tokio::spawn(async move {
             pending.await;

@@ -190,9 +190,8 @@ impl Session {
         }
         let pending = self.hub.pending(LogKind::Room, room);
         if pending.is_some() && since.is_none() {
-            // Counted as a request like a recovery; the member is in already.
-            self.conn.begin_request(true);
-            self.conn.begin_replay();
+            // The member is in already: no refusing it now.
+            hold_live_frames(&self.conn);
         }
         Ok((joined.presence_events, pending))
     }
@@ -248,8 +247,15 @@ fn answer_join(hub: &Arc<Hub>, conn: &Arc<Conn>, join: JoinAnswer<'_>) -> Recove
     plan
 }
 
+/// Holds the connection's live frames until an answer that must come
+/// first is queued, counted as a pending request (never refused).
+pub(super) fn hold_live_frames(conn: &Conn) {
+    conn.begin_request(true);
+    conn.begin_replay();
+}
+
 /// Ends a recovery that replays nothing: held frames follow the reply.
-fn end_recovery(hub: &Hub, conn: &Conn) {
+pub(super) fn end_recovery(hub: &Hub, conn: &Conn) {
     let dropped = conn.end_replay(0, 0);
     if dropped > 0 {
         hub.metrics.dropped(DropReason::Closing, dropped);

@@ -8,7 +8,6 @@ use super::{Control, Shared};
 use crate::cluster::{LogInfo, Subscriber, SubscriberEvent};
 use crate::store::LogKey;
 use crate::util::lock;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -164,14 +163,11 @@ fn on_event<T: Send + 'static>(shared: &Arc<Shared<T>>, event: SubscriberEvent, 
             }
         }
         SubscriberEvent::Lost(reason) => {
-            if shared.up.swap(false, Ordering::AcqRel) {
-                shared.metrics.cluster_up.set(0);
-            }
+            shared.set_up(false);
             tracing::error!(?reason, "the Redis subscription is down: publishing fails until it is back");
         }
         SubscriberEvent::Resubscribed => {
-            shared.up.store(true, Ordering::Release);
-            shared.metrics.cluster_up.set(1);
+            shared.set_up(true);
             tracing::info!("the Redis subscription is back: repairing every log");
             repair_all(shared, failed.as_slice());
         }

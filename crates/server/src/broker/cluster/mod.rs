@@ -191,10 +191,15 @@ impl<T: Send + 'static> Shared<T> {
 
     /// Notes that Redis did not answer.
     fn unreachable(&self, error: &ClusterError) {
-        if error.is_unavailable() && self.up.swap(false, Ordering::AcqRel) {
-            self.metrics.cluster_up.set(0);
+        if error.is_unavailable() && self.set_up(false) {
             tracing::error!(%error, "Redis is unreachable: publishing fails until it answers again");
         }
+    }
+
+    /// Records whether Redis answers (`/metrics` too); true when it changed.
+    fn set_up(&self, up: bool) -> bool {
+        self.metrics.cluster_up.set(i64::from(up));
+        self.up.swap(up, Ordering::AcqRel) != up
     }
 
     /// Stores and publishes one message, then answers its publisher.
