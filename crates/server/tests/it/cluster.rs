@@ -19,7 +19,9 @@ async fn node(redis: &str, id: &str) -> TestServer {
     TestServer::with(move |config| {
         config.cluster.redis = redis;
         config.cluster.node_id = id;
-        config.cluster.node_timeout = Duration::from_secs(3);
+        // Long enough that a node starved of CPU on a loaded machine is not
+        // reaped as dead (the reaper is timed in crates/cli/tests/cluster_crash.rs).
+        config.cluster.node_timeout = Duration::from_secs(15);
         config.cluster.command_timeout = Duration::from_millis(500);
     })
     .await
