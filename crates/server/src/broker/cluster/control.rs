@@ -44,7 +44,7 @@ pub(super) async fn run<T: Send + 'static>(
                     tracing::error!("the Redis subscriber stopped");
                     return;
                 };
-                on_event(&shared, event, &mut failed);
+                on_event(&shared, event);
             }
             _ = retry.tick(), if !failed.is_empty() => {
                 let again = std::mem::take(&mut failed);
@@ -148,7 +148,7 @@ fn repair(slot: &Slot, (epoch, last): (u64, u64), (log_epoch, top, _): (u64, u64
     }
 }
 
-fn on_event<T: Send + 'static>(shared: &Arc<Shared<T>>, event: SubscriberEvent, failed: &mut Vec<Arc<Slot>>) {
+fn on_event<T: Send + 'static>(shared: &Arc<Shared<T>>, event: SubscriberEvent) {
     match event {
         SubscriberEvent::Publication(publication) => {
             let arrival = Arrival { epoch: publication.epoch, message: publication.message };
@@ -169,23 +169,22 @@ fn on_event<T: Send + 'static>(shared: &Arc<Shared<T>>, event: SubscriberEvent, 
         SubscriberEvent::Resubscribed => {
             shared.set_up(true);
             tracing::info!("the Redis subscription is back: repairing every log");
-            repair_all(shared, failed.as_slice());
+            repair_all(shared);
         }
         SubscriberEvent::Dropped(count) => {
             shared.metrics.cluster_pushes_dropped.inc_by(count);
             tracing::warn!(count, "the subscriber dropped pushes: repairing every log");
-            repair_all(shared, failed.as_slice());
+            repair_all(shared);
         }
     }
 }
 
-/// Reads every subscribed log's position and fills what was missed; logs
-/// that failed to subscribe are tried again at once.
-fn repair_all<T: Send + 'static>(shared: &Arc<Shared<T>>, failed: &[Arc<Slot>]) {
+/// Reads every started log's position and fills what was missed. A log
+/// whose subscription never started (it failed) has no position yet: the
+/// retry timer starts it.
+fn repair_all<T: Send + 'static>(shared: &Arc<Shared<T>>) {
     let slots: Vec<Arc<Slot>> = lock(&shared.slots).by_key.values().cloned().collect();
-    let started =
-        |slot: &Arc<Slot>| slot.position().is_some() && !failed.iter().any(|waiting| Arc::ptr_eq(waiting, slot));
-    for slot in slots.into_iter().filter(started) {
+    for slot in slots.into_iter().filter(|slot| slot.position().is_some()) {
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
             match shared.engine.meta(&slot.key).await {
