@@ -67,7 +67,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// HTTP (503 from `/readyz`): the server cannot take work (storage not writable, shutting down).
     NotReady,
-    /// A cluster node cannot reach Redis: the message was not stored or delivered (HTTP 503).
+    /// A cluster node cannot reach Redis, so the message was not stored, or could not confirm it
+    /// was stored as configured, so it may have been: retry with the same idempotency key (HTTP 503).
     Unavailable,
 }
 

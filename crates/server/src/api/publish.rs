@@ -136,10 +136,9 @@ async fn store(
             ErrorCode::StorageFailed,
             "the message could not be stored and was not delivered",
         )),
-        Ok(Err(crate::broker::Unstored::Unavailable)) => Err(ApiError::unavailable(
-            ErrorCode::Unavailable,
-            "the cluster cannot reach Redis: the message was not stored or delivered; retry",
-        )),
+        Ok(Err(crate::broker::Unstored::Unconfirmed)) => {
+            Err(ApiError::unavailable(ErrorCode::Unavailable, crate::hub::UNCONFIRMED))
+        }
         Err(_) => Err(ApiError::unavailable(ErrorCode::ShuttingDown, "the storage writer stopped")),
     }
 }

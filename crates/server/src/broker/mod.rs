@@ -103,14 +103,19 @@ pub enum PublishError {
     Unavailable,
 }
 
-/// Why an accepted publication was not stored (answered through
-/// [`Deliveries::settle`]); nothing of it was stored or delivered.
+/// Why an accepted publication is not acked (answered through
+/// [`Deliveries::settle`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unstored {
-    /// The storage failed to write it (logged by the broker).
+    /// The storage failed to write it: nothing of it was stored or
+    /// delivered (logged by the broker).
     StorageFailed,
-    /// A cluster's Redis did not answer (logged by the broker).
-    Unavailable,
+    /// A cluster could not confirm it: Redis did not answer in time, the
+    /// connection broke mid-command, or fewer replicas or append-only files
+    /// than configured have it. It may have been stored and delivered; a
+    /// retry with the same idempotency key stores it at most once (logged
+    /// by the broker).
+    Unconfirmed,
 }
 
 /// Orders, stores and carries stored messages; see the module docs.

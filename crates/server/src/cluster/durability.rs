@@ -57,7 +57,7 @@ impl Engine {
             other => (1, number(other)?),
         };
         if local < 1 || replicas < u64::from(config.wait_replicas) {
-            return Err(ClusterError::Unavailable(format!(
+            return Err(ClusterError::NotDurable(format!(
                 "the message is on {replicas} of {} replicas (and {local} local AOF) after {within} ms",
                 config.wait_replicas
             )));

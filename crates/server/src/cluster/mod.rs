@@ -132,6 +132,11 @@ pub enum ClusterError {
     /// have run: retry with the same idempotency key.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// The command ran, but fewer replicas or append-only files than
+    /// `wait_replicas`/`wait_aof` ask confirmed it in time. Redis itself
+    /// answers, so this says nothing about its reachability.
+    #[error("not durable as configured: {0}")]
+    NotDurable(String),
     /// A script failed in Redis (a bug, or a key of the wrong type).
     #[error("redis script {script} failed: {detail}")]
     Script { script: &'static str, detail: String },

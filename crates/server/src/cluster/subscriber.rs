@@ -55,6 +55,9 @@ pub enum SubscriberEvent {
     /// Every channel is subscribed again and the echo came back: read what
     /// was published since `Lost` from the streams.
     Resubscribed,
+    /// A probe's echo came back on a subscription that stayed up: Redis
+    /// answers commands and delivers pushes (every `probe_interval`).
+    Alive,
     /// This many pushes were dropped because events were not taken fast
     /// enough: treat every subscribed log as possibly gapped.
     Dropped(u64),
@@ -329,7 +332,7 @@ impl Actor {
         self.probe = None;
         self.next_probe = Instant::now() + self.shared.engine.config().probe_interval;
         if self.shared.live.swap(true, Ordering::Relaxed) {
-            return true;
+            return self.emit(SubscriberEvent::Alive).await;
         }
         tracing::info!("redis subscription restored");
         self.emit(SubscriberEvent::Resubscribed).await

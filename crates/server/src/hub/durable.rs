@@ -18,6 +18,9 @@ use switchboard_protocol::event::{self, Encoded, InboxStatus};
 use switchboard_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
+/// What a publisher is told when a cluster could not confirm its message.
+pub const UNCONFIRMED: &str = "the cluster could not confirm the message (Redis did not answer in time, or fewer replicas or append-only files than configured have it): it may have been stored and delivered; retry with the same idempotency key";
+
 /// Who to answer once a message is stored (or could not be).
 #[derive(Debug)]
 pub enum Ticket {
@@ -406,11 +409,7 @@ impl Hub {
                 ErrorCode::StorageFailed,
                 "the message could not be stored and was not delivered",
             ),
-            Unstored::Unavailable => (
-                DropReason::ClusterUnavailable,
-                ErrorCode::Unavailable,
-                "the cluster cannot reach Redis: the message was not stored or delivered; retry",
-            ),
+            Unstored::Unconfirmed => (DropReason::ClusterUnavailable, ErrorCode::Unavailable, UNCONFIRMED),
         };
         self.metrics.dropped(drop, 1);
         self.metrics.command_errors.get_or_create(&crate::metrics::ErrorLabel { code: code.as_str() }).inc();

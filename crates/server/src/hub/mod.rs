@@ -30,7 +30,7 @@ mod transport_kind;
 
 pub use crate::broker::Stored;
 pub use api::{HistoryPage, PageQuery, RoomSummary};
-pub use durable::{Outgoing, Recovery, Ticket};
+pub use durable::{Outgoing, Recovery, Ticket, UNCONFIRMED};
 pub use replay::HISTORY_MAX_LIMIT;
 pub use table::{ConnectionRow, TableFilter};
 

@@ -47,8 +47,15 @@ pub async fn publish(
     engine.publish(log, Outgoing { from: "ann", body: &body, idempotency: None }).await
 }
 
+/// The next event other than the periodic `Alive`.
 pub async fn next_event(events: &mut Receiver<SubscriberEvent>) -> SubscriberEvent {
-    tokio::time::timeout(PATIENCE, events.recv()).await.expect("an event in time").expect("subscriber running")
+    loop {
+        let event =
+            tokio::time::timeout(PATIENCE, events.recv()).await.expect("an event in time").expect("subscriber running");
+        if !matches!(event, SubscriberEvent::Alive) {
+            return event;
+        }
+    }
 }
 
 pub async fn next_publication(events: &mut Receiver<SubscriberEvent>) -> Publication {

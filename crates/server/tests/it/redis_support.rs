@@ -3,7 +3,9 @@
 //! 3-master Redis Cluster. Every child is killed when its handle drops.
 //!
 //! Without `redis-server` on the PATH the tests skip with a notice, unless
-//! `SWITCHBOARD_REQUIRE_EXTERNAL=1` (CI), where they fail.
+//! `SWITCHBOARD_REQUIRE_EXTERNAL=1` (CI), where they fail. The same holds
+//! for `valkey-server`, which the one test of `WAITAOF` needs: Debian 12's
+//! Redis is 7.0, and `WAITAOF` came in 7.2 (Valkey 8 forked from 7.2.4).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,15 +16,24 @@ use tempfile::TempDir;
 /// How long a server may take to answer PING, or a cluster to form.
 const STARTUP: Duration = Duration::from_secs(30);
 
+/// The server program most tests run.
+const REDIS: &str = "redis-server";
+/// A server with `WAITAOF` (Redis 7.2's API); see the module doc.
+const VALKEY: &str = "valkey-server";
+
 /// Whether `redis-server` can run here; prints the skip notice when not,
 /// and panics instead when the environment requires it.
 pub fn redis_available(test: &str) -> bool {
-    let found = Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
+    program_available(test, REDIS, "apt-get install redis-server")
+}
+
+fn program_available(test: &str, program: &str, install: &str) -> bool {
+    let found = Command::new(program).arg("--version").stdout(Stdio::null()).status().is_ok_and(|s| s.success());
     if !found {
         if std::env::var("SWITCHBOARD_REQUIRE_EXTERNAL").is_ok_and(|value| value == "1") {
-            panic!("{test}: redis-server is required (SWITCHBOARD_REQUIRE_EXTERNAL=1) but not found");
+            panic!("{test}: {program} is required (SWITCHBOARD_REQUIRE_EXTERNAL=1) but not found ({install})");
         }
-        eprintln!("SKIPPED {test}: redis-server not found (apt-get install redis-server)");
+        eprintln!("SKIPPED {test}: {program} not found ({install})");
     }
     found
 }
@@ -30,6 +41,7 @@ pub fn redis_available(test: &str) -> bool {
 /// One `redis-server` with AOF on (`appendfsync always`) in its own
 /// directory, on a port it keeps across restarts.
 pub struct RedisServer {
+    program: &'static str,
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
@@ -44,25 +56,61 @@ impl RedisServer {
         redis_available(test).then(|| RedisServer::launch(Vec::new(), Vec::new(), false))
     }
 
+    /// A Valkey master and its replica, both with AOF on; None (skip) when
+    /// valkey-server is missing.
+    pub fn start_valkey_pair(test: &str) -> Option<(RedisServer, RedisServer)> {
+        let install = "apt-get install -t bookworm-backports valkey-server";
+        if !program_available(test, VALKEY, install) {
+            return None;
+        }
+        let master = RedisServer::launch_program(VALKEY, Vec::new(), Vec::new(), false);
+        let replica_of = vec!["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port.to_string()];
+        let replica = RedisServer::launch_program(VALKEY, Vec::new(), replica_of, false);
+        wait_until("the replica to sync", || replica.cli(&["INFO", "replication"]).contains("master_link_status:up"));
+        // After a full sync the replica rewrites its AOF; until then it
+        // confirms nothing to WAITAOF.
+        replica.wait_for_aof();
+        Some((master, replica))
+    }
+
+    /// Waits until the AOF is on and no rewrite of it runs or waits.
+    pub fn wait_for_aof(&self) {
+        wait_until("the AOF to be written", || {
+            let info = self.cli(&["INFO", "persistence"]);
+            ["aof_enabled:1", "aof_rewrite_in_progress:0", "aof_rewrite_scheduled:0"]
+                .iter()
+                .all(|field| info.lines().any(|line| line.trim() == *field))
+        });
+    }
+
     /// Starts a server with `extra` arguments on a free port, retrying on a
     /// port another process took meanwhile.
     fn launch(leading: Vec<String>, extra: Vec<String>, needs_bus_port: bool) -> RedisServer {
+        RedisServer::launch_program(REDIS, leading, extra, needs_bus_port)
+    }
+
+    fn launch_program(
+        program: &'static str,
+        leading: Vec<String>,
+        extra: Vec<String>,
+        needs_bus_port: bool,
+    ) -> RedisServer {
         let dir = TempDir::new().expect("temporary directory");
-        let mut server = RedisServer { child: None, port: 0, dir, leading, extra };
+        let mut server = RedisServer { program, child: None, port: 0, dir, leading, extra };
         for _ in 0..10 {
             server.port = free_port(needs_bus_port);
             if server.spawn() {
                 return server;
             }
         }
-        panic!("redis-server did not start on any of 10 free ports: {}", server.log());
+        panic!("{program} did not start on any of 10 free ports: {}", server.log());
     }
 
     /// Starts the process and waits for PING; false when it exited (port
     /// taken).
     fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log file");
-        let child = Command::new("redis-server")
+        let child = Command::new(self.program)
             .args(&self.leading)
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
@@ -72,7 +120,7 @@ impl RedisServer {
             .stdout(log)
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn redis-server");
+            .expect("spawn the server");
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP;
         while Instant::now() < deadline {
@@ -87,7 +135,7 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server on port {} did not answer PING within {STARTUP:?}: {}", self.port, self.log());
+        panic!("{} on port {} did not answer PING within {STARTUP:?}: {}", self.program, self.port, self.log());
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -106,7 +154,7 @@ impl RedisServer {
     /// Starts the server again on the same port and data directory (AOF).
     pub fn restart(&mut self) {
         self.kill9();
-        assert!(self.spawn(), "redis-server could not restart on port {}: {}", self.port, self.log());
+        assert!(self.spawn(), "{} could not restart on port {}: {}", self.program, self.port, self.log());
     }
 
     /// Runs `redis-cli` against this server; its standard output.

@@ -171,6 +171,14 @@ fn on_event<T: Send + 'static>(shared: &Arc<Shared<T>>, event: SubscriberEvent) 
             tracing::info!("the Redis subscription is back: repairing every log");
             repair_all(shared);
         }
+        // A command that failed marked Redis unreachable while the
+        // subscription stayed up (nothing to repair): the echo proves it
+        // answers again.
+        SubscriberEvent::Alive => {
+            if shared.set_up(true) {
+                tracing::info!("Redis answers again (the probe's echo came back): publishing resumes");
+            }
+        }
         SubscriberEvent::Dropped(count) => {
             shared.metrics.cluster_pushes_dropped.inc_by(count);
             tracing::warn!(count, "the subscriber dropped pushes: repairing every log");

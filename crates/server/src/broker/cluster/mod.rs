@@ -220,8 +220,8 @@ impl<T: Send + 'static> Shared<T> {
             }
             Err(error) => {
                 self.unreachable(&error);
-                tracing::warn!(log = %key.name, %error, "publish failed: answering unavailable");
-                deliveries.settle(ticket, Err(Unstored::Unavailable));
+                tracing::warn!(log = %key.name, %error, "publish not confirmed: answering unavailable");
+                deliveries.settle(ticket, Err(Unstored::Unconfirmed));
             }
         }
     }
