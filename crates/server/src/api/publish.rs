@@ -88,14 +88,19 @@ pub async fn publish(
     }
     let from: Arc<str> = Arc::from(publish.from.as_deref().unwrap_or(&caller.name));
     let Some(key) = publish.idempotency_key else {
-        return store(state.clone(), kind, target, from, publish.body, publish.volatile).await.map(answer_response);
+        return store(state.clone(), kind, target, from, publish.body, publish.volatile, None)
+            .await
+            .map(answer_response);
     };
     let scope = format!("{}\n{}\n{target}\n{key}", caller.name, kind.code());
+    // A cluster checks it in Redis too, for a repeat that reaches another
+    // node; marked apart from a client's `send` scope of the same shape.
+    let cluster_scope = format!("api\n{scope}");
     // Run apart from the request: a client that gives up and retries must
     // find the first attempt's answer, not start a second store.
     let task_state = state.clone();
     let task = tokio::spawn(async move {
-        let run = store(task_state.clone(), kind, target, from, publish.body, publish.volatile);
+        let run = store(task_state.clone(), kind, target, from, publish.body, publish.volatile, Some(cluster_scope));
         task_state.shared.idempotency.run(scope, &task_state.hub.metrics, run).await
     });
     let (answer, replayed) =
@@ -107,7 +112,8 @@ pub async fn publish(
     Ok(response)
 }
 
-/// Stores the message (or delivers it at once when volatile) and makes the answer.
+/// Stores the message (or delivers it at once when volatile) and makes the
+/// answer; `scope` is the idempotency scope a cluster checks in Redis.
 async fn store(
     state: ApiState,
     kind: LogKind,
@@ -115,6 +121,7 @@ async fn store(
     from: Arc<str>,
     body: Box<RawValue>,
     volatile: bool,
+    scope: Option<String>,
 ) -> Result<Answer, ApiError> {
     if state.hub.is_shutting_down() {
         return Err(ApiError::unavailable(ErrorCode::ShuttingDown, "the server is shutting down"));
@@ -124,7 +131,7 @@ async fn store(
         return Ok(Answer { status: StatusCode::OK.as_u16(), body: json!({ "ts": ts }).to_string() });
     }
     let started = std::time::Instant::now();
-    let stored = state.hub.submit_from_api(kind, &target, from, body)?;
+    let stored = state.hub.submit_from_api(kind, &target, from, body, scope.as_deref())?;
     let stored = stored.await;
     state.shared.publish_seconds.observe(started.elapsed().as_secs_f64());
     match stored {

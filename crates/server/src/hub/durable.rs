@@ -189,18 +189,21 @@ impl Hub {
     /// Queues a message from the HTTP API, `from` whoever the caller says,
     /// to be stored in a room's history or a user's inbox; it is fanned out
     /// like any other once stored. The receiver gets where it was stored,
-    /// or `Err` when the commit failed (nothing stored or delivered).
+    /// or `Err` why not. `idempotency` is the request's scope, which a
+    /// cluster's broker checks in Redis (the node's own window is the
+    /// API's, `api::idempotency`).
     pub fn submit_from_api(
         &self,
         kind: LogKind,
         name: &str,
         from: Arc<str>,
         body: Box<RawValue>,
+        idempotency: Option<&str>,
     ) -> Result<oneshot::Receiver<Result<Stored, Unstored>>, HubError> {
         let (answer, receiver) = oneshot::channel();
         let key = LogKey { kind, name: Arc::from(name) };
         let publication = Publication { key, from, body, ticket: Ticket::Http(answer) };
-        self.broker.publish(publication, None).map_err(|error| self.submit_failed(None, error))?;
+        self.broker.publish(publication, idempotency).map_err(|error| self.submit_failed(None, error))?;
         Ok(receiver)
     }
 

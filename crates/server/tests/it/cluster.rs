@@ -351,6 +351,29 @@ async fn a_send_repeated_with_its_idempotency_key_on_another_node_is_stored_once
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_publish_repeated_with_its_idempotency_key_on_another_node_is_stored_once() {
+    let Some(redis) = RedisServer::start("cluster::api_idempotent") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let publish = json!({"body": {"order": 42}, "idempotency_key": "order-42-shipped"});
+    let post = |node: usize| {
+        let url = format!("http://{}/api/rooms/orders/messages", nodes[node].addr);
+        let publish = publish.clone();
+        async move {
+            let response = reqwest::Client::new().post(url).json(&publish).send().await.expect("publish");
+            assert_eq!(response.status(), 201, "stored");
+            response.json::<Value>().await.expect("JSON")
+        }
+    };
+    let first = post(0).await;
+    // The backend's first answer was lost; it retries through another node.
+    let repeat = post(1).await;
+    assert_eq!(repeat, first, "the first attempt's seq, epoch and ts");
+    let url = format!("http://{}/api/rooms/orders/messages", nodes[2].addr);
+    let page: Value = reqwest::get(url).await.expect("history").json().await.expect("JSON");
+    assert_eq!(page["messages"].as_array().map(Vec::len), Some(1), "stored once: {page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_wait_replicas_an_ack_means_a_replica_has_the_message_and_without_the_replica_sends_are_refused() {
     let Some(mut set) = crate::redis_support::RedisSentinelSet::start("cluster::wait_replicas") else { return };
     let url = format!("redis://127.0.0.1:{}", set.master.port);
