@@ -40,7 +40,7 @@ pub use connection::Target;
 pub use keys::Keys;
 pub use log::{LogInfo, Outgoing, Published};
 pub use payload::Publication;
-pub use presence::{PresenceCount, PresenceMember, Reaped};
+pub use presence::{PresenceChange, PresenceCount, PresenceMember, Reaped};
 pub use relay::Relayed;
 pub use subscriber::{LostReason, Subscriber, SubscriberEvent};
 

@@ -43,12 +43,25 @@ pub struct PresenceCount {
 pub struct Reaped {
     pub room: String,
     pub user: String,
+    /// The room's users after the removal (as [`PresenceChange::users`]).
+    pub users: u64,
+}
+
+/// What adding or removing a connection changed in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The user's first connection (an add) or last (a remove) in the room
+    /// cluster-wide: the caller announces a join or a leave.
+    pub announce: bool,
+    /// The room's users cluster-wide after the change (a connection that
+    /// expired but was not reaped yet still counts).
+    pub users: u64,
 }
 
 impl Engine {
     /// Adds this node's connection `conn_id` of `user` to `room` (or
     /// refreshes it: then never a first), to expire after `ttl` unless
-    /// refreshed. Returns whether it is the user's first connection in the
+    /// refreshed. `announce` when it is the user's first connection in the
     /// room cluster-wide: the caller announces the join.
     pub async fn presence_add(
         &self,
@@ -57,7 +70,7 @@ impl Engine {
         user: &str,
         info: &RawValue,
         ttl: Duration,
-    ) -> Result<bool, ClusterError> {
+    ) -> Result<PresenceChange, ClusterError> {
         let conn_key = self.keys().conn_key(conn_id);
         self.record_conn(&conn_key, room, true).await?;
         let keys = self.keys().presence(room);
@@ -65,18 +78,23 @@ impl Engine {
         call.key(&keys.conns).key(&keys.users).key(&keys.infos);
         call.arg(&conn_key).arg(user).arg(info.get()).arg(ttl.as_millis().max(1) as u64);
         let mut conn = self.conn();
-        let first: u64 = bounded(self.timeout(), Some("presence_add"), call.invoke_async(&mut conn)).await?;
-        Ok(first == 1)
+        let reply: Value = bounded(self.timeout(), Some("presence_add"), call.invoke_async(&mut conn)).await?;
+        match &reply {
+            Value::Array(fields) if fields.len() == 2 => {
+                Ok(PresenceChange { announce: number(&fields[0])? == 1, users: number(&fields[1])? })
+            }
+            other => Err(payload::bad("presence_add answer", other)),
+        }
     }
 
-    /// Removes this node's connection `conn_id` from `room`. Returns whether
-    /// it was its user's last connection there: the caller announces the
-    /// leave. Unknown connections are no-ops (false).
-    pub async fn presence_remove(&self, room: &str, conn_id: &str) -> Result<bool, ClusterError> {
+    /// Removes this node's connection `conn_id` from `room`: `announce`
+    /// when it was its user's last connection there (the caller announces
+    /// the leave). An unknown connection is a no-op: None.
+    pub async fn presence_remove(&self, room: &str, conn_id: &str) -> Result<Option<PresenceChange>, ClusterError> {
         let conn_key = self.keys().conn_key(conn_id);
         let removed = self.remove_conn(room, &conn_key).await?;
         self.record_conn(&conn_key, room, false).await?;
-        Ok(removed.is_some_and(|(_, last)| last))
+        Ok(removed.map(|(_, change)| change))
     }
 
     /// The users in `room` with an unexpired connection, and their info.
@@ -143,8 +161,9 @@ impl Engine {
             }
             for member in &members {
                 let Some((conn_key, room)) = member.split_once('\n') else { continue };
-                if let Some((user, true)) = self.remove_conn(room, conn_key).await? {
-                    leaves.push(Reaped { room: room.to_owned(), user });
+                if let Some((user, PresenceChange { announce: true, users })) = self.remove_conn(room, conn_key).await?
+                {
+                    leaves.push(Reaped { room: room.to_owned(), user, users });
                 }
             }
             let mut command = redis::cmd("SREM");
@@ -176,7 +195,7 @@ impl Engine {
     }
 
     /// Runs `presence_remove`: `(user, last)` when the connection was there.
-    async fn remove_conn(&self, room: &str, conn_key: &str) -> Result<Option<(String, bool)>, ClusterError> {
+    async fn remove_conn(&self, room: &str, conn_key: &str) -> Result<Option<(String, PresenceChange)>, ClusterError> {
         let keys = self.keys().presence(room);
         let mut call = scripts().presence_remove.key(&keys.expiries);
         call.key(&keys.conns).key(&keys.users).key(&keys.infos).arg(conn_key);
@@ -184,7 +203,10 @@ impl Engine {
         let reply: Value = bounded(self.timeout(), Some("presence_remove"), call.invoke_async(&mut conn)).await?;
         match &reply {
             Value::Nil => Ok(None),
-            Value::Array(fields) if fields.len() == 2 => Ok(Some((text(&fields[0])?, number(&fields[1])? == 1))),
+            Value::Array(fields) if fields.len() == 3 => {
+                let change = PresenceChange { announce: number(&fields[1])? == 1, users: number(&fields[2])? };
+                Ok(Some((text(&fields[0])?, change)))
+            }
             other => Err(payload::bad("presence_remove answer", other)),
         }
     }

@@ -52,9 +52,14 @@ pub(super) async fn start_hub(
     let prepared = ClusterBroker::prepare(engine.clone()).await.map_err(ServerError::Cluster)?;
     metrics.cluster_up.set(1);
     let mut presence = None;
+    let events_max_members = limits.presence_events_max_members;
     let hub = Hub::start(limits, Arc::clone(metrics), policy, |deliveries| {
-        let cluster_presence =
-            Arc::new(ClusterPresence::start(engine.clone(), Arc::clone(metrics), deliveries.clone()));
+        let cluster_presence = Arc::new(ClusterPresence::start(
+            engine.clone(),
+            Arc::clone(metrics),
+            deliveries.clone(),
+            events_max_members,
+        ));
         presence = Some(Arc::clone(&cluster_presence));
         Seams { broker: Arc::new(prepared.start(Arc::clone(metrics), deliveries)), presence: cluster_presence }
     });

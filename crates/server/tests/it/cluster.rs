@@ -15,8 +15,18 @@ use switchboard_client::{Connection, Error};
 
 /// A node on `redis` named `id`, with short timeouts for the tests.
 async fn node(redis: &str, id: &str) -> TestServer {
+    node_with(redis, id, |_| {}).await
+}
+
+/// [`node`], with `tweak` applied to its configuration.
+async fn node_with(
+    redis: &str,
+    id: &str,
+    tweak: impl FnOnce(&mut switchboard_server::config::Config) + Send + 'static,
+) -> TestServer {
     let (redis, id) = (redis.to_owned(), id.to_owned());
     TestServer::with(move |config| {
+        tweak(config);
         config.cluster.redis = redis;
         config.cluster.node_id = id;
         // Long enough that a node starved of CPU on a loaded machine is not
@@ -150,6 +160,31 @@ async fn a_user_on_two_nodes_is_one_member_and_leaves_when_their_last_connection
     assert_eq!((&event["ev"], &event["user"]), (&json!("leave"), &json!("alice")), "{event}");
     let members = request(&mut bob, json!({"op": "presence", "room": "lobby"})).await;
     assert_eq!(members["users"], json!(["bob"]));
+}
+
+/// The presence limit counts the room's users cluster-wide: with a limit
+/// of 2 and one user on each of two nodes, a third on another node joins
+/// and leaves without a join event; the leave back to 2 users is announced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_events_stop_when_a_room_is_over_the_limit_cluster_wide() {
+    let Some(redis) = RedisServer::start("cluster::presence_limit") else { return };
+    let limited = |config: &mut switchboard_server::config::Config| config.limits.presence_events_max_members = 2;
+    let mut nodes = Vec::new();
+    for id in ["a", "b", "c"] {
+        nodes.push(node_with(&redis.url(), id, limited).await);
+    }
+    let mut ann = nodes[0].client("ann").await;
+    request(&mut ann, json!({"op": "join", "room": "hall"})).await;
+    let mut bob = nodes[1].client("bob").await;
+    request(&mut bob, json!({"op": "join", "room": "hall"})).await;
+    let joined = wait_for(&mut ann, |event| event["ev"] == json!("join")).await;
+    assert_eq!(joined["user"], json!("bob"), "2 users: within the limit");
+    let mut cid = nodes[2].client("cid").await;
+    request(&mut cid, json!({"op": "join", "room": "hall"})).await;
+    request(&mut cid, json!({"op": "leave", "room": "hall"})).await;
+    // cid's node decides both in order: a join announced would come first.
+    let event = wait_for(&mut ann, |event| event["ev"] == json!("join") || event["ev"] == json!("leave")).await;
+    assert_eq!((&event["ev"], &event["user"]), (&json!("leave"), &json!("cid")), "no join at 3 users: {event}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchboard_server::cluster::{
-    ClusterConfig, ClusterError, Engine, LostReason, Outgoing, Publication, Reaped, SubscriberEvent,
+    ClusterConfig, ClusterError, Engine, LostReason, Outgoing, PresenceChange, Publication, Reaped, SubscriberEvent,
 };
 use switchboard_server::store::{LogKey, LogKind};
 use tokio::sync::mpsc::Receiver;
@@ -220,19 +220,20 @@ async fn presence_joins_and_leaves_once_across_nodes() {
     let (a, b) = (connect(config(&redis.url(), "a")).await, connect(config(&redis.url(), "b")).await);
     let info = RawValue::from_string(r#"{"name":"Ann"}"#.to_owned()).expect("json");
     let ttl = Duration::from_secs(60);
-    assert!(a.presence_add("lobby", "1", "ann", &info, ttl).await.expect("add"), "first connection: a join");
-    assert!(!b.presence_add("lobby", "7", "ann", &info, ttl).await.expect("add"), "second, on another node");
-    assert!(!a.presence_add("lobby", "1", "ann", &info, ttl).await.expect("refresh"), "a refresh is no join");
-    assert!(b.presence_add("lobby", "8", "bob", &info, ttl).await.expect("add"));
+    let change = |announce, users| PresenceChange { announce, users };
+    assert_eq!(a.presence_add("lobby", "1", "ann", &info, ttl).await.expect("add"), change(true, 1), "a join");
+    assert_eq!(b.presence_add("lobby", "7", "ann", &info, ttl).await.expect("add"), change(false, 1), "on b too");
+    assert_eq!(a.presence_add("lobby", "1", "ann", &info, ttl).await.expect("refresh"), change(false, 1), "a refresh");
+    assert_eq!(b.presence_add("lobby", "8", "bob", &info, ttl).await.expect("add"), change(true, 2));
     let count = b.presence_count("lobby").await.expect("count");
     assert_eq!((count.users, count.connections), (2, 3));
     let mut members: Vec<(String, String)> =
         a.presence_list("lobby").await.expect("list").into_iter().map(|m| (m.user, m.info.get().to_owned())).collect();
     members.sort();
     assert_eq!(members, [("ann".into(), r#"{"name":"Ann"}"#.into()), ("bob".into(), r#"{"name":"Ann"}"#.into())]);
-    assert!(!a.presence_remove("lobby", "1").await.expect("remove"), "ann is still on b");
-    assert!(!a.presence_remove("lobby", "1").await.expect("remove again"), "unknown: no leave");
-    assert!(b.presence_remove("lobby", "7").await.expect("remove"), "ann's last connection: a leave");
+    assert_eq!(a.presence_remove("lobby", "1").await.expect("remove"), Some(change(false, 2)), "ann is still on b");
+    assert_eq!(a.presence_remove("lobby", "1").await.expect("remove again"), None, "unknown: no leave");
+    assert_eq!(b.presence_remove("lobby", "7").await.expect("remove"), Some(change(true, 1)), "ann's last: a leave");
     assert_eq!(a.presence_count("lobby").await.expect("count").users, 1);
 }
 
@@ -262,7 +263,7 @@ async fn the_reaper_removes_a_dead_nodes_connections() {
         assert!(!alive.heartbeat().await.expect("beat"), "a live node is never reaped");
         reaped = alive.reap().await.expect("reap");
     }
-    assert_eq!(reaped, [Reaped { room: "lobby".into(), user: "ann".into() }], "bob is still on a live node");
+    assert_eq!(reaped, [Reaped { room: "lobby".into(), user: "ann".into(), users: 2 }], "bob is still on a live node");
     assert!(started.elapsed() < Duration::from_secs(4), "the leaving node is kept for its grace");
     let users: Vec<String> = alive.presence_list("lobby").await.expect("list").into_iter().map(|m| m.user).collect();
     assert_eq!(users.len(), 2, "bob and cid stay: {users:?}");
@@ -299,7 +300,12 @@ async fn sharded_pubsub_on_a_three_master_cluster() {
     }
     assert!(next.values().all(|&n| n == 6), "every room got its 5: {next:?}");
     let info = RawValue::from_string("{}".to_owned()).expect("json");
-    assert!(b.presence_add("room-3", "1", "ann", &info, Duration::from_secs(60)).await.expect("presence on a cluster"));
+    assert!(
+        b.presence_add("room-3", "1", "ann", &info, Duration::from_secs(60))
+            .await
+            .expect("presence on a cluster")
+            .announce
+    );
     let meta = a.meta(&rooms[7]).await.expect("meta").expect("exists");
     assert_eq!((meta.top_seq, meta.first_seq), (5, 1));
 }

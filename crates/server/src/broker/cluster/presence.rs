@@ -5,7 +5,9 @@
 //! them to Redis in the order they happened and learns whether each was
 //! the user's first (or last) connection in the room anywhere. Only then is
 //! the join (or leave) announced: to this node's members at once, and to
-//! the other nodes' through the room's channel. The same task keeps the
+//! the other nodes' through the room's channel; not at all when the room
+//! has more users cluster-wide than `limits.presence_events_max_members`
+//! (each script answers the room's count). The same task keeps the
 //! node alive in Redis (a heartbeat every third of `node_timeout`),
 //! refreshes this node's entries before their TTL runs out, and runs the
 //! reaper, which removes the entries of nodes silent for `node_timeout`
@@ -15,7 +17,7 @@
 
 use crate::broker::presence::{Announce, Members, Presence};
 use crate::broker::Deliveries;
-use crate::cluster::{ClusterError, Engine};
+use crate::cluster::{ClusterError, Engine, PresenceChange};
 use crate::metrics::{DropReason, Metrics};
 use crate::store::LogKey;
 use crate::util::lock;
@@ -58,20 +60,26 @@ struct Task<T> {
     metrics: Arc<Metrics>,
     /// How long an entry lives in Redis unless refreshed.
     ttl: Duration,
+    /// Rooms with more users than this get no join or leave events (0: no
+    /// limit), as on a single node.
+    events_max_members: usize,
 }
 
 impl ClusterPresence {
     /// Starts the presence task (call within the runtime); announcements go
-    /// to `deliveries` here and through Redis to the other nodes.
+    /// to `deliveries` here and through Redis to the other nodes, in rooms
+    /// of at most `events_max_members` users (0: any).
     pub fn start<T: Send + 'static>(
         engine: Engine,
         metrics: Arc<Metrics>,
         deliveries: Weak<dyn Deliveries<T>>,
+        events_max_members: usize,
     ) -> ClusterPresence {
         let (changes, receiver) = mpsc::unbounded_channel();
         let here = Here::default();
         let ttl = engine.config().node_timeout * 4;
-        let task = Task { engine: engine.clone(), here: Arc::clone(&here), deliveries, metrics, ttl };
+        let here_too = Arc::clone(&here);
+        let task = Task { engine: engine.clone(), here: here_too, deliveries, metrics, ttl, events_max_members };
         tokio::spawn(task.run(receiver));
         ClusterPresence { engine, changes, here, leaving: AtomicBool::new(false) }
     }
@@ -149,8 +157,8 @@ impl<T: Send + 'static> Task<T> {
                     return;
                 }
                 match self.engine.presence_remove(&room, &user).await {
-                    Ok(true) => self.announce(&room, "leave", &user, None),
-                    Ok(false) => {}
+                    Ok(Some(change)) => self.announce(&room, "leave", &user, None, change),
+                    Ok(None) => {}
                     Err(error) => self.failed("remove", &room, &error),
                 }
             }
@@ -162,15 +170,19 @@ impl<T: Send + 'static> Task<T> {
         let null = RawValue::NULL;
         let stored = info.unwrap_or(null);
         match self.engine.presence_add(room, user, user, stored, self.ttl).await {
-            Ok(true) => self.announce(room, "join", user, info),
-            Ok(false) => {}
+            Ok(change) => self.announce(room, "join", user, info, change),
             Err(error) => self.failed("add", room, &error),
         }
     }
 
     /// Announces a presence event to this node's members of `room` and to
-    /// the other nodes'.
-    fn announce(&self, room: &str, ev: &'static str, user: &str, info: Option<&RawValue>) {
+    /// the other nodes', when the change calls for one and the room is not
+    /// over the limit.
+    fn announce(&self, room: &str, ev: &'static str, user: &str, info: Option<&RawValue>, change: PresenceChange) {
+        let limit = self.events_max_members as u64;
+        if !change.announce || (limit != 0 && change.users > limit) {
+            return;
+        }
         let encoded = Encoded::new(&event::Presence { ev, room, user, info });
         if let Some(deliveries) = self.deliveries.upgrade() {
             deliveries.relayed(room, encoded.json(), Some(user));
@@ -213,7 +225,8 @@ impl<T: Send + 'static> Task<T> {
         match self.engine.reap().await {
             Ok(leaves) => {
                 for leave in leaves {
-                    self.announce(&leave.room, "leave", &leave.user, None);
+                    let change = PresenceChange { announce: true, users: leave.users };
+                    self.announce(&leave.room, "leave", &leave.user, None, change);
                 }
             }
             Err(error) => tracing::warn!(%error, "presence reaper failed"),

@@ -2,7 +2,8 @@
 -- KEYS[1] expiries ZSET (conn -> expire ms), KEYS[2] conns HASH (conn -> user),
 -- KEYS[3] users HASH (user -> connections), KEYS[4] infos HASH (user -> info).
 -- ARGV[1] conn key, ARGV[2] user, ARGV[3] info JSON, ARGV[4] TTL in ms.
--- Returns 1 when this is the user's first connection in the room, else 0.
+-- Returns {first, users}: first = 1 when this is the user's first connection
+-- in the room, else 0; users = the room's users now.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local expire_at = now + tonumber(ARGV[4])
@@ -24,4 +25,4 @@ for i = 1, 4 do
     redis.call('PEXPIREAT', KEYS[i], expire_at)
   end
 end
-return first
+return {first, redis.call('HLEN', KEYS[3])}
