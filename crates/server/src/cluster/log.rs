@@ -4,8 +4,9 @@
 //! A log's `seq` is gapless within an epoch and assigned by one script, so
 //! for one log the order of `PUBLISH`es equals `seq` order. `ts` comes from
 //! Redis's clock and never goes backwards within a log. The epoch changes
-//! only when the meta key is gone (expired, evicted, deleted, or lost with
-//! the data): its history is then dropped with it.
+//! when the meta key is gone (expired, evicted, deleted, or lost with the
+//! data): its history is then dropped with it. It also changes, keeping
+//! the history, when a node finds the log went back in time ([`Engine::diverge`]).
 
 use super::payload::{self, number, text};
 use super::scripts::scripts;
@@ -116,6 +117,23 @@ impl Engine {
         let (first_seq, first_ts) =
             if oldest.is_empty() { (top_seq + 1, 0) } else { (payload::stream_seq(&oldest)?, number(first_ts)?) };
         Ok(Some(LogInfo { epoch: number(epoch)?, top_seq, first_seq, first_ts }))
+    }
+
+    /// Moves the log from `epoch` to a new one, keeping its stream and
+    /// `seq`: a node found that Redis went back in time (a failover lost
+    /// messages it had delivered, and the new master reuses their `seq`s).
+    /// Returns the log's epoch now (another node may have moved it first);
+    /// `None` when its meta is gone.
+    pub async fn diverge(&self, log: &LogKey, epoch: u64) -> Result<Option<u64>, ClusterError> {
+        let keys = self.keys().log(log);
+        let mut call = scripts().diverge.key(&keys.meta);
+        call.arg(epoch).arg(new_epoch());
+        let mut conn = self.conn();
+        let reply: Value = bounded(self.timeout(), Some("diverge"), call.invoke_async(&mut conn)).await?;
+        match reply {
+            Value::Nil => Ok(None),
+            other => Ok(Some(number(&other)?)),
+        }
     }
 
     /// Up to `limit` messages with `seq > after`, oldest first.

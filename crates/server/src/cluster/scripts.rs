@@ -10,6 +10,7 @@ use std::sync::LazyLock;
 pub(crate) struct Scripts {
     pub publish: Script,
     pub meta: Script,
+    pub diverge: Script,
     pub presence_add: Script,
     pub presence_remove: Script,
     pub presence_list: Script,
@@ -21,6 +22,7 @@ pub(crate) struct Scripts {
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     publish: Script::new(include_str!("lua/publish.lua")),
     meta: Script::new(include_str!("lua/meta.lua")),
+    diverge: Script::new(include_str!("lua/diverge.lua")),
     presence_add: Script::new(include_str!("lua/presence_add.lua")),
     presence_remove: Script::new(include_str!("lua/presence_remove.lua")),
     presence_list: Script::new(include_str!("lua/presence_list.lua")),

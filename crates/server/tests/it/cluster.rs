@@ -6,7 +6,7 @@
 //! outage are answered `unavailable`). A node killed with SIGKILL is in
 //! crates/cli/tests/cluster_crash.rs: it needs the binary as a process.
 
-use crate::redis_support::{RedisCluster, RedisServer};
+use crate::redis_support::{FreezingProxy, RedisCluster, RedisServer};
 use crate::support::{request, wait_for, within, TestServer};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -33,6 +33,18 @@ async fn node_with(
         // reaped as dead (the reaper is timed in crates/cli/tests/cluster_crash.rs).
         config.cluster.node_timeout = Duration::from_secs(15);
         config.cluster.command_timeout = Duration::from_millis(500);
+    })
+    .await
+}
+
+/// Reads until the connection ends; how it ended.
+async fn closed(client: &mut Connection) -> Error {
+    within(async {
+        loop {
+            if let Err(error) = client.next_event().await {
+                return error;
+            }
+        }
     })
     .await
 }
@@ -312,15 +324,7 @@ async fn members_of_a_room_whose_history_redis_lost_are_closed_with_4012_and_the
     let url = format!("http://{}/api/rooms/feed/messages", nodes[2].addr);
     let published = reqwest::Client::new().post(url).json(&json!({"body": {"n": 2}})).send().await.expect("publish");
     assert_eq!(published.status(), 201);
-    let closed = within(async {
-        loop {
-            match reader.next_event().await {
-                Ok(_) => continue,
-                Err(error) => return error,
-            }
-        }
-    })
-    .await;
+    let closed = closed(&mut reader).await;
     let Error::Closed(Some(close)) = closed else { panic!("closed with a code: {closed:?}") };
     assert_eq!(close.code.as_u16(), 4012, "history lost: {close:?}");
     let mut back = nodes[1].client("reader").await;
@@ -328,6 +332,61 @@ async fn members_of_a_room_whose_history_redis_lost_are_closed_with_4012_and_the
     let reply = request(&mut back, rejoin).await;
     assert_eq!(reply["recovered"], json!(false), "what it held cannot be continued: {reply}");
     assert_ne!(reply["epoch"], epoch, "a new epoch");
+}
+
+/// Redis goes back in time while a node is cut off from it (as after a
+/// failover to a replica that lagged), and new messages reuse the `seq`s
+/// that node delivered, past its position: back on Redis, it finds another
+/// message at its position, moves the room to a new epoch and closes its
+/// members with 4012, who rejoin with `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_went_back_in_time_and_reused_seqs_is_caught_and_the_room_starts_a_new_epoch() {
+    let Some(mut redis) = RedisServer::start("cluster::went_back") else { return };
+    let proxy = FreezingProxy::start(redis.port).await;
+    let cut_off = node(&proxy.url(), "cut-off").await;
+    let backend = node(&redis.url(), "backend").await;
+    let mut reader = cut_off.client("reader").await;
+    request(&mut reader, json!({"op": "join", "room": "hall"})).await;
+    let url = format!("http://{}/api/rooms/hall/messages", backend.addr);
+    let publish = |n: u32| {
+        let url = url.clone();
+        async move {
+            let body = json!({"body": {"n": n}, "idempotency_key": format!("n-{n}")});
+            reqwest::Client::new().post(url).json(&body).send().await.expect("publish").status()
+        }
+    };
+    let mut snapshot = None;
+    for n in 1..=4 {
+        assert_eq!(publish(n).await, 201);
+        if n == 2 {
+            // What a lagging replica holds.
+            snapshot = Some(redis.snapshot());
+        }
+    }
+    messages(&mut reader, 4).await;
+    let epoch = request(&mut reader, json!({"op": "history", "room": "hall"})).await["epoch"].clone();
+    proxy.cut();
+    redis.restart_from(snapshot.as_ref().expect("snapshot"));
+    // Three new messages take `seq`s 3 to 5: past the reader's 4.
+    let started = std::time::Instant::now();
+    for n in 13..=15 {
+        while publish(n).await != 201 {
+            assert!(started.elapsed() < Duration::from_secs(20), "the backend's node never published again");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    proxy.mend();
+    let closed = closed(&mut reader).await;
+    let Error::Closed(Some(close)) = closed else { panic!("closed with a code: {closed:?}") };
+    assert_eq!(close.code.as_u16(), 4012, "the room's history went back in time: {close:?}");
+    let mut back = cut_off.client("reader").await;
+    let reply = request(&mut back, json!({"op": "join", "room": "hall", "since": 4, "epoch": epoch})).await;
+    assert_eq!(reply["recovered"], json!(false), "messages 3 and 4 it holds are not the room's: {reply}");
+    assert_ne!(reply["epoch"], epoch, "a new epoch: {reply}");
+    let history = request(&mut back, json!({"op": "history", "room": "hall"})).await;
+    let bodies: Vec<&Value> =
+        history["messages"].as_array().expect("messages").iter().map(|m| &m["body"]["n"]).collect();
+    assert_eq!(bodies, [&json!(1), &json!(2), &json!(13), &json!(14), &json!(15)], "{history}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

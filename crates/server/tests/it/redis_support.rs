@@ -162,6 +162,24 @@ impl RedisServer {
         cli(self.port, args)
     }
 
+    /// A copy of the data directory as it is now (the AOF is written on
+    /// every command, `appendfsync always`).
+    pub fn snapshot(&self) -> TempDir {
+        let copy = TempDir::new().expect("temporary directory");
+        copy_dir(self.dir.path(), copy.path());
+        copy
+    }
+
+    /// SIGKILL, then starts again on `snapshot`'s data: Redis goes back to
+    /// that moment, as after a failover to a replica that lagged.
+    pub fn restart_from(&mut self, snapshot: &TempDir) {
+        self.kill9();
+        let appendonly = self.dir.path().join("appendonlydir");
+        let _ = std::fs::remove_dir_all(&appendonly);
+        copy_dir(snapshot.path(), self.dir.path());
+        assert!(self.spawn(), "{} could not restart on port {}: {}", self.program, self.port, self.log());
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
@@ -287,6 +305,12 @@ pub fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Copies `from`'s contents into `to` (`cp -a`).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    let status = Command::new("cp").arg("-a").arg(from.join(".")).arg(to).status().expect("run cp");
+    assert!(status.success(), "cp -a {} {}", from.display(), to.display());
+}
+
 /// A port nobody listens on now (and, for cluster nodes, whose bus port,
 /// 10000 above, is free too).
 fn free_port(needs_bus_port: bool) -> u16 {
@@ -321,6 +345,9 @@ fn ping(port: u16) -> bool {
 pub struct FreezingProxy {
     pub port: u16,
     frozen: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
+    /// While set, connections are closed as soon as they are accepted.
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pipes: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -330,19 +357,26 @@ impl FreezingProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let port = listener.local_addr().expect("local addr").port();
         let frozen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let connections = std::sync::Arc::clone(&frozen);
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pipes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (connections, refusing, running) =
+            (std::sync::Arc::clone(&frozen), std::sync::Arc::clone(&cut), std::sync::Arc::clone(&pipes));
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if refusing.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
                 let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 connections.lock().expect("proxy lock").push(std::sync::Arc::clone(&flag));
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(pipe(client_read, server_write, std::sync::Arc::clone(&flag)));
-                tokio::spawn(pipe(server_read, client_write, flag));
+                let mut running = running.lock().expect("proxy lock");
+                running.push(tokio::spawn(pipe(client_read, server_write, std::sync::Arc::clone(&flag))));
+                running.push(tokio::spawn(pipe(server_read, client_write, flag)));
             }
         });
-        FreezingProxy { port, frozen, task }
+        FreezingProxy { port, frozen, cut, pipes, task }
     }
 
     /// `redis://127.0.0.1:<proxy port>`.
@@ -354,6 +388,20 @@ impl FreezingProxy {
     pub fn freeze(&self, index: usize) {
         let connections = self.frozen.lock().expect("proxy lock");
         connections[index].store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Closes every connection and refuses new ones until [`Self::mend`]:
+    /// the node is cut off from Redis.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for pipe in self.pipes.lock().expect("proxy lock").drain(..) {
+            pipe.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// How many connections it accepted.

@@ -3,7 +3,7 @@
 //! new subscription's position, hands publications to their slots, and
 //! repairs every slot when the subscription comes back after an outage.
 
-use super::slot::{Arrival, Next, Slot};
+use super::slot::{Arrival, Delivered, Next, Slot};
 use super::{Control, Shared};
 use crate::cluster::{LogInfo, Subscriber, SubscriberEvent};
 use crate::store::LogKey;
@@ -136,8 +136,8 @@ fn start<T: Send + 'static>(shared: &Arc<Shared<T>>, slot: &Arc<Slot>, info: Opt
 /// log's position in Redis.
 fn repair(slot: &Slot, (epoch, last): (u64, u64), (log_epoch, top, _): (u64, u64, (u64, u64))) -> Next {
     // An epoch of 0: Redis has no history of the log at all any more. A top
-    // below what was delivered here: Redis went back in time (a failover to
-    // a replica that had not received the newest messages), and the `seq`s
+    // below what was delivered here: Redis went back in time and its meta
+    // vanished before `went_back` could move it to a new epoch; the `seq`s
     // it hands out next were delivered here already, for other messages.
     if epoch != 0 && (log_epoch != epoch || top < last) {
         return slot.restart(log_epoch, top);
@@ -192,10 +192,12 @@ fn on_event<T: Send + 'static>(shared: &Arc<Shared<T>>, event: SubscriberEvent) 
 /// retry timer starts it.
 fn repair_all<T: Send + 'static>(shared: &Arc<Shared<T>>) {
     let slots: Vec<Arc<Slot>> = lock(&shared.slots).by_key.values().cloned().collect();
-    for slot in slots.into_iter().filter(|slot| slot.position().is_some()) {
+    for slot in slots {
+        let Some(delivered) = slot.delivered() else { continue };
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
             match shared.engine.meta(&slot.key).await {
+                Ok(Some(info)) if went_back(&shared, &slot, delivered, &info).await => {}
                 Ok(info) => start(&shared, &slot, info),
                 Err(error) => {
                     shared.unreachable(&error);
@@ -203,5 +205,54 @@ fn repair_all<T: Send + 'static>(shared: &Arc<Shared<T>>) {
                 }
             }
         });
+    }
+}
+
+/// Whether Redis went back in time for this log, and if so moves it to a
+/// new epoch (in Redis and here: its members resynchronise). That is a
+/// failover to a replica that had not received the newest messages: the
+/// log's newest `seq` is below what this node delivered, or the new master
+/// reused the `seq` delivered here last for another message (its `ts`
+/// differs). Without the new epoch, nodes and clients would take the new
+/// master's messages for those they had. True also when the check could
+/// not be made (Redis failed again: the next repair makes it).
+async fn went_back<T: Send + 'static>(
+    shared: &Arc<Shared<T>>,
+    slot: &Arc<Slot>,
+    here: Delivered,
+    info: &LogInfo,
+) -> bool {
+    if here.epoch == 0 || info.epoch != here.epoch || here.last == 0 {
+        return false;
+    }
+    let behind = info.top_seq < here.last;
+    if !behind && here.last_ts != 0 {
+        match shared.engine.after(&slot.key, here.last - 1, 1).await {
+            Ok(messages) if messages.first().is_some_and(|m| m.seq == here.last && m.ts != here.last_ts) => {}
+            Ok(_) => return false,
+            Err(error) => {
+                shared.unreachable(&error);
+                tracing::warn!(log = %slot.key.name, %error, "repair could not read the log's newest message");
+                return true;
+            }
+        }
+    } else if !behind {
+        return false;
+    }
+    match shared.engine.diverge(&slot.key, here.epoch).await {
+        Ok(Some(epoch)) => {
+            tracing::warn!(log = %slot.key.name, delivered = here.last, top = info.top_seq, epoch,
+                "Redis lost messages this node delivered (a failover?): the log goes on in a new epoch");
+            let next = slot.restart(epoch, info.top_seq);
+            shared.follow_up(slot, next);
+            true
+        }
+        // The meta is gone: the next publish starts a new epoch anyway.
+        Ok(None) => false,
+        Err(error) => {
+            shared.unreachable(&error);
+            tracing::warn!(log = %slot.key.name, %error, "repair could not move the log to a new epoch");
+            true
+        }
     }
 }

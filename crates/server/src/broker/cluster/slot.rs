@@ -25,6 +25,16 @@ pub(super) struct Arrival {
     pub message: StoredMessage,
 }
 
+/// Where a node stands in a log, and the `ts` of the message there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Delivered {
+    pub epoch: u64,
+    pub last: u64,
+    /// 0: this node did not deliver the message at `last` (its position
+    /// was read, or the log began again).
+    pub last_ts: u64,
+}
+
 /// What the caller must do after offering a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Next {
@@ -60,6 +70,9 @@ struct State {
     waiting: BTreeMap<u64, Arrival>,
     /// A read of the stream is under way.
     filling: bool,
+    /// The `ts` of the message at the cursor, when this node delivered it
+    /// (0: unknown). A repair compares it with the stream's.
+    last_ts: u64,
 }
 
 impl Slot {
@@ -85,6 +98,7 @@ impl Slot {
             let mut state = lock(&self.state);
             state.cursor = Some(Cursor::new(epoch, top));
             state.first = first;
+            state.last_ts = 0;
             self.fanned_out.fetch_max(top, Ordering::AcqRel);
             self.drain(&mut state, deliveries)
         };
@@ -118,6 +132,7 @@ impl Slot {
                     let arrival = entry.remove();
                     self.deliver(&arrival, deliveries);
                     cursor.advance(seq);
+                    state.last_ts = arrival.message.ts;
                 }
                 Verdict::Gap { after } => {
                     state.cursor = Some(cursor);
@@ -150,6 +165,7 @@ impl Slot {
     /// from other epochs.
     fn begin_epoch(&self, state: &mut State, epoch: u64, last: u64) -> Cursor {
         state.first = (1, 0);
+        state.last_ts = 0;
         state.waiting.retain(|_, waiting| waiting.epoch == epoch);
         self.fanned_out.store(last, Ordering::Release);
         let cursor = Cursor::new(epoch, last);
@@ -228,6 +244,13 @@ impl Slot {
     /// The node's position in the log, for a repair: `(epoch, last)`.
     pub fn position(&self) -> Option<(u64, u64)> {
         lock(&self.state).cursor.map(|cursor| (cursor.epoch(), cursor.last()))
+    }
+
+    /// [`Slot::position`] and the `ts` of the message at it, when this node
+    /// delivered that message (else 0).
+    pub fn delivered(&self) -> Option<Delivered> {
+        let state = lock(&self.state);
+        state.cursor.map(|cursor| Delivered { epoch: cursor.epoch(), last: cursor.last(), last_ts: state.last_ts })
     }
 
     /// What recovery needs, as the local catalog would say it: `None`
