@@ -80,10 +80,20 @@ async fn stats_count_connections_by_transport_messages_deliveries_drops_and_queu
     // The same counters /metrics exposes.
     let published = server.metric("switchboard_messages_published_total").await;
     assert_eq!(busy["messages_published"].as_f64(), Some(published));
-    let table = api.get("/api/connections").await;
-    let queued: u64 =
-        table.body["connections"].as_array().into_iter().flatten().filter_map(|row| row["queued_bytes"].as_u64()).sum();
-    assert_eq!(stats_when(&api, |_| true).await["queued_bytes"], json!(queued));
+    // Queues drain between two reads (the flush clock ticks on): compare
+    // a table and the stats read back to back until they agree.
+    within(async {
+        loop {
+            let table = api.get("/api/connections").await;
+            let rows = table.body["connections"].as_array().cloned().unwrap_or_default();
+            let queued: u64 = rows.iter().filter_map(|row| row["queued_bytes"].as_u64()).sum();
+            if api.get("/api/stats").await.body["queued_bytes"] == json!(queued) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 
     within(bob.close()).await.expect("close");
     stats_when(&api, |s| s["connections"]["websocket"] == json!(1)).await;
