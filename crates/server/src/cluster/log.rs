@@ -49,6 +49,9 @@ pub struct LogInfo {
     pub first_seq: u64,
     /// `ts` of the oldest retained message (0 when none).
     pub first_ts: u64,
+    /// An inbox's delivery cursor: its DMs through this `seq` reached one
+    /// of the user's connections on some node (0 for a room).
+    pub delivered: u64,
 }
 
 impl Engine {
@@ -109,14 +112,25 @@ impl Engine {
             Value::Array(fields) => fields,
             other => return Err(payload::bad("meta answer", &other)),
         };
-        let [epoch, top, oldest, first_ts] = fields.as_slice() else {
+        let [epoch, top, oldest, first_ts, delivered] = fields.as_slice() else {
             return Err(ClusterError::BadReply(format!("meta answer has {} fields", fields.len())));
         };
         let top_seq = number(top)?;
         let oldest = text(oldest)?;
         let (first_seq, first_ts) =
             if oldest.is_empty() { (top_seq + 1, 0) } else { (payload::stream_seq(&oldest)?, number(first_ts)?) };
-        Ok(Some(LogInfo { epoch: number(epoch)?, top_seq, first_seq, first_ts }))
+        let delivered = number(delivered)?;
+        Ok(Some(LogInfo { epoch: number(epoch)?, top_seq, first_seq, first_ts, delivered }))
+    }
+
+    /// Moves an inbox's delivery cursor in `epoch` forward to `seq`
+    /// (never back). Returns the cursor now.
+    pub async fn mark_delivered(&self, log: &LogKey, epoch: u64, seq: u64) -> Result<u64, ClusterError> {
+        let keys = self.keys().log(log);
+        let mut call = scripts().delivered.key(&keys.meta);
+        call.arg(epoch).arg(seq);
+        let mut conn = self.conn();
+        bounded(self.timeout(), Some("delivered"), call.invoke_async(&mut conn)).await
     }
 
     /// Moves the log from `epoch` to a new one, keeping its stream and

@@ -398,12 +398,33 @@ async fn a_dm_to_a_user_connected_nowhere_waits_in_redis_for_them_on_another_nod
     assert_eq!(sent["ok"], json!(true), "{sent}");
     let mut bob = nodes[2].client("bob").await;
     let inbox = &bob.hello["inbox"];
-    assert_eq!(inbox["seq"], sent["seq"], "hello: {}", bob.hello);
+    assert_eq!((&inbox["seq"], &inbox["waiting"]), (&sent["seq"], &json!(1)), "hello: {}", bob.hello);
     assert!(inbox["epoch"].is_u64(), "hello: {}", bob.hello);
     let reply = request(&mut bob, json!({"op": "inbox", "since": 0})).await;
     assert_eq!(reply["recovered"], json!(true), "{reply}");
     let dm = wait_for(&mut bob, |event| event["ev"] == json!("dm")).await;
     assert_eq!((&dm["from"], &dm["body"]), (&json!("alice"), &json!("while you were out")));
+    within(bob.close()).await.expect("close");
+    // The delivery cursor is shared: on another node nothing waits. It is
+    // recorded after the delivery, so a hello may come before it lands.
+    let waiting = |hello: &Value| hello["inbox"]["waiting"].clone();
+    within(async {
+        loop {
+            let again = nodes[0].client("bob").await;
+            let now = waiting(&again.hello);
+            within(again.close()).await.expect("close");
+            if now == json!(0) {
+                break;
+            }
+            assert_eq!(now, json!(1), "{now}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let later = request(&mut alice, json!({"op": "dm", "to": "bob", "body": "and again"})).await;
+    assert_eq!(later["ok"], json!(true), "{later}");
+    let back = nodes[1].client("bob").await;
+    assert_eq!(waiting(&back.hello), json!(1), "only the new DM waits: {}", back.hello);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -125,9 +125,20 @@ fn is_current_slot<T>(shared: &Shared<T>, slot: &Arc<Slot>) -> bool {
 fn start<T: Send + 'static>(shared: &Arc<Shared<T>>, slot: &Arc<Slot>, info: Option<LogInfo>) {
     let Some(deliveries) = shared.deliveries.upgrade() else { return };
     let position = info.map_or((0, 0, (1, 0)), |info| (info.epoch, info.top_seq, (info.first_seq, info.first_ts)));
+    let delivered = info.map_or(0, |info| info.delivered);
     let next = match slot.position() {
-        None => slot.start(position, &*deliveries),
-        Some((epoch, last)) => repair(slot, (epoch, last), position),
+        None => {
+            // Before `start` makes the slot ready: a waiting `hello` reads it.
+            slot.note_delivered(delivered);
+            slot.start(position, &*deliveries)
+        }
+        Some((epoch, last)) => {
+            let next = repair(slot, (epoch, last), position);
+            if slot.position().is_some_and(|(now, _)| now == position.0) {
+                slot.note_delivered(delivered);
+            }
+            next
+        }
     };
     shared.follow_up(slot, next);
 }

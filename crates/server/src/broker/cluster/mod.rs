@@ -310,7 +310,21 @@ impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
         }
     }
 
-    fn mark_delivered(&self, _user: &str, _seq: u64) {}
+    fn mark_delivered(&self, user: &str, seq: u64) {
+        let key = LogKey { kind: LogKind::Inbox, name: Arc::from(user) };
+        let Some(slot) = self.shared.slot(&key) else { return };
+        let Some((epoch, _)) = slot.position() else { return };
+        if !slot.note_delivered(seq) {
+            return;
+        }
+        // Shared with the other nodes, for the user's next `hello` anywhere.
+        let engine = self.shared.engine.clone();
+        tokio::spawn(async move {
+            if let Err(error) = engine.mark_delivered(&key, epoch, seq).await {
+                tracing::warn!(user = %key.name, seq, %error, "the inbox's delivery cursor was not recorded in Redis");
+            }
+        });
+    }
 
     fn reader(&self) -> Arc<dyn Reader> {
         Arc::clone(&self.reader)

@@ -56,6 +56,10 @@ pub(super) struct Slot {
     /// The newest `seq` fanned out here, set under the lock that orders
     /// fan-out with joins (see `Hub::mark_fanned_out`).
     fanned_out: AtomicU64,
+    /// An inbox's delivery cursor in the current epoch: the DMs through
+    /// this `seq` reached one of the user's connections (as read from Redis
+    /// at start, and since marked here).
+    delivered: AtomicU64,
     /// True once the position is known (`start`).
     ready: watch::Sender<bool>,
 }
@@ -77,7 +81,8 @@ struct State {
 
 impl Slot {
     pub fn new(id: u64, key: LogKey) -> Self {
-        Slot { id, key, state: Mutex::default(), fanned_out: AtomicU64::new(0), ready: watch::Sender::new(false) }
+        let (fanned_out, delivered) = (AtomicU64::new(0), AtomicU64::new(0));
+        Slot { id, key, state: Mutex::default(), fanned_out, delivered, ready: watch::Sender::new(false) }
     }
 
     /// A receiver that sees `true` once the position is known.
@@ -166,6 +171,7 @@ impl Slot {
     fn begin_epoch(&self, state: &mut State, epoch: u64, last: u64) -> Cursor {
         state.first = (1, 0);
         state.last_ts = 0;
+        self.delivered.store(0, Ordering::Release);
         state.waiting.retain(|_, waiting| waiting.epoch == epoch);
         self.fanned_out.store(last, Ordering::Release);
         let cursor = Cursor::new(epoch, last);
@@ -236,6 +242,12 @@ impl Slot {
         lock(&self.state).filling = false;
     }
 
+    /// Moves the inbox's delivery cursor forward to `seq`; true when it
+    /// moved (the caller records it in Redis).
+    pub fn note_delivered(&self, seq: u64) -> bool {
+        self.delivered.fetch_max(seq, Ordering::AcqRel) < seq
+    }
+
     /// Records that messages through `seq` were fanned out here.
     pub fn mark_fanned_out(&self, seq: u64) {
         self.fanned_out.fetch_max(seq, Ordering::AcqRel);
@@ -267,13 +279,12 @@ impl Slot {
         let surely_kept = cursor.last().saturating_sub(history_len) + 1;
         let first_seq = state.first.0.max(surely_kept).min(cursor.last() + 1);
         let first_ts = if first_seq == state.first.0 { state.first.1 } else { 0 };
-        // Which DMs a user's connections were sent is not shared between
-        // nodes: a `hello` counts every retained DM as waiting.
         Some(LogMeta {
             first_seq,
             first_ts,
             last_seq: cursor.last(),
             fanned_out,
+            delivered: self.delivered.load(Ordering::Acquire),
             ..LogMeta::new(self.id, cursor.epoch())
         })
     }

@@ -1,8 +1,9 @@
 -- A log's meta and its oldest retained message.
 -- KEYS[1] meta HASH, KEYS[2] stream.
 -- Returns nil when the log does not exist, else
--- {epoch, top seq, oldest stream id or '', oldest ts or '0'}.
-local meta = redis.call('HMGET', KEYS[1], 'e', 's')
+-- {epoch, top seq, oldest stream id or '', oldest ts or '0', delivered}:
+-- delivered is an inbox's delivery cursor (0 for a room).
+local meta = redis.call('HMGET', KEYS[1], 'e', 's', 'd')
 if not meta[1] then
   return false
 end
@@ -17,4 +18,4 @@ if oldest[1] then
     end
   end
 end
-return {meta[1], meta[2] or '0', id, ts}
+return {meta[1], meta[2] or '0', id, ts, meta[3] or '0'}
