@@ -17,7 +17,10 @@ use super::{ClusterConfig, ClusterError};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
+use redis::{
+    Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult,
+    Value,
+};
 use std::fmt;
 
 /// Where Redis is.
@@ -117,6 +120,22 @@ impl fmt::Debug for Conn {
             Conn::Cluster(_) => "Conn::Cluster",
             Conn::Sentinel(_) => "Conn::Sentinel",
         })
+    }
+}
+
+impl Conn {
+    /// Runs `command` on the connection that writes `key`: on Redis Cluster
+    /// the master of the key's slot (the connection a script on the key
+    /// used), elsewhere the one connection there is.
+    pub async fn query_for_key(&mut self, command: Cmd, key: &str) -> RedisResult<Value> {
+        match self {
+            Conn::Cluster(conn) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, Slot, SlotAddr};
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                conn.route_command(command, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))).await
+            }
+            other => command.query_async(other).await,
+        }
     }
 }
 

@@ -2,24 +2,19 @@
 //! the configuration asks: on `wait_replicas` replicas (`WAIT`), and with
 //! `wait_aof` also in the master's append-only file (`WAITAOF`, Redis 7.2
 //! and later; checked when the engine connects). Without either, an ack
-//! means the script ran on the master.
+//! means the script ran on the master. On Redis Cluster the wait goes to
+//! the master of the log's slot, over the connection the script used: it
+//! waits for that connection's writes, ours among them.
 
 use super::payload::number;
 use super::{bounded, ClusterConfig, ClusterError, Engine};
 use redis::Value;
 
 impl Engine {
-    /// Refuses a configuration this Redis cannot honour: a wait on Redis
-    /// Cluster (`WAIT` would go to one shard), or `wait_aof` before 7.2.
+    /// Refuses a configuration this Redis cannot honour: `wait_aof` before
+    /// 7.2 (on Redis Cluster, the node answering `INFO` stands for all).
     pub(super) async fn check_durability(&self) -> Result<(), ClusterError> {
         let config = self.config();
-        if config.wait_replicas == 0 && !config.wait_aof {
-            return Ok(());
-        }
-        if self.is_cluster() {
-            let why = "cluster.wait_replicas and cluster.wait_aof need one Redis (or Sentinel), not Redis Cluster";
-            return Err(ClusterError::Config(why.to_owned()));
-        }
         if config.wait_aof {
             let mut conn = self.conn();
             let info: String =
@@ -33,10 +28,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Waits until what this connection wrote is on `wait_replicas`
-    /// replicas (and in the AOF with `wait_aof`), within half the command
-    /// timeout; an error when fewer confirmed it.
-    pub(super) async fn wait_durable(&self) -> Result<(), ClusterError> {
+    /// Waits until what this connection wrote to `key`'s master is on
+    /// `wait_replicas` replicas (and in the AOF with `wait_aof`), within
+    /// half the command timeout; an error when fewer confirmed it.
+    pub(super) async fn wait_durable(&self, key: &str) -> Result<(), ClusterError> {
         let config: &ClusterConfig = self.config();
         if config.wait_replicas == 0 && !config.wait_aof {
             return Ok(());
@@ -51,7 +46,7 @@ impl Engine {
             command.arg(1);
         }
         command.arg(config.wait_replicas).arg(within);
-        let reply: Value = bounded(self.timeout(), Some("wait"), command.query_async(&mut conn)).await?;
+        let reply: Value = bounded(self.timeout(), Some("wait"), conn.query_for_key(command, key)).await?;
         let (local, replicas) = match &reply {
             Value::Array(fields) if fields.len() == 2 => (number(&fields[0])?, number(&fields[1])?),
             other => (1, number(other)?),

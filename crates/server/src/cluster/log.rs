@@ -95,7 +95,7 @@ impl Engine {
             },
             _ => return Err(payload::bad("publish answer", &reply)),
         };
-        self.wait_durable().await?;
+        self.wait_durable(&keys.meta).await?;
         Ok(published)
     }
 

@@ -545,6 +545,38 @@ async fn a_stalled_redis_leaves_a_send_unconfirmed_and_publishing_resumes_on_the
     assert_eq!(history["messages"].as_array().map(Vec::len), Some(1), "stored once: {history}");
 }
 
+/// On Redis Cluster the wait goes to the master of the room's slot: with
+/// that shard's replica gone (the others' still up), sends to the room are
+/// refused, and sends to a room on another shard are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_wait_replicas_on_redis_cluster_the_wait_goes_to_the_rooms_own_shard() {
+    let Some(mut cluster) = RedisCluster::start_with_replicas("cluster::wait_on_cluster", 1) else { return };
+    let url = cluster.url();
+    let node = TestServer::with(move |config| {
+        config.cluster.redis = url;
+        config.cluster.node_id = "sharded".to_owned();
+        config.cluster.command_timeout = Duration::from_secs(2);
+        config.cluster.wait_replicas = 1;
+    })
+    .await;
+    let mut writer = node.client("writer").await;
+    let send = |room: &str| json!({"op": "send", "room": room, "body": "entry"});
+    request(&mut writer, json!({"op": "join", "room": "ledger"})).await;
+    let acked = request(&mut writer, send("ledger")).await;
+    assert_eq!(acked["ok"], json!(true), "{acked}");
+    let doomed = cluster.replica_of_key("sb:{r:ledger}:m");
+    let elsewhere = (0..100)
+        .map(|n| format!("room-{n}"))
+        .find(|room| cluster.replica_of_key(&format!("sb:{{r:{room}}}:m")) != doomed)
+        .expect("a room on another shard");
+    cluster.nodes[doomed].kill9();
+    let refused = request(&mut writer, send("ledger")).await;
+    assert_eq!(refused["code"], json!("unavailable"), "the ledger's shard has no replica now: {refused}");
+    request(&mut writer, json!({"op": "join", "room": elsewhere})).await;
+    let other = request(&mut writer, send(&elsewhere)).await;
+    assert_eq!(other["ok"], json!(true), "{elsewhere}'s shard still has its replica: {other}");
+}
+
 /// Runs on Valkey (Redis 7.2's API): `WAITAOF` is not in Debian 12's Redis.
 /// A replica that holds the message only in memory does not count, which is
 /// what sets `WAITAOF` apart from `WAIT`.

@@ -201,10 +201,15 @@ impl RedisCluster {
     /// `redis-cli --cluster create`; None (skip) when redis-server is
     /// missing.
     pub fn start(test: &str) -> Option<RedisCluster> {
+        RedisCluster::start_with_replicas(test, 0)
+    }
+
+    /// Three masters with `replicas` replicas each, every replica in sync.
+    pub fn start_with_replicas(test: &str, replicas: usize) -> Option<RedisCluster> {
         if !redis_available(test) {
             return None;
         }
-        let nodes: Vec<RedisServer> = (0..3)
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 let extra = [
                     "--cluster-enabled",
@@ -220,13 +225,39 @@ impl RedisCluster {
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         create.args(nodes.iter().map(|node| format!("127.0.0.1:{}", node.port)));
-        let output =
-            create.args(["--cluster-replicas", "0", "--cluster-yes"]).output().expect("run redis-cli --cluster create");
+        let replicas = replicas.to_string();
+        let output = create
+            .args(["--cluster-replicas", &replicas, "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
         assert!(output.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&output.stdout));
         wait_until("cluster_state:ok", || {
             nodes.iter().all(|node| node.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"))
         });
+        wait_until("every replica in sync", || {
+            nodes.iter().all(|node| {
+                let info = node.cli(&["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        });
         Some(RedisCluster { nodes })
+    }
+
+    /// The index in `nodes` of a replica of the master that holds `key`.
+    pub fn replica_of_key(&self, key: &str) -> usize {
+        let slot: u16 = self.nodes[0].cli(&["CLUSTER", "KEYSLOT", key]).trim().parse().expect("a slot");
+        let table = self.nodes[0].cli(&["CLUSTER", "NODES"]);
+        let rows: Vec<Vec<&str>> = table.lines().map(|line| line.split_whitespace().collect()).collect();
+        let holds = |ranges: &[&str]| {
+            ranges.iter().any(|range| {
+                let (low, high) = range.split_once('-').unwrap_or((range, range));
+                (low.parse().unwrap_or(u16::MAX)..=high.parse().unwrap_or(0)).contains(&slot)
+            })
+        };
+        let master = rows.iter().find(|row| row[2].contains("master") && holds(&row[8..])).expect("the slot's master");
+        let replica = rows.iter().find(|row| row[3] == master[0]).expect("a replica of it");
+        let port: u16 = replica[1].split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).expect("its port");
+        self.nodes.iter().position(|node| node.port == port).expect("one of ours")
     }
 
     /// `redis+cluster://127.0.0.1:<p1>,127.0.0.1:<p2>,127.0.0.1:<p3>`.
