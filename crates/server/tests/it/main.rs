@@ -19,6 +19,7 @@ mod chat;
 mod client_lib;
 mod closes;
 mod cluster;
+mod cluster_acks;
 mod coalesce;
 mod codes;
 mod compression;
