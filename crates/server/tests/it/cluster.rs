@@ -118,6 +118,31 @@ async fn three_nodes_deliver_every_room_message_and_dm_once_and_in_order_on_ever
     assert_eq!((&dm["from"], &dm["body"], &dm["seq"]), (&json!("u00"), &json!("psst"), &reply["seq"]));
 }
 
+/// A connection's sends are stored in the order it sent them, as on one
+/// node, although it does not wait for each ack: the `seq`s Redis hands
+/// out follow the sending order, and a member on another node sees the
+/// bodies in that order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connections_sends_are_stored_in_the_order_it_sent_them() {
+    let Some(redis) = RedisServer::start("cluster::send_order") else { return };
+    let nodes = nodes(&redis.url()).await;
+    let mut reader = nodes[1].client("reader").await;
+    request(&mut reader, json!({"op": "join", "room": "line"})).await;
+    let mut writer = nodes[0].client("writer").await;
+    request(&mut writer, json!({"op": "join", "room": "line"})).await;
+    const SENT: u64 = 300;
+    for n in 0..SENT {
+        let send = json!({"op": "send", "room": "line", "body": {"n": n}});
+        within(writer.send_text(send.to_string())).await.expect("send");
+    }
+    let got: Vec<u64> = messages(&mut reader, SENT as usize)
+        .await
+        .iter()
+        .map(|event| event["body"]["n"].as_u64().expect("n"))
+        .collect();
+    assert_eq!(got, (0..SENT).collect::<Vec<_>>(), "stored and delivered in the order sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_moves_to_another_node_recovers_what_it_missed_with_since() {
     let Some(redis) = RedisServer::start("cluster::moves") else { return };

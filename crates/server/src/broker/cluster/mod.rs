@@ -4,7 +4,9 @@
 //! - **Publish.** One script in Redis assigns the message its `seq` (and
 //!   the log's epoch), appends it to the log's stream and publishes it to
 //!   the log's channel; the publisher is answered once the script returned.
-//!   While Redis is unreachable, publishing is refused at once
+//!   A log's publishes go to Redis one at a time, in the order they were
+//!   accepted, so a connection's sends keep their order. While Redis is
+//!   unreachable, publishing is refused at once
 //!   ([`PublishError::Unavailable`]), never acked falsely.
 //! - **Deliver.** The node subscribes to a room's channel when the room
 //!   gets its first member here, and to a user's inbox channel when the user
@@ -19,7 +21,8 @@
 //!   (Redis lost it) has its members resynchronise ([`Deliveries::history_reset`]).
 //!
 //! The tasks: [`control`] owns the subscriber (subscriptions, pushes,
-//! repairs); publishes and fills run on tasks of their own.
+//! repairs); each log with publishes waiting has a task that sends them in
+//! turn; fills run on tasks of their own.
 
 mod control;
 pub mod presence;
@@ -32,8 +35,8 @@ use crate::metrics::{DropReason, Metrics};
 use crate::store::{LogKey, LogKind, LogMeta, ProbeAnswer, Reader, StoreError, StoredMessage};
 use crate::util::lock;
 use slot::{Arrival, Next, Slot};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -74,7 +77,19 @@ struct Shared<T> {
     metrics: Arc<Metrics>,
     /// How long a join may wait for its room's subscription.
     wait_limit: Duration,
+    /// Publishes accepted and not answered yet (see [`MAX_IN_FLIGHT`]).
+    in_flight: AtomicUsize,
+    /// Per log, the publishes waiting for the one in Redis now: a log's
+    /// publishes go one at a time, in the order they were accepted.
+    queues: Mutex<HashMap<LogKey, VecDeque<Queued<T>>>>,
 }
+
+/// A publication waiting for its log's previous one, with its scope.
+type Queued<T> = (Publication<T>, Option<String>);
+
+/// Most publishes a node has accepted and not answered; past it a publish
+/// is refused (`overloaded`), so the queues stay bounded.
+const MAX_IN_FLIGHT: usize = 16_384;
 
 impl<T: Send + 'static> std::fmt::Debug for ClusterBroker<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -121,6 +136,8 @@ impl Prepared {
             closed: AtomicBool::new(false),
             metrics,
             wait_limit,
+            in_flight: AtomicUsize::new(0),
+            queues: Mutex::default(),
         });
         tokio::spawn(control::run(Arc::clone(&shared), subscriber, events, requests));
         let reader = Arc::new(reader::ClusterReader::new(engine, slots));
@@ -202,11 +219,30 @@ impl<T: Send + 'static> Shared<T> {
         self.up.swap(up, Ordering::AcqRel) != up
     }
 
+    /// Publishes `first`, then whatever its log queued meanwhile, one at a
+    /// time: Redis hands out a log's `seq`s in the order its messages were
+    /// accepted, so a connection's sends stay in the order sent, as on one
+    /// node. (Requests started together on the shared connection reach
+    /// Redis in the order their tasks first run, which is not that order.)
+    async fn publish_in_order(self: Arc<Self>, first: Queued<T>) {
+        let key = first.0.key.clone();
+        let mut next = Some(first);
+        while let Some((publication, idempotency)) = next {
+            Arc::clone(&self).publish(publication, idempotency).await;
+            let mut queues = lock(&self.queues);
+            next = queues.get_mut(&key).and_then(VecDeque::pop_front);
+            if next.is_none() {
+                queues.remove(&key);
+            }
+        }
+    }
+
     /// Stores and publishes one message, then answers its publisher.
     async fn publish(self: Arc<Self>, publication: Publication<T>, idempotency: Option<String>) {
         let Publication { key, from, body, ticket } = publication;
         let outgoing = ClusterOutgoing { from: &from, body: &body, idempotency: idempotency.as_deref() };
         let outcome = self.engine.publish(&key, outgoing).await;
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
         let Some(deliveries) = self.deliveries.upgrade() else { return };
         match outcome {
             Ok(published) => {
@@ -235,7 +271,20 @@ impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
         if !self.shared.up.load(Ordering::Acquire) {
             return Err(PublishError::Unavailable);
         }
-        tokio::spawn(Arc::clone(&self.shared).publish(publication, idempotency.map(ToOwned::to_owned)));
+        if self.shared.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+            self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(PublishError::Busy);
+        }
+        let queued = (publication, idempotency.map(ToOwned::to_owned));
+        {
+            let mut queues = lock(&self.shared.queues);
+            if let Some(waiting) = queues.get_mut(&queued.0.key) {
+                waiting.push_back(queued);
+                return Ok(());
+            }
+            queues.insert(queued.0.key.clone(), VecDeque::new());
+        }
+        tokio::spawn(Arc::clone(&self.shared).publish_in_order(queued));
         Ok(())
     }
 
@@ -312,9 +361,11 @@ impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
 
     fn mark_delivered(&self, user: &str, seq: u64) {
         let key = LogKey { kind: LogKind::Inbox, name: Arc::from(user) };
+        // Called from within a delivery, under the slot's lock: only the
+        // slot's lock-free parts.
         let Some(slot) = self.shared.slot(&key) else { return };
-        let Some((epoch, _)) = slot.position() else { return };
-        if !slot.note_delivered(seq) {
+        let epoch = slot.epoch();
+        if epoch == 0 || !slot.note_delivered(seq) {
             return;
         }
         // Shared with the other nodes, for the user's next `hello` anywhere.

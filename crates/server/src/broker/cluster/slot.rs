@@ -60,6 +60,9 @@ pub(super) struct Slot {
     /// this `seq` reached one of the user's connections (as read from Redis
     /// at start, and since marked here).
     delivered: AtomicU64,
+    /// The cursor's epoch, readable without the state's lock (the hub marks
+    /// an inbox delivered from within a delivery, under that lock).
+    epoch: AtomicU64,
     /// True once the position is known (`start`).
     ready: watch::Sender<bool>,
 }
@@ -81,8 +84,8 @@ struct State {
 
 impl Slot {
     pub fn new(id: u64, key: LogKey) -> Self {
-        let (fanned_out, delivered) = (AtomicU64::new(0), AtomicU64::new(0));
-        Slot { id, key, state: Mutex::default(), fanned_out, delivered, ready: watch::Sender::new(false) }
+        let (fanned_out, delivered, epoch) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+        Slot { id, key, state: Mutex::default(), fanned_out, delivered, epoch, ready: watch::Sender::new(false) }
     }
 
     /// A receiver that sees `true` once the position is known.
@@ -102,6 +105,7 @@ impl Slot {
         let next = {
             let mut state = lock(&self.state);
             state.cursor = Some(Cursor::new(epoch, top));
+            self.epoch.store(epoch, Ordering::Release);
             state.first = first;
             state.last_ts = 0;
             self.fanned_out.fetch_max(top, Ordering::AcqRel);
@@ -128,6 +132,7 @@ impl Slot {
             if cursor.epoch() == 0 {
                 // The log had no history when its position was read.
                 cursor.restart(epoch);
+                self.epoch.store(epoch, Ordering::Release);
             }
             match cursor.offer(epoch, seq) {
                 Verdict::Stale => {
@@ -175,6 +180,7 @@ impl Slot {
         state.waiting.retain(|_, waiting| waiting.epoch == epoch);
         self.fanned_out.store(last, Ordering::Release);
         let cursor = Cursor::new(epoch, last);
+        self.epoch.store(epoch, Ordering::Release);
         state.cursor = Some(cursor);
         cursor
     }
@@ -242,8 +248,13 @@ impl Slot {
         lock(&self.state).filling = false;
     }
 
+    /// The log's epoch here (0 until known); takes no lock.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// Moves the inbox's delivery cursor forward to `seq`; true when it
-    /// moved (the caller records it in Redis).
+    /// moved (the caller records it in Redis). Takes no lock.
     pub fn note_delivered(&self, seq: u64) -> bool {
         self.delivered.fetch_max(seq, Ordering::AcqRel) < seq
     }
