@@ -236,8 +236,12 @@ async fn went_back<T: Send + 'static>(
     if here.epoch == 0 || info.epoch != here.epoch || here.last == 0 {
         return false;
     }
-    let behind = info.top_seq < here.last;
-    if !behind && here.last_ts != 0 {
+    // Not behind: the message at `last` must be the one delivered here
+    // (unknown when this node did not deliver it: nothing to compare).
+    if info.top_seq >= here.last {
+        if here.last_ts == 0 {
+            return false;
+        }
         match shared.engine.after(&slot.key, here.last - 1, 1).await {
             Ok(messages) if messages.first().is_some_and(|m| m.seq == here.last && m.ts != here.last_ts) => {}
             Ok(_) => return false,
@@ -247,8 +251,6 @@ async fn went_back<T: Send + 'static>(
                 return true;
             }
         }
-    } else if !behind {
-        return false;
     }
     match shared.engine.diverge(&slot.key, here.epoch).await {
         Ok(Some(epoch)) => {
