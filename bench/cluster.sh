@@ -120,6 +120,11 @@ run_case() {
     [ "${#others[@]}" -gt 0 ] && extra+=(--also-pid "$(IFS=,; echo "${others[*]}")")
     taskset -c 1 "$BIN" bench fanout --server "127.0.0.1:${ports[0]}" -s "$SUBSCRIBERS" -r "$rate" --stored \
         --duration "$DURATION" --pid "${pids[0]}" "${extra[@]}" --json >"$OUT/$name.r$rate.json"
+    if [ "$nodes" -gt 0 ]; then
+        # Publish scripts the publisher's node ran: messages per round trip.
+        curl -s "http://127.0.0.1:${ports[0]}/metrics" |
+            awk '/^switchboard_cluster_publish_scripts_total/ {print $2}' >"$OUT/$name.r$rate.scripts"
+    fi
     if [ "${#REDIS_PIDS[@]}" -gt 0 ]; then
         # Redis's own CPU over the case (every master), to see its work per message.
         for pid in "${REDIS_PIDS[@]}"; do cat "/proc/$pid/stat"; done |
@@ -140,8 +145,8 @@ python3 - "$OUT" "$SUBSCRIBERS" <<'EOF'
 import glob, json, os, sys
 out, subscribers = sys.argv[1], int(sys.argv[2])
 tick = os.sysconf("SC_CLK_TCK")
-print(f"| setup | msg/s | subscribers | delivered | lost | p99 ms | CPU-s (nodes + Redis) | µs CPU per delivery | Redis CPU ms per message (whole case, setup included) |")
-print("|---|---|---|---|---|---|---|---|---|")
+print(f"| setup | msg/s | subscribers | delivered | lost | p99 ms | CPU-s (nodes + Redis) | µs CPU per delivery | Redis CPU ms per message (whole case, setup included) | messages per publish script |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 def key(path):
     name = os.path.basename(path)
     return (int(name.split(".r")[1].split(".")[0]), name)
@@ -160,8 +165,13 @@ for path in sorted(glob.glob(f"{out}/*.json"), key=key):
         sent = report["sent"]
         redis_s = float(open(ticks).read()) / tick
         redis = f"{redis_s / sent * 1000:.3f}" if sent else ""
+    batch = ""
+    scripts = f"{out}/{name}.scripts"
+    if os.path.exists(scripts) and open(scripts).read().strip():
+        count = float(open(scripts).read())
+        batch = f"{report['sent'] / count:.2f}" if count else ""
     fmt = lambda v, f: (f.format(v) if v is not None else "?")
-    print(f"| {setup} | {rate} | {subscribers} | {delivered} | {lost} | {fmt(p99, '{:.2f}')} | {fmt(cpu, '{:.2f}')} | {fmt(per, '{:.2f}')} | {redis} |")
+    print(f"| {setup} | {rate} | {subscribers} | {delivered} | {lost} | {fmt(p99, '{:.2f}')} | {fmt(cpu, '{:.2f}')} | {fmt(per, '{:.2f}')} | {redis} | {batch} |")
 # Redis's CPU per message with the setup (connecting and joining every
 # subscriber, the same at every rate) taken out: the difference between the
 # two rates' cases over the difference in messages sent.

@@ -155,6 +155,7 @@ pub struct Metrics {
     pub cluster_up: Gauge,
     pub cluster_history_resets: Counter,
     pub cluster_pushes_dropped: Counter,
+    pub cluster_publish_scripts: Counter,
 }
 
 impl Metrics {
@@ -242,6 +243,12 @@ impl Metrics {
             "cluster_pushes_dropped",
             "Publications the Redis subscriber could not keep up with (each one triggers a repair from the streams)",
             self.cluster_pushes_dropped.clone(),
+        );
+        r.register(
+            "cluster_publish_scripts",
+            "Publish scripts run in Redis; each stores one or more messages of one log (messages per round trip = \
+             messages_stored / this)",
+            self.cluster_publish_scripts.clone(),
         );
         r.register("bytes_written", "Bytes written to client sockets", self.bytes_written.clone());
         r.register(

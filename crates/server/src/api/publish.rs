@@ -146,6 +146,9 @@ async fn store(
         Ok(Err(crate::broker::Unstored::Unconfirmed)) => {
             Err(ApiError::unavailable(ErrorCode::Unavailable, crate::hub::UNCONFIRMED))
         }
+        Ok(Err(crate::broker::Unstored::Unavailable)) => {
+            Err(ApiError::unavailable(ErrorCode::Unavailable, crate::hub::UNAVAILABLE))
+        }
         Err(_) => Err(ApiError::unavailable(ErrorCode::ShuttingDown, "the storage writer stopped")),
     }
 }

@@ -116,6 +116,9 @@ pub enum Unstored {
     /// retry with the same idempotency key stores it at most once (logged
     /// by the broker).
     Unconfirmed,
+    /// A cluster knew Redis unreachable when its turn came: it was never
+    /// sent, so nothing of it was stored or delivered.
+    Unavailable,
 }
 
 /// Orders, stores and carries stored messages; see the module docs.

@@ -58,43 +58,51 @@ impl Engine {
     /// Appends `message` to `log` and publishes it to the log's channel, in
     /// one script. Returns once Redis ran it: the ack may go out.
     pub async fn publish(&self, log: &LogKey, message: Outgoing<'_>) -> Result<Published, ClusterError> {
+        let mut published = self.publish_batch(log, &[message]).await?;
+        published.pop().ok_or_else(|| ClusterError::BadReply("publish answered no message".to_owned()))
+    }
+
+    /// Appends `messages` to `log` in this order and publishes each to the
+    /// log's channel, in one script (one round trip, however many). Returns
+    /// once Redis ran it (and the durability waits passed): every ack may go
+    /// out. An error leaves each message unconfirmed: the script may have
+    /// stored some before it failed.
+    pub async fn publish_batch(&self, log: &LogKey, messages: &[Outgoing<'_>]) -> Result<Vec<Published>, ClusterError> {
         let keys = self.keys().log(log);
         let config = self.config();
         let ttl = match log.kind {
             crate::store::LogKind::Room => config.room_ttl,
             crate::store::LogKind::Inbox => config.inbox_ttl,
         };
-        let json = |text: &str| serde_json::to_string(text).map_err(|e| ClusterError::BadReply(e.to_string()));
         let mut call = scripts().publish.key(&keys.meta);
         call.key(&keys.stream);
-        if let Some(scope) = message.idempotency {
-            call.key(keys.idempotency(scope));
-        }
         call.arg(new_epoch())
             .arg(config.history_max_len.max(1))
             .arg(ttl.map_or(0, whole_seconds))
             .arg(&keys.channel)
             .arg(self.keys().publish_command())
             .arg(log.kind.code())
-            .arg(json(&log.name)?)
-            .arg(message.from)
-            .arg(json(message.from)?)
-            .arg(message.body.get())
+            .arg(json_string(&log.name)?)
             .arg(whole_seconds(config.idempotency_window));
+        for message in messages {
+            if let Some(scope) = message.idempotency {
+                call.key(keys.idempotency(scope));
+            }
+            call.arg(message.from)
+                .arg(json_string(message.from)?)
+                .arg(message.body.get())
+                .arg(u8::from(message.idempotency.is_some()));
+        }
         let mut conn = self.conn();
         let reply: Value = bounded(self.timeout(), Some("publish"), call.invoke_async(&mut conn)).await?;
-        let Value::Array(fields) = &reply else {
-            return Err(payload::bad("publish answer", &reply));
-        };
-        let published = match fields.as_slice() {
-            [seq, epoch, ts, duplicate] => Published {
-                seq: number(seq)?,
-                epoch: number(epoch)?,
-                ts: number(ts)?,
-                duplicate: number(duplicate)? == 1,
-            },
-            _ => return Err(payload::bad("publish answer", &reply)),
-        };
+        let published = publish_answers(&reply)?;
+        if published.len() != messages.len() {
+            return Err(ClusterError::BadReply(format!(
+                "publish answered {} of {} messages",
+                published.len(),
+                messages.len()
+            )));
+        }
         self.wait_durable(&keys.meta).await?;
         Ok(published)
     }
@@ -176,6 +184,31 @@ impl Engine {
         messages.reverse();
         Ok(messages)
     }
+}
+
+/// The publish script's answer: `{seq, epoch, ts, duplicate}` per message.
+fn publish_answers(reply: &Value) -> Result<Vec<Published>, ClusterError> {
+    let Value::Array(answers) = reply else {
+        return Err(payload::bad("publish answer", reply));
+    };
+    let one = |answer: &Value| match answer {
+        Value::Array(fields) => match fields.as_slice() {
+            [seq, epoch, ts, duplicate] => Ok(Published {
+                seq: number(seq)?,
+                epoch: number(epoch)?,
+                ts: number(ts)?,
+                duplicate: number(duplicate)? == 1,
+            }),
+            _ => Err(payload::bad("publish answer", answer)),
+        },
+        _ => Err(payload::bad("publish answer", answer)),
+    };
+    answers.iter().map(one).collect()
+}
+
+/// `text` as a JSON string (quoted and escaped).
+fn json_string(text: &str) -> Result<String, ClusterError> {
+    serde_json::to_string(text).map_err(|error| ClusterError::BadReply(error.to_string()))
 }
 
 /// A duration as whole seconds, at least 1 (Redis refuses `EX 0`).

@@ -18,6 +18,10 @@ use switchboard_protocol::event::{self, Encoded, InboxStatus};
 use switchboard_protocol::ErrorCode;
 use tokio::sync::oneshot;
 
+/// What a publisher is told when the cluster did not send its message:
+/// Redis was known unreachable.
+pub const UNAVAILABLE: &str = "the cluster cannot reach Redis: the message was not stored or delivered; retry";
+
 /// What a publisher is told when a cluster could not confirm its message.
 pub const UNCONFIRMED: &str = "the cluster could not confirm the message (Redis did not answer in time, or fewer replicas or append-only files than configured have it): it may have been stored and delivered; retry with the same idempotency key";
 
@@ -413,6 +417,7 @@ impl Hub {
                 "the message could not be stored and was not delivered",
             ),
             Unstored::Unconfirmed => (DropReason::ClusterUnavailable, ErrorCode::Unavailable, UNCONFIRMED),
+            Unstored::Unavailable => (DropReason::ClusterUnavailable, ErrorCode::Unavailable, UNAVAILABLE),
         };
         self.metrics.dropped(drop, 1);
         self.metrics.command_errors.get_or_create(&crate::metrics::ErrorLabel { code: code.as_str() }).inc();

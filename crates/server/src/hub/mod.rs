@@ -30,7 +30,7 @@ mod transport_kind;
 
 pub use crate::broker::Stored;
 pub use api::{HistoryPage, PageQuery, RoomSummary};
-pub use durable::{Outgoing, Recovery, Ticket, UNCONFIRMED};
+pub use durable::{Outgoing, Recovery, Ticket, UNAVAILABLE, UNCONFIRMED};
 pub use replay::HISTORY_MAX_LIMIT;
 pub use table::{ConnectionRow, TableFilter};
 
@@ -113,7 +113,7 @@ pub enum HubError {
     StorageBusy,
     #[error("too many requests in flight on this connection; wait for their answers")]
     TooManyPending,
-    #[error("the cluster cannot reach Redis: the message was not stored or delivered; retry")]
+    #[error("{}", UNAVAILABLE)]
     Unavailable,
 }
 

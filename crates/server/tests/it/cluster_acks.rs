@@ -3,8 +3,9 @@
 //! Redis Cluster), and a publish Redis did not confirm in time.
 
 use crate::redis_support::{RedisCluster, RedisServer};
-use crate::support::{request, TestServer};
-use serde_json::json;
+use crate::support::{request, wait_for, within, TestServer};
+use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,10 +47,46 @@ async fn a_stalled_redis_leaves_a_send_unconfirmed_and_publishing_resumes_on_the
     let mut writer = node.client("writer").await;
     request(&mut writer, json!({"op": "join", "room": "ledger"})).await;
     let send = json!({"op": "send", "room": "ledger", "body": "pay 10", "idempotency_key": "pay-1"});
+    // The join's presence script runs on a task of its own: let it finish,
+    // so the only script paused below is the send's.
+    within(async {
+        while redis.cli(&["EXISTS", "sb:{r:ledger}:pu"]).trim() != "1" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     redis.cli(&["CLIENT", "PAUSE", "2000", "WRITE"]);
-    let stalled = request(&mut writer, send.clone()).await;
+    let with_id = |mut command: Value, id: &str| {
+        command["id"] = json!(id);
+        command.to_string()
+    };
+    within(writer.send_text(with_id(send.clone(), "stalled"))).await.expect("send");
+    // Two more queue behind it once its script waits in Redis; when it times
+    // out they are answered at once and never sent, not after a timeout each.
+    within(async {
+        let script_waits = |client: &str| client.contains(" flags=b ") && client.contains(" cmd=evalsha ");
+        while !redis.cli(&["CLIENT", "LIST"]).lines().any(script_waits) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    for key in ["pay-2", "pay-3"] {
+        let queued = json!({"op": "send", "room": "ledger", "body": "pay 20", "idempotency_key": key});
+        within(writer.send_text(with_id(queued, key))).await.expect("send");
+    }
+    let mut replies = HashMap::new();
+    while replies.len() < 3 {
+        let reply = wait_for(&mut writer, |event| event.get("re").is_some()).await;
+        replies.insert(reply["re"].as_str().unwrap_or_default().to_owned(), reply);
+    }
+    let stalled = &replies["stalled"];
     assert_eq!(stalled["code"], json!("unavailable"), "{stalled}");
     assert!(stalled["error"].as_str().is_some_and(|text| text.contains("may have been stored")), "{stalled}");
+    for key in ["pay-2", "pay-3"] {
+        let queued = &replies[key];
+        assert_eq!(queued["code"], json!("unavailable"), "{queued}");
+        assert!(queued["error"].as_str().is_some_and(|text| text.contains("was not stored")), "never sent: {queued}");
+    }
     let started = std::time::Instant::now();
     let acked = loop {
         let reply = request(&mut writer, send.clone()).await;

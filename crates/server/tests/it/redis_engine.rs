@@ -140,6 +140,39 @@ async fn an_idempotency_repeat_gets_the_first_answer() {
     assert_eq!(engine.meta(&lobby).await.expect("meta").expect("exists").top_seq, 2, "the repeat stored nothing");
 }
 
+/// One script stores a batch in the order given, each message once: a
+/// repeat within the batch or of an earlier batch gets the first answer.
+#[tokio::test]
+async fn a_batch_is_stored_and_published_in_order_with_repeats_answered_once() {
+    let Some(redis) = RedisServer::start("a_batch_is_stored_and_published_in_order") else { return };
+    let engine = connect(config(&redis.url(), "a")).await;
+    let (subscriber, mut events) = engine.subscriber().await.expect("subscriber");
+    let lobby = room("lobby");
+    subscriber.subscribe(std::slice::from_ref(&lobby)).await.expect("subscribe");
+    let bodies: Vec<_> = (0..6).map(body).collect();
+    let message =
+        |n: usize, scope: Option<&'static str>| Outgoing { from: "ann", body: &bodies[n], idempotency: scope };
+    let first = [message(0, Some("k1")), message(1, None), message(2, Some("k1")), message(3, Some("k2"))];
+    let answers = engine.publish_batch(&lobby, &first).await.expect("publish batch");
+    let seqs: Vec<(u64, bool)> = answers.iter().map(|a| (a.seq, a.duplicate)).collect();
+    assert_eq!(seqs, [(1, false), (2, false), (1, true), (3, false)], "the repeat within the batch stored nothing");
+    assert!(answers.iter().all(|a| a.epoch == answers[0].epoch && a.ts >= answers[0].ts));
+    let second = [message(4, Some("k2")), message(5, None)];
+    let answers = engine.publish_batch(&lobby, &second).await.expect("publish batch");
+    let seqs: Vec<(u64, bool)> = answers.iter().map(|a| (a.seq, a.duplicate)).collect();
+    assert_eq!(seqs, [(3, true), (4, false)], "a repeat of an earlier batch gets its first answer");
+    let stored: Vec<String> =
+        engine.after(&lobby, 0, 10).await.expect("read").iter().map(|m| m.body.get().to_owned()).collect();
+    let expected: Vec<String> = [0, 1, 3, 5].iter().map(|&n| bodies[n].get().to_owned()).collect();
+    assert_eq!(stored, expected, "stored in the order given, repeats left out");
+    for (seq, n) in [(1, 0), (2, 1), (3, 3), (4, 5)] {
+        let publication = next_publication(&mut events).await;
+        assert_eq!(publication.message.seq, seq, "published in seq order, once");
+        assert_eq!(publication.message.body.get(), bodies[n].get());
+    }
+    assert_eq!(engine.meta(&lobby).await.expect("meta").expect("exists").top_seq, 4);
+}
+
 #[tokio::test]
 async fn history_is_bounded_and_read_by_range() {
     let Some(redis) = RedisServer::start("history_is_bounded_and_read_by_range") else { return };

@@ -4,10 +4,12 @@
 //! - **Publish.** One script in Redis assigns the message its `seq` (and
 //!   the log's epoch), appends it to the log's stream and publishes it to
 //!   the log's channel; the publisher is answered once the script returned.
-//!   A log's publishes go to Redis one at a time, in the order they were
-//!   accepted, so a connection's sends keep their order. While Redis is
-//!   unreachable, publishing is refused at once
-//!   ([`PublishError::Unavailable`]), never acked falsely.
+//!   A log's publishes go to Redis in the order they were accepted, so a
+//!   connection's sends keep their order: one script at a time per log,
+//!   each carrying every publish that queued while the previous one ran.
+//!   While Redis is unreachable, publishing is refused at once
+//!   ([`PublishError::Unavailable`], or [`Unstored::Unavailable`] for those
+//!   already queued), never acked falsely.
 //! - **Deliver.** The node subscribes to a room's channel when the room
 //!   gets its first member here, and to a user's inbox channel when the user
 //!   connects here. Each subscribed log has a [`slot::Slot`] that delivers
@@ -22,7 +24,7 @@
 //!
 //! The tasks: [`control`] owns the subscriber (subscriptions, pushes,
 //! repairs); each log with publishes waiting has a task that sends them in
-//! turn; fills run on tasks of their own.
+//! batches, in turn; fills run on tasks of their own.
 
 mod control;
 pub mod presence;
@@ -35,6 +37,7 @@ use crate::metrics::{DropReason, Metrics};
 use crate::store::{LogKey, LogKind, LogMeta, ProbeAnswer, Reader, StoreError, StoredMessage};
 use crate::util::lock;
 use slot::{Arrival, Next, Slot};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -90,6 +93,11 @@ type Queued<T> = (Publication<T>, Option<String>);
 /// Most publishes a node has accepted and not answered; past it a publish
 /// is refused (`overloaded`), so the queues stay bounded.
 const MAX_IN_FLIGHT: usize = 16_384;
+
+/// Most messages one publish script carries, and most bytes of bodies
+/// (past the first message): a script blocks Redis while it runs.
+const BATCH_MESSAGES: usize = 256;
+const BATCH_BYTES: usize = 256 * 1024;
 
 impl<T: Send + 'static> std::fmt::Debug for ClusterBroker<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,48 +227,95 @@ impl<T: Send + 'static> Shared<T> {
         self.up.swap(up, Ordering::AcqRel) != up
     }
 
-    /// Publishes `first`, then whatever its log queued meanwhile, one at a
-    /// time: Redis hands out a log's `seq`s in the order its messages were
+    /// Publishes what `key`'s queue holds, in batches, until it is empty:
+    /// Redis hands out a log's `seq`s in the order its messages were
     /// accepted, so a connection's sends stay in the order sent, as on one
     /// node. (Requests started together on the shared connection reach
     /// Redis in the order their tasks first run, which is not that order.)
-    async fn publish_in_order(self: Arc<Self>, first: Queued<T>) {
-        let key = first.0.key.clone();
-        let mut next = Some(first);
-        while let Some((publication, idempotency)) = next {
-            Arc::clone(&self).publish(publication, idempotency).await;
-            let mut queues = lock(&self.queues);
-            next = queues.get_mut(&key).and_then(VecDeque::pop_front);
-            if next.is_none() {
-                queues.remove(&key);
+    /// Whatever queued while a batch was in Redis goes in the next one, so
+    /// a busy log takes one round trip per batch, not per message.
+    async fn publish_in_order(self: Arc<Self>, key: LogKey) {
+        loop {
+            let batch = {
+                let mut queues = lock(&self.queues);
+                let Some(waiting) = queues.get_mut(&key) else { return };
+                let batch = next_batch(waiting);
+                if batch.is_empty() {
+                    queues.remove(&key);
+                    return;
+                }
+                batch
+            };
+            if self.up.load(Ordering::Acquire) {
+                self.publish_batch(&key, batch).await;
+            } else {
+                // Queued behind one that found Redis unreachable: answered
+                // now, not after a timeout each.
+                self.refuse(batch, Unstored::Unavailable);
             }
         }
     }
 
-    /// Stores and publishes one message, then answers its publisher.
-    async fn publish(self: Arc<Self>, publication: Publication<T>, idempotency: Option<String>) {
-        let Publication { key, from, body, ticket } = publication;
-        let outgoing = ClusterOutgoing { from: &from, body: &body, idempotency: idempotency.as_deref() };
-        let outcome = self.engine.publish(&key, outgoing).await;
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let Some(deliveries) = self.deliveries.upgrade() else { return };
-        match outcome {
-            Ok(published) => {
-                let stored = Stored { seq: published.seq, epoch: published.epoch, ts: published.ts };
-                // A repeat (another node stored it first) was delivered then.
-                if !published.duplicate {
-                    let message = StoredMessage { seq: published.seq, ts: published.ts, from: from.to_string(), body };
-                    self.arrive(&key, Arrival { epoch: published.epoch, message });
-                }
-                deliveries.settle(ticket, Ok(stored));
-            }
+    /// Stores and publishes a log's `batch` in one script, then answers
+    /// each publisher.
+    async fn publish_batch(self: &Arc<Self>, key: &LogKey, batch: Vec<Queued<T>>) {
+        let outgoing: Vec<_> = batch
+            .iter()
+            .map(|(publication, idempotency)| ClusterOutgoing {
+                from: &publication.from,
+                body: &publication.body,
+                idempotency: idempotency.as_deref(),
+            })
+            .collect();
+        let outcome = self.engine.publish_batch(key, &outgoing).await;
+        drop(outgoing);
+        self.metrics.cluster_publish_scripts.inc();
+        let published = match outcome {
+            Ok(published) => published,
             Err(error) => {
                 self.unreachable(&error);
-                tracing::warn!(log = %key.name, %error, "publish not confirmed: answering unavailable");
-                deliveries.settle(ticket, Err(Unstored::Unconfirmed));
+                tracing::warn!(log = %key.name, %error, messages = batch.len(), "publish not confirmed: answering unavailable");
+                return self.refuse(batch, Unstored::Unconfirmed);
             }
+        };
+        self.in_flight.fetch_sub(batch.len(), Ordering::AcqRel);
+        let Some(deliveries) = self.deliveries.upgrade() else { return };
+        for ((publication, _), published) in batch.into_iter().zip(published) {
+            let Publication { from, body, ticket, .. } = publication;
+            let stored = Stored { seq: published.seq, epoch: published.epoch, ts: published.ts };
+            // A repeat (another node stored it first) was delivered then.
+            if !published.duplicate {
+                let message = StoredMessage { seq: published.seq, ts: published.ts, from: from.to_string(), body };
+                self.arrive(key, Arrival { epoch: published.epoch, message });
+            }
+            deliveries.settle(ticket, Ok(stored));
         }
     }
+
+    /// Answers each publisher in `batch` that its message was not stored
+    /// (or not confirmed: `reason`).
+    fn refuse(&self, batch: Vec<Queued<T>>, reason: Unstored) {
+        self.in_flight.fetch_sub(batch.len(), Ordering::AcqRel);
+        let Some(deliveries) = self.deliveries.upgrade() else { return };
+        for (publication, _) in batch {
+            deliveries.settle(publication.ticket, Err(reason));
+        }
+    }
+}
+
+/// Takes the oldest publications of a log's queue, as many as one script
+/// should carry (at least one when any wait).
+fn next_batch<T>(waiting: &mut VecDeque<Queued<T>>) -> Vec<Queued<T>> {
+    let mut bytes = 0;
+    let mut batch = Vec::new();
+    while let Some((publication, _)) = waiting.front() {
+        bytes += publication.body.get().len();
+        if !batch.is_empty() && (batch.len() == BATCH_MESSAGES || bytes > BATCH_BYTES) {
+            break;
+        }
+        batch.extend(waiting.pop_front());
+    }
+    batch
 }
 
 impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
@@ -275,16 +330,16 @@ impl<T: Send + 'static> Broker<T> for ClusterBroker<T> {
             self.shared.in_flight.fetch_sub(1, Ordering::AcqRel);
             return Err(PublishError::Busy);
         }
+        let key = publication.key.clone();
         let queued = (publication, idempotency.map(ToOwned::to_owned));
-        {
-            let mut queues = lock(&self.shared.queues);
-            if let Some(waiting) = queues.get_mut(&queued.0.key) {
-                waiting.push_back(queued);
-                return Ok(());
+        match lock(&self.shared.queues).entry(key) {
+            Entry::Occupied(mut waiting) => waiting.get_mut().push_back(queued),
+            Entry::Vacant(empty) => {
+                let key = empty.key().clone();
+                empty.insert(VecDeque::from([queued]));
+                tokio::spawn(Arc::clone(&self.shared).publish_in_order(key));
             }
-            queues.insert(queued.0.key.clone(), VecDeque::new());
         }
-        tokio::spawn(Arc::clone(&self.shared).publish_in_order(queued));
         Ok(())
     }
 

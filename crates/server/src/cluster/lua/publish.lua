@@ -1,50 +1,73 @@
--- Appends one message to a log and publishes it, atomically: the only place
--- a log's seq is assigned. Every key shares the log's hash tag.
+-- Appends a batch of messages to one log, in order, and publishes each,
+-- atomically: the only place a log's seq is assigned. Every key shares the
+-- log's hash tag.
 -- KEYS[1] meta HASH (e epoch, s top seq, t newest ts), KEYS[2] stream,
--- KEYS[3] (optional) idempotency key.
+-- KEYS[3..] the idempotency keys of the messages that have one, in order.
 -- ARGV[1] epoch to use if the meta is new, ARGV[2] stream MAXLEN (~),
--- ARGV[3] TTL in seconds (0: none), ARGV[4] channel, ARGV[5] PUBLISH or SPUBLISH,
--- ARGV[6] kind code, ARGV[7] name as a JSON string, ARGV[8] sender,
--- ARGV[9] sender as a JSON string, ARGV[10] body (JSON text),
--- ARGV[11] idempotency window in seconds.
--- Returns {seq, epoch, ts, duplicate (0/1)}.
-local idempotency = KEYS[3]
-if idempotency then
-  local first = redis.call('GET', idempotency)
-  if first then
-    local seq, epoch, ts = string.match(first, '^(%d+):(%d+):(%d+)$')
-    if seq then
-      return {tonumber(seq), epoch, tonumber(ts), 1}
+-- ARGV[3] TTL in seconds (0: none), ARGV[4] channel, ARGV[5] PUBLISH or
+-- SPUBLISH, ARGV[6] kind code, ARGV[7] name as a JSON string,
+-- ARGV[8] idempotency window in seconds; then 4 per message: sender,
+-- sender as a JSON string, body (JSON text), 1 if it has an idempotency
+-- key (the next of KEYS[3..]) else 0.
+-- Returns per message {seq, epoch, ts, duplicate (0/1)}.
+local COMMON, EACH = 8, 4
+local answers = {}
+local next_key = 3
+local opened = false
+local epoch, seq, ts
+
+-- The log's meta, read once, on the first message that is not a repeat.
+local function open()
+  if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
+    -- A new (or lost) meta starts a new epoch: history of the old one is void.
+    redis.call('DEL', KEYS[2])
+  end
+  local meta = redis.call('HMGET', KEYS[1], 'e', 't', 's')
+  epoch = meta[1]
+  local clock = redis.call('TIME')
+  ts = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local newest = tonumber(meta[2] or '0') or 0
+  if newest > ts then
+    ts = newest
+  end
+  seq = tonumber(meta[3] or '0') or 0
+  opened = true
+end
+
+for i = COMMON + 1, #ARGV, EACH do
+  local from, from_json, body, keyed = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local idempotency = nil
+  if keyed == '1' then
+    idempotency = KEYS[next_key]
+    next_key = next_key + 1
+  end
+  local first = idempotency and redis.call('GET', idempotency)
+  local repeat_of = first and {string.match(first, '^(%d+):(%d+):(%d+)$')}
+  if repeat_of and repeat_of[1] then
+    answers[#answers + 1] = {tonumber(repeat_of[1]), repeat_of[2], tonumber(repeat_of[3]), 1}
+  else
+    if not opened then
+      open()
     end
+    seq = seq + 1
+    local seq_text = string.format('%d', seq)
+    local ts_text = string.format('%d', ts)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq_text .. '-0', 't', ts_text, 'f', from, 'b', body)
+    local payload = '[' .. ARGV[6] .. ',' .. seq_text .. ',' .. epoch .. ',' .. ts_text .. ',' ..
+      from_json .. ',' .. ARGV[7] .. ',' .. body .. ']'
+    redis.call(ARGV[5], ARGV[4], payload)
+    if idempotency then
+      redis.call('SET', idempotency, seq_text .. ':' .. epoch .. ':' .. ts_text, 'EX', ARGV[8])
+    end
+    answers[#answers + 1] = {seq, epoch, ts, 0}
   end
 end
 
-if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
-  -- A new (or lost) meta starts a new epoch: history of the old one is void.
-  redis.call('DEL', KEYS[2])
+if opened then
+  redis.call('HSET', KEYS[1], 's', string.format('%d', seq), 't', string.format('%d', ts))
+  if ARGV[3] ~= '0' then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+    redis.call('EXPIRE', KEYS[2], ARGV[3])
+  end
 end
-local meta = redis.call('HMGET', KEYS[1], 'e', 't')
-local epoch = meta[1]
-local clock = redis.call('TIME')
-local ts = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local newest = tonumber(meta[2] or '0') or 0
-if newest > ts then
-  ts = newest
-end
-local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
-local seq_text = string.format('%d', seq)
-local ts_text = string.format('%d', ts)
-redis.call('HSET', KEYS[1], 't', ts_text)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq_text .. '-0',
-  't', ts_text, 'f', ARGV[8], 'b', ARGV[10])
-if ARGV[3] ~= '0' then
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('EXPIRE', KEYS[2], ARGV[3])
-end
-local payload = '[' .. ARGV[6] .. ',' .. seq_text .. ',' .. epoch .. ',' .. ts_text .. ',' ..
-  ARGV[9] .. ',' .. ARGV[7] .. ',' .. ARGV[10] .. ']'
-redis.call(ARGV[5], ARGV[4], payload)
-if idempotency then
-  redis.call('SET', idempotency, seq_text .. ':' .. epoch .. ':' .. ts_text, 'EX', ARGV[11])
-end
-return {seq, epoch, ts, 0}
+return answers
