@@ -13,8 +13,10 @@
 #   bash bench/cluster.sh
 # env: SUBSCRIBERS (default 1000), RATES (default "100 1000"), DURATION
 #      (seconds per case, default 10), NODES (default "1 2 3"), ENGINE
-#      ("single", the default, or "cluster"), OUT (JSON reports, default
-#      target/cluster-bench), SWITCHBOARD_BIN (default: built here)
+#      ("single", the default, or "cluster"), REPEATS (runs of every case,
+#      default 1: with more, the summary gives medians and ranges), OUT
+#      (JSON reports, default target/cluster-bench), SWITCHBOARD_BIN
+#      (default: built here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUBSCRIBERS=${SUBSCRIBERS:-1000}
@@ -23,6 +25,7 @@ DURATION=${DURATION:-10}
 NODES=${NODES:-"1 2 3"}
 ENGINE=${ENGINE:-single}
 OUT=${OUT:-target/cluster-bench}
+REPEATS=${REPEATS:-1}
 command -v redis-server >/dev/null || { echo "cluster: needs redis-server (apt-get install redis-server)" >&2; exit 1; }
 [ "$(nproc)" -ge 2 ] || { echo "cluster: needs two cores (servers and load apart)" >&2; exit 1; }
 if [ -z "${SWITCHBOARD_BIN:-}" ]; then
@@ -98,9 +101,10 @@ start_engine() {
     REDIS_URL="redis+cluster://$(IFS=,; echo "${hosts[*]}")"
 }
 
-# case NAME NODES RATE: NODES 0 is the single node without Redis.
+# case NAME NODES RATE REPETITION: NODES 0 is the single node without Redis.
 run_case() {
     local name=$1 nodes=$2 rate=$3 redis_url= ports=() also=() pids=()
+    local report="$OUT/$name.r$rate.k$4"
     REDIS_PIDS=()
     if [ "$nodes" -gt 0 ]; then
         start_engine
@@ -119,74 +123,31 @@ run_case() {
     [ "${#also[@]}" -gt 0 ] && extra+=(--also "$(IFS=,; echo "${also[*]}")")
     [ "${#others[@]}" -gt 0 ] && extra+=(--also-pid "$(IFS=,; echo "${others[*]}")")
     taskset -c 1 "$BIN" bench fanout --server "127.0.0.1:${ports[0]}" -s "$SUBSCRIBERS" -r "$rate" --stored \
-        --duration "$DURATION" --pid "${pids[0]}" "${extra[@]}" --json >"$OUT/$name.r$rate.json"
+        --duration "$DURATION" --pid "${pids[0]}" "${extra[@]}" --json >"$report.json"
     if [ "$nodes" -gt 0 ]; then
         # Publish scripts the publisher's node ran: messages per round trip.
         curl -s "http://127.0.0.1:${ports[0]}/metrics" |
-            awk '/^switchboard_cluster_publish_scripts_total/ {print $2}' >"$OUT/$name.r$rate.scripts"
+            awk '/^switchboard_cluster_publish_scripts_total/ {print $2}' >"$report.scripts"
     fi
     if [ "${#REDIS_PIDS[@]}" -gt 0 ]; then
         # Redis's own CPU over the case (every master), to see its work per message.
         for pid in "${REDIS_PIDS[@]}"; do cat "/proc/$pid/stat"; done |
-            awk '{ticks += $14 + $15} END {print ticks}' >"$OUT/$name.r$rate.redis-ticks"
+            awk '{ticks += $14 + $15} END {print ticks}' >"$report.redis-ticks"
     fi
     stop_all
 }
 
 echo "load before: $(uptime)"
-for rate in $RATES; do
-    run_case single 0 "$rate"
-    for nodes in $NODES; do
-        run_case "nodes$nodes" "$nodes" "$rate"
+rm -f "$OUT"/*.json "$OUT"/*.scripts "$OUT"/*.redis-ticks
+# Repetitions outermost, so a change in the machine's load over the run
+# falls on every setup alike.
+for repetition in $(seq "$REPEATS"); do
+    for rate in $RATES; do
+        run_case single 0 "$rate" "$repetition"
+        for nodes in $NODES; do
+            run_case "nodes$nodes" "$nodes" "$rate" "$repetition"
+        done
     done
 done
 echo "load after: $(uptime)"
-python3 - "$OUT" "$SUBSCRIBERS" <<'EOF'
-import glob, json, os, sys
-out, subscribers = sys.argv[1], int(sys.argv[2])
-tick = os.sysconf("SC_CLK_TCK")
-print(f"| setup | msg/s | subscribers | delivered | lost | p99 ms | CPU-s (nodes + Redis) | µs CPU per delivery | Redis CPU ms per message (whole case, setup included) | messages per publish script |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-def key(path):
-    name = os.path.basename(path)
-    return (int(name.split(".r")[1].split(".")[0]), name)
-for path in sorted(glob.glob(f"{out}/*.json"), key=key):
-    report = json.load(open(path))
-    name = os.path.basename(path)[:-5]
-    setup, rate = name.split(".r")
-    delivered = report["received"]
-    lost = report["lost"]
-    p99 = (report.get("latency_ms") or {}).get("p99")
-    cpu = report.get("server_cpu_seconds")
-    per = cpu / delivered * 1e6 if cpu and delivered else None
-    redis = ""
-    ticks = f"{out}/{name}.redis-ticks"
-    if os.path.exists(ticks):
-        sent = report["sent"]
-        redis_s = float(open(ticks).read()) / tick
-        redis = f"{redis_s / sent * 1000:.3f}" if sent else ""
-    batch = ""
-    scripts = f"{out}/{name}.scripts"
-    if os.path.exists(scripts) and open(scripts).read().strip():
-        count = float(open(scripts).read())
-        batch = f"{report['sent'] / count:.2f}" if count else ""
-    fmt = lambda v, f: (f.format(v) if v is not None else "?")
-    print(f"| {setup} | {rate} | {subscribers} | {delivered} | {lost} | {fmt(p99, '{:.2f}')} | {fmt(cpu, '{:.2f}')} | {fmt(per, '{:.2f}')} | {redis} | {batch} |")
-# Redis's CPU per message with the setup (connecting and joining every
-# subscriber, the same at every rate) taken out: the difference between the
-# two rates' cases over the difference in messages sent.
-cases = {}
-for path in glob.glob(f"{out}/*.redis-ticks"):
-    name = os.path.basename(path)[: -len(".redis-ticks")]
-    setup, rate = name.split(".r")
-    sent = json.load(open(f"{out}/{name}.json"))["sent"]
-    cases.setdefault(setup, []).append((sent, float(open(path).read()) / tick))
-print()
-print("| setup | Redis CPU µs per message (between the two rates) |")
-print("|---|---|")
-for setup, runs in sorted(cases.items()):
-    if len(runs) == 2:
-        (sent_a, cpu_a), (sent_b, cpu_b) = sorted(runs)
-        if sent_b > sent_a:
-            print(f"| {setup} | {(cpu_b - cpu_a) / (sent_b - sent_a) * 1e6:.1f} |")
-EOF
+python3 bench/cluster_summary.py "$OUT" "$SUBSCRIBERS"
