@@ -14,15 +14,16 @@ local COMMON, EACH = 8, 4
 local answers = {}
 local next_key = 3
 local opened = false
-local epoch, seq, ts
+local epoch, ts
 
--- The log's meta, read once, on the first message that is not a repeat.
+-- The log's epoch and clock, read once, on the first message that is not a
+-- repeat (all of a batch's messages share its ts).
 local function open()
   if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
     -- A new (or lost) meta starts a new epoch: history of the old one is void.
     redis.call('DEL', KEYS[2])
   end
-  local meta = redis.call('HMGET', KEYS[1], 'e', 't', 's')
+  local meta = redis.call('HMGET', KEYS[1], 'e', 't')
   epoch = meta[1]
   local clock = redis.call('TIME')
   ts = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -30,7 +31,7 @@ local function open()
   if newest > ts then
     ts = newest
   end
-  seq = tonumber(meta[3] or '0') or 0
+  redis.call('HSET', KEYS[1], 't', string.format('%d', ts))
   opened = true
 end
 
@@ -49,7 +50,9 @@ for i = COMMON + 1, #ARGV, EACH do
     if not opened then
       open()
     end
-    seq = seq + 1
+    -- The meta moves with each message, so a script that fails part way
+    -- (an out-of-memory XADD) leaves a gap, never a reused seq.
+    local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
     local seq_text = string.format('%d', seq)
     local ts_text = string.format('%d', ts)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq_text .. '-0', 't', ts_text, 'f', from, 'b', body)
@@ -63,11 +66,8 @@ for i = COMMON + 1, #ARGV, EACH do
   end
 end
 
-if opened then
-  redis.call('HSET', KEYS[1], 's', string.format('%d', seq), 't', string.format('%d', ts))
-  if ARGV[3] ~= '0' then
-    redis.call('EXPIRE', KEYS[1], ARGV[3])
-    redis.call('EXPIRE', KEYS[2], ARGV[3])
-  end
+if opened and ARGV[3] ~= '0' then
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
 end
 return answers
