@@ -246,7 +246,7 @@ impl Metrics {
         );
         r.register(
             "cluster_publish_scripts",
-            "Publish scripts run in Redis; each stores one or more messages of one log (messages per round trip = \
+            "Publish scripts Redis ran and answered; each stores one or more messages of one log (messages per round trip = \
              messages_stored / this)",
             self.cluster_publish_scripts.clone(),
         );

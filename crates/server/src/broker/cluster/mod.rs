@@ -251,6 +251,7 @@ impl<T: Send + 'static> Shared<T> {
             } else {
                 // Queued behind one that found Redis unreachable: answered
                 // now, not after a timeout each.
+                tracing::warn!(log = %key.name, messages = batch.len(), "Redis unreachable: queued publishes answered unavailable, not sent");
                 self.refuse(batch, Unstored::Unavailable);
             }
         }
@@ -269,9 +270,11 @@ impl<T: Send + 'static> Shared<T> {
             .collect();
         let outcome = self.engine.publish_batch(key, &outgoing).await;
         drop(outgoing);
-        self.metrics.cluster_publish_scripts.inc();
         let published = match outcome {
-            Ok(published) => published,
+            Ok(published) => {
+                self.metrics.cluster_publish_scripts.inc();
+                published
+            }
             Err(error) => {
                 self.unreachable(&error);
                 tracing::warn!(log = %key.name, %error, messages = batch.len(), "publish not confirmed: answering unavailable");
