@@ -49,12 +49,7 @@ async fn a_stalled_redis_leaves_a_send_unconfirmed_and_publishing_resumes_on_the
     let send = json!({"op": "send", "room": "ledger", "body": "pay 10", "idempotency_key": "pay-1"});
     // The join's presence script runs on a task of its own: let it finish,
     // so the only script paused below is the send's.
-    within(async {
-        while redis.cli(&["EXISTS", "sb:{r:ledger}:pu"]).trim() != "1" {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    redis.cli_until(&["EXISTS", "sb:{r:ledger}:pu"], |exists| exists.trim() == "1").await;
     redis.cli(&["CLIENT", "PAUSE", "2000", "WRITE"]);
     let with_id = |mut command: Value, id: &str| {
         command["id"] = json!(id);
@@ -63,13 +58,8 @@ async fn a_stalled_redis_leaves_a_send_unconfirmed_and_publishing_resumes_on_the
     within(writer.send_text(with_id(send.clone(), "stalled"))).await.expect("send");
     // Two more queue behind it once its script waits in Redis; when it times
     // out they are answered at once and never sent, not after a timeout each.
-    within(async {
-        let script_waits = |client: &str| client.contains(" flags=b ") && client.contains(" cmd=evalsha ");
-        while !redis.cli(&["CLIENT", "LIST"]).lines().any(script_waits) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let script_waits = |client: &str| client.contains(" flags=b ") && client.contains(" cmd=evalsha ");
+    redis.cli_until(&["CLIENT", "LIST"], |clients| clients.lines().any(script_waits)).await;
     for key in ["pay-2", "pay-3"] {
         let queued = json!({"op": "send", "room": "ledger", "body": "pay 20", "idempotency_key": key});
         within(writer.send_text(with_id(queued, key))).await.expect("send");

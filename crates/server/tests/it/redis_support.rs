@@ -162,6 +162,16 @@ impl RedisServer {
         cli(self.port, args)
     }
 
+    /// Runs `redis-cli <args>` every 10 ms, without blocking the runtime,
+    /// until its output satisfies `done`; panics after [`STARTUP`].
+    pub async fn cli_until(&self, args: &[&str], done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + STARTUP;
+        while !done(&self.cli(args)) {
+            assert!(Instant::now() < deadline, "waited {STARTUP:?} for redis-cli {args:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// A copy of the data directory as it is now (the AOF is written on
     /// every command, `appendfsync always`).
     pub fn snapshot(&self) -> TempDir {
