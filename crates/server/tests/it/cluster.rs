@@ -186,6 +186,9 @@ async fn a_user_on_two_nodes_is_one_member_and_leaves_when_their_last_connection
     assert_eq!(joined["user"], json!("alice"));
     let mut alice_b = nodes[1].client("alice").await;
     request(&mut alice_b, json!({"op": "join", "room": "lobby"})).await;
+    // Each node applies presence on a task of its own: wait until Redis
+    // counts both of her nodes, or her first leave could be her last.
+    redis.cli_until(&["HGET", "sb:{r:lobby}:pu", "alice"], |nodes| nodes.trim() == "2").await;
     let members = request(&mut bob, json!({"op": "presence", "room": "lobby"})).await;
     assert_eq!(members["users"], json!(["alice", "bob"]), "one alice across two nodes: {members}");
     request(&mut alice_a, json!({"op": "leave", "room": "lobby"})).await;
