@@ -219,6 +219,9 @@ async fn presence_events_stop_when_a_room_is_over_the_limit_cluster_wide() {
     request(&mut bob, json!({"op": "join", "room": "hall"})).await;
     let joined = wait_for(&mut ann, |event| event["ev"] == json!("join")).await;
     assert_eq!(joined["user"], json!("bob"), "2 users: within the limit");
+    // Both in Redis (each node applies presence on a task of its own), so
+    // cid is the third user whenever his node's scripts run.
+    redis.cli_until(&["HLEN", "sb:{r:hall}:pu"], |users| users.trim() == "2").await;
     let mut cid = nodes[2].client("cid").await;
     request(&mut cid, json!({"op": "join", "room": "hall"})).await;
     request(&mut cid, json!({"op": "leave", "room": "hall"})).await;
